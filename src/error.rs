@@ -1,0 +1,29 @@
+//! The error classes the CLI turns into exit codes.
+//!
+//! Every module has its own `thiserror` enum carrying the facts; each answers `kind()` with a
+//! `match`, so exit codes never depend on downcasting or message text.
+
+/// What went wrong, as far as the caller's exit status is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request itself is wrong: unknown release, bad option value, impossible combination.
+    Usage,
+    /// Bytes did not match a checksum, or a signature did not verify.
+    Integrity,
+    /// The network or the server failed, after retries.
+    Network,
+    /// Anything else: local I/O, malformed input files, bugs.
+    Other,
+}
+
+impl ErrorKind {
+    /// The process exit status documented in README and `--help`.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorKind::Other => 1,
+            ErrorKind::Usage => 2,
+            ErrorKind::Integrity => 3,
+            ErrorKind::Network => 4,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The one copy loop that converts any reader into any writer.

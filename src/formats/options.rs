@@ -1,0 +1,211 @@
+//! qemu-img style `-o key=value,key=value` creation options.
+//!
+//! Each writer takes the keys it understands with the typed getters and then calls
+//! [`Options::reject_unknown`], so a misspelt option is an error instead of being ignored.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::FormatError;
+
+#[derive(Debug, Default)]
+pub struct Options {
+    values: BTreeMap<String, String>,
+    taken: RefCell<BTreeSet<String>>,
+}
+
+impl Clone for Options {
+    fn clone(&self) -> Options {
+        Options {
+            values: self.values.clone(),
+            taken: RefCell::new(BTreeSet::new()),
+        }
+    }
+}
+
+impl Options {
+    /// Parses `a=1,b=2`; as in qemu-img, `,,` stands for a literal comma. Repeated `-o`
+    /// arguments can be joined with `,` before parsing.
+    pub fn parse(text: &str) -> Result<Options, FormatError> {
+        let mut options = Options::default();
+        let mut item = String::new();
+        let mut chars = text.chars().peekable();
+        let mut items = Vec::new();
+        while let Some(c) = chars.next() {
+            if c == ',' {
+                if chars.peek() == Some(&',') {
+                    chars.next();
+                    item.push(',');
+                } else {
+                    items.push(std::mem::take(&mut item));
+                }
+            } else {
+                item.push(c);
+            }
+        }
+        items.push(item);
+        for item in items.into_iter().filter(|i| !i.is_empty()) {
+            let (key, value) = match item.split_once('=') {
+                Some((k, v)) => (k.trim().to_owned(), v.trim().to_owned()),
+                // qemu accepts a bare flag as "on".
+                None => (item.trim().to_owned(), "on".to_owned()),
+            };
+            options.values.insert(key, value);
+        }
+        Ok(options)
+    }
+
+    /// Sets a key as if it had been given with `-o` (used for `-c`, presets).
+    pub fn set(&mut self, key: &str, value: &str) {
+        self.values.insert(key.to_owned(), value.to_owned());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// The raw string value of `key`, marking it as understood.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        let value = self.values.get(key)?;
+        self.taken.borrow_mut().insert(key.to_owned());
+        Some(value.as_str())
+    }
+
+    /// A value that must be one of `choices`.
+    pub fn choice<'a>(
+        &self,
+        key: &str,
+        choices: &[&'a str],
+    ) -> Result<Option<&'a str>, FormatError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(value) => choices
+                .iter()
+                .find(|c| c.eq_ignore_ascii_case(value))
+                .copied()
+                .map(Some)
+                .ok_or_else(|| {
+                    invalid(
+                        key,
+                        value,
+                        format!("expected one of {}", choices.join(", ")),
+                    )
+                }),
+        }
+    }
+
+    /// `on|off|true|false|yes|no`.
+    pub fn flag(&self, key: &str) -> Result<Option<bool>, FormatError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(value) => match value.to_ascii_lowercase().as_str() {
+                "on" | "true" | "yes" | "1" => Ok(Some(true)),
+                "off" | "false" | "no" | "0" => Ok(Some(false)),
+                _ => Err(invalid(key, value, "expected on or off")),
+            },
+        }
+    }
+
+    /// A byte size with an optional K/M/G/T suffix.
+    pub fn size(&self, key: &str) -> Result<Option<u64>, FormatError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(value) => parse_size(value)
+                .map(Some)
+                .ok_or_else(|| invalid(key, value, "expected a size such as 65536, 64K or 2M")),
+        }
+    }
+
+    /// A plain unsigned integer (decimal, or hex with 0x).
+    pub fn number(&self, key: &str) -> Result<Option<u64>, FormatError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(value) => {
+                let parsed = match value.strip_prefix("0x") {
+                    Some(hex) => u64::from_str_radix(hex, 16).ok(),
+                    None => value.parse().ok(),
+                };
+                parsed
+                    .map(Some)
+                    .ok_or_else(|| invalid(key, value, "expected a number"))
+            }
+        }
+    }
+
+    /// Fails on the first key no getter asked for.
+    pub fn reject_unknown(&self, format: &str) -> Result<(), FormatError> {
+        let taken = self.taken.borrow();
+        match self.values.iter().find(|(k, _)| !taken.contains(*k)) {
+            None => Ok(()),
+            Some((key, value)) => Err(invalid(key, value, format!("not an option of {format}"))),
+        }
+    }
+}
+
+fn invalid(key: &str, value: &str, reason: impl Into<String>) -> FormatError {
+    FormatError::InvalidOption {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Parses `512`, `64K`, `2.5G`, `8G`, `1T` (binary multiples, as qemu-img). `B` is bytes.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let shift = match suffix.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        "P" | "PB" | "PIB" => 50,
+        _ => return None,
+    };
+    if number.contains('.') {
+        let value: f64 = number.parse().ok()?;
+        let bytes = value * (1u64 << shift) as f64;
+        (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then(|| bytes.round() as u64)
+    } else {
+        number.parse::<u64>().ok()?.checked_mul(1 << shift)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_pairs_escaped_commas_and_bare_flags() {
+        let o = Options::parse("subformat=streamOptimized,name=a,,b,lazy").unwrap();
+        assert_eq!(o.get("subformat"), Some("streamOptimized"));
+        assert_eq!(o.get("name"), Some("a,b"));
+        assert_eq!(o.flag("lazy").unwrap(), Some(true));
+        o.reject_unknown("vmdk").unwrap();
+    }
+
+    #[test]
+    fn unread_key_is_rejected() {
+        let o = Options::parse("cluster_size=64K,bogus=1").unwrap();
+        assert_eq!(o.size("cluster_size").unwrap(), Some(65536));
+        assert!(
+            matches!(o.reject_unknown("qcow2"), Err(FormatError::InvalidOption { key, .. }) if key == "bogus")
+        );
+    }
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_size("512"), Some(512));
+        assert_eq!(parse_size("64K"), Some(65536));
+        assert_eq!(parse_size("8G"), Some(8 << 30));
+        assert_eq!(parse_size("2.5G"), Some(5 << 29));
+        assert_eq!(parse_size("1T"), Some(1 << 40));
+        assert_eq!(parse_size("12Q"), None);
+        assert_eq!(parse_size(""), None);
+        assert_eq!(parse_size("99999999999999999999T"), None);
+    }
+}

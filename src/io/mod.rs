@@ -1,0 +1,3 @@
+//! Small adapters between byte streams and the rest of the crate.
+
+pub mod progress;

@@ -1,0 +1,17 @@
+//! cloudimg: discover, download, verify, convert and prepare cloud images.
+//!
+//! The library is layered: `index` discovers what a mirror offers, `fetch` moves bytes over
+//! HTTP (async), `verify` checks digests and OpenPGP signatures, `formats` reads and writes disk
+//! images (synchronous), and `pipeline` strings them together for the CLI. Progress and logging
+//! are injected (`io::progress::Reporter`, `tracing`): nothing here prints.
+
+pub mod catalog;
+pub mod error;
+pub mod fetch;
+pub mod formats;
+pub mod index;
+pub mod io;
+pub mod pipeline;
+pub mod verify;
+
+pub use error::ErrorKind;

@@ -1,0 +1,3 @@
+//! Integrity: content digests and OpenPGP signatures.
+
+pub mod digest;
