@@ -12,6 +12,8 @@ use super::FormatError;
 pub struct Options {
     values: BTreeMap<String, String>,
     taken: RefCell<BTreeSet<String>>,
+    /// Worker threads a writer may use for compression (`convert -m`); 0 means every core.
+    threads: usize,
 }
 
 impl Clone for Options {
@@ -19,6 +21,7 @@ impl Clone for Options {
         Options {
             values: self.values.clone(),
             taken: RefCell::new(BTreeSet::new()),
+            threads: self.threads,
         }
     }
 }
@@ -58,6 +61,19 @@ impl Options {
     /// Sets a key as if it had been given with `-o` (used for `-c`, presets).
     pub fn set(&mut self, key: &str, value: &str) {
         self.values.insert(key.to_owned(), value.to_owned());
+    }
+
+    /// Limits compression workers (`convert -m N`).
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads;
+    }
+
+    /// How many worker threads a writer should use for compression.
+    pub fn threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
