@@ -1,6 +1,7 @@
+//! The `cloudimg` binary: everything lives in the library and `cli`.
+
+mod cli;
+
 fn main() {
-    std::process::exit(cloudimg_cli_placeholder());
-}
-fn cloudimg_cli_placeholder() -> i32 {
-    0
+    std::process::exit(cli::run());
 }

@@ -1,0 +1,204 @@
+//! Command-line grammar. Option names follow qemu-img (`-f`, `-O`, `-o`, `-c`, `-p`, `-m`) and
+//! Glance (`disk_format` words) so users' habits carry over.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success
+  1  any other failure (local I/O, malformed input, ...)
+  2  usage error (bad option, unknown release, arch, serial or file kind)
+  3  integrity failure (checksum mismatch, bad or missing signature)
+  4  network or server failure after retries
+  check: 0 clean, 2 corruptions found, 3 leaked clusters only (as qemu-img check)";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cloudimg",
+    version,
+    about = "Discover, download, verify and convert Ubuntu cloud images",
+    after_help = EXIT_CODES_HELP
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Base URL of the image site or of a mirror of it.
+    #[arg(long, global = true, env = "CLOUDIMG_MIRROR", value_name = "URL")]
+    pub mirror: Option<String>,
+    /// OpenPGP public keys (armored or binary) to trust instead of the catalog's built-in keys.
+    #[arg(long, global = true, env = "CLOUDIMG_KEYRING", value_name = "FILE")]
+    pub keyring: Option<PathBuf>,
+    /// A source catalog file to use instead of the built-in Ubuntu one.
+    #[arg(long, global = true, env = "CLOUDIMG_CATALOG", value_name = "FILE")]
+    pub catalog: Option<PathBuf>,
+    /// Where index pages and checksum files are cached for conditional requests.
+    #[arg(long, global = true, env = "CLOUDIMG_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// More detail (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Attempts after the first for each request.
+    #[arg(long, global = true, default_value_t = 5, value_name = "N")]
+    pub retries: u32,
+    /// Abandon and retry a transfer that receives nothing for this many seconds.
+    #[arg(long, global = true, default_value_t = 30, value_name = "SECONDS")]
+    pub stall_timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List releases, or the serials and files of one release.
+    List(ListArgs),
+    /// Download and verify an image (SHA256SUMS signature, then the file's SHA-256).
+    Fetch(FetchArgs),
+    /// Show an image's format, sizes and options.
+    Info(InfoArgs),
+    /// Convert an image between raw, qcow2, vmdk, vhd and vdi.
+    Convert(ConvertArgs),
+    /// Check an image's structure.
+    Check(CheckArgs),
+    /// Create a blank image.
+    Create(CreateArgs),
+    /// Change an image's virtual size.
+    Resize(ResizeArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StreamArg {
+    Released,
+    Daily,
+    Minimal,
+    MinimalDaily,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SourceArg {
+    Html,
+    Streams,
+}
+
+#[derive(Debug, Args)]
+pub struct Selection {
+    /// Architecture (Ubuntu names: amd64, arm64, armhf, ppc64el, riscv64, s390x).
+    #[arg(long, default_value = "amd64")]
+    pub arch: String,
+    #[arg(long, value_enum, default_value_t = StreamArg::Released)]
+    pub stream: StreamArg,
+    /// Discovery source; default simplestreams where the stream has the release, else HTML.
+    #[arg(long, value_enum)]
+    pub source: Option<SourceArg>,
+    /// A serial such as 20240821 or 20241004.1; `latest` (default) is the newest.
+    #[arg(long)]
+    pub serial: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Codename or version (noble, 24.04); without it, list releases.
+    pub release: Option<String>,
+    #[command(flatten)]
+    pub selection: Selection,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// Codename or version (noble, 24.04).
+    pub release: String,
+    #[command(flatten)]
+    pub selection: Selection,
+    /// File kind, in simplestreams ftype words: disk1.img, disk-kvm.img, vmdk, ova, tar.gz,
+    /// root.tar.xz, squashfs, vhd.tar.gz, manifest, ...
+    #[arg(long = "file", default_value = "disk1.img", value_name = "KIND")]
+    pub kind: String,
+    /// Output directory.
+    #[arg(short = 'o', long = "output", default_value = ".", value_name = "DIR")]
+    pub output: PathBuf,
+    /// Skip the OpenPGP check of SHA256SUMS (logged; checksums are still verified).
+    #[arg(long)]
+    pub no_verify_signature: bool,
+    /// After verifying, convert the image to this disk format (raw, qcow2, vmdk, vhd, vdi).
+    #[arg(long, value_name = "FMT")]
+    pub convert: Option<String>,
+    /// Options for --convert, as qemu-img's -o.
+    #[arg(short = 'O', long = "convert-options", value_name = "OPTIONS", requires = "convert")]
+    pub convert_options: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Input format (detected by content when omitted).
+    #[arg(short = 'f', value_name = "FMT")]
+    pub format: Option<String>,
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    #[arg(short = 'f', value_name = "FMT")]
+    pub format: Option<String>,
+    /// Output format: raw, qcow2, vmdk, vhd (vpc), vdi.
+    #[arg(short = 'O', value_name = "FMT")]
+    pub output_format: String,
+    /// Format options, comma-separated key=value (repeatable), e.g. -o subformat=streamOptimized.
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    pub options: Vec<String>,
+    /// Compress (qcow2; vmdk streamOptimized is always compressed).
+    #[arg(short = 'c')]
+    pub compress: bool,
+    /// Show progress.
+    #[arg(short = 'p')]
+    pub progress: bool,
+    /// Compression threads (default: every core).
+    #[arg(short = 'm', value_name = "THREADS", default_value_t = 0)]
+    pub threads: usize,
+    /// Azure preset for vhd: fixed, force_size, size rounded up to a whole MiB.
+    #[arg(long)]
+    pub azure: bool,
+    pub source: PathBuf,
+    pub destination: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[arg(short = 'f', value_name = "FMT")]
+    pub format: Option<String>,
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[arg(short = 'f', value_name = "FMT")]
+    pub format: String,
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    pub options: Vec<String>,
+    pub file: PathBuf,
+    /// Virtual size, with an optional K, M, G or T suffix.
+    pub size: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ResizeArgs {
+    #[arg(short = 'f', value_name = "FMT")]
+    pub format: Option<String>,
+    /// Allow a smaller size (data past the new end is lost).
+    #[arg(long)]
+    pub shrink: bool,
+    pub file: PathBuf,
+    /// New size, or +SIZE / -SIZE relative to the current one.
+    #[arg(allow_hyphen_values = true)]
+    pub size: String,
+}

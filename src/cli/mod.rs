@@ -1,0 +1,92 @@
+//! The command-line edge: parses arguments, sets up logging and the runtime, runs a command and
+//! turns its outcome into an exit status.
+
+mod args;
+mod fetch;
+mod image;
+mod progress;
+
+use clap::Parser;
+use cloudimg::pipeline::Error;
+use tracing_subscriber::EnvFilter;
+
+pub use args::Cli;
+
+/// Runs the command line and returns the process exit status.
+pub fn run() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return match error.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ => cloudimg::ErrorKind::Usage.exit_code(),
+            };
+        }
+    };
+    init_tracing(cli.global.quiet, cli.global.verbose);
+    match dispatch(cli) {
+        Ok(status) => status,
+        Err(error) => {
+            tracing::error!("{}", chain(&error));
+            error.kind().exit_code()
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<i32, Error> {
+    use args::Command;
+    let global = cli.global;
+    match cli.command {
+        Command::List(args) => fetch::list(&global, args),
+        Command::Fetch(args) => fetch::fetch(&global, args),
+        Command::Info(args) => image::info(&global, args),
+        Command::Convert(args) => image::convert(&global, args),
+        Command::Check(args) => image::check(&global, args),
+        Command::Create(args) => image::create(&global, args),
+        Command::Resize(args) => image::resize(&global, args),
+    }
+}
+
+/// Log lines go to stderr: `-q` errors only, default info, `-v` debug, `-vv` trace. `RUST_LOG`
+/// overrides.
+fn init_tracing(quiet: bool, verbose: u8) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("cloudimg={level},warn")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+/// An error and its causes on one line: "outer: inner: innermost".
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // thiserror `transparent` wrappers repeat their inner message; show it once.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Writes a value as pretty JSON on stdout.
+fn print_json(value: &impl serde::Serialize) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(error) => tracing::error!("cannot serialise output: {error}"),
+    }
+}
