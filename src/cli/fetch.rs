@@ -1,0 +1,187 @@
+//! `list` and `fetch`: the commands that talk to the mirror.
+
+use std::time::Duration;
+
+use cloudimg::catalog::Catalog;
+use cloudimg::fetch::{Client, ClientConfig};
+use cloudimg::formats::{DiskFormat, Options};
+use cloudimg::index::{Discovery, Query, SourceKind, Stream};
+use cloudimg::pipeline::{self, Error, FetchRequest, SignaturePolicy};
+use cloudimg::verify::openpgp::Keyring;
+use url::Url;
+
+use super::args::{FetchArgs, Global, ListArgs, Selection, SourceArg, StreamArg};
+use super::{print_json, progress};
+
+/// What every mirror command needs: the catalog, the mirror URL and an HTTP client.
+struct Context {
+    catalog: Catalog,
+    mirror: Url,
+    client: Client,
+}
+
+impl Context {
+    fn new(global: &Global) -> Result<Context, Error> {
+        let catalog = match &global.catalog {
+            Some(path) => Catalog::from_path(path)?,
+            None => Catalog::builtin("ubuntu")?,
+        };
+        let base = global.mirror.as_deref().unwrap_or(catalog.base_url());
+        let mut mirror = Url::parse(base)
+            .map_err(|e| Error::Usage(format!("invalid mirror URL {base:?}: {e}")))?;
+        // Relative paths resolve below the mirror, not beside its last segment.
+        if !mirror.path().ends_with('/') {
+            mirror.set_path(&format!("{}/", mirror.path()));
+        }
+        let client = Client::new(ClientConfig {
+            retries: global.retries,
+            stall_timeout: Duration::from_secs(global.stall_timeout.max(1)),
+            cache_dir: global.cache_dir.clone(),
+            ..ClientConfig::default()
+        })?;
+        Ok(Context {
+            catalog,
+            mirror,
+            client,
+        })
+    }
+
+    fn keyring(&self, global: &Global) -> Result<Keyring, Error> {
+        Ok(match &global.keyring {
+            Some(path) => {
+                let bytes = std::fs::read(path).map_err(|source| Error::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                Keyring::from_bytes(&bytes)?
+            }
+            None => Keyring::from_armored_texts(&self.catalog.signing_keys())?,
+        })
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Io {
+            path: "tokio runtime".into(),
+            source,
+        })
+}
+
+fn query(release: &str, selection: &Selection) -> Query {
+    Query {
+        release: release.to_owned(),
+        arch: selection.arch.clone(),
+        stream: match selection.stream {
+            StreamArg::Released => Stream::Released,
+            StreamArg::Daily => Stream::Daily,
+            StreamArg::Minimal => Stream::Minimal,
+            StreamArg::MinimalDaily => Stream::MinimalDaily,
+        },
+        source: selection.source.map(|s| match s {
+            SourceArg::Html => SourceKind::Html,
+            SourceArg::Streams => SourceKind::Streams,
+        }),
+    }
+}
+
+/// `latest` means the newest, like no serial at all.
+fn serial(selection: &Selection) -> Option<&str> {
+    selection.serial.as_deref().filter(|s| *s != "latest")
+}
+
+pub fn list(global: &Global, args: ListArgs) -> Result<i32, Error> {
+    let context = Context::new(global)?;
+    let discovery = Discovery::new(&context.client, &context.catalog, context.mirror.clone());
+    let runtime = runtime()?;
+    let Some(release) = &args.release else {
+        let releases = runtime.block_on(discovery.releases())?;
+        if global.json {
+            print_json(&releases);
+        } else {
+            println!("{:<8} {:<10} {:<40} SUPPORT", "VERSION", "CODENAME", "TITLE");
+            for r in &releases {
+                let support = match (&r.supported, &r.eol) {
+                    (true, Some(eol)) => format!("supported until {eol}"),
+                    (true, None) => "supported".to_owned(),
+                    (false, Some(eol)) => format!("end of life {eol}"),
+                    (false, None) => "end of life".to_owned(),
+                };
+                println!("{:<8} {:<10} {:<40} {support}", r.version, r.codename, r.title);
+            }
+        }
+        return Ok(0);
+    };
+    let query = query(release, &args.selection);
+    let (serials, listing) = runtime.block_on(async {
+        let serials = discovery.serials(&query).await?;
+        let listing = discovery.listing(&query, serial(&args.selection)).await?;
+        Ok::<_, Error>((serials, listing))
+    })?;
+    if global.json {
+        print_json(&serde_json::json!({ "serials": serials, "listing": listing }));
+    } else {
+        println!("serials of {} ({}), newest first:", listing.release.codename, listing.release.version);
+        for s in &serials {
+            println!("  {s}");
+        }
+        println!("files of {} ({}):", listing.serial, listing.dir_url);
+        for f in &listing.files {
+            let size = match (f.size, f.size_exact) {
+                (Some(size), true) => size.to_string(),
+                (Some(size), false) => format!("~{size}"),
+                (None, _) => "-".to_owned(),
+            };
+            println!(
+                "  {:<14} {:>12}  {}",
+                f.ftype.as_deref().unwrap_or("-"),
+                size,
+                f.name
+            );
+        }
+    }
+    Ok(0)
+}
+
+pub fn fetch(global: &Global, args: FetchArgs) -> Result<i32, Error> {
+    let context = Context::new(global)?;
+    let keyring;
+    let signature = if args.no_verify_signature {
+        SignaturePolicy::Skip
+    } else {
+        keyring = context.keyring(global)?;
+        SignaturePolicy::Require(&keyring)
+    };
+    let convert = match &args.convert {
+        Some(name) => {
+            let format = DiskFormat::from_name(name)
+                .ok_or_else(|| Error::Usage(format!("unknown disk format {name:?}")))?;
+            Some((format, Options::parse(&args.convert_options.join(","))?))
+        }
+        None => None,
+    };
+    let request = FetchRequest {
+        query: query(&args.release, &args.selection),
+        serial: serial(&args.selection).map(str::to_owned),
+        kind: args.kind.clone(),
+        output_dir: args.output.clone(),
+        signature,
+        convert,
+    };
+    let reporter = progress::reporter(global.quiet);
+    let fetched = runtime()?.block_on(pipeline::fetch(
+        &context.client,
+        &context.catalog,
+        &context.mirror,
+        request,
+        reporter.as_ref(),
+    ))?;
+    if global.json {
+        print_json(&fetched);
+    } else if !global.quiet {
+        println!("{}  {}", fetched.sha256, fetched.path.display());
+    }
+    Ok(0)
+}
