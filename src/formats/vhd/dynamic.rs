@@ -90,7 +90,7 @@ impl DynamicHeader {
                 reason: "BAT larger than 8M entries",
             });
         }
-        if header.table_offset % 512 != 0 {
+        if !header.table_offset.is_multiple_of(512) {
             return Err(VhdError::Field {
                 field: "table offset",
                 value: header.table_offset,

@@ -151,7 +151,7 @@ fn new_guest_size(footer: &Footer, requested: u64) -> (geometry::Geometry, u64) 
     let sectors = requested.div_ceil(512);
     if footer.size_from_current_size() {
         let old = footer.guest_size();
-        let bytes = if old % AZURE_ALIGNMENT == 0 {
+        let bytes = if old.is_multiple_of(AZURE_ALIGNMENT) {
             let rounded = (sectors * 512).next_multiple_of(AZURE_ALIGNMENT);
             if rounded != sectors * 512 {
                 tracing::info!(

@@ -242,7 +242,7 @@ fn same_bits_until(bitmap: &[u8], start: u64, end: u64, value: bool) -> u64 {
     let full = if value { 0xff } else { 0x00 };
     let mut sector = start;
     while sector < end {
-        if sector % 8 == 0 && bitmap.get((sector / 8) as usize) == Some(&full) {
+        if sector.is_multiple_of(8) && bitmap.get((sector / 8) as usize) == Some(&full) {
             sector += 8;
         } else if bit(bitmap, sector) == value {
             sector += 1;

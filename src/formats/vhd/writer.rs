@@ -114,7 +114,7 @@ impl DiskWriter for VhdWriter {
                 ),
             ));
         }
-        if offset < self.written_to || offset % u64::from(BLOCK_SIZE) != 0 {
+        if offset < self.written_to || !offset.is_multiple_of(u64::from(BLOCK_SIZE)) {
             return Err(FormatError::OutOfOrder {
                 path: self.path.clone(),
                 offset,
