@@ -11,7 +11,7 @@ mod geometry;
 mod maintain;
 mod reader;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 pub(crate) mod uuid;
 mod writer;
 
