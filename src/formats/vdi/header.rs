@@ -192,7 +192,7 @@ impl VdiHeader {
     }
 
     fn validate(&self) -> Result<(), VdiError> {
-        if self.offset_bmap % SECTOR_SIZE != 0 || self.offset_bmap < HEADER_AREA as u32 {
+        if !self.offset_bmap.is_multiple_of(SECTOR_SIZE) || self.offset_bmap < HEADER_AREA as u32 {
             return Err(field(
                 "block map offset",
                 0x154,
@@ -200,7 +200,7 @@ impl VdiHeader {
                 "not a sector after the header",
             ));
         }
-        if self.offset_data % SECTOR_SIZE != 0 {
+        if !self.offset_data.is_multiple_of(SECTOR_SIZE) {
             return Err(field(
                 "data offset",
                 0x158,

@@ -5,6 +5,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::header::{VdiHeader, BLOCK_SIZE, HEADER_AREA, ZERO};
+use crate::formats::vhd::holes;
 use crate::formats::{DiskFormat, DiskReader, Extent, FormatError, ImageInfo, Mapping};
 
 /// Longest data run one `map` answer covers, in blocks: keeps each answer cheap.
@@ -131,13 +132,17 @@ impl DiskReader for VdiReader {
 
     fn map(&mut self, offset: u64) -> Result<Mapping, FormatError> {
         let (host, len) = self.extent(offset);
+        let Some(host) = host else {
+            return Ok(Mapping {
+                extent: Extent::Zero,
+                len,
+            });
+        };
+        // Holes in the file: a static VDI made by qemu-img is sparse.
+        let (data, end) = holes::run_at(&self.file, host, host + len).map_err(io(&self.path))?;
         Ok(Mapping {
-            extent: if host.is_some() {
-                Extent::Data
-            } else {
-                Extent::Zero
-            },
-            len,
+            extent: if data { Extent::Data } else { Extent::Zero },
+            len: end - host,
         })
     }
 

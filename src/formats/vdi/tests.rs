@@ -268,3 +268,22 @@ fn static_image_grows_preallocated() {
     assert_eq!((h.blocks_in_image, h.blocks_allocated), (10, 10));
     assert_eq!(std::fs::metadata(&vdi).unwrap().len(), 0x400 + (10 << 20));
 }
+
+#[test]
+fn holes_of_a_sparse_static_image_map_as_zeroes() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = raw_image(dir.path());
+    let vdi = dir.path().join("s.vdi");
+    let (r, v) = (raw.to_str().unwrap(), vdi.to_str().unwrap());
+    qemu_img(&["convert", "-f", "raw", "-O", "vdi", "-o", "static=on", r, v]);
+    let mut reader = open_path(&vdi);
+    let (mut offset, mut zero) = (0, 0);
+    while offset < reader.virtual_size() {
+        let m = reader.map(offset).unwrap();
+        if m.extent == crate::formats::Extent::Zero {
+            zero += m.len;
+        }
+        offset += m.len;
+    }
+    assert!(zero >= 3 << 20, "{zero}");
+}

@@ -8,6 +8,7 @@ mod dynamic;
 mod error;
 mod footer;
 mod geometry;
+pub(crate) mod holes;
 mod maintain;
 mod reader;
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use super::dynamic::{self, DynamicHeader, HEADER_SIZE, UNALLOCATED};
 use super::footer::{self, DiskType, Footer, FOOTER_SIZE};
 use super::geometry::MAX_SECTORS;
+use super::holes;
 use crate::formats::{DiskFormat, DiskReader, Extent, FormatError, ImageInfo, Mapping};
 
 /// The structures of an opened VHD, checksums verified and BAT bounds checked.
@@ -260,13 +261,18 @@ impl DiskReader for VhdReader {
 
     fn map(&mut self, offset: u64) -> Result<Mapping, FormatError> {
         let (host, len) = self.extent(offset)?;
+        let Some(host) = host else {
+            return Ok(Mapping {
+                extent: Extent::Zero,
+                len,
+            });
+        };
+        // Holes in the file: qemu leaves unwritten parts of fixed disks and blocks sparse.
+        let (data, end) = holes::run_at(&self.file, host, host + len)
+            .map_err(|source| FormatError::io(&self.path, source))?;
         Ok(Mapping {
-            extent: if host.is_some() {
-                Extent::Data
-            } else {
-                Extent::Zero
-            },
-            len,
+            extent: if data { Extent::Data } else { Extent::Zero },
+            len: end - host,
         })
     }
 

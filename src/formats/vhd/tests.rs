@@ -502,3 +502,39 @@ fn cleared_bitmap_bits_read_as_zeroes() {
 }
 
 use footer::test_footer;
+
+/// Bytes `map` reports as zeroes.
+fn zero_bytes(reader: &mut dyn DiskReader) -> u64 {
+    let (mut offset, mut zero) = (0, 0);
+    while offset < reader.virtual_size() {
+        let m = reader.map(offset).unwrap();
+        if m.extent == Extent::Zero {
+            zero += m.len;
+        }
+        offset += m.len;
+    }
+    zero
+}
+
+#[test]
+fn holes_of_a_sparse_fixed_disk_map_as_zeroes() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = raw_image(dir.path());
+    let vhd = dir.path().join("f.vhd");
+    let (r, v) = (raw.to_str().unwrap(), vhd.to_str().unwrap());
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "vpc",
+        "-o",
+        "subformat=fixed",
+        r,
+        v,
+    ]);
+    let mut reader = open_path(&vhd);
+    // The 3 MiB hole between the filesystem and the pattern at least.
+    assert!(zero_bytes(reader.as_mut()) >= 3 << 20);
+    assert!(read_all(reader.as_mut()) == raw_padded(&raw, reader.virtual_size()));
+}
