@@ -287,3 +287,18 @@ fn holes_of_a_sparse_static_image_map_as_zeroes() {
     }
     assert!(zero >= 3 << 20, "{zero}");
 }
+
+#[test]
+fn zero_entries_read_as_zeroes() {
+    let dir = tempfile::tempdir().unwrap();
+    // Block 0 discarded to zeroes (0xfffffffe).
+    let path = damaged(dir.path(), |f| {
+        f.write_all_at(&0xffff_fffeu32.to_le_bytes(), 0x200)
+            .unwrap()
+    });
+    let mut reader = open_path(&path);
+    assert_eq!(reader.map(0).unwrap().extent, crate::formats::Extent::Zero);
+    let data = read_all(reader.as_mut());
+    assert!(data[..2 << 20].iter().all(|b| *b == 0));
+    assert!(data[2 << 20..3 << 20].iter().all(|b| *b == 0xa5));
+}

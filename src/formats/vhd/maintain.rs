@@ -58,6 +58,11 @@ pub fn check(path: &Path, file: &File) -> Result<CheckReport, FormatError> {
             report.corruptions.push(format!(
                 "fixed disk of {size} bytes holds only {footer_at} bytes"
             ));
+        } else if size < footer_at {
+            report.leaks.push(format!(
+                "{} bytes between the end of the disk and the footer",
+                footer_at - size
+            ));
         }
         return Ok(report);
     }

@@ -538,3 +538,64 @@ fn holes_of_a_sparse_fixed_disk_map_as_zeroes() {
     assert!(zero_bytes(reader.as_mut()) >= 3 << 20);
     assert!(read_all(reader.as_mut()) == raw_padded(&raw, reader.virtual_size()));
 }
+
+#[test]
+fn check_reports_a_fixed_disk_shorter_than_its_footer_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.vhd");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "vpc",
+        "-o",
+        "subformat=fixed,force_size=on",
+        path.to_str().unwrap(),
+        "4M",
+    ]);
+    assert_eq!(
+        check(&path, File::open(&path).unwrap())
+            .unwrap()
+            .exit_code(),
+        0
+    );
+    // Move the footer 1 MiB down: the disk claims 4 MiB but holds 3.
+    let footer = std::fs::read(&path).unwrap()[4 << 20..].to_vec();
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len((3 << 20) + 512).unwrap();
+    file.write_all_at(&footer, 3 << 20).unwrap();
+    assert_eq!(
+        check(&path, File::open(&path).unwrap())
+            .unwrap()
+            .exit_code(),
+        2
+    );
+    assert!(open(&path, File::open(&path).unwrap()).is_err());
+}
+
+#[test]
+fn check_reports_bytes_beyond_a_fixed_disk_as_a_leak() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.vhd");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "vpc",
+        "-o",
+        "subformat=fixed,force_size=on",
+        path.to_str().unwrap(),
+        "4M",
+    ]);
+    // Move the footer 1 MiB up: 1 MiB of data that no guest sector reaches.
+    let footer = std::fs::read(&path).unwrap()[4 << 20..].to_vec();
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_all_at(&[0; 512], 4 << 20).unwrap();
+    file.write_all_at(&footer, 5 << 20).unwrap();
+    assert_eq!(
+        check(&path, File::open(&path).unwrap())
+            .unwrap()
+            .exit_code(),
+        3
+    );
+}
