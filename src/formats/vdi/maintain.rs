@@ -6,6 +6,7 @@ use std::path::Path;
 
 use super::header::{BLOCK_SIZE, MAX_BLOCKS, UNALLOCATED, ZERO};
 use super::reader::{self, Layout};
+use super::{too_large, MAX_DISK_SIZE};
 use crate::formats::{CheckReport, FormatError};
 
 /// qemu's checks (each allocated entry below `blocks_allocated` and used once, the count
@@ -58,6 +59,9 @@ pub fn resize(path: &Path, file: &File, requested: u64, shrink: bool) -> Result<
     let Layout {
         mut header, bmap, ..
     } = reader::load(path, file)?;
+    if requested > MAX_DISK_SIZE {
+        return Err(too_large(path, requested));
+    }
     let new_size = requested.div_ceil(512) * 512;
     if new_size < header.disk_size {
         if !shrink {

@@ -18,7 +18,10 @@ pub use error::VdiError;
 
 use super::vhd::uuid;
 use super::{CheckReport, DiskReader, DiskWriter, FormatError, Options, Probe, Target};
-use header::{swap_guid, VdiHeader};
+use header::{swap_guid, VdiHeader, BLOCK_SIZE, MAX_BLOCKS};
+
+/// Largest disk cloudimg creates or grows: 16 TiB, the block map cap at 1 MiB blocks.
+const MAX_DISK_SIZE: u64 = MAX_BLOCKS as u64 * BLOCK_SIZE as u64;
 
 /// The signature at offset 0x40 identifies a VDI.
 pub fn probe(probe: &Probe) -> bool {
@@ -50,6 +53,9 @@ pub fn create(
     let uuid_image = uuid_of("uuid")?;
     let uuid_last_snap = uuid_of("uuid_last_snap")?;
     options.reject_unknown("vdi")?;
+    if virtual_size > MAX_DISK_SIZE {
+        return Err(too_large(target.path, virtual_size));
+    }
     let disk_size = virtual_size.div_ceil(512) * 512;
     let header = VdiHeader::new(disk_size, is_static, uuid_image, uuid_last_snap)
         .map_err(|e| e.at(target.path))?;
@@ -73,4 +79,11 @@ pub fn check(path: &Path, file: File) -> Result<CheckReport, FormatError> {
 
 pub fn resize(path: &Path, file: File, new_size: u64, shrink: bool) -> Result<(), FormatError> {
     maintain::resize(path, &file, new_size, shrink)
+}
+
+fn too_large(path: &Path, size: u64) -> FormatError {
+    FormatError::Unsupported {
+        path: path.to_owned(),
+        what: format!("VDI of {size} bytes; cloudimg's limit is 16 TiB"),
+    }
 }

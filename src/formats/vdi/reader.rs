@@ -131,6 +131,14 @@ impl DiskReader for VdiReader {
     }
 
     fn map(&mut self, offset: u64) -> Result<Mapping, FormatError> {
+        if offset >= self.virtual_size() {
+            return Err(FormatError::malformed(
+                &self.path,
+                "vdi",
+                offset,
+                "map past the virtual size",
+            ));
+        }
         let (host, len) = self.extent(offset);
         let Some(host) = host else {
             return Ok(Mapping {

@@ -302,3 +302,17 @@ fn zero_entries_read_as_zeroes() {
     assert!(data[..2 << 20].iter().all(|b| *b == 0));
     assert!(data[2 << 20..3 << 20].iter().all(|b| *b == 0xa5));
 }
+
+#[test]
+fn absurd_sizes_are_refused_without_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.vdi");
+    let err = create(target(&path), u64::MAX, &Options::default())
+        .err()
+        .unwrap();
+    assert!(matches!(err, FormatError::Unsupported { .. }), "{err}");
+    qemu_img(&["create", "-q", "-f", "vdi", path.to_str().unwrap(), "4M"]);
+    assert!(resize(&path, rw(&path), u64::MAX, false).is_err());
+    let mut reader = open_path(&path);
+    assert!(reader.map(reader.virtual_size()).is_err());
+}

@@ -8,7 +8,7 @@ use super::dynamic::{DynamicHeader, HEADER_SIZE, UNALLOCATED};
 use super::footer::{self, DiskType, Footer, FOOTER_SIZE};
 use super::geometry::{self, MAX_CHS, MAX_SECTORS};
 use super::reader::{self, Layout};
-use super::AZURE_ALIGNMENT;
+use super::{too_large, AZURE_ALIGNMENT};
 use crate::formats::{CheckReport, FormatError};
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> FormatError + '_ {
@@ -98,7 +98,7 @@ pub fn check(path: &Path, file: &File) -> Result<CheckReport, FormatError> {
             .push(format!("dynamic header at {header_at:#x}: {e}"));
     }
     let entries = u64::from(header.max_table_entries);
-    let table_end = header.table_offset + entries * 4;
+    let table_end = header.table_offset.saturating_add(entries * 4);
     if table_end > len {
         report.corruptions.push(format!(
             "BAT at {:#x} ({entries} entries) lies past the end of the file",
@@ -196,6 +196,9 @@ pub fn resize(path: &Path, file: &File, requested: u64, shrink: bool) -> Result<
             what: "resizing a VHD whose end footer is damaged; run check".into(),
         });
     }
+    if requested > MAX_SECTORS * 512 {
+        return Err(too_large(path, requested));
+    }
     let (geometry, new_size) = new_guest_size(&footer, requested);
     if new_size < guest_size && !shrink {
         return Err(FormatError::ShrinkRefused {
@@ -205,10 +208,7 @@ pub fn resize(path: &Path, file: &File, requested: u64, shrink: bool) -> Result<
         });
     }
     if new_size / 512 > MAX_SECTORS {
-        return Err(FormatError::Unsupported {
-            path: path.to_owned(),
-            what: format!("VHD of {new_size} bytes; the format's limit is 2040 GiB"),
-        });
+        return Err(too_large(path, new_size));
     }
     let mut new_footer = footer.clone();
     new_footer.current_size = new_size;

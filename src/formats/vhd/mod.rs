@@ -69,6 +69,9 @@ pub fn create(
     };
     options.reject_unknown("vhd")?;
 
+    if virtual_size > MAX_SECTORS * 512 {
+        return Err(too_large(target.path, virtual_size));
+    }
     let mut size = virtual_size;
     let (disk_type, force_size) = if azure {
         if subformat == Some("dynamic") || force_size == Some(false) {
@@ -101,10 +104,7 @@ pub fn create(
         geometry::round_up(sectors)
     };
     if sectors > MAX_SECTORS {
-        return Err(FormatError::Unsupported {
-            path: target.path.to_owned(),
-            what: format!("VHD of {size} bytes; the format's limit is 2040 GiB"),
-        });
+        return Err(too_large(target.path, size));
     }
     let guest_size = sectors * 512;
     let footer = Footer {
@@ -157,4 +157,12 @@ fn now_since_2000() -> u32 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     u32::try_from(unix.saturating_sub(footer::TIMESTAMP_EPOCH)).unwrap_or(u32::MAX)
+}
+
+/// The error for a disk beyond the 2040 GiB qemu (and Hyper-V) allow.
+fn too_large(path: &Path, size: u64) -> FormatError {
+    FormatError::Unsupported {
+        path: path.to_owned(),
+        what: format!("VHD of {size} bytes; the format's limit is 2040 GiB"),
+    }
 }

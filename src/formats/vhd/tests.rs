@@ -599,3 +599,23 @@ fn check_reports_bytes_beyond_a_fixed_disk_as_a_leak() {
         3
     );
 }
+
+#[test]
+fn absurd_sizes_are_refused_without_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.vhd");
+    for opts in ["", "azure=on"] {
+        let options = Options::parse(opts).unwrap();
+        let err = create(target(&path), u64::MAX, &options).err().unwrap();
+        assert!(matches!(err, FormatError::Unsupported { .. }), "{err}");
+    }
+    qemu_img(&["create", "-q", "-f", "vpc", path.to_str().unwrap(), "4M"]);
+    let rw = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    assert!(resize(&path, rw, u64::MAX, false).is_err());
+    let mut reader = open_path(&path);
+    assert!(reader.map(reader.virtual_size()).is_err());
+}
