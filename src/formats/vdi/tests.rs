@@ -316,3 +316,15 @@ fn absurd_sizes_are_refused_without_overflow() {
     let mut reader = open_path(&path);
     assert!(reader.map(reader.virtual_size()).is_err());
 }
+
+#[test]
+fn content_detection_recognises_vdi() {
+    use crate::formats::{detect, Detected, DiskFormat};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.vdi");
+    qemu_img(&["create", "-q", "-f", "vdi", path.to_str().unwrap(), "3M"]);
+    let probe = Probe::read(&mut File::open(&path).unwrap()).unwrap();
+    assert_eq!(detect(&probe), Detected::Disk(DiskFormat::Vdi));
+    let reader = crate::formats::open(&path, None).unwrap();
+    assert_eq!(reader.virtual_size(), 3 << 20);
+}

@@ -619,3 +619,26 @@ fn absurd_sizes_are_refused_without_overflow() {
     let mut reader = open_path(&path);
     assert!(reader.map(reader.virtual_size()).is_err());
 }
+
+#[test]
+fn content_detection_recognises_both_subformats() {
+    use crate::formats::{detect, Detected, DiskFormat};
+    let dir = tempfile::tempdir().unwrap();
+    for opts in ["subformat=fixed", "subformat=dynamic"] {
+        let path = dir.path().join("x.vhd");
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "vpc",
+            "-o",
+            opts,
+            path.to_str().unwrap(),
+            "3M",
+        ]);
+        let probe = Probe::read(&mut File::open(&path).unwrap()).unwrap();
+        assert_eq!(detect(&probe), Detected::Disk(DiskFormat::Vhd), "{opts}");
+        let reader = crate::formats::open(&path, None).unwrap();
+        assert_eq!(reader.info().format, DiskFormat::Vhd);
+    }
+}
