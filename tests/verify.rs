@@ -390,6 +390,9 @@ fn top_and_releases_pages_describe_the_series() {
         listed_hrefs(&noble),
         ["release-20240821/", "release/"].map(String::from).into()
     );
+    // Sorted by name as Apache does: `release` sorts before `release-20240821`.
+    let alias = noble.find(r#"href="release/""#).unwrap();
+    assert!(alias < noble.find(r#"href="release-20240821/""#).unwrap());
 }
 
 #[test]

@@ -581,7 +581,9 @@ impl Mirror {
                 name,
             });
         }
-        rows.sort_by(|a, b| a.href().cmp(&b.href()));
+        // Apache's default order: by name, byte-wise, folders not first (`release/` before
+        // `release-20240821/`, `MD5SUMS` before `noble-…`).
+        rows.sort_by(|a, b| a.name.cmp(&b.name));
         let html = listing_html(&self.title(relative), relative, &rows);
         fs::write(dir.join("index.html"), html)
     }
