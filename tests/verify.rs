@@ -452,3 +452,16 @@ fn tarball_knob_packs_a_raw_disk_named_by_codename() {
     let text = fs::read_to_string(released_dir(&mirror, "20240821").join("SHA256SUMS")).unwrap();
     assert!(text.contains(" *ubuntu-24.04-server-cloudimg-amd64.tar.gz\n"));
 }
+
+#[test]
+fn test_keys_are_stable_and_distinct() {
+    // Fixed seed and creation time: the fingerprint is the same in every run, so a failure
+    // message naming it can be compared across runs.
+    assert_eq!(
+        signing_key().fingerprint(),
+        "283A502642092CC97C42AA72BA1E65AD03ABFA38"
+    );
+    assert_ne!(signing_key().fingerprint(), attacker_key().fingerprint());
+    let signature = signing_key().sign(b"data");
+    assert!(signature.ends_with("-----END PGP SIGNATURE-----\n"));
+}

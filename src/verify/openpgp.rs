@@ -274,7 +274,7 @@ impl Keyring {
         let hash = signature.hash_alg();
         if !hash.is_some_and(|hash| ACCEPTED_HASHES.contains(&hash)) {
             return Err(VerifyError::WeakHash {
-                fingerprint: upper_hex(&first.fingerprint),
+                fingerprint: upper_hex(&first.primary),
                 algorithm: hash.map_or_else(|| "unknown".to_owned(), |hash| hash.to_string()),
             });
         }

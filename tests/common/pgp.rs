@@ -11,9 +11,12 @@ use pgp::composed::{
     ArmorOptions, DetachedSignature, KeyType, SecretKeyParamsBuilder, SignedSecretKey,
 };
 use pgp::crypto::hash::HashAlgorithm;
-use pgp::types::{KeyDetails, Password};
+use pgp::types::{KeyDetails, Password, Timestamp};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
+
+/// Creation time of the test keys (2024-01-01): part of the fingerprint, so fixed, not "now".
+const KEYS_CREATED: u32 = 1_704_067_200;
 
 /// A secret key with its public half ready to hand to the CLI.
 pub struct TestKey {
@@ -46,6 +49,7 @@ impl TestKey {
             .key_type(KeyType::Ed25519Legacy)
             .can_certify(true)
             .can_sign(true)
+            .created_at(Timestamp::from_secs(KEYS_CREATED))
             .primary_user_id(user_id.into())
             .build()
             .expect("test key parameters are valid")
@@ -78,7 +82,8 @@ impl TestKey {
         std::fs::write(path, &self.public_armored)
     }
 
-    /// An armored detached signature of `data` (binary mode, SHA-512 as Ubuntu uses).
+    /// An armored detached signature of `data` (binary mode, SHA-512 as Ubuntu uses), ending
+    /// with a newline as gpg's does; `gpgv` accepts it.
     pub fn sign(&self, data: &[u8]) -> String {
         // The seed only feeds v6 salts; v4 Ed25519 signatures are deterministic anyway.
         let rng = ChaCha20Rng::seed_from_u64(0);
@@ -90,6 +95,7 @@ impl TestKey {
             data,
         )
         .and_then(|signature| signature.to_armored_string(ArmorOptions::default()))
+        .map(|armored| format!("{}\n", armored.trim_end()))
         .expect("signing with an unlocked Ed25519 key cannot fail")
     }
 }
