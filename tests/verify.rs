@@ -465,3 +465,41 @@ fn test_keys_are_stable_and_distinct() {
     let signature = signing_key().sign(b"data");
     assert!(signature.ends_with("-----END PGP SIGNATURE-----\n"));
 }
+
+/// gpgv, the reference verifier, accepts the mirror's signatures: they are what
+/// `gpg --armor --detach-sign` makes, not an rPGP dialect. Skipped loudly without gpg.
+#[test]
+fn gpgv_accepts_the_mirror_signatures() {
+    let (Ok(_), Ok(_)) = (
+        Command::new("gpg").arg("--version").output(),
+        Command::new("gpgv").arg("--version").output(),
+    ) else {
+        eprintln!("SKIPPED gpgv_accepts_the_mirror_signatures: gpg/gpgv not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = small_mirror(&dir.path().join("mirror"), Knobs::default());
+    let home = dir.path().join("gnupg");
+    fs::create_dir(&home).unwrap();
+    let armored = dir.path().join("key.asc");
+    let keyring = dir.path().join("key.gpg");
+    signing_key().write_public_key(&armored).unwrap();
+    let dearmor = Command::new("gpg")
+        .env("GNUPGHOME", &home)
+        .args(["--batch", "--dearmor", "--output"])
+        .arg(&keyring)
+        .arg(&armored)
+        .output()
+        .unwrap();
+    assert!(dearmor.status.success(), "{dearmor:?}");
+    let folder = released_dir(&mirror, "20240821");
+    let gpgv = Command::new("gpgv")
+        .env("GNUPGHOME", &home)
+        .arg("--keyring")
+        .arg(&keyring)
+        .arg(folder.join("SHA256SUMS.gpg"))
+        .arg(folder.join("SHA256SUMS"))
+        .output()
+        .unwrap();
+    assert!(gpgv.status.success(), "{gpgv:?}");
+}
