@@ -141,13 +141,13 @@ pub struct GoodSignature {
 }
 
 /// The verifying half of one key, primary or subkey.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Material {
     Primary(PublicKey),
     Subkey(PublicSubkey),
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct TrustedKey {
     material: Material,
     fingerprint: Fingerprint,
@@ -171,7 +171,7 @@ impl TrustedKey {
 }
 
 /// Public keys trusted to sign checksums.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Keyring {
     keys: Vec<TrustedKey>,
     /// Primary fingerprints, upper-case hex, in load order.
