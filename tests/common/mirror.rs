@@ -306,25 +306,14 @@ impl Mirror {
                     .args(["convert", "-c", "-O", "qcow2"])
                     .arg(&raw)
                     .arg(&image))?;
-                self.record(
-                    stream,
-                    release,
-                    arch,
-                    serial,
-                    "disk1.img",
-                    &relative,
-                    &image,
-                )?;
                 let manifest = dir.join(format!("{prefix}.manifest"));
                 fs::write(&manifest, manifest_text(&tag))?;
-                self.record(
-                    stream, release, arch, serial, "manifest", &relative, &manifest,
-                )?;
+                let mut files = vec![("disk1.img", image), ("manifest", manifest)];
                 if self.knobs.tarballs {
                     let tarball = dir.join(format!("{prefix}.tar.gz"));
                     let inner = format!("{}-server-cloudimg-{arch}.img", release.codename);
                     write_tarball(&raw, &inner, &tarball)?;
-                    self.record(stream, release, arch, serial, "tar.gz", &relative, &tarball)?;
+                    files.push(("tar.gz", tarball));
                 }
                 let unpacked = dir.join("unpacked");
                 fs::write(
@@ -335,11 +324,21 @@ impl Mirror {
                     unpacked.join(format!("{prefix}-initrd-generic")),
                     format!("initrd {tag}\n"),
                 )?;
-                for suffix in [".img", ".manifest", ".tar.gz"] {
-                    let name = format!("{prefix}{suffix}");
-                    if let Ok(bytes) = fs::read(dir.join(&name)) {
-                        published.push((name, bytes));
-                    }
+                for (ftype, file) in files {
+                    let bytes = fs::read(&file)?;
+                    let name = file_name(&file);
+                    self.items.push(Item {
+                        stream,
+                        codename: release.codename,
+                        arch: arch.clone(),
+                        serial: serial.to_owned(),
+                        ftype,
+                        path: format!("{relative}/{name}"),
+                        sha256: self.published_sha256(&name, &bytes),
+                        md5: hex::encode(Md5::digest(&bytes)),
+                        size: bytes.len() as u64,
+                    });
+                    published.push((name, bytes));
                 }
             }
             self.write_sums(&dir, &published)?;
@@ -348,35 +347,6 @@ impl Mirror {
         serials.push(serial.to_owned());
         serials.sort();
         serials.dedup();
-        Ok(())
-    }
-
-    /// Records a published file for simplestreams, with the digest the knobs dictate.
-    #[allow(clippy::too_many_arguments)]
-    fn record(
-        &mut self,
-        stream: Stream,
-        release: &Release,
-        arch: &str,
-        serial: &str,
-        ftype: &'static str,
-        relative_dir: &str,
-        file: &Path,
-    ) -> io::Result<()> {
-        let bytes = fs::read(file)?;
-        let name = file_name(file);
-        let sha256 = self.published_sha256(&name, &bytes);
-        self.items.push(Item {
-            stream,
-            codename: release.codename,
-            arch: arch.to_owned(),
-            serial: serial.to_owned(),
-            ftype,
-            path: format!("{relative_dir}/{name}"),
-            sha256,
-            md5: hex::encode(Md5::digest(&bytes)),
-            size: bytes.len() as u64,
-        });
         Ok(())
     }
 
