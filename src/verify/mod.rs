@@ -1,3 +1,4 @@
 //! Integrity: content digests and OpenPGP signatures.
 
 pub mod digest;
+pub mod openpgp;
