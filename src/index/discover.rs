@@ -276,9 +276,7 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
         if files.is_empty() {
             return Err(IndexError::NoFiles {
                 url: dir_url,
-                release: resolved.release.codename.clone(),
                 arch: resolved.arch.name.clone(),
-                serial,
             });
         }
         let sums_url = file_url(&dir_url, &self.catalog.checksums.file)?;
@@ -315,7 +313,7 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
             .await
             .map_err(|source| IndexError::Fetch {
                 url: url.clone(),
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -348,13 +346,16 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
             Err(source) => {
                 return Err(IndexError::Fetch {
                     url: index_url,
-                    source,
+                    source: Box::new(source),
                 })
             }
         };
         let parse_error = |url: &Url| {
             let url = url.clone();
-            move |source| IndexError::Streams { url, source }
+            move |source| IndexError::Streams {
+                url,
+                source: Box::new(source),
+            }
         };
         let entries = streams::parse_index(&index).map_err(parse_error(&index_url))?;
         let entry = streams::entry_for_datatype(&entries, &streams_spec.datatype)
@@ -442,6 +443,7 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
                             .products
                             .into_iter()
                             .find(|p| p.release == found.codename && p.arch == arch.name)
+                            .map(Box::new)
                             .ok_or_else(|| IndexError::ArchNotBuilt {
                                 release: found.codename.clone(),
                                 arch: arch.name.clone(),
@@ -554,7 +556,7 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
         )
         .map_err(|source| IndexError::Sums {
             url: sums_url.clone(),
-            source,
+            source: Box::new(source),
         })?;
         let release = &resolved.release;
         let prefix = pattern::expand(
@@ -603,7 +605,7 @@ enum ResolvedSource {
     Streams {
         root: Url,
         products_url: Url,
-        product: Product,
+        product: Box<Product>,
     },
     Html {
         release_dir: Url,
@@ -619,7 +621,7 @@ fn streams_files(
 ) -> Result<(Url, Vec<FileEntry>), IndexError> {
     let bad_path = |source| IndexError::Streams {
         url: products_url.clone(),
-        source,
+        source: Box::new(source),
     };
     let items = product
         .versions
@@ -714,4 +716,409 @@ fn file_url(dir: &Url, name: &str) -> Result<Url, IndexError> {
         .pop_if_empty()
         .push(name);
     Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    const MIRROR: &str = "https://mirror.test/";
+    const TOP_2020: &str = include_str!("../../tests/data/ubuntu/listings/toplevel-2020.html");
+    const NOBLE_20250430: &str =
+        include_str!("../../tests/data/ubuntu/listings/noble-daily-20250430.html");
+    const SUMS_2026: &str =
+        include_str!("../../tests/data/ubuntu/sums/noble-current-20260926/SHA256SUMS");
+    const EXCERPT: &str = include_str!("../../tests/data/ubuntu/streams/excerpt-noble-amd64.json");
+
+    /// Shaped like the real `releases/streams/v1/index.json`.
+    const RELEASED_INDEX: &str = r#"{"format": "index:1.0", "index": {
+        "com.ubuntu.cloud:released:download": {"datatype": "image-downloads",
+          "format": "products:1.0",
+          "path": "streams/v1/com.ubuntu.cloud:released:download.json"}}}"#;
+
+    /// Documents by URL; anything else is a 404.
+    #[derive(Default)]
+    struct FakeMirror(HashMap<String, Bytes>);
+
+    impl FakeMirror {
+        fn with(mut self, path: &str, body: impl Into<String>) -> FakeMirror {
+            self.0
+                .insert(format!("{MIRROR}{path}"), Bytes::from(body.into()));
+            self
+        }
+    }
+
+    impl DocumentSource for FakeMirror {
+        async fn get_document(&self, url: &Url) -> Result<Bytes, FetchError> {
+            self.0
+                .get(url.as_str())
+                .cloned()
+                .ok_or_else(|| FetchError::Status {
+                    url: url.clone(),
+                    status: 404,
+                })
+        }
+    }
+
+    /// One FancyIndexing folder row, as Apache writes it.
+    fn dir_row(name: &str, description: &str) -> String {
+        format!(
+            "<img src=\"/icons/folder.gif\" alt=\"[DIR]\" width=\"22\" height=\"22\"> \
+             <a href=\"{name}\">{name}</a>        2024-08-21 12:00    -   {description}\n"
+        )
+    }
+
+    fn file_row(name: &str, size: &str) -> String {
+        format!(
+            "<img src=\"/icons/unknown.gif\" alt=\"[   ]\" width=\"22\" height=\"22\"> \
+             <a href=\"{name}\">{name}</a>        2024-08-21 12:00  {size}\n"
+        )
+    }
+
+    fn page(rows: &[String]) -> String {
+        format!(
+            "<html><body><pre><img src=\"/icons/blank.gif\" alt=\"Icon \"> \
+             <a href=\"?C=N;O=D\">Name</a><hr><img src=\"/icons/back.gif\" alt=\"[PARENTDIR]\"> \
+             <a href=\"/\">Parent Directory</a>   -\n{}<hr></pre></body></html>",
+            rows.concat()
+        )
+    }
+
+    /// The daily stream over HTML: the real 2020 top page plus a noble row, the real noble
+    /// serial folder, and the real 2026 checksum file (same file names).
+    fn daily_html_mirror() -> FakeMirror {
+        let noble = dir_row(
+            "noble/",
+            "Ubuntu Server 24.04 LTS (Noble Numbat) daily builds",
+        );
+        let top = TOP_2020.replacen("<hr></pre>", &format!("{noble}<hr></pre>"), 1);
+        let release_dir = page(&[
+            dir_row("20250425/", ""),
+            dir_row("20250430/", ""),
+            dir_row("current/", ""),
+        ]);
+        FakeMirror::default()
+            .with("", top)
+            .with("noble/", release_dir)
+            .with("noble/20250430/", NOBLE_20250430)
+            .with("noble/20250430/SHA256SUMS", SUMS_2026)
+    }
+
+    fn released_streams_mirror() -> FakeMirror {
+        FakeMirror::default()
+            .with("releases/streams/v1/index.json", RELEASED_INDEX)
+            .with(
+                "releases/streams/v1/com.ubuntu.cloud:released:download.json",
+                EXCERPT,
+            )
+    }
+
+    fn query(release: &str, arch: &str, stream: Stream, source: Option<SourceKind>) -> Query {
+        Query {
+            release: release.into(),
+            arch: arch.into(),
+            stream,
+            source,
+        }
+    }
+
+    fn catalog() -> Catalog {
+        Catalog::builtin("ubuntu").unwrap()
+    }
+
+    fn mirror() -> Url {
+        Url::parse(MIRROR).unwrap()
+    }
+
+    #[tokio::test]
+    async fn daily_html_listing_names_files_from_the_checksum_file() {
+        let (fake, catalog) = (daily_html_mirror(), catalog());
+        let discovery = Discovery::new(&fake, &catalog, mirror());
+        // No simplestreams on this mirror: the default source falls back to the listings.
+        let q = query("24.04", "x86_64", Stream::Daily, None);
+        assert_eq!(
+            discovery.serials(&q).await.unwrap(),
+            ["20250430", "20250425"]
+        );
+        let listing = discovery.listing(&q, None).await.unwrap();
+        assert_eq!(listing.source, SourceKind::Html);
+        assert_eq!(listing.serial, "20250430");
+        assert_eq!(listing.arch, "amd64");
+        assert_eq!(listing.release.codename, "noble");
+        assert_eq!(
+            listing.dir_url.as_str(),
+            "https://mirror.test/noble/20250430/"
+        );
+        assert_eq!(
+            listing.sums_url.as_str(),
+            "https://mirror.test/noble/20250430/SHA256SUMS"
+        );
+        assert_eq!(
+            listing.signature_url.as_ref().map(Url::as_str),
+            Some("https://mirror.test/noble/20250430/SHA256SUMS.gpg")
+        );
+        let names: Vec<&str> = listing.files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "noble-server-cloudimg-amd64-azure.vhd.manifest",
+                "noble-server-cloudimg-amd64-azure.vhd.tar.gz",
+                "noble-server-cloudimg-amd64-lxd.tar.xz",
+                "noble-server-cloudimg-amd64-root.manifest",
+                "noble-server-cloudimg-amd64-root.tar.xz",
+                "noble-server-cloudimg-amd64.img",
+                "noble-server-cloudimg-amd64.manifest",
+                "noble-server-cloudimg-amd64.ova",
+                "noble-server-cloudimg-amd64.squashfs",
+                "noble-server-cloudimg-amd64.squashfs.manifest",
+                "noble-server-cloudimg-amd64.tar.gz",
+                "noble-server-cloudimg-amd64.vmdk",
+            ]
+        );
+        let disk = listing.file("disk1.img").unwrap();
+        assert_eq!(disk.name, "noble-server-cloudimg-amd64.img");
+        assert_eq!(disk.size, Some(584 << 20));
+        assert!(!disk.size_exact);
+        assert_eq!(
+            disk.sha256.unwrap().to_hex(),
+            "6a81c37564db9b1ee84e141922625e1d7c5b389b99bb3c572e0243607d5bb4d2"
+        );
+        let missing = listing.file("disk-kvm.img").unwrap_err();
+        assert_eq!(missing.kind(), ErrorKind::Usage);
+    }
+
+    #[tokio::test]
+    async fn daily_html_releases_come_from_descriptions() {
+        let (fake, catalog) = (daily_html_mirror(), catalog());
+        let discovery = Discovery::new(&fake, &catalog, mirror());
+        let releases = discovery.releases(Stream::Daily, None).await.unwrap();
+        let names: Vec<&str> = releases.iter().map(|r| r.codename.as_str()).collect();
+        assert_eq!(
+            names,
+            ["precise", "trusty", "xenial", "bionic", "eoan", "focal", "groovy", "noble"]
+        );
+        assert!(!releases[0].supported);
+    }
+
+    #[tokio::test]
+    async fn unknown_html_serial_is_a_usage_error_quoting_known_ones() {
+        let (fake, catalog) = (daily_html_mirror(), catalog());
+        let discovery = Discovery::new(&fake, &catalog, mirror());
+        let q = query("noble", "amd64", Stream::Daily, Some(SourceKind::Html));
+        let error = discovery.listing(&q, Some("current")).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Usage);
+        assert!(error.to_string().contains("20250430, 20250425"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn released_streams_listing_has_exact_sizes_and_digests() {
+        let (fake, catalog) = (released_streams_mirror(), catalog());
+        let discovery = Discovery::new(&fake, &catalog, Url::parse("https://mirror.test").unwrap());
+        let q = query("Noble", "amd64", Stream::Released, None);
+        assert_eq!(
+            discovery.serials(&q).await.unwrap(),
+            ["20240821", "20240809"]
+        );
+        let listing = discovery.listing(&q, Some("20240809")).await.unwrap();
+        assert_eq!(listing.source, SourceKind::Streams);
+        assert_eq!(listing.release.title, "24.04 LTS");
+        assert_eq!(listing.release.eol.as_deref(), Some("2029-05-31"));
+        assert_eq!(
+            listing.dir_url.as_str(),
+            "https://mirror.test/releases/server/releases/noble/release-20240809/"
+        );
+        let disk = listing.file("disk1.img").unwrap();
+        assert_eq!(
+            disk.url.as_str(),
+            "https://mirror.test/releases/server/releases/noble/release-20240809/ubuntu-24.04-server-cloudimg-amd64.img"
+        );
+        assert_eq!(disk.size, Some(585_826_304));
+        assert!(disk.size_exact);
+        assert_eq!(
+            disk.sha256.unwrap().to_hex(),
+            "dd8b691b3f0d1e61f01ae0d857dcb3088d1d8bf4148439bd07abc081e4fc31f8"
+        );
+        assert_eq!(
+            listing.sums_url.as_str(),
+            "https://mirror.test/releases/server/releases/noble/release-20240809/SHA256SUMS"
+        );
+    }
+
+    #[tokio::test]
+    async fn released_aliases_resolve_through_streams() {
+        let (fake, catalog) = (released_streams_mirror(), catalog());
+        let discovery = Discovery::new(&fake, &catalog, mirror());
+        let listing = discovery
+            .listing(&query("lts", "amd64", Stream::Released, None), None)
+            .await
+            .unwrap();
+        assert_eq!(listing.release.codename, "noble");
+        assert_eq!(listing.serial, "20240821");
+    }
+
+    #[tokio::test]
+    async fn unknown_release_lists_known_ones() {
+        let (fake, catalog) = (released_streams_mirror(), catalog());
+        let discovery = Discovery::new(&fake, &catalog, mirror());
+        let q = query(
+            "plucky",
+            "amd64",
+            Stream::Released,
+            Some(SourceKind::Streams),
+        );
+        let error = discovery.serials(&q).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Usage);
+        assert!(error.to_string().contains("noble (24.04)"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn arch_without_product_is_a_usage_error() {
+        let (fake, catalog) = (released_streams_mirror(), catalog());
+        let discovery = Discovery::new(&fake, &catalog, mirror());
+        let error = discovery
+            .serials(&query("noble", "s390x", Stream::Released, None))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, IndexError::ArchNotBuilt { .. }), "{error}");
+        assert_eq!(error.kind(), ErrorKind::Usage);
+        let error = discovery
+            .serials(&query("noble", "sparc", Stream::Released, None))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, IndexError::UnknownArch { .. }), "{error}");
+    }
+
+    #[tokio::test]
+    async fn missing_documents_are_network_errors() {
+        let (fake, catalog) = (FakeMirror::default(), catalog());
+        let discovery = Discovery::new(&fake, &catalog, mirror());
+        // Required simplestreams: the 404 is not hidden by a fallback.
+        let q = query(
+            "noble",
+            "amd64",
+            Stream::Released,
+            Some(SourceKind::Streams),
+        );
+        let error = discovery.serials(&q).await.unwrap_err();
+        assert!(matches!(error, IndexError::Fetch { .. }), "{error}");
+        assert_eq!(error.kind(), ErrorKind::Network);
+    }
+
+    #[tokio::test]
+    async fn malformed_products_file_is_other() {
+        let fake = FakeMirror::default()
+            .with("releases/streams/v1/index.json", RELEASED_INDEX)
+            .with(
+                "releases/streams/v1/com.ubuntu.cloud:released:download.json",
+                "{\"format\": ",
+            );
+        let catalog = catalog();
+        let discovery = Discovery::new(&fake, &catalog, mirror());
+        let error = discovery
+            .releases(Stream::Released, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, IndexError::Streams { .. }), "{error}");
+        assert_eq!(error.kind(), ErrorKind::Other);
+    }
+
+    /// An HTML view of the streams excerpt: `releases/` page, the release folder with both
+    /// serials and the `release/` alias, each serial folder and its SHA256SUMS.
+    fn released_html_mirror(products: &Products) -> FakeMirror {
+        let mut fake = released_streams_mirror().with(
+            "releases/",
+            page(&[
+                dir_row(
+                    "24.04/",
+                    "Ubuntu Server 24.04 LTS (Noble Numbat) released builds",
+                ),
+                dir_row(
+                    "noble/",
+                    "Ubuntu Server 24.04 LTS (Noble Numbat) released builds",
+                ),
+                dir_row("streams/", ""),
+            ]),
+        );
+        let product = products.find("noble", "amd64").unwrap();
+        let mut release_rows = vec![dir_row("release/", "")];
+        for (serial, version) in &product.versions {
+            release_rows.push(dir_row(&format!("release-{serial}/"), ""));
+            let mut rows = vec![file_row("SHA256SUMS", "1.2K")];
+            let mut sums = String::new();
+            for item in version.items.values() {
+                rows.push(file_row(item.file_name(), "1.0M"));
+                let digest = item.sha256.unwrap();
+                sums.push_str(&format!("{digest} *{}\n", item.file_name()));
+            }
+            fake = fake
+                .with(&format!("releases/24.04/release-{serial}/"), page(&rows))
+                .with(&format!("releases/24.04/release-{serial}/SHA256SUMS"), sums);
+        }
+        fake.with("releases/24.04/", page(&release_rows))
+    }
+
+    #[tokio::test]
+    async fn html_and_streams_agree_on_serials_and_files() {
+        let products = streams::parse_products(EXCERPT.as_bytes()).unwrap();
+        let (fake, catalog) = (released_html_mirror(&products), catalog());
+        let discovery = Discovery::new(&fake, &catalog, mirror());
+        let by = |source| query("24.04", "amd64", Stream::Released, Some(source));
+        let html_serials = discovery.serials(&by(SourceKind::Html)).await.unwrap();
+        let streams_serials = discovery.serials(&by(SourceKind::Streams)).await.unwrap();
+        assert_eq!(html_serials, streams_serials);
+        for serial in &html_serials {
+            let html = discovery
+                .listing(&by(SourceKind::Html), Some(serial))
+                .await
+                .unwrap();
+            let streams = discovery
+                .listing(&by(SourceKind::Streams), Some(serial))
+                .await
+                .unwrap();
+            let facts = |listing: &Listing| {
+                listing
+                    .files
+                    .iter()
+                    .map(|f| (f.name.clone(), f.ftype.clone(), f.sha256))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(facts(&html), facts(&streams));
+            assert_eq!(html.release.codename, streams.release.codename);
+            assert_eq!(html.release.version, streams.release.version);
+            assert_eq!(
+                html.dir_url.as_str(),
+                format!("https://mirror.test/releases/24.04/release-{serial}/")
+            );
+        }
+    }
+
+    #[test]
+    fn stream_and_source_names_parse_and_match_the_catalog() {
+        for stream in Stream::ALL {
+            assert_eq!(stream.name().parse::<Stream>().unwrap(), stream);
+            assert!(STREAM_NAMES.contains(&stream.name()));
+        }
+        assert_eq!(
+            "Minimal-Daily".parse::<Stream>().unwrap(),
+            Stream::MinimalDaily
+        );
+        let error = "weekly".parse::<Stream>().unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Usage);
+        assert_eq!("HTML".parse::<SourceKind>().unwrap(), SourceKind::Html);
+        assert!("ftp".parse::<SourceKind>().is_err());
+    }
+
+    #[test]
+    fn file_urls_keep_names_in_one_segment() {
+        let dir = Url::parse("https://mirror.test/releases/24.04/release-1/").unwrap();
+        assert_eq!(
+            file_url(&dir, "a:b.json").unwrap().as_str(),
+            "https://mirror.test/releases/24.04/release-1/a:b.json"
+        );
+        assert_eq!(
+            file_url(&dir, "x/../y").unwrap().as_str(),
+            "https://mirror.test/releases/24.04/release-1/x%2F..%2Fy"
+        );
+    }
 }

@@ -58,18 +58,14 @@ pub enum IndexError {
     },
     #[error("{url}: no build of {release} is listed")]
     NoSerials { url: Url, release: String },
-    #[error("{url}: no {arch} files for {release} {serial}")]
-    NoFiles {
-        url: Url,
-        release: String,
-        arch: String,
-        serial: String,
-    },
+    #[error("{url}: no {arch} files in this build")]
+    NoFiles { url: Url, arch: String },
     #[error("cannot fetch {url}")]
     Fetch {
         url: Url,
+        /// Boxed: a fetch error is large and rare.
         #[source]
-        source: FetchError,
+        source: Box<FetchError>,
     },
     #[error("{url}: unusable listing")]
     Html {
@@ -81,13 +77,13 @@ pub enum IndexError {
     Sums {
         url: Url,
         #[source]
-        source: sums::SumsError,
+        source: Box<sums::SumsError>,
     },
     #[error("{url}: malformed simplestreams document")]
     Streams {
         url: Url,
         #[source]
-        source: streams::StreamsError,
+        source: Box<streams::StreamsError>,
     },
     #[error("{base}: cannot form a URL with {path:?}")]
     Url {
@@ -121,5 +117,16 @@ impl IndexError {
             | IndexError::Url { .. }
             | IndexError::Pattern(_) => ErrorKind::Other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_stays_small_enough_to_return_by_value() {
+        // Clippy's result_large_err limit.
+        assert!(std::mem::size_of::<IndexError>() < 128);
     }
 }

@@ -94,7 +94,7 @@ pub fn resolve<'r>(releases: &'r [Release], wanted: &str) -> Option<&'r Release>
             .max_by(|a, b| compare_versions(&a.version, &b.version))
     };
     newest(&|r| r.codename.eq_ignore_ascii_case(&wanted) || r.version == wanted)
-        .or_else(|| newest(&|r| r.aliases.iter().any(|a| *a == wanted)))
+        .or_else(|| newest(&|r| r.aliases.contains(&wanted)))
         .or_else(|| match wanted.as_str() {
             "lts" => newest(&|r| r.title.ends_with("LTS")),
             "latest" => newest(&|_| true),
