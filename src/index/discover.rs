@@ -427,38 +427,13 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
                 let releases = releases_of_products(&docs.products);
                 match release::resolve(&releases, &query.release) {
                     Some(found) => {
-                        let built_for: Vec<String> = docs
-                            .products
-                            .products
-                            .iter()
-                            .filter(|p| p.release == found.codename)
-                            .map(|p| p.arch.clone())
-                            .collect();
-                        let StreamsDocs {
-                            root,
-                            products_url,
-                            products,
-                        } = docs;
-                        let product = products
-                            .products
-                            .into_iter()
-                            .find(|p| p.release == found.codename && p.arch == arch.name)
-                            .map(Box::new)
-                            .ok_or_else(|| IndexError::ArchNotBuilt {
-                                release: found.codename.clone(),
-                                arch: arch.name.clone(),
-                                stream: query.stream,
-                                known: built_for.join(", "),
-                            })?;
+                        let (found, stream) = (found.clone(), query.stream);
+                        let source = settle_product(docs, &found, arch, stream)?;
                         return Ok(Resolved {
                             spec,
                             arch,
-                            release: found.clone(),
-                            source: ResolvedSource::Streams {
-                                root,
-                                products_url,
-                                product,
-                            },
+                            release: found,
+                            source,
                         });
                     }
                     None if required => return Err(unknown(&releases)),
@@ -610,6 +585,38 @@ enum ResolvedSource {
     Html {
         release_dir: Url,
     },
+}
+
+/// Keeps the product of a resolved release on the arch, or says which arches it is built for.
+fn settle_product(
+    docs: StreamsDocs,
+    release: &Release,
+    arch: &Arch,
+    stream: Stream,
+) -> Result<ResolvedSource, IndexError> {
+    let built_for: Vec<String> = docs
+        .products
+        .products
+        .iter()
+        .filter(|p| p.release == release.codename)
+        .map(|p| p.arch.clone())
+        .collect();
+    let product = docs
+        .products
+        .products
+        .into_iter()
+        .find(|p| p.release == release.codename && p.arch == arch.name)
+        .ok_or_else(|| IndexError::ArchNotBuilt {
+            release: release.codename.clone(),
+            arch: arch.name.clone(),
+            stream,
+            known: built_for.join(", "),
+        })?;
+    Ok(ResolvedSource::Streams {
+        root: docs.root,
+        products_url: docs.products_url,
+        product: Box::new(product),
+    })
 }
 
 /// The files of a serial in simplestreams, and their folder.

@@ -416,6 +416,14 @@ mod tests {
     }
 
     #[test]
+    fn corrupted_listings_never_panic() {
+        for page in crate::index::corruptions(NOBLE, 150) {
+            let entries = parse_listing(&page).unwrap();
+            assert!(entries.len() <= 70);
+        }
+    }
+
+    #[test]
     fn oversized_listing_is_rejected() {
         let big = vec![b' '; MAX_LISTING_BYTES + 1];
         assert!(matches!(

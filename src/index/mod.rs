@@ -120,6 +120,35 @@ impl IndexError {
     }
 }
 
+/// Deterministic corruptions of a real sample for no-panic tests: each copy has one byte
+/// replaced, one cut short, or one byte removed, at pseudo-random places (xorshift, fixed seed).
+#[cfg(test)]
+pub(crate) fn corruptions(sample: &[u8], count: usize) -> Vec<Vec<u8>> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let len = sample.len().max(1) as u64;
+    (0..count)
+        .map(|i| {
+            let mut copy = sample.to_vec();
+            let at = (next() % len) as usize;
+            match i % 3 {
+                0 if at < copy.len() => copy[at] = (next() & 0xff) as u8,
+                1 => copy.truncate(at),
+                _ if at < copy.len() => {
+                    copy.remove(at);
+                }
+                _ => {}
+            }
+            copy
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -486,6 +486,17 @@ mod tests {
     }
 
     #[test]
+    fn corrupted_documents_never_panic() {
+        let mut rejected = 0;
+        for text in crate::index::corruptions(EXCERPT, 600) {
+            if parse_products(&text).is_err() {
+                rejected += 1;
+            }
+        }
+        assert!(rejected > 100, "{rejected}");
+    }
+
+    #[test]
     fn oversized_document_is_rejected() {
         let big = vec![b' '; MAX_STREAMS_BYTES + 1];
         assert!(matches!(

@@ -235,6 +235,18 @@ mod tests {
     }
 
     #[test]
+    fn corrupted_files_never_panic() {
+        let mut rejected = 0;
+        for text in crate::index::corruptions(SAMPLE, 600) {
+            if parse(&text, DigestAlgorithm::Sha256).is_err() {
+                rejected += 1;
+            }
+        }
+        // Most single-byte damage (a digit, a separator) must be caught, not silently accepted.
+        assert!(rejected > 100, "{rejected}");
+    }
+
+    #[test]
     fn oversized_file_is_rejected() {
         let big = vec![b'\n'; MAX_SUMS_BYTES + 1];
         assert!(matches!(
