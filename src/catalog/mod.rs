@@ -4,10 +4,17 @@
 //! patterns, the file kinds and what their bytes are, the checksum file and whether (and with
 //! which keys) it is signed. Built-in catalogs are compiled in; a user may load another from a
 //! file. Everything is validated at load time so that discovery never meets a bad pattern.
+//!
+//! The format is meant to carry a second distribution as one more file. Debian, for instance:
+//! `serial_separator = "-"` (`20240717-1811`), `[checksums]` with `SHA512SUMS` / `sha512`,
+//! `[signature] published = false` (no keys), streams `released` (`release_dir = "{codename}/"`)
+//! and `daily` (`"{codename}/daily/"`), `file_prefix = "debian-{version}-genericcloud-{arch}"`
+//! and kinds `qcow2`, `raw`, `tar.xz` (a `disk.raw` inside) with their Glance facts.
 
 pub mod pattern;
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -35,7 +42,7 @@ pub enum CatalogError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: catalog is {size} bytes, more than the {limit}-byte limit")]
+    #[error("{path}: catalog is over {limit} bytes (read {size})")]
     TooLarge {
         path: PathBuf,
         size: u64,
@@ -314,7 +321,13 @@ impl Catalog {
             path: path.to_owned(),
             source,
         };
-        let size = std::fs::metadata(path).map_err(read_error)?.len();
+        let file = std::fs::File::open(path).map_err(read_error)?;
+        // Read at most one byte past the limit, so an endless file cannot exhaust memory.
+        let mut text = String::new();
+        file.take(MAX_CATALOG_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(read_error)?;
+        let size = text.len() as u64;
         if size > MAX_CATALOG_BYTES {
             return Err(CatalogError::TooLarge {
                 path: path.to_owned(),
@@ -322,7 +335,6 @@ impl Catalog {
                 limit: MAX_CATALOG_BYTES,
             });
         }
-        let text = std::fs::read_to_string(path).map_err(read_error)?;
         Catalog::from_toml_str(&text, &path.display().to_string())
     }
 
@@ -815,5 +827,11 @@ mod tests {
         assert_eq!(Catalog::from_path(&path).unwrap().name, "debian");
         let missing = Catalog::from_path(&dir.path().join("nope.toml")).unwrap_err();
         assert!(matches!(missing, CatalogError::Read { .. }));
+        let huge = dir.path().join("huge.toml");
+        std::fs::write(&huge, vec![b'#'; MAX_CATALOG_BYTES as usize + 1]).unwrap();
+        assert!(matches!(
+            Catalog::from_path(&huge),
+            Err(CatalogError::TooLarge { .. })
+        ));
     }
 }

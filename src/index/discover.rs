@@ -297,6 +297,48 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
         })
     }
 
+    /// A file of a kind kept in a sub-folder the checksum file does not cover (the kernel and
+    /// initrd in `unpacked/`). Nothing is fetched: the file may not exist for every build, and it
+    /// carries no digest.
+    pub fn unlisted_file(&self, listing: &Listing, ftype: &str) -> Result<FileEntry, IndexError> {
+        let unknown = || IndexError::UnknownFileKind {
+            ftype: ftype.to_owned(),
+            release: listing.release.codename.clone(),
+            serial: listing.serial.clone(),
+            known: self
+                .catalog
+                .kinds
+                .iter()
+                .filter(|k| k.dir.is_some())
+                .map(|k| k.ftype.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        let kind = self.catalog.kind(ftype).ok_or_else(unknown)?;
+        let Some(dir) = &kind.dir else {
+            return Err(unknown());
+        };
+        let spec = self.stream_spec(listing.stream)?;
+        let vars = Vars {
+            version: Some(&listing.release.version),
+            codename: Some(&listing.release.codename),
+            arch: Some(&listing.arch),
+            serial: None,
+        };
+        let name = self
+            .catalog
+            .file_name(spec, kind, &vars)?
+            .ok_or_else(unknown)?;
+        Ok(FileEntry {
+            url: file_url(&join(&listing.dir_url, dir)?, &name)?,
+            name,
+            ftype: Some(kind.ftype.clone()),
+            size: None,
+            size_exact: false,
+            sha256: None,
+        })
+    }
+
     fn stream_spec(&self, stream: Stream) -> Result<&'a StreamSpec, IndexError> {
         self.catalog
             .stream(stream.name())
@@ -893,6 +935,15 @@ mod tests {
         );
         let missing = listing.file("disk-kvm.img").unwrap_err();
         assert_eq!(missing.kind(), ErrorKind::Usage);
+        let kernel = discovery.unlisted_file(&listing, "vmlinuz").unwrap();
+        assert_eq!(
+            kernel.url.as_str(),
+            "https://mirror.test/noble/20250430/unpacked/noble-server-cloudimg-amd64-vmlinuz-generic"
+        );
+        assert_eq!(kernel.sha256, None);
+        // A kind of the folder itself is not "unlisted".
+        let error = discovery.unlisted_file(&listing, "disk1.img").unwrap_err();
+        assert!(error.to_string().contains("vmlinuz, initrd"), "{error}");
     }
 
     #[tokio::test]
