@@ -309,6 +309,8 @@ impl Transfer<'_> {
         .await?;
         self.part = Part::default();
         self.resumed_from = 0;
+        // The bytes counted so far are void: close the operation and open a new one from zero.
+        self.reporter.finish();
         self.reporter
             .start(&self.label, self.request.expected_size, 0);
         Ok(())

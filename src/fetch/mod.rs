@@ -216,9 +216,9 @@ impl Client {
 
     /// Downloads one file: resume, retries, SHA-256 as bytes arrive, fsync and atomic rename.
     ///
-    /// The reporter sees `start` once (with the bytes kept from an earlier `.part`), again with
-    /// `already == 0` if the server forces a restart from zero, `advance` per received chunk, and
-    /// `finish` whatever the outcome.
+    /// The reporter sees `start` (with the bytes kept from an earlier `.part`), `advance` per
+    /// received chunk, and `finish` whatever the outcome; if the server forces a restart from
+    /// zero, `finish` then `start` again with `already == 0`.
     pub async fn download(
         &self,
         request: &Download,
