@@ -3,15 +3,13 @@
 //! Bytes go to `<dest>.part`; `<dest>.part.meta` records the URL and the validator (ETag or
 //! Last-Modified) of the response that started the part, so a later run can ask for the rest
 //! with `Range` + `If-Range`. SHA-256 is computed as bytes arrive, on a blocking thread that also
-//! writes the file, fed through a bounded channel so hashing overlaps the network transfer and
+//! writes the file, fed from a small buffer pool (`sink.rs`) so hashing overlaps the network transfer and
 //! memory stays flat. On success the part is fsynced and renamed over `dest`; on a digest
 //! mismatch it is deleted; on a network error or an interruption it stays, to be resumed.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
 use reqwest::header;
 use reqwest::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -23,16 +21,10 @@ use super::cache::write_atomically;
 use super::client::{status_failure, Validators};
 use super::lock::DestLock;
 use super::retry::{Failure, Retry};
+use super::sink::Sink;
 use super::{Client, Download, Downloaded, FetchError};
-use crate::io::hashing::{self, HashingWriter};
+use crate::io::hashing;
 use crate::io::progress::Reporter;
-
-/// Size of the buffered writes into the part file: large writes, few syscalls.
-const WRITE_BUFFER: usize = 1 << 20;
-
-/// Chunks in flight between the network task and the hashing writer. hyper hands out chunks of
-/// at most ~400 KiB, so this bounds the queue to a few tens of MiB in the worst case.
-const CHANNEL_CHUNKS: usize = 32;
 
 /// A parsed `Content-Range: bytes first-last/total` (RFC 9110 §14.4).
 #[derive(Debug, PartialEq, Eq)]
@@ -409,22 +401,7 @@ impl Transfer<'_> {
             .append(true)
             .open(&path)
             .map_err(|source| FetchError::io(&path, source))?;
-        let hasher = std::mem::take(&mut self.part.hasher);
-        let (sender, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
-        let sink = tokio::task::spawn_blocking(move || {
-            let buffered = BufWriter::with_capacity(WRITE_BUFFER, file);
-            let mut writer = HashingWriter::new(buffered, hasher);
-            let mut result = Ok(());
-            while let Some(chunk) = receiver.blocking_recv() {
-                result = writer.write_all(&chunk);
-                if result.is_err() {
-                    break;
-                }
-            }
-            let result = result.and_then(|()| writer.flush());
-            let written = writer.written();
-            (writer.into_parts().1, written, result)
-        });
+        let mut sink = Sink::start(file, self.part.len, std::mem::take(&mut self.part.hasher));
         let mut received = 0u64;
         let outcome = loop {
             match self
@@ -437,8 +414,8 @@ impl Transfer<'_> {
                     received += len;
                     self.transferred += len;
                     self.reporter.advance(len);
-                    // A closed channel means the writer failed; its error is reported below.
-                    if sender.send(chunk).await.is_err() {
+                    // A stopped writer's error is reported below.
+                    if !sink.push(&chunk).await {
                         break Ok(());
                     }
                 }
@@ -446,13 +423,15 @@ impl Transfer<'_> {
                 Err(error) => break Err(error),
             }
         };
-        drop(sender);
-        let (hasher, written, written_result) = sink
+        let written = sink
+            .finish()
             .await
             .map_err(|join| FetchError::io(&path, std::io::Error::other(join.to_string())))?;
-        self.part.hasher = hasher;
-        self.part.len += written;
-        written_result.map_err(|source| FetchError::io(&path, source))?;
+        self.part.hasher = written.hasher;
+        self.part.len += written.bytes;
+        written
+            .result
+            .map_err(|source| FetchError::io(&path, source))?;
         outcome.map(|()| received)
     }
 

@@ -13,6 +13,7 @@ mod client;
 mod download;
 mod lock;
 mod retry;
+mod sink;
 
 use std::path::PathBuf;
 use std::time::Duration;

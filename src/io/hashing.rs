@@ -34,6 +34,10 @@ impl<W: Write> HashingWriter<W> {
         self.written
     }
 
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
     /// The inner writer and the hasher, to continue or finalize.
     pub fn into_parts(self) -> (W, Sha256) {
         (self.inner, self.hasher)
