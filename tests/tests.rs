@@ -1,6 +1,8 @@
-//! The one integration-test binary (one link instead of one per file).
+//! The one integration-test binary (one link instead of one per file), a module per area.
 
 mod common;
 
+/// Downloads and documents against the loopback server: resume, retries, cache, locks.
+mod fetch;
 /// OpenPGP verification of the generated mirror, and the mirror's own shape.
 mod verify;

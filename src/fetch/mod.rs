@@ -1,6 +1,19 @@
 //! HTTP: documents through a conditional-request cache, and resumable, verified downloads.
 //!
-//! (Interface fixed by the skeleton; the implementation lands with the fetch work.)
+//! - [`Client::get_document`]: small bodies (listings, SHA256SUMS, signatures, JSON), size-capped,
+//!   retried, revalidated against an on-disk cache (`cache.rs`) with ETag / Last-Modified.
+//! - [`Client::download`]: one streaming pass into `<dest>.part` with SHA-256 computed beside the
+//!   transfer, resume by `Range` + `If-Range` (`download.rs`), fsync and atomic rename, one lock
+//!   per destination (`lock.rs`).
+//!
+//! Every request retries transient failures with capped exponential backoff (`retry.rs`).
+
+mod cache;
+mod client;
+mod download;
+mod lock;
+mod retry;
+mod sink;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -72,6 +85,40 @@ pub enum FetchError {
         #[source]
         source: reqwest::Error,
     },
+    #[error("{url}: no data received for {timeout:?} (after {received} bytes)")]
+    Stalled {
+        url: Url,
+        timeout: Duration,
+        received: u64,
+    },
+    #[error("{url}: body ended after {actual} of {expected} announced bytes")]
+    Truncated {
+        url: Url,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("{url}: document larger than the {limit}-byte limit (at least {size} bytes)")]
+    TooLarge { url: Url, limit: u64, size: u64 },
+    #[error(
+        "{url}: asked for bytes from {expected_start}, server sent Content-Range {content_range:?}"
+    )]
+    BadContentRange {
+        url: Url,
+        expected_start: u64,
+        content_range: String,
+    },
+    #[error("{url}: gave up after {attempts} attempts")]
+    GaveUp {
+        url: Url,
+        attempts: u32,
+        #[source]
+        last: Box<FetchError>,
+    },
+    #[error("cannot set up the HTTP client")]
+    Setup {
+        #[source]
+        source: reqwest::Error,
+    },
     #[error("{path}: I/O error")]
     Io {
         path: PathBuf,
@@ -85,51 +132,99 @@ pub enum FetchError {
         expected: Sha256Digest,
         actual: Sha256Digest,
     },
+    #[error("size mismatch for {path} from {url}: expected {expected} bytes, got {actual}")]
+    SizeMismatch {
+        path: PathBuf,
+        url: Url,
+        expected: u64,
+        actual: u64,
+    },
 }
 
 impl FetchError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            FetchError::Status { .. } | FetchError::Network { .. } => ErrorKind::Network,
-            FetchError::DigestMismatch { .. } => ErrorKind::Integrity,
-            FetchError::Io { .. } => ErrorKind::Other,
+            FetchError::Status { .. }
+            | FetchError::Network { .. }
+            | FetchError::Stalled { .. }
+            | FetchError::Truncated { .. }
+            | FetchError::TooLarge { .. }
+            | FetchError::BadContentRange { .. }
+            | FetchError::GaveUp { .. } => ErrorKind::Network,
+            FetchError::DigestMismatch { .. } | FetchError::SizeMismatch { .. } => {
+                ErrorKind::Integrity
+            }
+            FetchError::Setup { .. } | FetchError::Io { .. } => ErrorKind::Other,
+        }
+    }
+
+    /// Whether another attempt may succeed: connection trouble, timeouts, stalls, short bodies,
+    /// 408, 429 and 5xx. Other 4xx, local I/O and integrity failures are final.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            FetchError::Status { status, .. } => retry::status_is_transient(*status),
+            FetchError::Network { source, .. } => !(source.is_builder() || source.is_redirect()),
+            FetchError::Stalled { .. }
+            | FetchError::Truncated { .. }
+            | FetchError::BadContentRange { .. } => true,
+            FetchError::TooLarge { .. }
+            | FetchError::GaveUp { .. }
+            | FetchError::Setup { .. }
+            | FetchError::Io { .. }
+            | FetchError::DigestMismatch { .. }
+            | FetchError::SizeMismatch { .. } => false,
+        }
+    }
+
+    fn io(path: impl Into<PathBuf>, source: std::io::Error) -> FetchError {
+        FetchError::Io {
+            path: path.into(),
+            source,
         }
     }
 }
 
 /// The HTTP client shared by discovery and downloads.
 pub struct Client {
-    _config: ClientConfig,
+    config: ClientConfig,
+    http: reqwest::Client,
 }
 
 impl Client {
+    /// Builds the client. Proxies come from the environment (`HTTPS_PROXY`, `NO_PROXY`, …) as
+    /// reqwest reads them by default.
     pub fn new(config: ClientConfig) -> Result<Client, FetchError> {
-        Ok(Client { _config: config })
+        let http = client::build_http(&config)?;
+        Ok(Client { config, http })
     }
 
     /// A small document (listing, SHA256SUMS, signature, JSON), size-bounded, with retries and,
     /// when a cache directory is set, a conditional request.
     pub async fn get_document(&self, url: &Url) -> Result<Bytes, FetchError> {
-        Err(FetchError::Status {
-            url: url.clone(),
-            status: 501,
-        })
+        match self.fetch_document(url).await? {
+            Some(body) => Ok(body),
+            None => Err(FetchError::Status {
+                url: url.clone(),
+                status: reqwest::StatusCode::NOT_FOUND.as_u16(),
+            }),
+        }
     }
 
     /// Like [`Client::get_document`], but a 404 is `Ok(None)` (an unpublished signature).
     pub async fn get_optional_document(&self, url: &Url) -> Result<Option<Bytes>, FetchError> {
-        self.get_document(url).await.map(Some)
+        self.fetch_document(url).await
     }
 
     /// Downloads one file: resume, retries, SHA-256 as bytes arrive, fsync and atomic rename.
+    ///
+    /// The reporter sees `start` (with the bytes kept from an earlier `.part`), `advance` per
+    /// received chunk, and `finish` whatever the outcome; if the server forces a restart from
+    /// zero, `finish` then `start` again with `already == 0`.
     pub async fn download(
         &self,
         request: &Download,
-        _reporter: &dyn Reporter,
+        reporter: &dyn Reporter,
     ) -> Result<Downloaded, FetchError> {
-        Err(FetchError::Status {
-            url: request.url.clone(),
-            status: 501,
-        })
+        download::run(self, request, reporter).await
     }
 }

@@ -1,3 +1,4 @@
 //! Small adapters between byte streams and the rest of the crate.
 
+pub mod hashing;
 pub mod progress;

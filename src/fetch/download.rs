@@ -1,0 +1,566 @@
+//! Resumable, verified downloads.
+//!
+//! Bytes go to `<dest>.part`; `<dest>.part.meta` records the URL and the validator (ETag or
+//! Last-Modified) of the response that started the part, so a later run can ask for the rest
+//! with `Range` + `If-Range`. SHA-256 is computed as bytes arrive, on a blocking thread that also
+//! writes the file, fed from a small buffer pool (`sink.rs`) so hashing overlaps the network transfer and
+//! memory stays flat. On success the part is fsynced and renamed over `dest`; on a digest
+//! mismatch it is deleted; on a network error or an interruption it stays, to be resumed.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use reqwest::header;
+use reqwest::{Response, StatusCode};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tracing::debug;
+use url::Url;
+
+use super::cache::write_atomically;
+use super::client::{status_failure, Validators};
+use super::lock::DestLock;
+use super::retry::{Failure, Retry};
+use super::sink::Sink;
+use super::{Client, Download, Downloaded, FetchError};
+use crate::io::hashing;
+use crate::io::progress::Reporter;
+
+/// A parsed `Content-Range: bytes first-last/total` (RFC 9110 §14.4).
+#[derive(Debug, PartialEq, Eq)]
+struct ContentRange {
+    first: u64,
+    last: u64,
+    /// `None` for `*` (length unknown).
+    total: Option<u64>,
+}
+
+impl ContentRange {
+    fn len(&self) -> u64 {
+        self.last - self.first + 1
+    }
+}
+
+fn parse_content_range(value: &str) -> Option<ContentRange> {
+    let spec = value.trim().strip_prefix("bytes ")?;
+    let (range, total) = spec.split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    let first: u64 = first.trim().parse().ok()?;
+    let last: u64 = last.trim().parse().ok()?;
+    let total = match total.trim() {
+        "*" => None,
+        total => Some(total.parse::<u64>().ok()?),
+    };
+    let consistent = first <= last && total.is_none_or(|total| last < total);
+    consistent.then_some(ContentRange { first, last, total })
+}
+
+/// What is stored in `<dest>.part.meta`.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct PartMeta {
+    url: String,
+    #[serde(flatten)]
+    validators: Validators,
+}
+
+/// The validators of a part that can be resumed from `url`, if the meta file says so.
+fn parse_part_meta(text: &[u8], url: &Url) -> Option<Validators> {
+    let meta: PartMeta = serde_json::from_slice(text).ok()?;
+    (meta.url == url.as_str() && meta.validators.if_range().is_some()).then_some(meta.validators)
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn remove_if_present(path: &Path) -> Result<(), FetchError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(FetchError::io(path, source)),
+    }
+}
+
+/// Runs blocking file work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    path: &Path,
+    work: impl FnOnce() -> Result<T, FetchError> + Send + 'static,
+) -> Result<T, FetchError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|join| FetchError::io(path, std::io::Error::other(join.to_string())))?
+}
+
+/// SHA-256 and length of a whole file, streamed.
+fn hash_file(path: &Path) -> Result<(Sha256, u64), FetchError> {
+    let mut file = File::open(path).map_err(|source| FetchError::io(path, source))?;
+    let mut hasher = Sha256::new();
+    let size = hashing::hash_reader(&mut file, &mut hasher)
+        .map_err(|source| FetchError::io(path, source))?;
+    Ok((hasher, size))
+}
+
+/// `<dest>.part` as far as this run knows it: its length, the hash of those bytes, and the
+/// validators of the response they came from.
+#[derive(Default)]
+struct Part {
+    len: u64,
+    hasher: Sha256,
+    validators: Validators,
+}
+
+struct Paths {
+    dest: PathBuf,
+    part: PathBuf,
+    meta: PathBuf,
+}
+
+/// Calls `finish` on the reporter however the download ends.
+struct FinishGuard<'a>(&'a dyn Reporter);
+
+impl Drop for FinishGuard<'_> {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
+}
+
+/// One download in progress.
+struct Transfer<'a> {
+    client: &'a Client,
+    request: &'a Download,
+    reporter: &'a dyn Reporter,
+    label: String,
+    paths: Paths,
+    part: Part,
+    transferred: u64,
+    resumed_from: u64,
+}
+
+/// How an attempt ended when it did not fail.
+enum Step {
+    /// The body is complete in the part.
+    Complete,
+    /// The server refused the range; the part was reset, go again at once.
+    Restart,
+}
+
+pub(crate) async fn run(
+    client: &Client,
+    request: &Download,
+    reporter: &dyn Reporter,
+) -> Result<Downloaded, FetchError> {
+    let dest = request.dest.clone();
+    if let Some(parent) = dest
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|source| FetchError::io(parent, source))?;
+    }
+    let _lock = DestLock::acquire(&dest).await?;
+    if let Some(done) = up_to_date(request).await? {
+        debug!(path = %dest.display(), "already up to date");
+        return Ok(done);
+    }
+    let paths = Paths {
+        part: with_suffix(&dest, ".part"),
+        meta: with_suffix(&dest, ".part.meta"),
+        dest,
+    };
+    let part = recover_part(&paths, request).await?;
+    let label = paths
+        .dest
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| request.url.to_string());
+    reporter.start(&label, request.expected_size, part.len);
+    let _finish = FinishGuard(reporter);
+    let mut transfer = Transfer {
+        client,
+        request,
+        reporter,
+        label,
+        resumed_from: part.len,
+        paths,
+        part,
+        transferred: 0,
+    };
+    transfer.fetch().await?;
+    transfer.finalize().await
+}
+
+/// The destination, if it already holds the expected bytes.
+async fn up_to_date(request: &Download) -> Result<Option<Downloaded>, FetchError> {
+    let Some(expected) = request.expected_sha256 else {
+        return Ok(None);
+    };
+    let dest = request.dest.clone();
+    let size = match tokio::fs::metadata(&dest).await {
+        Ok(metadata) if metadata.is_file() => metadata.len(),
+        Ok(_) => return Ok(None),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(FetchError::io(&dest, source)),
+    };
+    if request
+        .expected_size
+        .is_some_and(|expected| expected != size)
+    {
+        return Ok(None);
+    }
+    let path = dest.clone();
+    let (hasher, size) = blocking(&dest, move || hash_file(&path)).await?;
+    let sha256 = hashing::finish(hasher);
+    Ok((sha256 == expected).then_some(Downloaded {
+        path: dest,
+        sha256,
+        size,
+        transferred: 0,
+        resumed_from: 0,
+        up_to_date: true,
+    }))
+}
+
+/// Picks up a `.part` left by an earlier run when it can be resumed (same URL, a validator for
+/// `If-Range`, not longer than expected), rehashing its bytes; otherwise discards it.
+async fn recover_part(paths: &Paths, request: &Download) -> Result<Part, FetchError> {
+    let part_path = paths.part.clone();
+    let meta_path = paths.meta.clone();
+    let url = request.url.clone();
+    let expected_size = request.expected_size;
+    let expected_sha256 = request.expected_sha256;
+    blocking(&paths.part, move || {
+        let validators = std::fs::read(&meta_path)
+            .ok()
+            .and_then(|text| parse_part_meta(&text, &url));
+        let present = match std::fs::metadata(&part_path) {
+            Ok(metadata) => Some(metadata.len()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => return Err(FetchError::io(&part_path, source)),
+        };
+        let resumable = match (present, &validators) {
+            (Some(len), Some(_)) => len > 0 && expected_size.is_none_or(|size| len <= size),
+            _ => false,
+        };
+        if let (true, Some(validators)) = (resumable, validators) {
+            let (hasher, len) = hash_file(&part_path)?;
+            // A part of full length is either the finished file (killed before the rename) or
+            // stale bytes of the same size; only the digest tells.
+            let complete_but_wrong = expected_size == Some(len)
+                && expected_sha256.is_some_and(|sha| hashing::finish(hasher.clone()) != sha);
+            if !complete_but_wrong {
+                debug!(path = %part_path.display(), len, "resuming partial download");
+                return Ok(Part {
+                    len,
+                    hasher,
+                    validators,
+                });
+            }
+        }
+        remove_if_present(&part_path)?;
+        remove_if_present(&meta_path)?;
+        Ok(Part::default())
+    })
+    .await
+}
+
+impl Transfer<'_> {
+    fn url(&self) -> &Url {
+        &self.request.url
+    }
+
+    /// Attempts until the part holds the whole body, or gives up.
+    async fn fetch(&mut self) -> Result<(), FetchError> {
+        if self.part.len > 0 && self.request.expected_size == Some(self.part.len) {
+            // Recovered complete (and, when a digest is known, verified) above.
+            return Ok(());
+        }
+        let mut retry = Retry::new(self.client.config());
+        loop {
+            match self.attempt().await {
+                Ok(Step::Complete) => return Ok(()),
+                Ok(Step::Restart) => continue,
+                Err(failure) => {
+                    let url = self.request.url.clone();
+                    retry.wait_or_give_up(&url, failure).await?
+                }
+            }
+        }
+    }
+
+    /// Forgets the part: empty file, fresh hasher, no validators.
+    async fn reset(&mut self) -> Result<(), FetchError> {
+        let part = self.paths.part.clone();
+        let meta = self.paths.meta.clone();
+        blocking(&self.paths.part, move || {
+            remove_if_present(&meta)?;
+            remove_if_present(&part)
+        })
+        .await?;
+        self.part = Part::default();
+        self.resumed_from = 0;
+        // The bytes counted so far are void: close the operation and open a new one from zero.
+        self.reporter.finish();
+        self.reporter
+            .start(&self.label, self.request.expected_size, 0);
+        Ok(())
+    }
+
+    /// Records where the part's bytes come from, before the first of them is written.
+    async fn start_part(&mut self, validators: Validators) -> Result<(), FetchError> {
+        if validators.if_range().is_some() {
+            let meta = PartMeta {
+                url: self.url().as_str().to_owned(),
+                validators: validators.clone(),
+            };
+            let text = serde_json::to_vec(&meta).map_err(|source| {
+                FetchError::io(&self.paths.meta, std::io::Error::other(source.to_string()))
+            })?;
+            write_atomically(&self.paths.meta, &text).await?;
+        }
+        self.part.validators = validators;
+        Ok(())
+    }
+
+    async fn attempt(&mut self) -> Result<Step, Failure> {
+        let url = self.request.url.clone();
+        let mut request = self.client.get(&url);
+        if self.part.len > 0 {
+            match self.part.validators.if_range() {
+                Some(validator) => {
+                    request = request
+                        .header(header::RANGE, format!("bytes={}-", self.part.len))
+                        .header(header::IF_RANGE, validator);
+                }
+                // Bytes from a response that cannot be matched again are not worth resuming.
+                None => self.reset().await?,
+            }
+        }
+        let resume_from = self.part.len;
+        debug!(url = %url, resume_from, "fetching");
+        let mut response = self.client.send(&url, request).await?;
+        let status = response.status();
+        let body_len = match status {
+            StatusCode::PARTIAL_CONTENT => {
+                let header = response
+                    .headers()
+                    .get(header::CONTENT_RANGE)
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                match parse_content_range(&header) {
+                    Some(range) if range.first == resume_from => Some(range.len()),
+                    _ => {
+                        self.reset().await?;
+                        return Err(FetchError::BadContentRange {
+                            url,
+                            expected_start: resume_from,
+                            content_range: header,
+                        }
+                        .into());
+                    }
+                }
+            }
+            StatusCode::OK => {
+                if resume_from > 0 {
+                    debug!(url = %url, resume_from,
+                        "server sent the whole file (range ignored or file changed); restarting");
+                    self.reset().await?;
+                }
+                self.start_part(Validators::from_headers(response.headers()))
+                    .await?;
+                response.content_length()
+            }
+            StatusCode::RANGE_NOT_SATISFIABLE if resume_from > 0 => {
+                debug!(url = %url, resume_from, "range not satisfiable; restarting");
+                self.reset().await?;
+                return Ok(Step::Restart);
+            }
+            _ => return Err(status_failure(&url, &response)),
+        };
+        let received = self.stream(&mut response).await?;
+        match body_len {
+            Some(expected) if received < expected => Err(FetchError::Truncated {
+                url,
+                expected,
+                actual: received,
+            }
+            .into()),
+            _ => Ok(Step::Complete),
+        }
+    }
+
+    /// Appends the body to the part through the hashing writer; returns the bytes received.
+    /// Whatever arrived before a failure stays in the part and in the hasher.
+    async fn stream(&mut self, response: &mut Response) -> Result<u64, FetchError> {
+        let path = self.paths.part.clone();
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|source| FetchError::io(&path, source))?;
+        let mut sink = Sink::start(file, self.part.len, std::mem::take(&mut self.part.hasher));
+        let mut received = 0u64;
+        let outcome = loop {
+            match self
+                .client
+                .next_chunk(&self.request.url, response, received)
+                .await
+            {
+                Ok(Some(chunk)) => {
+                    let len = chunk.len() as u64;
+                    received += len;
+                    self.transferred += len;
+                    self.reporter.advance(len);
+                    // A stopped writer's error is reported below.
+                    if !sink.push(&chunk).await {
+                        break Ok(());
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(error) => break Err(error),
+            }
+        };
+        let written = sink
+            .finish()
+            .await
+            .map_err(|join| FetchError::io(&path, std::io::Error::other(join.to_string())))?;
+        self.part.hasher = written.hasher;
+        self.part.len += written.bytes;
+        written
+            .result
+            .map_err(|source| FetchError::io(&path, source))?;
+        outcome.map(|()| received)
+    }
+
+    /// Checks the complete part, then makes it the destination durably.
+    async fn finalize(self) -> Result<Downloaded, FetchError> {
+        let sha256 = hashing::finish(self.part.hasher);
+        let size = self.part.len;
+        let url = self.request.url.clone();
+        let mismatch = if let Some(expected) = self.request.expected_sha256.filter(|e| *e != sha256)
+        {
+            Some(FetchError::DigestMismatch {
+                path: self.paths.dest.clone(),
+                url,
+                expected,
+                actual: sha256,
+            })
+        } else if let Some(expected) = self.request.expected_size.filter(|e| *e != size) {
+            Some(FetchError::SizeMismatch {
+                path: self.paths.dest.clone(),
+                url,
+                expected,
+                actual: size,
+            })
+        } else {
+            None
+        };
+        let Paths { dest, part, meta } = self.paths;
+        if let Some(error) = mismatch {
+            // Corrupt bytes are not worth resuming.
+            blocking(&part.clone(), move || {
+                remove_if_present(&part)?;
+                remove_if_present(&meta)
+            })
+            .await?;
+            return Err(error);
+        }
+        let path = dest.clone();
+        blocking(&dest.clone(), move || {
+            let file = File::open(&part).map_err(|source| FetchError::io(&part, source))?;
+            file.sync_all()
+                .map_err(|source| FetchError::io(&part, source))?;
+            std::fs::rename(&part, &path).map_err(|source| FetchError::io(&path, source))?;
+            remove_if_present(&meta)?;
+            let parent = match path.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent,
+                _ => Path::new("."),
+            };
+            File::open(parent)
+                .and_then(|dir| dir.sync_all())
+                .map_err(|source| FetchError::io(parent, source))
+        })
+        .await?;
+        debug!(path = %dest.display(), size, transferred = self.transferred,
+            resumed_from = self.resumed_from, "downloaded");
+        Ok(Downloaded {
+            path: dest,
+            sha256,
+            size,
+            transferred: self.transferred,
+            resumed_from: self.resumed_from,
+            up_to_date: false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::digest::Sha256Digest;
+
+    #[test]
+    fn content_range_with_total_is_parsed() {
+        let range = parse_content_range("bytes 100-199/200").unwrap();
+        assert_eq!(
+            range,
+            ContentRange {
+                first: 100,
+                last: 199,
+                total: Some(200)
+            }
+        );
+        assert_eq!(range.len(), 100);
+    }
+
+    #[test]
+    fn content_range_with_unknown_total_is_parsed() {
+        let range = parse_content_range("bytes 0-0/*").unwrap();
+        assert_eq!(range.total, None);
+        assert_eq!(range.len(), 1);
+    }
+
+    #[test]
+    fn malformed_content_ranges_are_rejected() {
+        for value in [
+            "",
+            "bytes */200",       // the unsatisfied-range form carries no range
+            "bytes 100-99/200",  // last before first
+            "bytes 100-200/200", // last past the end
+            "items 0-1/2",       // other unit
+            "bytes 0-1",         // no total
+            "bytes -1-5/10",     // negative
+            "bytes 0-99999999999999999999/*", // overflow
+        ] {
+            assert_eq!(parse_content_range(value), None, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn part_meta_needs_the_same_url_and_a_usable_validator() {
+        let url = Url::parse("http://127.0.0.1/a.img").unwrap();
+        let good = br#"{"url":"http://127.0.0.1/a.img","etag":"\"1-2\"","last_modified":null}"#;
+        assert!(parse_part_meta(good, &url).is_some());
+        let other = br#"{"url":"http://127.0.0.1/b.img","etag":"\"1-2\"","last_modified":null}"#;
+        assert!(parse_part_meta(other, &url).is_none());
+        let weak = br#"{"url":"http://127.0.0.1/a.img","etag":"W/\"1\"","last_modified":null}"#;
+        assert!(parse_part_meta(weak, &url).is_none());
+        assert!(parse_part_meta(b"{", &url).is_none());
+    }
+
+    #[test]
+    fn hash_file_streams_the_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"abc").unwrap();
+        let (hasher, size) = hash_file(&path).unwrap();
+        assert_eq!(size, 3);
+        assert_eq!(
+            hashing::finish(hasher),
+            Sha256Digest(Sha256::digest(b"abc").into())
+        );
+    }
+}
