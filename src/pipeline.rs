@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 
 use url::Url;
 
-use crate::catalog::{Catalog, CatalogError};
+use crate::catalog::{Catalog, CatalogError, Signature};
 use crate::fetch::{Client, Download, FetchError};
 use crate::formats::{self, DiskFormat, FormatError, Options};
 use crate::index::{Discovery, FileEntry, IndexError, Listing, Query};
 use crate::index::sums::{self, SumsError};
 use crate::io::progress::Reporter;
 use crate::verify::digest::Sha256Digest;
-use crate::verify::openpgp::{Keyring, VerifyError};
+use crate::verify::openpgp::{Keyring, KeyringError, VerifyError};
 use crate::ErrorKind;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +25,8 @@ pub enum Error {
     Fetch(#[from] FetchError),
     #[error(transparent)]
     Verify(#[from] VerifyError),
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
     #[error(transparent)]
     Format(#[from] FormatError),
     #[error("{url}: malformed checksum file")]
@@ -43,13 +45,6 @@ pub enum Error {
         sums: Sha256Digest,
         streams: Sha256Digest,
     },
-    #[error("no file of kind {kind:?} in {release} {serial}; available kinds: {available}")]
-    NoSuchFile {
-        kind: String,
-        release: String,
-        serial: String,
-        available: String,
-    },
     #[error("{0}")]
     Usage(String),
     #[error("{path}: I/O error")]
@@ -67,12 +62,13 @@ impl Error {
             Error::Index(e) => e.kind(),
             Error::Fetch(e) => e.kind(),
             Error::Verify(e) => e.kind(),
+            Error::Keyring(e) => e.kind(),
             Error::Format(e) => e.kind(),
             Error::Sums { .. }
             | Error::SignatureMissing { .. }
             | Error::NotInSums { .. }
             | Error::SourcesDisagree { .. } => ErrorKind::Integrity,
-            Error::NoSuchFile { .. } | Error::Usage(_) => ErrorKind::Usage,
+            Error::Usage(_) => ErrorKind::Usage,
             Error::Io { .. } => ErrorKind::Other,
         }
     }
@@ -127,8 +123,9 @@ pub async fn fetch(
     let listing = discovery
         .listing(&request.query, request.serial.as_deref())
         .await?;
-    let file = pick_file(&listing, &request.kind)?;
-    let (expected, signed_by) = expected_digest(client, &listing, file, &request.signature).await?;
+    let file = listing.file(&request.kind)?;
+    let (expected, signed_by) =
+        expected_digest(client, catalog, &listing, file, &request.signature).await?;
     std::fs::create_dir_all(&request.output_dir).map_err(|source| Error::Io {
         path: request.output_dir.clone(),
         source,
@@ -170,34 +167,21 @@ pub async fn fetch(
     })
 }
 
-fn pick_file<'a>(listing: &'a Listing, kind: &str) -> Result<&'a FileEntry, Error> {
-    listing
-        .files
-        .iter()
-        .find(|f| f.ftype.as_deref() == Some(kind))
-        .ok_or_else(|| Error::NoSuchFile {
-            kind: kind.to_owned(),
-            release: listing.release.codename.clone(),
-            serial: listing.serial.clone(),
-            available: listing
-                .files
-                .iter()
-                .filter_map(|f| f.ftype.as_deref())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
-}
-
 /// The digest the file must have: from the (signature-checked) SHA256SUMS, cross-checked with
 /// simplestreams when that was the source.
 async fn expected_digest(
     client: &Client,
+    catalog: &Catalog,
     listing: &Listing,
     file: &FileEntry,
     policy: &SignaturePolicy<'_>,
 ) -> Result<(Sha256Digest, Option<String>), Error> {
     let sums_text = client.get_document(&listing.sums_url).await?;
     let signed_by = match policy {
+        _ if catalog.signature == Signature::NotPublished => {
+            tracing::warn!(source = %catalog.name, "no signature is published by this source; relying on HTTPS and the checksums");
+            None
+        }
         SignaturePolicy::Skip => {
             tracing::warn!(url = %listing.sums_url, "signature check of SHA256SUMS skipped (--no-verify-signature)");
             None
@@ -214,19 +198,23 @@ async fn expected_digest(
             Some(good.fingerprint)
         }
     };
-    let text = String::from_utf8_lossy(&sums_text);
-    let entries = sums::parse(&text).map_err(|source| Error::Sums {
+    let entries = sums::parse(&sums_text, catalog.checksums.algorithm).map_err(|source| Error::Sums {
         url: listing.sums_url.clone(),
         source,
     })?;
-    let from_sums = entries
+    let entry = entries
         .iter()
         .find(|e| e.name == file.name)
-        .map(|e| e.digest)
         .ok_or_else(|| Error::NotInSums {
             url: listing.sums_url.clone(),
             name: file.name.clone(),
         })?;
+    let from_sums = entry.sha256().ok_or_else(|| {
+        Error::Usage(format!(
+            "{}: only SHA-256 checksum files can verify downloads so far",
+            listing.sums_url
+        ))
+    })?;
     if let Some(from_streams) = file.sha256 {
         if from_streams != from_sums {
             return Err(Error::SourcesDisagree {

@@ -26,7 +26,7 @@ impl Context {
             Some(path) => Catalog::from_path(path)?,
             None => Catalog::builtin("ubuntu")?,
         };
-        let base = global.mirror.as_deref().unwrap_or(catalog.base_url());
+        let base = global.mirror.as_deref().unwrap_or(catalog.base_url.as_str());
         let mut mirror = Url::parse(base)
             .map_err(|e| Error::Usage(format!("invalid mirror URL {base:?}: {e}")))?;
         // Relative paths resolve below the mirror, not beside its last segment.
@@ -55,7 +55,9 @@ impl Context {
                 })?;
                 Keyring::from_bytes(&bytes)?
             }
-            None => Keyring::from_armored_texts(&self.catalog.signing_keys())?,
+            None => Keyring::from_armored_texts(
+                &self.catalog.keys.iter().map(|k| k.armored.as_str()).collect::<Vec<_>>(),
+            )?,
         })
     }
 }
