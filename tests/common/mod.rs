@@ -1,0 +1,4 @@
+//! Helpers shared by the integration tests.
+
+/// Disk images built at test time.
+pub mod images;
