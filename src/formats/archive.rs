@@ -40,6 +40,9 @@ const HEAD_LEN: usize = 512;
 const CHUNK_LEN: usize = 1 << 20;
 /// Chunks queued between the threads (bounded memory: this many + 2 chunks).
 const CHUNKS_IN_FLIGHT: usize = 4;
+/// Most memory the xz decoder may use: enough for `xz -9` (64 MiB dictionary), while a hostile
+/// header asking for a 1.5 GiB dictionary fails instead of allocating it.
+const XZ_MEMORY_LIMIT: u64 = 72 << 20;
 /// Buffer for reading the compressed file.
 const INPUT_BUFFER: usize = 1 << 20;
 /// Entries that describe a disk rather than being one: OVF descriptors, manifests, signing
@@ -287,7 +290,18 @@ fn unpack(file: File, kind: ArchiveKind, sender: &mpsc::SyncSender<Message>) {
     let input = BufReader::with_capacity(INPUT_BUFFER, file);
     let decoded: Box<dyn Read> = match kind {
         ArchiveKind::TarGz => Box::new(flate2::read::MultiGzDecoder::new(input)),
-        ArchiveKind::TarXz => Box::new(xz2::read::XzDecoder::new_multi_decoder(input)),
+        ArchiveKind::TarXz => {
+            match xz2::stream::Stream::new_stream_decoder(
+                XZ_MEMORY_LIMIT,
+                xz2::stream::CONCATENATED,
+            ) {
+                Ok(stream) => Box::new(xz2::read::XzDecoder::new_stream(input, stream)),
+                Err(error) => {
+                    let _ = sender.send(Message::Failed(error.into()));
+                    return;
+                }
+            }
+        }
         ArchiveKind::Tar => Box::new(input),
     };
     let mut archive = tar::Archive::new(decoded);
@@ -793,6 +807,22 @@ mod tests {
             matches!(&error, FormatError::Malformed { reason, .. } if reason.contains("..")),
             "{error}"
         );
+    }
+
+    #[test]
+    fn xz_asking_for_a_huge_dictionary_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("disk.img"), disk_bytes(4096)).unwrap();
+        tar(dir.path(), &["-cf", "a.tar", "disk.img"]);
+        // The header announces 257 MiB of decoder memory; the encoder itself needs little.
+        let xz = Command::new("xz")
+            .args(["-k", "--lzma2=preset=0,dict=256MiB"])
+            .arg(dir.path().join("a.tar"))
+            .status()
+            .unwrap();
+        assert!(xz.success());
+        let error = open_path(&dir.path().join("a.tar.xz")).err().unwrap();
+        assert!(matches!(error, FormatError::Malformed { .. }), "{error}");
     }
 
     #[test]
