@@ -13,7 +13,11 @@ use std::sync::mpsc;
 
 use tracing::debug;
 
+use tar_guard::TarGuard;
+
 use super::{DiskFormat, DiskReader, Extent, FormatError, ImageInfo, Mapping, Probe};
+
+mod tar_guard;
 
 /// gzip member magic (RFC 1952).
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
@@ -177,6 +181,8 @@ enum Message {
     Data(Vec<u8>),
     Failed(std::io::Error),
     UnsafeName(String),
+    /// A pax-format sparse entry (`GNU.sparse.*` records), which the tar crate cannot expand.
+    PaxSparse(String),
 }
 
 /// The bytes of the disk entry, arriving from the unpacking thread.
@@ -216,6 +222,13 @@ impl EntryStream {
                 0,
                 format!("entry {name:?} is absolute or contains '..'"),
             )),
+            Ok(Message::PaxSparse(name)) => Err(FormatError::Unsupported {
+                path: path.to_owned(),
+                what: format!(
+                    "entry {name:?} is a pax-format sparse file; repack it with GNU tar's \
+                     default format (tar -S --format=gnu)"
+                ),
+            }),
             Ok(Message::Data(_)) | Err(_) => Err(FormatError::malformed(
                 path,
                 kind.name(),
@@ -240,7 +253,9 @@ impl EntryStream {
         self.chunk = match self.receiver.recv() {
             Ok(Message::Data(chunk)) => chunk,
             Ok(Message::Failed(error)) => return Err(error),
-            Ok(Message::Entry(_) | Message::UnsafeName(_)) | Err(_) => Vec::new(),
+            Ok(Message::Entry(_) | Message::UnsafeName(_) | Message::PaxSparse(_)) | Err(_) => {
+                Vec::new()
+            }
         };
         Ok(())
     }
@@ -304,28 +319,27 @@ fn unpack(file: File, kind: ArchiveKind, sender: &mpsc::SyncSender<Message>) {
         }
         ArchiveKind::Tar => Box::new(input),
     };
-    let mut archive = tar::Archive::new(decoded);
-    if let Err(error) = stream_first_disk(&mut archive, sender)
+    let mut archive = tar::Archive::new(TarGuard::new(decoded));
+    let result = stream_first_disk(&mut archive, sender).and_then(|()| {
         // Read to the end so that the decompressor verifies its checksums (gzip CRC32, xz
-        // check): a corrupt trailer must fail the conversion, not pass unnoticed.
-        .and_then(|()| std::io::copy(&mut archive.into_inner(), &mut std::io::sink()))
-    {
+        // check): a corrupt trailer must fail the conversion, not pass unnoticed. Nothing after
+        // the disk is interpreted.
+        let mut rest = archive.into_inner();
+        rest.disable();
+        std::io::copy(&mut rest, &mut std::io::sink())
+    });
+    if let Err(error) = result {
         let _ = sender.send(Message::Failed(error));
     }
 }
 
-/// Sends the first disk entry; the rest of the archive is read and dropped.
+/// Sends the first disk entry; returns after it, or when the reader hangs up.
 fn stream_first_disk(
-    archive: &mut tar::Archive<Box<dyn Read>>,
+    archive: &mut tar::Archive<TarGuard<Box<dyn Read>>>,
     sender: &mpsc::SyncSender<Message>,
 ) -> Result<(), std::io::Error> {
-    let mut sent = false;
     for entry in archive.entries()? {
         let mut entry = entry?;
-        if sent {
-            std::io::copy(&mut entry, &mut std::io::sink())?;
-            continue;
-        }
         let kind = entry.header().entry_type();
         if !(kind.is_file() || kind.is_gnu_sparse()) {
             continue;
@@ -339,14 +353,17 @@ fn stream_first_disk(
         if !is_disk_name(&name) {
             continue;
         }
+        if is_pax_sparse(&mut entry)? {
+            let _ = sender.send(Message::PaxSparse(name));
+            return Err(std::io::Error::other("pax sparse entry"));
+        }
         let size = entry.size();
         if sender
             .send(Message::Entry(EntryMeta { name, size }))
             .is_err()
         {
-            return Ok(());
+            return Err(std::io::Error::other("the reader hung up"));
         }
-        sent = true;
         loop {
             let mut chunk = vec![0u8; CHUNK_LEN];
             let mut filled = 0;
@@ -357,16 +374,30 @@ fn stream_first_disk(
                 }
             }
             if filled == 0 {
-                break;
+                return Ok(());
             }
             chunk.truncate(filled);
             if sender.send(Message::Data(chunk)).is_err() {
-                return Ok(());
+                return Err(std::io::Error::other("the reader hung up"));
             }
         }
     }
     // Without a disk entry, the channel closing unannounced says so.
     Ok(())
+}
+
+/// Whether pax records describe the entry as sparse: its data is then a sparse map followed by
+/// the stored pieces, not the file.
+fn is_pax_sparse<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<bool, std::io::Error> {
+    let Some(extensions) = entry.pax_extensions()? else {
+        return Ok(false);
+    };
+    for extension in extensions {
+        if extension?.key_bytes().starts_with(b"GNU.sparse.") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Relative names without `..`: anything else could not have come from a sane archiver.
@@ -823,6 +854,66 @@ mod tests {
         assert!(xz.success());
         let error = open_path(&dir.path().join("a.tar.xz")).err().unwrap();
         assert!(matches!(error, FormatError::Malformed { .. }), "{error}");
+    }
+
+    #[test]
+    fn long_names_sparse_gnu_and_pax_archives_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!("{}-server-cloudimg-amd64.img", "n".repeat(120));
+        let path = dir.path().join(&name);
+        let file = File::create(&path).unwrap();
+        file.set_len(12 << 20).unwrap();
+        use std::os::unix::fs::FileExt;
+        // More islands than the 4 sparse slots of a GNU header: extension blocks follow it.
+        for i in 0..12u64 {
+            file.write_all_at(&[i as u8 + 1; 3000], i << 20).unwrap();
+        }
+        drop(file);
+        let expected = std::fs::read(&path).unwrap();
+        // GNU format with -S; pax format without (see below for pax with -S).
+        for (format, mode) in [("gnu", "-Sczf"), ("pax", "-czf")] {
+            let archive = format!("{format}.tar.gz");
+            tar(
+                dir.path(),
+                &[&format!("--format={format}"), mode, &archive, &name],
+            );
+            let mut disk = open_path(&dir.path().join(&archive)).unwrap();
+            assert_eq!(disk.info().format_specific["entry"], name.as_str());
+            assert!(read_all(disk.as_mut()).unwrap() == expected, "{format}");
+        }
+        // A pax sparse entry would read as its sparse map plus pieces: refused, not garbled.
+        tar(
+            dir.path(),
+            &["-S", "--format=pax", "-czf", "pax-sparse.tar.gz", &name],
+        );
+        assert!(matches!(
+            open_path(&dir.path().join("pax-sparse.tar.gz")),
+            Err(FormatError::Unsupported { .. })
+        ));
+    }
+
+    #[test]
+    fn gzipped_huge_long_name_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut header = tar::Header::new_gnu();
+        header.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+        header.set_size(4 << 20);
+        header.set_entry_type(tar::EntryType::GNULongName);
+        header.set_cksum();
+        let path = dir.path().join("bomb.tar.gz");
+        let mut gz = flate2::write::GzEncoder::new(
+            File::create(&path).unwrap(),
+            flate2::Compression::fast(),
+        );
+        use std::io::Write;
+        gz.write_all(header.as_bytes()).unwrap();
+        gz.write_all(&vec![b'a'; 4 << 20]).unwrap();
+        gz.finish().unwrap();
+        let error = open_path(&path).err().unwrap();
+        assert!(
+            matches!(&error, FormatError::Malformed { reason, .. } if reason.contains("metadata")),
+            "{error}"
+        );
     }
 
     #[test]
