@@ -14,10 +14,9 @@ use super::{
     Options, Probe, Target,
 };
 
-/// The unit the raw writer asks for. Any size works for raw; 64 KiB matches qcow2's default
-/// cluster so that all-zero detection in the copy loop leaves holes of the same grain qemu-img
-/// leaves.
-const GRANULARITY: u64 = 64 * 1024;
+/// The unit the raw writer asks for. Any size works for raw; 4 KiB is the filesystem block and
+/// qemu-img convert's default hole grain (`-S 4k`), so all-zero blocks stay holes as with qemu.
+const GRANULARITY: u64 = 4096;
 
 /// Size of the zero-filled buffer used by `preallocation=full`.
 const ZERO_FILL_CHUNK: usize = 1 << 20;
@@ -321,19 +320,24 @@ mod tests {
     fn writer_leaves_holes_and_sets_the_length() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.raw");
+        let unit = GRANULARITY as usize;
         let size = 3 * GRANULARITY + 512;
         let mut writer = create(target(&path), size, &Options::default()).unwrap();
         assert_eq!(writer.granularity(), GRANULARITY);
-        writer.write_data(GRANULARITY, &[7; 65536]).unwrap();
+        writer.write_data(GRANULARITY, &vec![7; unit]).unwrap();
         // The short unit that ends the disk.
         writer.write_data(3 * GRANULARITY, &[9; 512]).unwrap();
         writer.finish().unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(bytes.len() as u64, size);
-        assert!(bytes[..65536].iter().all(|&b| b == 0));
-        assert!(bytes[65536..131072].iter().all(|&b| b == 7));
-        assert!(bytes[131072..196608].iter().all(|&b| b == 0));
-        assert!(bytes[196608..].iter().all(|&b| b == 9));
+        assert!(bytes[..unit].iter().all(|&b| b == 0));
+        assert!(bytes[unit..2 * unit].iter().all(|&b| b == 7));
+        assert!(bytes[2 * unit..3 * unit].iter().all(|&b| b == 0));
+        assert!(bytes[3 * unit..].iter().all(|&b| b == 9));
+        // The unwritten units are holes.
+        use std::os::unix::fs::MetadataExt;
+        let blocks = std::fs::metadata(&path).unwrap().blocks();
+        assert!(blocks * 512 <= 2 * GRANULARITY, "{blocks} blocks allocated");
     }
 
     #[test]
