@@ -4,5 +4,7 @@ mod common;
 
 /// Downloads and documents against the loopback server: resume, retries, cache, locks.
 mod fetch;
+/// Conversions through the `cloudimg` binary, checked with qemu-img.
+mod formats;
 /// OpenPGP verification of the generated mirror, and the mirror's own shape.
 mod verify;

@@ -1,37 +1,400 @@
-//! Raw disks.
+//! Raw disks: the guest bytes, nothing else. Holes in the host file read as zeroes.
+//!
+//! The reader asks the filesystem where the data is (`SEEK_DATA`/`SEEK_HOLE`) so a sparse
+//! raw file converts without reading its holes; the writer leaves everything the copy loop
+//! skips as a hole unless preallocation is asked for.
 
-use std::fs::File;
-use std::path::Path;
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 
-use super::{CheckReport, DiskReader, DiskWriter, FormatError, Options, Probe, Target};
+use super::{
+    CheckReport, DiskFormat, DiskReader, DiskWriter, Extent, FormatError, ImageInfo, Mapping,
+    Options, Probe, Target,
+};
 
+/// The unit the raw writer asks for. Any size works for raw; 4 KiB is the filesystem block and
+/// qemu-img convert's default hole grain (`-S 4k`), so all-zero blocks stay holes as with qemu.
+const GRANULARITY: u64 = 4096;
+
+/// Size of the zero-filled buffer used by `preallocation=full`.
+const ZERO_FILL_CHUNK: usize = 1 << 20;
+
+/// Raw is the fallback when nothing else matches: it never claims a file by content.
 pub fn probe(_probe: &Probe) -> bool {
     false
 }
 
-pub fn open(path: &Path, _file: File) -> Result<Box<dyn DiskReader>, FormatError> {
-    Err(todo_err(path))
+pub fn open(path: &Path, file: File) -> Result<Box<dyn DiskReader>, FormatError> {
+    let size = file
+        .metadata()
+        .map_err(|source| FormatError::io(path, source))?
+        .len();
+    Ok(Box::new(RawReader {
+        path: path.to_owned(),
+        file,
+        size,
+    }))
+}
+
+struct RawReader {
+    path: PathBuf,
+    file: File,
+    size: u64,
+}
+
+/// Where the next data or hole starts, per `lseek(2)`.
+enum Seek {
+    /// The offset `lseek` returned.
+    At(u64),
+    /// `ENXIO`: no data at or after the offset (only possible for `SEEK_DATA`).
+    NoMore,
+    /// The filesystem or kernel does not support hole queries.
+    Unsupported,
+}
+
+fn seek_hole_data(file: &File, offset: u64, whence: libc::c_int) -> Result<Seek, std::io::Error> {
+    let Ok(off) = libc::off_t::try_from(offset) else {
+        return Ok(Seek::Unsupported);
+    };
+    // SAFETY: lseek on a valid, owned descriptor has no memory effects; the copy loop reads
+    // with pread, so moving the file position is harmless.
+    let found = unsafe { libc::lseek(file.as_raw_fd(), off, whence) };
+    if found >= 0 {
+        return Ok(Seek::At(found as u64));
+    }
+    let error = std::io::Error::last_os_error();
+    match error.raw_os_error() {
+        Some(libc::ENXIO) => Ok(Seek::NoMore),
+        Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => Ok(Seek::Unsupported),
+        _ => Err(error),
+    }
+}
+
+impl DiskReader for RawReader {
+    fn virtual_size(&self) -> u64 {
+        self.size
+    }
+
+    fn map(&mut self, offset: u64) -> Result<Mapping, FormatError> {
+        let rest = self.size.saturating_sub(offset);
+        let io = |source| FormatError::io(&self.path, source);
+        let data_start = match seek_hole_data(&self.file, offset, libc::SEEK_DATA).map_err(io)? {
+            Seek::Unsupported => offset,
+            Seek::NoMore => {
+                return Ok(Mapping {
+                    extent: Extent::Zero,
+                    len: rest,
+                })
+            }
+            Seek::At(start) => start,
+        };
+        if data_start > offset {
+            return Ok(Mapping {
+                extent: Extent::Zero,
+                len: (data_start - offset).min(rest),
+            });
+        }
+        let data_end = match seek_hole_data(&self.file, offset, libc::SEEK_HOLE).map_err(io)? {
+            Seek::At(end) if end > offset => end,
+            _ => self.size,
+        };
+        Ok(Mapping {
+            extent: Extent::Data,
+            len: (data_end - offset).min(rest),
+        })
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), FormatError> {
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|source| FormatError::io(&self.path, source))
+    }
+
+    fn info(&self) -> ImageInfo {
+        ImageInfo::new(DiskFormat::Raw, self.size)
+    }
+}
+
+/// qemu-img's `preallocation` values for raw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Preallocation {
+    /// Sparse: only written data takes space.
+    Off,
+    /// Reserve every block with `posix_fallocate` (reads as zero, no zeroes written).
+    Falloc,
+    /// Write zeroes over the whole disk.
+    Full,
 }
 
 pub fn create(
     target: Target<'_>,
-    _virtual_size: u64,
-    _options: &Options,
+    virtual_size: u64,
+    options: &Options,
 ) -> Result<Box<dyn DiskWriter>, FormatError> {
-    Err(todo_err(target.path))
-}
-
-pub fn check(path: &Path, _file: File) -> Result<CheckReport, FormatError> {
-    Err(todo_err(path))
-}
-
-pub fn resize(path: &Path, _file: File, _new_size: u64, _shrink: bool) -> Result<(), FormatError> {
-    Err(todo_err(path))
-}
-
-fn todo_err(path: &Path) -> FormatError {
-    FormatError::Unsupported {
+    let preallocation = match options.choice("preallocation", &["off", "falloc", "full"])? {
+        None | Some("off") => Preallocation::Off,
+        Some("falloc") => Preallocation::Falloc,
+        Some(_) => Preallocation::Full,
+    };
+    options.reject_unknown("raw")?;
+    let path = target.path;
+    let io = |source| FormatError::io(path, source);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(io)?;
+    file.set_len(virtual_size).map_err(io)?;
+    match preallocation {
+        Preallocation::Off => {}
+        Preallocation::Falloc => fallocate(&file, virtual_size).map_err(io)?,
+        Preallocation::Full => zero_fill(&file, virtual_size).map_err(io)?,
+    }
+    Ok(Box::new(RawWriter {
         path: path.to_owned(),
-        what: "raw is being implemented".into(),
+        file,
+        size: virtual_size,
+    }))
+}
+
+fn fallocate(file: &File, len: u64) -> Result<(), std::io::Error> {
+    if len == 0 {
+        return Ok(());
+    }
+    let len = libc::off_t::try_from(len)
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: plain syscall on an owned descriptor; posix_fallocate returns the error number.
+    match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) } {
+        0 => Ok(()),
+        errno => Err(std::io::Error::from_raw_os_error(errno)),
+    }
+}
+
+fn zero_fill(file: &File, len: u64) -> Result<(), std::io::Error> {
+    let zeroes = vec![0u8; ZERO_FILL_CHUNK];
+    let mut offset = 0;
+    while offset < len {
+        let n = (len - offset).min(ZERO_FILL_CHUNK as u64) as usize;
+        file.write_all_at(&zeroes[..n], offset)?;
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+struct RawWriter {
+    path: PathBuf,
+    file: File,
+    size: u64,
+}
+
+impl DiskWriter for RawWriter {
+    fn granularity(&self) -> u64 {
+        GRANULARITY
+    }
+
+    fn write_data(&mut self, offset: u64, data: &[u8]) -> Result<(), FormatError> {
+        let end = offset.checked_add(data.len() as u64);
+        if end.is_none_or(|end| end > self.size) {
+            return Err(FormatError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "write of {:#x} bytes at {offset:#x} passes the disk end {:#x}",
+                        data.len(),
+                        self.size
+                    ),
+                ),
+            });
+        }
+        self.file
+            .write_all_at(data, offset)
+            .map_err(|source| FormatError::io(&self.path, source))
+    }
+
+    fn finish(self: Box<Self>) -> Result<(), FormatError> {
+        // The length was set at creation; set it again in case something truncated the file.
+        self.file
+            .set_len(self.size)
+            .map_err(|source| FormatError::io(&self.path, source))
+    }
+}
+
+/// A raw file has no structure to check.
+pub fn check(_path: &Path, _file: File) -> Result<CheckReport, FormatError> {
+    Ok(CheckReport::default())
+}
+
+pub fn resize(path: &Path, file: File, new_size: u64, shrink: bool) -> Result<(), FormatError> {
+    let io = |source| FormatError::io(path, source);
+    let current = file.metadata().map_err(io)?.len();
+    if new_size < current && !shrink {
+        return Err(FormatError::ShrinkRefused {
+            path: path.to_owned(),
+            current,
+            requested: new_size,
+        });
+    }
+    file.set_len(new_size).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(path: &Path) -> Target<'_> {
+        Target {
+            path,
+            final_path: path,
+        }
+    }
+
+    /// Collects the whole map of a reader as (kind, start, len) runs.
+    fn runs(reader: &mut dyn DiskReader) -> Vec<(Extent, u64, u64)> {
+        let mut out: Vec<(Extent, u64, u64)> = Vec::new();
+        let mut offset = 0;
+        while offset < reader.virtual_size() {
+            let m = reader.map(offset).unwrap();
+            assert!(m.len > 0);
+            match out.last_mut() {
+                Some(last) if last.0 == m.extent => last.2 += m.len,
+                _ => out.push((m.extent, offset, m.len)),
+            }
+            offset += m.len;
+        }
+        assert_eq!(offset, reader.virtual_size());
+        out
+    }
+
+    #[test]
+    fn holes_are_mapped_as_zero_and_data_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.raw");
+        let size = 4 << 20;
+        let file = File::create(&path).unwrap();
+        file.set_len(size).unwrap();
+        // One data run in the middle; tmpfs and ext4 both report holes at 4 KiB grain.
+        file.write_all_at(&[0xab; 8192], 1 << 20).unwrap();
+        drop(file);
+        let mut reader = open(&path, File::open(&path).unwrap()).unwrap();
+        assert_eq!(reader.virtual_size(), size);
+        let map = runs(reader.as_mut());
+        let data: Vec<_> = map.iter().filter(|r| r.0 == Extent::Data).collect();
+        assert_eq!(data.len(), 1, "{map:?}");
+        assert!(data[0].1 <= 1 << 20 && data[0].1 + data[0].2 >= (1 << 20) + 8192);
+        assert!(data[0].2 < size, "the holes must not be reported as data");
+        let mut buf = [0u8; 16];
+        reader.read_at((1 << 20) + 8184, &mut buf).unwrap();
+        assert_eq!(buf[..8], [0xab; 8]);
+        assert_eq!(buf[8..], [0; 8]);
+    }
+
+    #[test]
+    fn empty_file_has_no_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty.raw");
+        File::create(&path).unwrap();
+        let mut reader = open(&path, File::open(&path).unwrap()).unwrap();
+        assert_eq!(reader.virtual_size(), 0);
+        assert!(runs(reader.as_mut()).is_empty());
+    }
+
+    #[test]
+    fn reading_past_the_end_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("small.raw");
+        std::fs::write(&path, [1u8; 1000]).unwrap();
+        let mut reader = open(&path, File::open(&path).unwrap()).unwrap();
+        let mut buf = [0u8; 100];
+        assert!(matches!(
+            reader.read_at(950, &mut buf),
+            Err(FormatError::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn writer_leaves_holes_and_sets_the_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.raw");
+        let unit = GRANULARITY as usize;
+        let size = 3 * GRANULARITY + 512;
+        let mut writer = create(target(&path), size, &Options::default()).unwrap();
+        assert_eq!(writer.granularity(), GRANULARITY);
+        writer.write_data(GRANULARITY, &vec![7; unit]).unwrap();
+        // The short unit that ends the disk.
+        writer.write_data(3 * GRANULARITY, &[9; 512]).unwrap();
+        writer.finish().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len() as u64, size);
+        assert!(bytes[..unit].iter().all(|&b| b == 0));
+        assert!(bytes[unit..2 * unit].iter().all(|&b| b == 7));
+        assert!(bytes[2 * unit..3 * unit].iter().all(|&b| b == 0));
+        assert!(bytes[3 * unit..].iter().all(|&b| b == 9));
+        // The unwritten units are holes.
+        use std::os::unix::fs::MetadataExt;
+        let blocks = std::fs::metadata(&path).unwrap().blocks();
+        assert!(blocks * 512 <= 2 * GRANULARITY, "{blocks} blocks allocated");
+    }
+
+    #[test]
+    fn write_past_the_end_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.raw");
+        let mut writer = create(target(&path), GRANULARITY, &Options::default()).unwrap();
+        assert!(writer.write_data(GRANULARITY, &[1]).is_err());
+    }
+
+    #[test]
+    fn preallocation_reserves_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        for mode in ["falloc", "full"] {
+            let path = dir.path().join(format!("{mode}.raw"));
+            let options = Options::parse(&format!("preallocation={mode}")).unwrap();
+            create(target(&path), 1 << 20, &options)
+                .unwrap()
+                .finish()
+                .unwrap();
+            let meta = std::fs::metadata(&path).unwrap();
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(meta.len(), 1 << 20);
+            assert!(meta.blocks() * 512 >= 1 << 20, "{mode}: {}", meta.blocks());
+        }
+    }
+
+    #[test]
+    fn unknown_option_and_bad_preallocation_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.raw");
+        for text in ["cluster_size=64K", "preallocation=metadata"] {
+            let options = Options::parse(text).unwrap();
+            assert!(matches!(
+                create(target(&path), 1 << 20, &options),
+                Err(FormatError::InvalidOption { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn shrink_needs_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.raw");
+        std::fs::write(&path, [0u8; 4096]).unwrap();
+        let rw = || OpenOptions::new().write(true).open(&path).unwrap();
+        assert!(matches!(
+            resize(&path, rw(), 1024, false),
+            Err(FormatError::ShrinkRefused {
+                current: 4096,
+                requested: 1024,
+                ..
+            })
+        ));
+        resize(&path, rw(), 8192, false).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 8192);
+        resize(&path, rw(), 1024, true).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 1024);
     }
 }

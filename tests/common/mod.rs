@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+/// Disk images built at test time.
+pub mod images;
 pub mod mirror;
 pub mod pgp;
 pub mod server;

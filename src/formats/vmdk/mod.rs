@@ -1,6 +1,7 @@
 //! VMware virtual disks.
 
 use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 
 use super::{CheckReport, DiskReader, DiskWriter, FormatError, Options, Probe, Target};
@@ -10,6 +11,16 @@ pub fn probe(_probe: &Probe) -> bool {
 }
 
 pub fn open(path: &Path, _file: File) -> Result<Box<dyn DiskReader>, FormatError> {
+    Err(todo_err(path))
+}
+
+/// Opens a streamOptimized vmdk that can only be read forwards (`len` bytes of `stream`), such
+/// as the disk inside an OVA.
+pub fn open_stream(
+    path: &Path,
+    _stream: Box<dyn Read + Send>,
+    _len: u64,
+) -> Result<Box<dyn DiskReader>, FormatError> {
     Err(todo_err(path))
 }
 
