@@ -99,7 +99,8 @@ pub fn list(global: &Global, args: ListArgs) -> Result<i32, Error> {
     let discovery = Discovery::new(&context.client, &context.catalog, context.mirror.clone());
     let runtime = runtime()?;
     let Some(release) = &args.release else {
-        let releases = runtime.block_on(discovery.releases())?;
+        let query = query("", &args.selection);
+        let releases = runtime.block_on(discovery.releases(query.stream, query.source))?;
         if global.json {
             print_json(&releases);
         } else {

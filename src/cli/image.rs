@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use cloudimg::formats::options::parse_size;
-use cloudimg::formats::{self, DiskFormat, Options, Target};
+use cloudimg::formats::{self, DiskFormat, Options};
 use cloudimg::pipeline::Error;
 
 use super::args::{CheckArgs, ConvertArgs, CreateArgs, Global, InfoArgs, ResizeArgs};

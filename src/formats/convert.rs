@@ -22,7 +22,7 @@ const BUFFER_TARGET: u64 = 4 << 20;
 const BUFFERS: usize = 3;
 
 /// What a conversion did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ConvertStats {
     /// Guest size of the source (and of the destination).
     pub virtual_size: u64,
@@ -289,6 +289,33 @@ pub fn convert_file(
     reporter: &dyn Reporter,
 ) -> Result<ConvertStats, FormatError> {
     let mut reader = super::open(src, src_format)?;
+    let size = reader.virtual_size();
+    publish(dst, dst_format, |target| {
+        let writer = super::create(target, dst_format, size, options)?;
+        convert(reader.as_mut(), writer, reporter)
+    })
+}
+
+/// Creates a blank image at `path` (`cloudimg create`), under a temporary name until complete.
+pub fn create_blank(
+    path: &Path,
+    format: DiskFormat,
+    virtual_size: u64,
+    options: &Options,
+) -> Result<(), FormatError> {
+    publish(path, format, |target| {
+        super::create(target, format, virtual_size, options)?.finish()
+    })
+}
+
+/// Runs `write` against a temporary name in `dst`'s folder (`.<name>.cloudimg-tmp`), then
+/// fsyncs and renames it to `dst`; on failure the temporary (and a vmdk monolithicFlat extent)
+/// is deleted, so no partial output ever carries the final name.
+fn publish<T>(
+    dst: &Path,
+    dst_format: DiskFormat,
+    write: impl FnOnce(Target<'_>) -> Result<T, FormatError>,
+) -> Result<T, FormatError> {
     let temporary = temporary_path(dst)?;
     let flat_extent = (dst_format == DiskFormat::Vmdk)
         .then(|| flat_extent_path(dst))
@@ -298,16 +325,14 @@ pub fn convert_file(
         path: &temporary,
         final_path: dst,
     };
-    let result = super::create(target, dst_format, reader.virtual_size(), options)
-        .and_then(|writer| convert(reader.as_mut(), writer, reporter))
-        .and_then(|stats| {
-            for path in std::iter::once(&temporary).chain(flat_extent.iter()) {
-                sync_if_exists(path)?;
-            }
-            std::fs::rename(&temporary, dst).map_err(|source| FormatError::io(dst, source))?;
-            sync_parent(dst)?;
-            Ok(stats)
-        });
+    let result = write(target).and_then(|value| {
+        for path in std::iter::once(&temporary).chain(flat_extent.iter()) {
+            sync_if_exists(path)?;
+        }
+        std::fs::rename(&temporary, dst).map_err(|source| FormatError::io(dst, source))?;
+        sync_parent(dst)?;
+        Ok(value)
+    });
     if result.is_err() {
         for path in std::iter::once(&temporary).chain(flat_extent.iter()) {
             if let Err(error) = std::fs::remove_file(path) {

@@ -38,7 +38,8 @@ impl DocumentSource for Client {
 }
 
 /// A stream of builds (the CLI's `--stream`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Stream {
     Released,
     Daily,
@@ -86,7 +87,8 @@ impl FromStr for Stream {
 }
 
 /// Which documents describe the builds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SourceKind {
     /// Apache listings plus the checksum file.
     Html,
@@ -135,7 +137,7 @@ pub struct Query {
 }
 
 /// One published file of a build.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct FileEntry {
     pub name: String,
     /// The simplestreams ftype (`disk1.img`); look it up with [`Catalog::kind`].
@@ -149,7 +151,7 @@ pub struct FileEntry {
 }
 
 /// The files of one build of one release on one arch.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Listing {
     pub release: Release,
     pub stream: Stream,

@@ -10,7 +10,7 @@ use std::cmp::Ordering;
 use crate::catalog::compare_versions;
 
 /// A release of the distribution.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Release {
     /// Lower-case code name: `noble`.
     pub codename: String,
