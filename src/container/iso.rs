@@ -404,7 +404,7 @@ fn directory_record(
     };
     let identifier_len = u8::try_from(identifier.len()).map_err(|_| too_long())?;
     // The identifier is followed by a pad byte when that makes the record length even.
-    let pad = usize::from(identifier.len() % 2 == 0);
+    let pad = usize::from(identifier.len().is_multiple_of(2));
     let record_len =
         u8::try_from(33 + identifier.len() + pad + system_use.len()).map_err(|_| too_long())?;
     let mut record = Vec::with_capacity(usize::from(record_len));

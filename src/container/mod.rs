@@ -5,6 +5,9 @@
 //! outputs are written under a temporary name and renamed into place once complete.
 
 pub mod iso;
+pub mod manifest;
+pub mod ova;
+pub mod ovf;
 
 use std::fmt;
 use std::fs::File;
@@ -186,6 +189,27 @@ pub fn validate(disk_format: &str, container: ContainerFormat) -> Result<(), Con
         )),
         ContainerFormat::Ovf | ContainerFormat::Ova => Ok(()),
         ContainerFormat::Bare => Ok(()),
+    }
+}
+
+/// Longest member name of a package: the USTAR name field, so no prefix splitting is needed.
+const MAX_MEMBER_NAME: usize = 100;
+
+/// Checks the name of a file inside an OVF package (descriptor, manifest, disk): a plain file
+/// name that survives a manifest line (`SHA256(name)= …`), an XML attribute and a USTAR header.
+fn check_member_name(name: &str) -> Result<(), ContainerError> {
+    let reason = if name.is_empty() || name.len() > MAX_MEMBER_NAME {
+        Some(format!("must be 1 to {MAX_MEMBER_NAME} bytes"))
+    } else if name == "." || name == ".." || name.contains(['/', '\\']) {
+        Some("must be a plain file name, without directories".to_owned())
+    } else if name.chars().any(|c| c.is_control() || c == ')') {
+        Some("must not contain control characters or ')'".to_owned())
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(ContainerError::invalid("package member name", name, reason)),
+        None => Ok(()),
     }
 }
 
