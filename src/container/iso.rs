@@ -18,10 +18,13 @@
 //! 18      volume descriptor set terminator
 //! 19, 20  primary path table, little- then big-endian
 //! 21, 22  Joliet path table, little- then big-endian
-//! 23      SUSP continuation area holding the Rock Ridge `ER` entry
-//! 24..    primary root directory, then Joliet root directory
+//! 23..    primary root directory, then Joliet root directory
+//! ..      SUSP continuation area holding the Rock Ridge `ER` entry
 //! ..      file data, each file starting on a sector boundary
 //! ```
+//!
+//! The continuation area follows the directories because sequential readers (libarchive)
+//! refuse a `CE` entry pointing backwards.
 
 use std::io::Write;
 use std::path::Path;
@@ -39,9 +42,8 @@ const PRIMARY_L_PATH_SECTOR: u32 = FIRST_DESCRIPTOR_SECTOR + 3;
 const PRIMARY_M_PATH_SECTOR: u32 = FIRST_DESCRIPTOR_SECTOR + 4;
 const JOLIET_L_PATH_SECTOR: u32 = FIRST_DESCRIPTOR_SECTOR + 5;
 const JOLIET_M_PATH_SECTOR: u32 = FIRST_DESCRIPTOR_SECTOR + 6;
-const CONTINUATION_SECTOR: u32 = FIRST_DESCRIPTOR_SECTOR + 7;
 /// First sector of the primary root directory; everything after it depends on the content.
-const FIRST_DIRECTORY_SECTOR: u32 = FIRST_DESCRIPTOR_SECTOR + 8;
+const FIRST_DIRECTORY_SECTOR: u32 = FIRST_DESCRIPTOR_SECTOR + 7;
 
 /// Standard identifier of every volume descriptor (ECMA-119 8.1.2).
 const STANDARD_ID: &[u8; 5] = b"CD001";
@@ -77,6 +79,9 @@ const RRIP_ID: &[u8] = b"RRIP_1991A";
 const RRIP_DESCRIPTOR: &[u8] =
     b"THE ROCK RIDGE INTERCHANGE PROTOCOL PROVIDES SUPPORT FOR POSIX FILE SYSTEM SEMANTICS";
 const RRIP_SOURCE: &[u8] = b"PLEASE CONTACT DISC PUBLISHER FOR SPECIFICATION SOURCE.  SEE PUBLISHER IDENTIFIER IN PRIMARY VOLUME DESCRIPTOR FOR CONTACT INFORMATION.";
+
+// The `ER` entry's length is a single byte.
+const _: () = assert!(8 + RRIP_ID.len() + RRIP_DESCRIPTOR.len() + RRIP_SOURCE.len() <= 255);
 
 /// `RR` entry flags (RRIP 1.09 4.1.5): which Rock Ridge entries follow.
 const RR_PX: u8 = 0x01;
@@ -183,10 +188,11 @@ fn plan<'a>(files: &[(&'a str, &'a [u8])], volume_id: &str) -> Result<Image<'a>,
     joliet_order.sort_by_key(|&i| entries.get(i).map(|e| e.name));
 
     // Record sizes do not depend on extents, so directory sizes can be known before placing.
-    let primary_sectors = directory_sectors(&primary_records(&entries, 0, 0)?);
+    let primary_sectors = directory_sectors(&primary_records(&entries, 0, 0, 0)?);
     let joliet_sectors = directory_sectors(&joliet_records(&entries, &joliet_order, 0, 0)?);
     let joliet_root = FIRST_DIRECTORY_SECTOR + primary_sectors;
-    let mut next = joliet_root + joliet_sectors;
+    let continuation = joliet_root + joliet_sectors;
+    let mut next = continuation + 1;
     for entry in &mut entries {
         entry.extent = next;
         next += sectors_for(entry.data.len());
@@ -197,6 +203,7 @@ fn plan<'a>(files: &[(&'a str, &'a [u8])], volume_id: &str) -> Result<Image<'a>,
         &entries,
         FIRST_DIRECTORY_SECTOR,
         primary_sectors,
+        continuation,
     )?);
     let joliet_dir = pack_directory(&joliet_records(
         &entries,
@@ -242,9 +249,9 @@ fn plan<'a>(files: &[(&'a str, &'a [u8])], volume_id: &str) -> Result<Image<'a>,
     metadata.extend(sector(&path_table(FIRST_DIRECTORY_SECTOR, Endian::Big)));
     metadata.extend(sector(&path_table(joliet_root, Endian::Little)));
     metadata.extend(sector(&path_table(joliet_root, Endian::Big)));
-    metadata.extend(sector(&er_entry()));
     metadata.extend(primary_dir);
     metadata.extend(joliet_dir);
+    metadata.extend(sector(&er_entry()));
     Ok(Image {
         metadata,
         files: entries,
@@ -505,13 +512,14 @@ fn primary_records(
     entries: &[Entry],
     root_extent: u32,
     root_sectors: u32,
+    continuation: u32,
 ) -> Result<Vec<Vec<u8>>, ContainerError> {
     let root_size = root_sectors * SECTOR as u32;
     let mut dot_su = Vec::new();
     dot_su.extend(sp_entry());
     dot_su.extend(rr_entry(RR_PX));
     dot_su.extend(px_entry(MODE_DIRECTORY, 2));
-    dot_su.extend(ce_entry(CONTINUATION_SECTOR, er_entry().len() as u32));
+    dot_su.extend(ce_entry(continuation, er_entry().len() as u32));
     let mut dotdot_su = Vec::new();
     dotdot_su.extend(rr_entry(RR_PX));
     dotdot_su.extend(px_entry(MODE_DIRECTORY, 2));
@@ -853,6 +861,28 @@ mod tests {
         assert_eq!(a, b);
     }
 
+    #[test]
+    fn directories_spanning_sectors_list_every_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("many.iso");
+        // 40 records of ~150 bytes need three sectors in the primary tree.
+        let names: Vec<String> = (0..40)
+            .map(|i| format!("{i:02}-{}", "x".repeat(60)))
+            .collect();
+        let files: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), n.as_bytes())).collect();
+        write_seed(&out, &files, "cidata").unwrap();
+        let path = out.to_str().unwrap();
+        let Some(rock) = isoinfo(&["-R", "-l", "-i", path]) else {
+            return;
+        };
+        assert_eq!(listed_names(&rock), names);
+        let joliet = isoinfo(&["-J", "-l", "-i", path]).unwrap();
+        assert_eq!(listed_names(&joliet), names);
+        let last = names.last().unwrap();
+        let data = isoinfo(&["-R", "-x", &format!("/{last}"), "-i", path]).unwrap();
+        assert_eq!(data, last.as_bytes());
+    }
+
     fn isoinfo(args: &[&str]) -> Option<Vec<u8>> {
         match Command::new("isoinfo").args(args).output() {
             Ok(output) => {
@@ -927,6 +957,26 @@ mod tests {
                 assert!(text.contains("TYPE=iso9660"), "{text}");
             }
             Err(e) => eprintln!("SKIPPED blkid check: {e}"),
+        }
+
+        // libarchive is a third, sequential reader with its own Rock Ridge parser.
+        match Command::new("bsdtar").args(["-tf", path]).output() {
+            Ok(output) => {
+                assert!(output.status.success(), "bsdtar: {output:?}");
+                let mut names: Vec<String> = String::from_utf8_lossy(&output.stdout)
+                    .lines()
+                    .filter(|l| *l != ".")
+                    .map(str::to_owned)
+                    .collect();
+                names.sort();
+                assert_eq!(names, expected);
+                let user = Command::new("bsdtar")
+                    .args(["-xOf", path, "user-data"])
+                    .output()
+                    .unwrap();
+                assert_eq!(user.stdout, user_data);
+            }
+            Err(e) => eprintln!("SKIPPED bsdtar check: {e}"),
         }
 
         for &(name, data) in files {
