@@ -9,6 +9,8 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::Path;
 
+use super::manifest::{manifest, ManifestHash, Source};
+use super::ovf::{descriptor, OvfSpec};
 use super::{check_member_name, write_atomically, ContainerError};
 
 /// Modification time of every member, in seconds since the Unix epoch: fixed so the same inputs
@@ -44,6 +46,54 @@ pub fn write_ova(
         }
         builder.finish().map_err(io)
     })
+}
+
+/// Builds a complete OVA at `out` around the disk file `disk` (a streamOptimized VMDK): the
+/// descriptor from `spec`, with `disk_file_size` taken from the file, then a manifest of the
+/// descriptor and the disk, then the disk as `spec.disk_file_name`. The descriptor and manifest
+/// are named after `out` (`noble.ova` holds `noble.ovf` and `noble.mf`).
+///
+/// The disk is read twice, once for its digest and once into the archive, because the manifest
+/// precedes it.
+pub fn write_ova_package(
+    out: &Path,
+    spec: &OvfSpec,
+    disk: &Path,
+    hash: ManifestHash,
+) -> Result<(), ContainerError> {
+    let stem = out
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .ok_or_else(|| {
+            ContainerError::invalid(
+                "output path",
+                out.display().to_string(),
+                "needs a UTF-8 file name to name the descriptor after",
+            )
+        })?;
+    let ovf_name = format!("{stem}.ovf");
+    let mf_name = format!("{stem}.mf");
+    let disk_file_size = std::fs::metadata(disk)
+        .map_err(|e| ContainerError::io(disk, "stat", e))?
+        .len();
+    let text = descriptor(&OvfSpec {
+        disk_file_size,
+        ..spec.clone()
+    });
+    let disk_name = spec.disk_file_name.as_str();
+    let mf = manifest(
+        hash,
+        &[
+            (ovf_name.as_str(), Source::Bytes(text.as_bytes())),
+            (disk_name, Source::File(disk)),
+        ],
+    )?;
+    write_ova(
+        out,
+        (&ovf_name, text.as_bytes()),
+        (&mf_name, mf.as_bytes()),
+        &[(disk_name, disk)],
+    )
 }
 
 /// Appends `size` bytes of `source` (the file at `path`) as member `name`. The header promises
@@ -285,6 +335,91 @@ mod tests {
         assert!(err.to_string().contains("nope.vmdk"), "{err}");
         assert!(!out.exists());
         assert!(!f.dir.path().join("vm.ova.partial").exists());
+    }
+
+    fn run(program: &str, args: &[&str]) -> Option<Vec<u8>> {
+        match Command::new(program).args(args).output() {
+            Ok(out) => {
+                assert!(out.status.success(), "{program} {args:?}: {out:?}");
+                Some(out.stdout)
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: {program} not available ({e})");
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn package_holds_a_consistent_descriptor_manifest_and_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("source.vmdk");
+        let disk_str = disk.to_str().unwrap();
+        let create = [
+            "create",
+            "-q",
+            "-f",
+            "vmdk",
+            "-o",
+            "subformat=streamOptimized",
+        ];
+        if run("qemu-img", &[&create[..], &[disk_str, "64M"]].concat()).is_none() {
+            return;
+        }
+        let out = dir.path().join("noble.ova");
+        let spec = OvfSpec::new("noble", "noble-disk1.vmdk", 0, 64 << 20);
+        write_ova_package(&out, &spec, &disk, ManifestHash::Sha256).unwrap();
+
+        let x = dir.path().join("x");
+        std::fs::create_dir(&x).unwrap();
+        let x_str = x.to_str().unwrap();
+        let listing = run("tar", &["-tf", out.to_str().unwrap()]).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&listing),
+            "noble.ovf\nnoble.mf\nnoble-disk1.vmdk\n"
+        );
+        run("tar", &["-xf", out.to_str().unwrap(), "-C", x_str]).unwrap();
+
+        let extracted = x.join("noble-disk1.vmdk");
+        assert_eq!(
+            std::fs::read(&extracted).unwrap(),
+            std::fs::read(&disk).unwrap()
+        );
+        let info = run(
+            "qemu-img",
+            &["info", "--output=json", extracted.to_str().unwrap()],
+        )
+        .unwrap();
+        let info: serde_json::Value = serde_json::from_slice(&info).unwrap();
+        assert_eq!(info["format"], "vmdk");
+        assert_eq!(info["virtual-size"], 64 << 20);
+
+        let ovf = std::fs::read_to_string(x.join("noble.ovf")).unwrap();
+        let size = std::fs::metadata(&disk).unwrap().len();
+        assert!(ovf.contains(&format!("ovf:size=\"{size}\"")), "{ovf}");
+        assert!(
+            ovf.contains(&format!("ovf:capacity=\"{}\"", 64u64 << 20)),
+            "{ovf}"
+        );
+
+        let mf = std::fs::read_to_string(x.join("noble.mf")).unwrap();
+        let sum = |name: &str| {
+            let path = x.join(name);
+            let out = run("sha256sum", &[path.to_str().unwrap()]).unwrap();
+            String::from_utf8_lossy(&out)
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(
+            mf,
+            format!(
+                "SHA256(noble.ovf)= {}\nSHA256(noble-disk1.vmdk)= {}\n",
+                sum("noble.ovf"),
+                sum("noble-disk1.vmdk")
+            )
+        );
     }
 
     #[test]
