@@ -63,6 +63,10 @@ const FLAG_DIRECTORY: u8 = 0x02;
 /// 32-bit ISO sizes and the in-memory metadata trivially safe.
 pub const MAX_SEED_BYTES: u64 = 16 * 1024 * 1024;
 
+/// A seed holds a handful of files; the bound keeps the directories (about 160 bytes a file)
+/// at a few hundred KiB however the caller misbehaves.
+pub const MAX_SEED_FILES: usize = 1024;
+
 /// Longest file name accepted: Joliet's limit of 64 UCS-2 characters, which also keeps every
 /// directory record well under its 255-byte maximum.
 const MAX_NAME_LEN: usize = 64;
@@ -158,6 +162,13 @@ fn plan<'a>(files: &[(&'a str, &'a [u8])], volume_id: &str) -> Result<Image<'a>,
             "seed content",
             format!("{total} bytes"),
             format!("a seed holds at most {MAX_SEED_BYTES} bytes"),
+        ));
+    }
+    if files.len() > MAX_SEED_FILES {
+        return Err(ContainerError::invalid(
+            "seed content",
+            format!("{} files", files.len()),
+            format!("a seed holds at most {MAX_SEED_FILES} files"),
         ));
     }
     let mut entries = Vec::with_capacity(files.len());
@@ -767,6 +778,40 @@ mod tests {
     }
 
     #[test]
+    fn rock_ridge_entries_encode_as_susp() {
+        #[rustfmt::skip]
+        let nm: &[u8] = &[
+            b'N', b'M',     // signature
+            14,             // entry length: 5 + name
+            1,              // version
+            0,              // flags: the name is complete
+            b'u', b's', b'e', b'r', b'-', b'd', b'a', b't', b'a',
+        ];
+        assert_eq!(nm_entry("user-data"), nm);
+        #[rustfmt::skip]
+        let px: &[u8] = &[
+            b'P', b'X', 36, 1,                  // signature, length, version
+            0x24, 0x81, 0, 0, 0, 0, 0x81, 0x24, // mode 0o100444, LE then BE
+            1, 0, 0, 0, 0, 0, 0, 1,             // links
+            0, 0, 0, 0, 0, 0, 0, 0,             // uid
+            0, 0, 0, 0, 0, 0, 0, 0,             // gid
+        ];
+        assert_eq!(px_entry(MODE_FILE, 1), px);
+        #[rustfmt::skip]
+        let ce: &[u8] = &[
+            b'C', b'E', 28, 1,                  // signature, length, version
+            0x1a, 0, 0, 0, 0, 0, 0, 0x1a,       // sector of the continuation area
+            0, 0, 0, 0, 0, 0, 0, 0,             // offset in it
+            237, 0, 0, 0, 0, 0, 0, 237,         // length: the ER entry
+        ];
+        assert_eq!(ce_entry(0x1a, 237), ce);
+        let er = er_entry();
+        assert_eq!(er.len(), 237);
+        assert_eq!(&er[..8], &[b'E', b'R', 237, 1, 10, 84, 135, 1]);
+        assert_eq!(&er[8..18], b"RRIP_1991A");
+    }
+
+    #[test]
     fn dates_encode_as_ecma_119() {
         let t = IsoTime {
             year: 2024,
@@ -851,6 +896,14 @@ mod tests {
         let big = vec![0u8; MAX_SEED_BYTES as usize / 2 + 1];
         assert!(plan(&[("a", &big), ("b", &big)], "cidata").is_err());
         assert!(plan(&[("a", &big)], "cidata").is_ok());
+    }
+
+    #[test]
+    fn too_many_files_are_refused() {
+        let names: Vec<String> = (0..=MAX_SEED_FILES).map(|i| format!("f{i}")).collect();
+        let files: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b""[..])).collect();
+        assert!(plan(&files, "cidata").is_err());
+        assert!(plan(&files[..MAX_SEED_FILES], "cidata").is_ok());
     }
 
     #[test]
