@@ -167,28 +167,22 @@ pub fn validate(disk_format: &str, container: ContainerFormat) -> Result<(), Con
         container,
         reason,
     };
+    // Glance: when either side is aki, ari or ami, both must be the same word.
+    const AMAZON_PAIRING: &str = "Glance requires the disk format and the container format to \
+                                  match when either is aki, ari or ami";
     let amazon_disk = matches!(disk, "ami" | "aki" | "ari");
+    let amazon_container = matches!(
+        container,
+        ContainerFormat::Aki | ContainerFormat::Ari | ContainerFormat::Ami
+    );
+    if (amazon_disk || amazon_container) && disk != container.name() {
+        return Err(incompatible(AMAZON_PAIRING));
+    }
     match container {
-        // Glance: when either side is aki/ari/ami, both must be the same word.
-        ContainerFormat::Aki | ContainerFormat::Ari | ContainerFormat::Ami => {
-            if disk == container.name() {
-                Ok(())
-            } else {
-                Err(incompatible(
-                    "Glance requires the disk format and the container format to match when \
-                     either is aki, ari or ami",
-                ))
-            }
-        }
-        _ if amazon_disk => Err(incompatible(
-            "Glance requires the disk format and the container format to match when either is \
-             aki, ari or ami",
-        )),
         ContainerFormat::Ovf | ContainerFormat::Ova if disk != "vmdk" => Err(incompatible(
             "OVF packages are only built around VMDK disks (convert to vmdk first)",
         )),
-        ContainerFormat::Ovf | ContainerFormat::Ova => Ok(()),
-        ContainerFormat::Bare => Ok(()),
+        _ => Ok(()),
     }
 }
 
@@ -302,6 +296,14 @@ mod tests {
         for disk in ["raw", "qcow2", "iso", "vhd"] {
             assert!(validate(disk, ContainerFormat::Ova).is_err(), "{disk}");
             assert!(validate(disk, ContainerFormat::Ovf).is_err(), "{disk}");
+        }
+    }
+
+    #[test]
+    fn iso_only_goes_bare() {
+        for container in ContainerFormat::ALL {
+            let accepted = validate("iso", container).is_ok();
+            assert_eq!(accepted, container == ContainerFormat::Bare, "{container}");
         }
     }
 
