@@ -6,6 +6,7 @@
 //! are injected (`io::progress::Reporter`, `tracing`): nothing here prints.
 
 pub mod catalog;
+pub mod container;
 pub mod error;
 pub mod fetch;
 pub mod formats;

@@ -1,0 +1,327 @@
+//! Containers around disk images: the cloud-init NoCloud seed ISO, OVF descriptors with their
+//! manifests, OVA archives, and the Glance `container_format` vocabulary.
+//!
+//! Everything here writes small metadata in memory and streams disk images from their files;
+//! outputs are written under a temporary name and renamed into place once complete.
+
+pub mod iso;
+pub mod manifest;
+pub mod ova;
+pub mod ovf;
+
+use std::fmt;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::ErrorKind;
+
+/// Why a container could not be built, or why a combination was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("{path}: cannot {action}")]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A caller-supplied value (file name, volume id, sizes) that the container cannot hold.
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidInput {
+        what: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("unknown container format {name:?}; expected one of: bare, ovf, ova, aki, ari, ami")]
+    UnknownContainerFormat { name: String },
+    #[error(
+        "unknown disk format {name:?}; expected one of: ami, ari, aki, vhd, vhdx, vmdk, raw, \
+         qcow2, vdi, iso, ploop"
+    )]
+    UnknownDiskFormat { name: String },
+    /// A disk format / container format pair that Glance (or the container itself) refuses.
+    #[error("disk format {disk_format} cannot go in container {container}: {reason}")]
+    Incompatible {
+        disk_format: String,
+        container: ContainerFormat,
+        reason: &'static str,
+    },
+    /// A file changed size between the moment it was described and the moment it was copied.
+    #[error(
+        "{path}: expected {expected} bytes, read {actual}; did the file change while being packed?"
+    )]
+    SizeChanged {
+        path: PathBuf,
+        expected: u64,
+        actual: u64,
+    },
+}
+
+impl ContainerError {
+    pub fn io(path: &Path, action: &'static str, source: std::io::Error) -> ContainerError {
+        ContainerError::Io {
+            path: path.to_owned(),
+            action,
+            source,
+        }
+    }
+
+    pub fn invalid(
+        what: &'static str,
+        value: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> ContainerError {
+        ContainerError::InvalidInput {
+            what,
+            value: value.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ContainerError::InvalidInput { .. }
+            | ContainerError::UnknownContainerFormat { .. }
+            | ContainerError::UnknownDiskFormat { .. }
+            | ContainerError::Incompatible { .. } => ErrorKind::Usage,
+            ContainerError::Io { .. } | ContainerError::SizeChanged { .. } => ErrorKind::Other,
+        }
+    }
+}
+
+/// Glance's `container_format` values that cloudimg can produce or declare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContainerFormat {
+    /// No container: the disk image as is (what Glance users pick almost always).
+    Bare,
+    /// An OVF descriptor beside its disk files.
+    Ovf,
+    /// An OVF package in one tar archive.
+    Ova,
+    /// Amazon kernel image.
+    Aki,
+    /// Amazon ramdisk image.
+    Ari,
+    /// Amazon machine image (root file system).
+    Ami,
+}
+
+impl ContainerFormat {
+    /// Every variant, in the order the CLI lists them.
+    pub const ALL: [ContainerFormat; 6] = [
+        ContainerFormat::Bare,
+        ContainerFormat::Ovf,
+        ContainerFormat::Ova,
+        ContainerFormat::Aki,
+        ContainerFormat::Ari,
+        ContainerFormat::Ami,
+    ];
+
+    /// Parses Glance's word for the container format, case-insensitively.
+    pub fn from_name(name: &str) -> Result<ContainerFormat, ContainerError> {
+        ContainerFormat::ALL
+            .into_iter()
+            .find(|format| format.name().eq_ignore_ascii_case(name))
+            .ok_or_else(|| ContainerError::UnknownContainerFormat {
+                name: name.to_owned(),
+            })
+    }
+
+    /// Glance's word for the container format.
+    pub fn name(self) -> &'static str {
+        match self {
+            ContainerFormat::Bare => "bare",
+            ContainerFormat::Ovf => "ovf",
+            ContainerFormat::Ova => "ova",
+            ContainerFormat::Aki => "aki",
+            ContainerFormat::Ari => "ari",
+            ContainerFormat::Ami => "ami",
+        }
+    }
+}
+
+impl fmt::Display for ContainerFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Glance's `disk_format` values.
+const GLANCE_DISK_FORMATS: [&str; 11] = [
+    "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop",
+];
+
+/// Refuses a `disk_format` / `container_format` pair that Glance rejects or that the container
+/// cannot really carry. Strict on purpose: OVF and OVA are only produced around VMDK, the only
+/// disk format every OVF consumer reads.
+pub fn validate(disk_format: &str, container: ContainerFormat) -> Result<(), ContainerError> {
+    let disk = GLANCE_DISK_FORMATS
+        .into_iter()
+        .find(|known| known.eq_ignore_ascii_case(disk_format))
+        .ok_or_else(|| ContainerError::UnknownDiskFormat {
+            name: disk_format.to_owned(),
+        })?;
+    let incompatible = |reason| ContainerError::Incompatible {
+        disk_format: disk.to_owned(),
+        container,
+        reason,
+    };
+    // Glance: when either side is aki, ari or ami, both must be the same word.
+    const AMAZON_PAIRING: &str = "Glance requires the disk format and the container format to \
+                                  match when either is aki, ari or ami";
+    let amazon_disk = matches!(disk, "ami" | "aki" | "ari");
+    let amazon_container = matches!(
+        container,
+        ContainerFormat::Aki | ContainerFormat::Ari | ContainerFormat::Ami
+    );
+    if (amazon_disk || amazon_container) && disk != container.name() {
+        return Err(incompatible(AMAZON_PAIRING));
+    }
+    match container {
+        ContainerFormat::Ovf | ContainerFormat::Ova if disk != "vmdk" => Err(incompatible(
+            "OVF packages are only built around VMDK disks (convert to vmdk first)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Longest member name of a package: the USTAR name field, so no prefix splitting is needed.
+const MAX_MEMBER_NAME: usize = 100;
+
+/// Checks the name of a file inside an OVF package (descriptor, manifest, disk): a plain file
+/// name that survives a manifest line (`SHA256(name)= …`), an XML attribute and a USTAR header.
+fn check_member_name(name: &str) -> Result<(), ContainerError> {
+    let reason = if name.is_empty() || name.len() > MAX_MEMBER_NAME {
+        Some(format!("must be 1 to {MAX_MEMBER_NAME} bytes"))
+    } else if name == "." || name == ".." || name.contains(['/', '\\']) {
+        Some("must be a plain file name, without directories".to_owned())
+    } else if name.chars().any(|c| c.is_control() || c == ')') {
+        Some("must not contain control characters or ')'".to_owned())
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(ContainerError::invalid("package member name", name, reason)),
+        None => Ok(()),
+    }
+}
+
+/// Writes `out` by way of a sibling temporary file renamed into place only after `fill`
+/// succeeded and the data reached the disk, so a crash never leaves a half-written container
+/// under the final name. The temporary file is removed on failure.
+fn write_atomically(
+    out: &Path,
+    fill: impl FnOnce(&mut BufWriter<File>, &Path) -> Result<(), ContainerError>,
+) -> Result<(), ContainerError> {
+    let file_name = out.file_name().ok_or_else(|| {
+        ContainerError::invalid("output path", out.display().to_string(), "has no file name")
+    })?;
+    let mut temp_name = file_name.to_owned();
+    temp_name.push(".partial");
+    let temp = out.with_file_name(temp_name);
+    let result = (|| {
+        let file = File::create(&temp).map_err(|e| ContainerError::io(&temp, "create", e))?;
+        let mut writer = BufWriter::new(file);
+        fill(&mut writer, &temp)?;
+        writer
+            .flush()
+            .map_err(|e| ContainerError::io(&temp, "write", e))?;
+        writer
+            .get_ref()
+            .sync_all()
+            .map_err(|e| ContainerError::io(&temp, "sync", e))?;
+        std::fs::rename(&temp, out).map_err(|e| ContainerError::io(out, "rename into place", e))
+    })();
+    if result.is_err() {
+        // Best effort: the original error matters more than a failed cleanup.
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_names_round_trip_case_insensitively() {
+        for format in ContainerFormat::ALL {
+            assert_eq!(ContainerFormat::from_name(format.name()).ok(), Some(format));
+        }
+        assert_eq!(
+            ContainerFormat::from_name("OVA").ok(),
+            Some(ContainerFormat::Ova)
+        );
+    }
+
+    #[test]
+    fn unknown_container_name_is_a_usage_error() {
+        let err = ContainerFormat::from_name("docker").unwrap_err();
+        assert!(matches!(err, ContainerError::UnknownContainerFormat { .. }));
+        assert_eq!(err.kind(), ErrorKind::Usage);
+    }
+
+    #[test]
+    fn bare_takes_every_ordinary_disk_format() {
+        for disk in ["vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop"] {
+            assert!(validate(disk, ContainerFormat::Bare).is_ok(), "{disk}");
+        }
+    }
+
+    #[test]
+    fn amazon_formats_only_pair_with_themselves() {
+        assert!(validate("ami", ContainerFormat::Ami).is_ok());
+        assert!(validate("aki", ContainerFormat::Aki).is_ok());
+        assert!(validate("ari", ContainerFormat::Ari).is_ok());
+        for (disk, container) in [
+            ("ami", ContainerFormat::Bare),
+            ("aki", ContainerFormat::Ami),
+            ("raw", ContainerFormat::Ari),
+            ("qcow2", ContainerFormat::Aki),
+        ] {
+            let err = validate(disk, container).unwrap_err();
+            assert!(
+                matches!(err, ContainerError::Incompatible { .. }),
+                "{disk} in {container}"
+            );
+            assert_eq!(err.kind(), ErrorKind::Usage);
+        }
+    }
+
+    #[test]
+    fn ovf_and_ova_need_vmdk() {
+        assert!(validate("vmdk", ContainerFormat::Ovf).is_ok());
+        assert!(validate("VMDK", ContainerFormat::Ova).is_ok());
+        for disk in ["raw", "qcow2", "iso", "vhd"] {
+            assert!(validate(disk, ContainerFormat::Ova).is_err(), "{disk}");
+            assert!(validate(disk, ContainerFormat::Ovf).is_err(), "{disk}");
+        }
+    }
+
+    #[test]
+    fn iso_only_goes_bare() {
+        for container in ContainerFormat::ALL {
+            let accepted = validate("iso", container).is_ok();
+            assert_eq!(accepted, container == ContainerFormat::Bare, "{container}");
+        }
+    }
+
+    #[test]
+    fn unknown_disk_format_is_refused() {
+        let err = validate("qcow3", ContainerFormat::Bare).unwrap_err();
+        assert!(matches!(err, ContainerError::UnknownDiskFormat { .. }));
+    }
+
+    #[test]
+    fn failed_write_leaves_neither_output_nor_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("x.iso");
+        let result = write_atomically(&out, |w, _| {
+            w.write_all(b"partial").unwrap();
+            Err(ContainerError::invalid("test", "x", "forced failure"))
+        });
+        assert!(result.is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
