@@ -2,6 +2,8 @@
 
 mod common;
 
+/// The binary against a loopback mirror: discovery, verified fetches, exit codes, resume.
+mod cli;
 /// Downloads and documents against the loopback server: resume, retries, cache, locks.
 mod fetch;
 /// Conversions through the `cloudimg` binary, checked with qemu-img.

@@ -6,6 +6,8 @@ mod fetch;
 mod image;
 mod progress;
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use cloudimg::pipeline::Error;
 use tracing_subscriber::EnvFilter;
@@ -61,6 +63,7 @@ fn init_tracing(quiet: bool, verbose: u8) {
         .unwrap_or_else(|_| EnvFilter::new(format!("cloudimg={level},warn")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_writer(std::io::stderr)
         .with_target(false)
         .without_time()
