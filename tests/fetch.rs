@@ -624,3 +624,38 @@ async fn truncated_body_is_retried() {
     assert_eq!(log.len(), 2, "{log:?}");
     assert_eq!(log[0].bytes_sent, 1000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_part_is_finished_when_the_server_answers_416() {
+    let fixture = Fixture::new();
+    let bytes = payload(2 * MIB, 16);
+    fixture.publish("disk.img", &bytes);
+    fixture
+        .server
+        .inject("disk.img", Fault::DropAfter(MIB as u64), Times::Once);
+    let no_retries = Client::new(ClientConfig {
+        retries: 0,
+        ..config()
+    })
+    .unwrap();
+    // Size unknown, so the client cannot tell the part is complete without asking.
+    let request = Download {
+        expected_size: None,
+        ..fixture.request("disk.img", &bytes)
+    };
+    no_retries.download(&request, &Silent).await.unwrap_err();
+    // As if killed between the last byte and the rename.
+    let part = with_suffix(&fixture.dest("disk.img"), ".part");
+    let mut whole = std::fs::read(&part).unwrap();
+    whole.extend_from_slice(&bytes[MIB..]);
+    std::fs::write(&part, &whole).unwrap();
+
+    let done = client().download(&request, &Silent).await.unwrap();
+
+    fixture.assert_delivered("disk.img", &bytes, &done);
+    assert_eq!(done.transferred, 0);
+    assert_eq!(done.resumed_from, bytes.len() as u64);
+    let log = fixture.server.requests_for("disk.img");
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert_eq!(log[1].status, 416);
+}
