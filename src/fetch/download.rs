@@ -453,7 +453,7 @@ impl Transfer<'_> {
     async fn finalize(self) -> Result<Downloaded, FetchError> {
         let sha256 = hashing::finish(self.part.hasher);
         let size = self.part.len;
-        let url = self.request.url.clone();
+        let url = Box::new(self.request.url.clone());
         let mismatch = if let Some(expected) = self.request.expected_sha256.filter(|e| *e != sha256)
         {
             Some(FetchError::DigestMismatch {
