@@ -659,3 +659,60 @@ async fn complete_part_is_finished_when_the_server_answers_416() {
     assert_eq!(log.len(), 2, "{log:?}");
     assert_eq!(log[1].status, 416);
 }
+
+/// The loopback server itself: the parts of HTTP the other tests rely on without exercising.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_server_serves_head_ranges_and_index_html() {
+    let fixture = Fixture::new();
+    fixture.publish("noble/index.html", b"<html>listing</html>");
+    fixture.publish("noble/disk.img", b"0123456789");
+    let http = reqwest::Client::new();
+
+    let listing = http
+        .get(fixture.server.url_for("noble/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listing.status(), 200);
+    assert_eq!(&listing.bytes().await.unwrap()[..], b"<html>listing</html>");
+
+    let head = http
+        .head(fixture.server.url_for("noble/disk.img"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-length"], "10");
+    assert!(head.headers().contains_key("etag"));
+    assert!(head.headers().contains_key("last-modified"));
+
+    let range = http
+        .get(fixture.server.url_for("noble/disk.img"))
+        .header("range", "bytes=2-4")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(range.status(), 206);
+    assert_eq!(range.headers()["content-range"], "bytes 2-4/10");
+    assert_eq!(&range.bytes().await.unwrap()[..], b"234");
+
+    let past_end = http
+        .get(fixture.server.url_for("noble/disk.img"))
+        .header("range", "bytes=10-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(past_end.status(), 416);
+    assert_eq!(past_end.headers()["content-range"], "bytes */10");
+
+    let missing = http
+        .get(fixture.server.url_for("noble/../../etc/passwd"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let log = fixture.server.log();
+    assert_eq!(log[1].method, "HEAD");
+    assert_eq!(log[1].bytes_sent, 0);
+    assert_eq!(log[2].bytes_sent, 3);
+}

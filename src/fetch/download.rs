@@ -138,6 +138,8 @@ impl Drop for FinishGuard<'_> {
 
 /// One download in progress.
 struct Transfer<'a> {
+    /// Held until the transfer is dropped (and by the writer thread while it runs).
+    lock: DestLock,
     client: &'a Client,
     request: &'a Download,
     reporter: &'a dyn Reporter,
@@ -170,7 +172,7 @@ pub(crate) async fn run(
             .await
             .map_err(|source| FetchError::io(parent, source))?;
     }
-    let _lock = DestLock::acquire(&dest).await?;
+    let lock = DestLock::acquire(&dest).await?;
     if let Some(done) = up_to_date(request).await? {
         debug!(path = %dest.display(), "already up to date");
         return Ok(done);
@@ -189,6 +191,7 @@ pub(crate) async fn run(
     reporter.start(&label, request.expected_size, part.len);
     let _finish = FinishGuard(reporter);
     let mut transfer = Transfer {
+        lock,
         client,
         request,
         reporter,
@@ -415,7 +418,9 @@ impl Transfer<'_> {
             .append(true)
             .open(&path)
             .map_err(|source| FetchError::io(&path, source))?;
-        let mut sink = Sink::start(file, self.part.len, std::mem::take(&mut self.part.hasher));
+        let guard = self.lock.share(&self.paths.dest)?;
+        let hasher = std::mem::take(&mut self.part.hasher);
+        let mut sink = Sink::start(file, self.part.len, hasher, guard);
         let mut received = 0u64;
         let outcome = loop {
             match self

@@ -62,8 +62,14 @@ pub(crate) struct Sink {
 
 impl Sink {
     /// Starts the writer thread appending to `file` (which holds `offset` bytes already),
-    /// continuing `hasher`.
-    pub(crate) fn start(file: File, offset: u64, hasher: Sha256) -> Sink {
+    /// continuing `hasher`. The thread keeps `guard` (the destination lock) until it is done,
+    /// even if the network side is dropped first.
+    pub(crate) fn start<G: Send + 'static>(
+        file: File,
+        offset: u64,
+        hasher: Sha256,
+        guard: G,
+    ) -> Sink {
         let (full, mut full_rx) = mpsc::channel::<Vec<u8>>(POOL_BUFFERS);
         let (empty_tx, empty) = mpsc::channel::<Vec<u8>>(POOL_BUFFERS);
         let writer = tokio::task::spawn_blocking(move || {
@@ -86,6 +92,7 @@ impl Sink {
                 let _ = empty_tx.try_send(buffer);
             }
             let bytes = writer.written();
+            drop(guard);
             Written {
                 hasher: writer.into_parts().1,
                 bytes,
@@ -160,7 +167,7 @@ mod tests {
         let data: Vec<u8> = (0..BUFFER_SIZE * 9 + 12345)
             .map(|i| (i % 251) as u8)
             .collect();
-        let mut sink = Sink::start(File::create(&path).unwrap(), 0, Sha256::new());
+        let mut sink = Sink::start(File::create(&path).unwrap(), 0, Sha256::new(), ());
         // Sizes that straddle buffer boundaries, and more data than the pool holds at once.
         for piece in data.chunks(BUFFER_SIZE / 3 + 7) {
             assert!(sink.push(piece).await);
@@ -181,7 +188,7 @@ mod tests {
         let path = dir.path().join("part");
         std::fs::write(&path, b"").unwrap();
         // Read-only: every write fails.
-        let mut sink = Sink::start(File::open(&path).unwrap(), 0, Sha256::new());
+        let mut sink = Sink::start(File::open(&path).unwrap(), 0, Sha256::new(), ());
         let mut accepted = true;
         for _ in 0..POOL_BUFFERS * 4 {
             accepted &= sink.push(&[0u8; BUFFER_SIZE]).await;
