@@ -218,6 +218,10 @@ impl Client {
 
     /// Downloads one file: resume, retries, SHA-256 as bytes arrive, fsync and atomic rename.
     ///
+    /// Holds `<dest>.lock` throughout, so a concurrent download of the same destination waits
+    /// and then finds it done. A `dest` that already has `expected_sha256` is not fetched again
+    /// (without an expected digest it always is). The `dest` directory is created if missing.
+    ///
     /// The reporter sees `start` (with the bytes kept from an earlier `.part`), `advance` per
     /// received chunk, and `finish` whatever the outcome; if the server forces a restart from
     /// zero, `finish` then `start` again with `already == 0`.
