@@ -716,3 +716,48 @@ async fn test_server_serves_head_ranges_and_index_html() {
     assert_eq!(log[1].bytes_sent, 0);
     assert_eq!(log[2].bytes_sent, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_document_is_refused_without_retries() {
+    let fixture = Fixture::new();
+    // Sparse: 65 MiB announced without writing them.
+    let path = fixture.mirror.path().join("huge.json");
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(65 << 20)
+        .unwrap();
+
+    let error = client()
+        .get_document(&fixture.server.url_for("huge.json"))
+        .await
+        .unwrap_err();
+
+    assert!(
+        matches!(error, FetchError::TooLarge { size, .. } if size == 65 << 20),
+        "{error:?}"
+    );
+    assert_eq!(error.kind(), ErrorKind::Network);
+    assert_eq!(fixture.server.requests_for("huge.json").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_server_gives_up_with_network_kind() {
+    // A port that was just free: connections are refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = url::Url::parse(&format!("http://127.0.0.1:{port}/SHA256SUMS")).unwrap();
+
+    let error = client().get_document(&url).await.unwrap_err();
+
+    assert_eq!(error.kind(), ErrorKind::Network);
+    match &error {
+        FetchError::GaveUp { attempts, last, .. } => {
+            assert_eq!(*attempts, 4);
+            assert!(matches!(**last, FetchError::Network { .. }), "{last:?}");
+        }
+        other => panic!("expected GaveUp, got {other:?}"),
+    }
+}
