@@ -3,7 +3,7 @@
 //! Received chunks are copied into a small pool of fixed buffers that cycle between the network
 //! task and a blocking thread. Copying lets hyper reuse its read buffer at once (handing its
 //! chunks over instead makes it allocate fresh memory for every read, which costs more in page
-//! faults than the copy), bounds memory to the pool, and turns many chunks into few large
+//! faults than the copy), bounds memory to the pool, and turns uneven chunks into even
 //! writes. Hashing on the writer thread overlaps SHA-256 with the transfer.
 
 use std::fs::File;
@@ -15,12 +15,14 @@ use tokio::task::{JoinError, JoinHandle};
 
 use crate::io::hashing::HashingWriter;
 
-/// Size of each pooled buffer, and so of each write to the part file.
-const BUFFER_SIZE: usize = 1 << 20;
+/// Size of each pooled buffer, and so of each write to the part file. Small enough to stay in
+/// the writer core's cache while it is written and hashed (1 MiB buffers measured about twice
+/// the system time on a 1 GiB download), large enough to keep syscalls few.
+const BUFFER_SIZE: usize = 128 << 10;
 
 /// Buffers in the pool: enough to ride out a slow write, few enough to keep memory flat
-/// (at most `POOL_BUFFERS * BUFFER_SIZE` bytes in flight).
-const POOL_BUFFERS: usize = 8;
+/// (at most `POOL_BUFFERS * BUFFER_SIZE` = 4 MiB in flight).
+const POOL_BUFFERS: usize = 32;
 
 /// Bytes written between requests to the kernel to start writing them back (Linux), so dirty
 /// pages do not pile up and the final fsync finds little left to do.
