@@ -624,3 +624,140 @@ async fn truncated_body_is_retried() {
     assert_eq!(log.len(), 2, "{log:?}");
     assert_eq!(log[0].bytes_sent, 1000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_part_is_finished_when_the_server_answers_416() {
+    let fixture = Fixture::new();
+    let bytes = payload(2 * MIB, 16);
+    fixture.publish("disk.img", &bytes);
+    fixture
+        .server
+        .inject("disk.img", Fault::DropAfter(MIB as u64), Times::Once);
+    let no_retries = Client::new(ClientConfig {
+        retries: 0,
+        ..config()
+    })
+    .unwrap();
+    // Size unknown, so the client cannot tell the part is complete without asking.
+    let request = Download {
+        expected_size: None,
+        ..fixture.request("disk.img", &bytes)
+    };
+    no_retries.download(&request, &Silent).await.unwrap_err();
+    // As if killed between the last byte and the rename.
+    let part = with_suffix(&fixture.dest("disk.img"), ".part");
+    let mut whole = std::fs::read(&part).unwrap();
+    whole.extend_from_slice(&bytes[MIB..]);
+    std::fs::write(&part, &whole).unwrap();
+
+    let done = client().download(&request, &Silent).await.unwrap();
+
+    fixture.assert_delivered("disk.img", &bytes, &done);
+    assert_eq!(done.transferred, 0);
+    assert_eq!(done.resumed_from, bytes.len() as u64);
+    let log = fixture.server.requests_for("disk.img");
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert_eq!(log[1].status, 416);
+}
+
+/// The loopback server itself: the parts of HTTP the other tests rely on without exercising.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_server_serves_head_ranges_and_index_html() {
+    let fixture = Fixture::new();
+    fixture.publish("noble/index.html", b"<html>listing</html>");
+    fixture.publish("noble/disk.img", b"0123456789");
+    let http = reqwest::Client::new();
+
+    let listing = http
+        .get(fixture.server.url_for("noble/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listing.status(), 200);
+    assert_eq!(&listing.bytes().await.unwrap()[..], b"<html>listing</html>");
+
+    let head = http
+        .head(fixture.server.url_for("noble/disk.img"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-length"], "10");
+    assert!(head.headers().contains_key("etag"));
+    assert!(head.headers().contains_key("last-modified"));
+
+    let range = http
+        .get(fixture.server.url_for("noble/disk.img"))
+        .header("range", "bytes=2-4")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(range.status(), 206);
+    assert_eq!(range.headers()["content-range"], "bytes 2-4/10");
+    assert_eq!(&range.bytes().await.unwrap()[..], b"234");
+
+    let past_end = http
+        .get(fixture.server.url_for("noble/disk.img"))
+        .header("range", "bytes=10-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(past_end.status(), 416);
+    assert_eq!(past_end.headers()["content-range"], "bytes */10");
+
+    let missing = http
+        .get(fixture.server.url_for("noble/../../etc/passwd"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let log = fixture.server.log();
+    assert_eq!(log[1].method, "HEAD");
+    assert_eq!(log[1].bytes_sent, 0);
+    assert_eq!(log[2].bytes_sent, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_document_is_refused_without_retries() {
+    let fixture = Fixture::new();
+    // Sparse: 65 MiB announced without writing them.
+    let path = fixture.mirror.path().join("huge.json");
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(65 << 20)
+        .unwrap();
+
+    let error = client()
+        .get_document(&fixture.server.url_for("huge.json"))
+        .await
+        .unwrap_err();
+
+    assert!(
+        matches!(error, FetchError::TooLarge { size, .. } if size == 65 << 20),
+        "{error:?}"
+    );
+    assert_eq!(error.kind(), ErrorKind::Network);
+    assert_eq!(fixture.server.requests_for("huge.json").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_server_gives_up_with_network_kind() {
+    // A port that was just free: connections are refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = url::Url::parse(&format!("http://127.0.0.1:{port}/SHA256SUMS")).unwrap();
+
+    let error = client().get_document(&url).await.unwrap_err();
+
+    assert_eq!(error.kind(), ErrorKind::Network);
+    match &error {
+        FetchError::GaveUp { attempts, last, .. } => {
+            assert_eq!(*attempts, 4);
+            assert!(matches!(**last, FetchError::Network { .. }), "{last:?}");
+        }
+        other => panic!("expected GaveUp, got {other:?}"),
+    }
+}

@@ -55,6 +55,16 @@ fn parse_content_range(value: &str) -> Option<ContentRange> {
     consistent.then_some(ContentRange { first, last, total })
 }
 
+/// The length in a 416's `Content-Range: bytes */length`.
+fn parse_unsatisfied_range(value: &str) -> Option<u64> {
+    value.trim().strip_prefix("bytes */")?.trim().parse().ok()
+}
+
+fn header_text(response: &Response, name: header::HeaderName) -> Option<String> {
+    let value = response.headers().get(name)?.to_str().ok()?;
+    Some(value.to_owned())
+}
+
 /// What is stored in `<dest>.part.meta`.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct PartMeta {
@@ -128,6 +138,8 @@ impl Drop for FinishGuard<'_> {
 
 /// One download in progress.
 struct Transfer<'a> {
+    /// Held until the transfer is dropped (and by the writer thread while it runs).
+    lock: DestLock,
     client: &'a Client,
     request: &'a Download,
     reporter: &'a dyn Reporter,
@@ -160,7 +172,7 @@ pub(crate) async fn run(
             .await
             .map_err(|source| FetchError::io(parent, source))?;
     }
-    let _lock = DestLock::acquire(&dest).await?;
+    let lock = DestLock::acquire(&dest).await?;
     if let Some(done) = up_to_date(request).await? {
         debug!(path = %dest.display(), "already up to date");
         return Ok(done);
@@ -179,6 +191,7 @@ pub(crate) async fn run(
     reporter.start(&label, request.expected_size, part.len);
     let _finish = FinishGuard(reporter);
     let mut transfer = Transfer {
+        lock,
         client,
         request,
         reporter,
@@ -344,12 +357,7 @@ impl Transfer<'_> {
         let status = response.status();
         let body_len = match status {
             StatusCode::PARTIAL_CONTENT => {
-                let header = response
-                    .headers()
-                    .get(header::CONTENT_RANGE)
-                    .and_then(|value| value.to_str().ok())
-                    .unwrap_or("")
-                    .to_owned();
+                let header = header_text(&response, header::CONTENT_RANGE).unwrap_or_default();
                 match parse_content_range(&header) {
                     Some(range) if range.first == resume_from => Some(range.len()),
                     _ => {
@@ -374,6 +382,15 @@ impl Transfer<'_> {
                 response.content_length()
             }
             StatusCode::RANGE_NOT_SATISFIABLE if resume_from > 0 => {
+                // If-Range is evaluated before Range: a 416 for `bytes */<our length>` means the
+                // part already is the whole (unchanged) file.
+                let complete = header_text(&response, header::CONTENT_RANGE)
+                    .and_then(|value| parse_unsatisfied_range(&value))
+                    == Some(resume_from);
+                if complete {
+                    debug!(url = %url, resume_from, "part already complete");
+                    return Ok(Step::Complete);
+                }
                 debug!(url = %url, resume_from, "range not satisfiable; restarting");
                 self.reset().await?;
                 return Ok(Step::Restart);
@@ -401,7 +418,9 @@ impl Transfer<'_> {
             .append(true)
             .open(&path)
             .map_err(|source| FetchError::io(&path, source))?;
-        let mut sink = Sink::start(file, self.part.len, std::mem::take(&mut self.part.hasher));
+        let guard = self.lock.share(&self.paths.dest)?;
+        let hasher = std::mem::take(&mut self.part.hasher);
+        let mut sink = Sink::start(file, self.part.len, hasher, guard);
         let mut received = 0u64;
         let outcome = loop {
             match self
@@ -439,7 +458,7 @@ impl Transfer<'_> {
     async fn finalize(self) -> Result<Downloaded, FetchError> {
         let sha256 = hashing::finish(self.part.hasher);
         let size = self.part.len;
-        let url = self.request.url.clone();
+        let url = Box::new(self.request.url.clone());
         let mismatch = if let Some(expected) = self.request.expected_sha256.filter(|e| *e != sha256)
         {
             Some(FetchError::DigestMismatch {
@@ -537,6 +556,14 @@ mod tests {
         ] {
             assert_eq!(parse_content_range(value), None, "{value:?}");
         }
+    }
+
+    #[test]
+    fn unsatisfied_range_gives_the_length() {
+        assert_eq!(parse_unsatisfied_range("bytes */1234"), Some(1234));
+        assert_eq!(parse_unsatisfied_range("bytes 0-1/1234"), None);
+        assert_eq!(parse_unsatisfied_range("bytes */"), None);
+        assert_eq!(parse_unsatisfied_range("bytes */-1"), None);
     }
 
     #[test]

@@ -26,6 +26,18 @@ pub(crate) fn lock_path(dest: &Path) -> PathBuf {
 }
 
 impl DestLock {
+    /// Another handle on the same lock (a duplicate descriptor of the same open file, which
+    /// flock treats as one holder): the lock is released when the last handle is dropped. The
+    /// writer thread holds one, so a cancelled download keeps the lock until its last buffered
+    /// bytes are written.
+    pub(crate) fn share(&self, dest: &Path) -> Result<DestLock, FetchError> {
+        let file = self
+            ._file
+            .try_clone()
+            .map_err(|source| FetchError::io(lock_path(dest), source))?;
+        Ok(DestLock { _file: file })
+    }
+
     /// Waits (off the async runtime) until the destination is ours.
     pub(crate) async fn acquire(dest: &Path) -> Result<DestLock, FetchError> {
         let path = lock_path(dest);
@@ -78,5 +90,28 @@ mod tests {
             .unwrap();
         assert!(second.unwrap().is_ok());
         assert!(lock_path(&dest).exists());
+    }
+
+    #[tokio::test]
+    async fn shared_lock_is_held_until_the_last_handle_drops() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("image.img");
+        let first = DestLock::acquire(&dest).await.unwrap();
+        let shared = first.share(&dest).unwrap();
+        drop(first);
+        let second = tokio::spawn({
+            let dest = dest.clone();
+            async move { DestLock::acquire(&dest).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(
+            !second.is_finished(),
+            "lock released while a shared handle lives"
+        );
+        drop(shared);
+        let second = tokio::time::timeout(std::time::Duration::from_secs(5), second)
+            .await
+            .unwrap();
+        assert!(second.unwrap().is_ok());
     }
 }

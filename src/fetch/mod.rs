@@ -128,14 +128,15 @@ pub enum FetchError {
     #[error("checksum mismatch for {path} from {url}: expected sha256 {expected}, got {actual}")]
     DigestMismatch {
         path: PathBuf,
-        url: Url,
+        /// Boxed, like `SizeMismatch`'s, to keep the error small enough to return by value.
+        url: Box<Url>,
         expected: Sha256Digest,
         actual: Sha256Digest,
     },
     #[error("size mismatch for {path} from {url}: expected {expected} bytes, got {actual}")]
     SizeMismatch {
         path: PathBuf,
-        url: Url,
+        url: Box<Url>,
         expected: u64,
         actual: u64,
     },
@@ -217,6 +218,10 @@ impl Client {
 
     /// Downloads one file: resume, retries, SHA-256 as bytes arrive, fsync and atomic rename.
     ///
+    /// Holds `<dest>.lock` throughout, so a concurrent download of the same destination waits
+    /// and then finds it done. A `dest` that already has `expected_sha256` is not fetched again
+    /// (without an expected digest it always is). The `dest` directory is created if missing.
+    ///
     /// The reporter sees `start` (with the bytes kept from an earlier `.part`), `advance` per
     /// received chunk, and `finish` whatever the outcome; if the server forces a restart from
     /// zero, `finish` then `start` again with `already == 0`.
@@ -226,5 +231,16 @@ impl Client {
         reporter: &dyn Reporter,
     ) -> Result<Downloaded, FetchError> {
         download::run(self, request, reporter).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_stays_small_enough_to_return_by_value() {
+        // Clippy's result_large_err limit.
+        assert!(std::mem::size_of::<FetchError>() <= 128);
     }
 }

@@ -3,7 +3,7 @@
 //! Received chunks are copied into a small pool of fixed buffers that cycle between the network
 //! task and a blocking thread. Copying lets hyper reuse its read buffer at once (handing its
 //! chunks over instead makes it allocate fresh memory for every read, which costs more in page
-//! faults than the copy), bounds memory to the pool, and turns many chunks into few large
+//! faults than the copy), bounds memory to the pool, and turns uneven chunks into even
 //! writes. Hashing on the writer thread overlaps SHA-256 with the transfer.
 
 use std::fs::File;
@@ -15,12 +15,14 @@ use tokio::task::{JoinError, JoinHandle};
 
 use crate::io::hashing::HashingWriter;
 
-/// Size of each pooled buffer, and so of each write to the part file.
-const BUFFER_SIZE: usize = 1 << 20;
+/// Size of each pooled buffer, and so of each write to the part file. Small enough to stay in
+/// the writer core's cache while it is written and hashed (1 MiB buffers measured about twice
+/// the system time on a 1 GiB download), large enough to keep syscalls few.
+const BUFFER_SIZE: usize = 128 << 10;
 
 /// Buffers in the pool: enough to ride out a slow write, few enough to keep memory flat
-/// (at most `POOL_BUFFERS * BUFFER_SIZE` bytes in flight).
-const POOL_BUFFERS: usize = 8;
+/// (at most `POOL_BUFFERS * BUFFER_SIZE` = 4 MiB in flight).
+const POOL_BUFFERS: usize = 32;
 
 /// Bytes written between requests to the kernel to start writing them back (Linux), so dirty
 /// pages do not pile up and the final fsync finds little left to do.
@@ -62,8 +64,14 @@ pub(crate) struct Sink {
 
 impl Sink {
     /// Starts the writer thread appending to `file` (which holds `offset` bytes already),
-    /// continuing `hasher`.
-    pub(crate) fn start(file: File, offset: u64, hasher: Sha256) -> Sink {
+    /// continuing `hasher`. The thread keeps `guard` (the destination lock) until it is done,
+    /// even if the network side is dropped first.
+    pub(crate) fn start<G: Send + 'static>(
+        file: File,
+        offset: u64,
+        hasher: Sha256,
+        guard: G,
+    ) -> Sink {
         let (full, mut full_rx) = mpsc::channel::<Vec<u8>>(POOL_BUFFERS);
         let (empty_tx, empty) = mpsc::channel::<Vec<u8>>(POOL_BUFFERS);
         let writer = tokio::task::spawn_blocking(move || {
@@ -86,6 +94,7 @@ impl Sink {
                 let _ = empty_tx.try_send(buffer);
             }
             let bytes = writer.written();
+            drop(guard);
             Written {
                 hasher: writer.into_parts().1,
                 bytes,
@@ -160,7 +169,7 @@ mod tests {
         let data: Vec<u8> = (0..BUFFER_SIZE * 9 + 12345)
             .map(|i| (i % 251) as u8)
             .collect();
-        let mut sink = Sink::start(File::create(&path).unwrap(), 0, Sha256::new());
+        let mut sink = Sink::start(File::create(&path).unwrap(), 0, Sha256::new(), ());
         // Sizes that straddle buffer boundaries, and more data than the pool holds at once.
         for piece in data.chunks(BUFFER_SIZE / 3 + 7) {
             assert!(sink.push(piece).await);
@@ -181,7 +190,7 @@ mod tests {
         let path = dir.path().join("part");
         std::fs::write(&path, b"").unwrap();
         // Read-only: every write fails.
-        let mut sink = Sink::start(File::open(&path).unwrap(), 0, Sha256::new());
+        let mut sink = Sink::start(File::open(&path).unwrap(), 0, Sha256::new(), ());
         let mut accepted = true;
         for _ in 0..POOL_BUFFERS * 4 {
             accepted &= sink.push(&[0u8; BUFFER_SIZE]).await;

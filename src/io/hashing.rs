@@ -7,9 +7,9 @@ use sha2::{Digest, Sha256};
 
 use crate::verify::digest::Sha256Digest;
 
-/// Read size when hashing a file: large enough to amortise syscalls, small enough to stay
-/// cache-friendly and keep memory flat.
-pub const HASH_BLOCK: usize = 1 << 20;
+/// Read size when hashing a file: large enough to amortise syscalls, small enough to stay in
+/// cache between the read's copy and the hash (1 MiB measured markedly slower).
+pub const HASH_BLOCK: usize = 128 << 10;
 
 /// Writes through to `inner`, hashing and counting every byte accepted.
 #[derive(Debug)]
