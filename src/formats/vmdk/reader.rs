@@ -352,9 +352,21 @@ impl DiskReader for SparseReader {
             let pos = offset + done as u64;
             let index = pos / grain_bytes;
             let in_grain = pos % grain_bytes;
-            let n = ((grain_bytes - in_grain) as usize).min(buf.len() - done);
-            let out = &mut buf[done..done + n];
+            let mut n = ((grain_bytes - in_grain) as usize).min(buf.len() - done);
             let entry = self.entry(index)?;
+            if !self.extent.header.compressed() && !self.extent.is_zero_entry(entry) {
+                // Grains stored back to back are read with one pread.
+                let mut last = (index, u64::from(entry));
+                while done + n < buf.len() {
+                    let next = self.entry(last.0 + 1)?;
+                    if u64::from(next) != last.1 + self.extent.header.grain_size {
+                        break;
+                    }
+                    last = (last.0 + 1, u64::from(next));
+                    n = (n + grain_bytes as usize).min(buf.len() - done);
+                }
+            }
+            let out = &mut buf[done..done + n];
             if self.extent.is_zero_entry(entry) {
                 out.fill(0);
             } else if self.extent.header.compressed() {

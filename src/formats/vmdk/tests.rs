@@ -584,3 +584,46 @@ fn resize_grows_sparse_and_refuses_streams() {
         Err(FormatError::Unsupported { .. })
     ));
 }
+
+/// libvmdk (python3-libvmdk), an independent reader, reads every subformat we write as the raw
+/// disk. Skipped, loudly, where it is not installed.
+#[test]
+fn libvmdk_reads_our_images() {
+    let probe = Command::new("python3")
+        .args(["-c", "import pyvmdk"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED libvmdk_reads_our_images: python3-libvmdk is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let raw = make_raw(dir.path());
+    const SCRIPT: &str = "import pyvmdk, sys, hashlib
+h = pyvmdk.handle(); h.open(sys.argv[1]); h.open_extent_data_files()
+size = h.get_media_size(); d = hashlib.sha256(); off = 0
+while off < size:
+    n = min(1 << 20, size - off); d.update(h.read_buffer_at_offset(n, off)); off += n
+print(size, d.hexdigest())";
+    let want = {
+        use sha2::Digest;
+        let bytes = std::fs::read(&raw).unwrap();
+        format!(
+            "{} {}",
+            bytes.len(),
+            hex::encode(sha2::Sha256::digest(&bytes))
+        )
+    };
+    for opts in [
+        "subformat=monolithicSparse",
+        "subformat=streamOptimized",
+        "subformat=streamOptimized,stream_layout=qemu",
+        "subformat=monolithicFlat",
+    ] {
+        let path = dir
+            .path()
+            .join(format!("{}.vmdk", opts.replace([',', '='], "_")));
+        write_raw(&raw, &path, &path, opts);
+        let out = run(Command::new("python3").args(["-c", SCRIPT, p(&path)]));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want, "{opts}");
+    }
+}
