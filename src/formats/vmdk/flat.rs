@@ -123,6 +123,17 @@ impl DiskReader for FlatReader {
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), FormatError> {
+        if offset
+            .checked_add(buf.len() as u64)
+            .is_none_or(|end| end > self.size)
+        {
+            return Err(FormatError::malformed(
+                &self.extent_path,
+                FORMAT,
+                offset,
+                "read past the virtual size",
+            ));
+        }
         // The extent may be shorter than the disk (a sparse file truncated short): the rest
         // reads as zeroes, as qemu does.
         let start = self.base.saturating_add(offset);

@@ -589,11 +589,11 @@ fn resize_grows_sparse_and_refuses_streams() {
 /// disk. Skipped, loudly, where it is not installed.
 #[test]
 fn libvmdk_reads_our_images() {
-    let probe = Command::new("python3")
+    let probe = Command::new("/usr/bin/python3")
         .args(["-c", "import pyvmdk"])
         .output();
     if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!("SKIPPED libvmdk_reads_our_images: python3-libvmdk is not installed");
+        eprintln!("SKIPPED libvmdk_reads_our_images: python3-libvmdk is not installed for /usr/bin/python3");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -623,7 +623,7 @@ print(size, d.hexdigest())";
             .path()
             .join(format!("{}.vmdk", opts.replace([',', '='], "_")));
         write_raw(&raw, &path, &path, opts);
-        let out = run(Command::new("python3").args(["-c", SCRIPT, p(&path)]));
+        let out = run(Command::new("/usr/bin/python3").args(["-c", SCRIPT, p(&path)]));
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want, "{opts}");
     }
 }
