@@ -8,9 +8,10 @@ use std::path::Path;
 
 use super::flat::{flat_extent, read_descriptor_file};
 use super::grain::read_table;
-use super::header::SECTOR;
+use super::header::{SparseHeader, HEADER_LEN, SECTOR};
 use super::marker::{Marker, GRAIN_MARKER_LEN};
 use super::reader::{max_compressed_len, SparseExtent};
+use super::FORMAT;
 use crate::formats::{CheckReport, FormatError};
 
 /// Loads the grain tables a directory points at; unreadable ones become corruptions.
@@ -59,6 +60,24 @@ pub fn check_sparse(path: &Path, file: &File) -> Result<CheckReport, FormatError
         "grain directory",
         &mut report,
     );
+
+    if extent.footer {
+        // The footer is the header with the real GD offset; nothing else may differ.
+        let mut b = [0u8; HEADER_LEN];
+        file.read_exact_at(&mut b, 0)
+            .map_err(|e| FormatError::io(path, e))?;
+        let front = SparseHeader::parse(&b)
+            .map_err(|(at, reason)| FormatError::malformed(path, FORMAT, at, reason))?;
+        if (SparseHeader {
+            gd_offset: h.gd_offset,
+            ..front
+        }) != h
+        {
+            report
+                .corruptions
+                .push("footer differs from the header beyond the GD offset".into());
+        }
+    }
 
     if h.has_rgd() && !extent.footer {
         match read_table(

@@ -627,3 +627,54 @@ print(size, d.hexdigest())";
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want, "{opts}");
     }
 }
+
+#[test]
+fn footer_differing_from_header_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("f.raw");
+    let f = File::create(&raw).unwrap();
+    f.set_len(1 << 20).unwrap();
+    f.write_all_at(&[5u8; 4096], 65536).unwrap();
+    let image = dir.path().join("f.vmdk");
+    write_raw(&raw, &image, &image, "subformat=streamOptimized");
+    let clean = super::check(&image, File::open(&image).unwrap()).unwrap();
+    assert_eq!(clean.exit_code(), 0, "{:?}", clean.corruptions);
+    assert_eq!(clean.allocated_clusters, Some(1));
+    patch(&image, 64, &129u64.to_le_bytes()); // header overHead no longer matches the footer's
+    let report = super::check(&image, File::open(&image).unwrap()).unwrap();
+    assert!(
+        report.corruptions.iter().any(|c| c.contains("footer")),
+        "{:?}",
+        report.corruptions
+    );
+}
+
+#[test]
+fn stream_metadata_marker_past_the_end_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("m.raw");
+    let f = File::create(&raw).unwrap();
+    f.set_len(1 << 20).unwrap();
+    f.write_all_at(&[5u8; 4096], 0).unwrap();
+    let image = dir.path().join("m.vmdk");
+    write_raw(&raw, &image, &image, "subformat=streamOptimized");
+    let bytes = std::fs::read(&image).unwrap();
+    // The first metadata marker after the grain is the GT marker; make it claim 2^40 sectors.
+    let gt_marker = (128 * SECTOR as usize + 512..bytes.len())
+        .step_by(512)
+        .find(|&at| bytes[at + 8..at + 16] == [0, 0, 0, 0, 1, 0, 0, 0])
+        .unwrap();
+    patch(&image, gt_marker as u64, &(1u64 << 40).to_le_bytes());
+    let len = bytes.len() as u64;
+    let mut reader =
+        super::open_stream(&image, Box::new(File::open(&image).unwrap()), len).unwrap();
+    let mut buf = vec![0u8; 65536];
+    // Walking past the grain (the reader peeks ahead once it has it) hits the bad marker.
+    let result = reader
+        .read_at(0, &mut buf)
+        .and_then(|()| reader.read_at(65536, &mut buf));
+    assert!(
+        matches!(result, Err(FormatError::Malformed { .. })),
+        "{result:?}"
+    );
+}
