@@ -1,7 +1,6 @@
 //! Structural checks: GD/GT entries inside the file, no grain claimed twice, redundant tables
 //! equal to the primary ones, stream markers matching their tables, footer vs header.
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -14,52 +13,70 @@ use super::reader::{max_compressed_len, SparseExtent};
 use super::FORMAT;
 use crate::formats::{CheckReport, FormatError};
 
-/// Loads the grain tables a directory points at; unreadable ones become corruptions.
-fn load_gts(
+/// Problems listed one by one before the rest are only counted (hostile images could
+/// otherwise produce billions of messages).
+const MAX_MESSAGES: usize = 100;
+/// Grain offsets remembered to find grains claimed twice (4 bytes each: 256 MiB).
+const MAX_TRACKED_GRAINS: usize = 64 << 20;
+
+/// Collects corruptions, listing the first [`MAX_MESSAGES`].
+#[derive(Default)]
+struct Findings {
+    messages: Vec<String>,
+    more: u64,
+}
+
+impl Findings {
+    fn push(&mut self, message: String) {
+        if self.messages.len() < MAX_MESSAGES {
+            self.messages.push(message);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    fn into_vec(mut self) -> Vec<String> {
+        if self.more > 0 {
+            self.messages.push(format!("… and {} more", self.more));
+        }
+        self.messages
+    }
+}
+
+/// Reads grain table `k` of a directory; a failure becomes a finding.
+fn load_gt(
     path: &Path,
     file: &File,
     extent: &SparseExtent,
-    gd: &[u32],
+    sector: u32,
     what: &str,
-    report: &mut CheckReport,
-) -> Vec<Option<Vec<u32>>> {
+    k: usize,
+    findings: &mut Findings,
+) -> Option<Vec<u32>> {
+    if sector == 0 {
+        return None;
+    }
     let per_gt = u64::from(extent.header.num_gtes_per_gt);
-    gd.iter()
-        .enumerate()
-        .map(|(k, &sector)| {
-            if sector == 0 {
-                return None;
-            }
-            match read_table(
-                path,
-                file,
-                extent.file_len,
-                u64::from(sector),
-                per_gt,
-                "grain table",
-            ) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    report.corruptions.push(format!("{what} entry {k}: {e}"));
-                    None
-                }
-            }
-        })
-        .collect()
+    match read_table(
+        path,
+        file,
+        extent.file_len,
+        u64::from(sector),
+        per_gt,
+        "grain table",
+    ) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            findings.push(format!("{what} entry {k}: {e}"));
+            None
+        }
+    }
 }
 
 pub fn check_sparse(path: &Path, file: &File) -> Result<CheckReport, FormatError> {
     let extent = SparseExtent::open(path, file)?;
     let h = extent.header;
-    let mut report = CheckReport::default();
-    let gts = load_gts(
-        path,
-        file,
-        &extent,
-        &extent.gd,
-        "grain directory",
-        &mut report,
-    );
+    let mut findings = Findings::default();
 
     if extent.footer {
         // The footer is the header with the real GD offset; nothing else may differ.
@@ -73,13 +90,11 @@ pub fn check_sparse(path: &Path, file: &File) -> Result<CheckReport, FormatError
             ..front
         }) != h
         {
-            report
-                .corruptions
-                .push("footer differs from the header beyond the GD offset".into());
+            findings.push("footer differs from the header beyond the GD offset".into());
         }
     }
 
-    if h.has_rgd() && !extent.footer {
+    let rgd = if h.has_rgd() && !extent.footer {
         match read_table(
             path,
             file,
@@ -88,32 +103,50 @@ pub fn check_sparse(path: &Path, file: &File) -> Result<CheckReport, FormatError
             h.gt_count(),
             "redundant grain directory",
         ) {
-            Ok(rgd) => {
-                let rgts = load_gts(
-                    path,
-                    file,
-                    &extent,
-                    &rgd,
-                    "redundant grain directory",
-                    &mut report,
-                );
-                for (k, (a, b)) in gts.iter().zip(&rgts).enumerate() {
-                    if a != b {
-                        report
-                            .corruptions
-                            .push(format!("grain table {k} differs from its redundant copy"));
-                    }
-                }
+            Ok(rgd) => Some(rgd),
+            Err(e) => {
+                findings.push(e.to_string());
+                None
             }
-            Err(e) => report.corruptions.push(e.to_string()),
         }
-    }
+    } else {
+        None
+    };
 
     let grain_bytes = h.grain_bytes();
     let grains = h.grains();
-    let mut claimed = HashSet::new();
+    let mut tables_seen = Vec::new();
+    let mut claimed: Vec<u32> = Vec::new();
     let mut allocated = 0u64;
-    for (k, table) in gts.iter().enumerate() {
+    // One table at a time: memory stays at one GT however large the directory.
+    for (k, &gt_sector) in extent.gd.iter().enumerate() {
+        if gt_sector != 0 {
+            tables_seen.push(gt_sector);
+        }
+        let table = load_gt(
+            path,
+            file,
+            &extent,
+            gt_sector,
+            "grain directory",
+            k,
+            &mut findings,
+        );
+        if let Some(rgd) = &rgd {
+            let sector = rgd.get(k).copied().unwrap_or(0);
+            let copy = load_gt(
+                path,
+                file,
+                &extent,
+                sector,
+                "redundant grain directory",
+                k,
+                &mut findings,
+            );
+            if copy != table {
+                findings.push(format!("grain table {k} differs from its redundant copy"));
+            }
+        }
         let Some(table) = table else { continue };
         for (i, &entry) in table.iter().enumerate() {
             let grain = k as u64 * u64::from(h.num_gtes_per_gt) + i as u64;
@@ -121,42 +154,49 @@ pub fn check_sparse(path: &Path, file: &File) -> Result<CheckReport, FormatError
                 continue;
             }
             if grain >= grains {
-                report.corruptions.push(format!(
+                findings.push(format!(
                     "grain {grain} is past the disk's end but allocated"
                 ));
                 continue;
             }
             let at = u64::from(entry) * SECTOR;
             if u64::from(entry) < h.overhead && !extent.footer {
-                report
-                    .corruptions
-                    .push(format!("grain {grain} at {at:#x} overlaps the metadata"));
-            }
-            if !claimed.insert(entry) {
-                report
-                    .corruptions
-                    .push(format!("grain {grain} at {at:#x} is claimed twice"));
-                continue;
+                findings.push(format!("grain {grain} at {at:#x} overlaps the metadata"));
             }
             allocated += 1;
+            if claimed.len() < MAX_TRACKED_GRAINS {
+                claimed.push(entry);
+            }
             if h.compressed() {
                 if let Err(reason) =
                     check_compressed(file, at, grain * h.grain_size, grain_bytes, extent.file_len)
                 {
-                    report
-                        .corruptions
-                        .push(format!("grain {grain} at {at:#x}: {reason}"));
+                    findings.push(format!("grain {grain} at {at:#x}: {reason}"));
                 }
             } else if at >= extent.file_len {
-                report.corruptions.push(format!(
+                findings.push(format!(
                     "grain {grain} at {at:#x} points past the end of the file"
                 ));
             }
         }
     }
-    report.allocated_clusters = Some(allocated);
-    report.total_clusters = Some(grains);
-    Ok(report)
+    for (list, what) in [(&mut tables_seen, "grain table"), (&mut claimed, "grain")] {
+        list.sort_unstable();
+        for pair in list.windows(2) {
+            if pair[0] == pair[1] {
+                findings.push(format!(
+                    "{what} at {:#x} is claimed twice",
+                    u64::from(pair[0]) * SECTOR
+                ));
+            }
+        }
+    }
+    Ok(CheckReport {
+        corruptions: findings.into_vec(),
+        leaks: Vec::new(),
+        allocated_clusters: Some(allocated),
+        total_clusters: Some(grains),
+    })
 }
 
 fn check_compressed(

@@ -61,7 +61,7 @@ pub fn flat_extent(path: &Path, d: &Descriptor) -> Result<(PathBuf, u64, u64), F
             d.extents.len()
         )));
     };
-    if extent.kind != "FLAT" {
+    if !matches!(extent.kind.as_str(), "FLAT" | "VMFS") {
         return Err(unsupported(format!(
             "descriptor file with a {} extent",
             extent.kind
