@@ -2,6 +2,7 @@
 //! zlib data + padding to a sector); the writer receives the records in submission order.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -9,6 +10,7 @@ use std::thread::JoinHandle;
 use super::codec::{deflate_grain, new_deflater};
 use super::header::SECTOR;
 use super::marker::{grain_marker, GRAIN_MARKER_LEN};
+use crate::formats::FormatError;
 
 struct Job {
     seq: u64,
@@ -27,6 +29,8 @@ pub struct Done {
 }
 
 pub struct Pipeline {
+    /// The image being written, for error messages.
+    path: PathBuf,
     jobs: Option<SyncSender<Job>>,
     results: Receiver<Result<Done, String>>,
     workers: Vec<JoinHandle<()>>,
@@ -57,7 +61,11 @@ fn build_record(
 }
 
 impl Pipeline {
-    pub fn new(threads: usize) -> Pipeline {
+    fn failure(&self, reason: String) -> FormatError {
+        FormatError::io(&self.path, std::io::Error::other(reason))
+    }
+
+    pub fn new(path: &Path, threads: usize) -> Pipeline {
         let threads = threads.max(1);
         let limit = threads * 4;
         let (job_tx, job_rx) = mpsc::sync_channel::<Job>(limit);
@@ -90,6 +98,7 @@ impl Pipeline {
             })
             .collect();
         Pipeline {
+            path: path.to_owned(),
             jobs: Some(job_tx),
             results: done_rx,
             workers,
@@ -109,8 +118,8 @@ impl Pipeline {
         index: u64,
         lba: u64,
         data: &[u8],
-        emit: &mut dyn FnMut(&Done) -> Result<(), String>,
-    ) -> Result<(), String> {
+        emit: &mut dyn FnMut(&Done) -> Result<(), FormatError>,
+    ) -> Result<(), FormatError> {
         while self.in_flight >= self.limit {
             self.receive_one(emit)?;
         }
@@ -125,23 +134,27 @@ impl Pipeline {
             out,
         };
         self.next_seq += 1;
-        self.jobs
+        let sent = self
+            .jobs
             .as_ref()
-            .ok_or("compression workers stopped")?
-            .send(job)
-            .map_err(|_| "compression workers stopped".to_owned())?;
+            .is_some_and(|jobs| jobs.send(job).is_ok());
+        if !sent {
+            return Err(self.failure("compression workers stopped".into()));
+        }
         self.in_flight += 1;
         Ok(())
     }
 
     fn receive_one(
         &mut self,
-        emit: &mut dyn FnMut(&Done) -> Result<(), String>,
-    ) -> Result<(), String> {
+        emit: &mut dyn FnMut(&Done) -> Result<(), FormatError>,
+    ) -> Result<(), FormatError> {
         let done = self
             .results
             .recv()
-            .map_err(|_| "compression workers stopped".to_owned())??;
+            .map_err(|_| "compression workers stopped".to_owned())
+            .and_then(|r| r)
+            .map_err(|reason| self.failure(reason))?;
         self.in_flight -= 1;
         self.pending.insert(done.seq, done);
         while let Some(done) = self.pending.remove(&self.next_out) {
@@ -155,15 +168,15 @@ impl Pipeline {
     /// Waits for every queued grain and emits the rest; stops the workers.
     pub fn finish(
         mut self,
-        emit: &mut dyn FnMut(&Done) -> Result<(), String>,
-    ) -> Result<(), String> {
+        emit: &mut dyn FnMut(&Done) -> Result<(), FormatError>,
+    ) -> Result<(), FormatError> {
         while self.in_flight > 0 {
             self.receive_one(emit)?;
         }
         self.jobs = None;
-        for w in self.workers.drain(..) {
+        for w in std::mem::take(&mut self.workers) {
             w.join()
-                .map_err(|_| "a compression worker panicked".to_owned())?;
+                .map_err(|_| self.failure("a compression worker panicked".into()))?;
         }
         Ok(())
     }
@@ -184,9 +197,9 @@ mod tests {
 
     #[test]
     fn records_come_back_in_order_and_inflate() {
-        let mut p = Pipeline::new(3);
+        let mut p = Pipeline::new(Path::new("test.vmdk"), 3);
         let mut seen = Vec::new();
-        let mut emit = |d: &Done| -> Result<(), String> {
+        let mut emit = |d: &Done| -> Result<(), FormatError> {
             let head: [u8; 16] = d.record[..16].try_into().unwrap();
             let Marker::Grain { lba, size } = Marker::parse(&head) else {
                 panic!("not a grain")

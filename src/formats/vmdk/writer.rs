@@ -268,7 +268,7 @@ impl SparseWriter {
         };
         Ok(SparseWriter {
             sink,
-            pipeline: compressed.then(|| Pipeline::new(threads)),
+            pipeline: compressed.then(|| Pipeline::new(path, threads)),
             header,
             descriptor,
             size,
@@ -328,12 +328,9 @@ impl DiskWriter for SparseWriter {
             let index = first + k as u64;
             match &mut self.pipeline {
                 Some(pipeline) => {
-                    let path = sink.path.clone();
-                    pipeline
-                        .push(index, index * GRAIN_SECTORS, chunk, &mut |done| {
-                            sink.record(done).map_err(|e| e.to_string())
-                        })
-                        .map_err(|reason| FormatError::malformed(&path, FORMAT, offset, reason))?;
+                    pipeline.push(index, index * GRAIN_SECTORS, chunk, &mut |done| {
+                        sink.record(done)
+                    })?;
                 }
                 None => {
                     sink.enter_gt(index / u64::from(GTES_PER_GT))?;
@@ -355,10 +352,7 @@ impl DiskWriter for SparseWriter {
     fn finish(mut self: Box<Self>) -> Result<(), FormatError> {
         if let Some(pipeline) = self.pipeline.take() {
             let sink = &mut self.sink;
-            let path = sink.path.clone();
-            pipeline
-                .finish(&mut |done| sink.record(done).map_err(|e| e.to_string()))
-                .map_err(|reason| FormatError::malformed(&path, FORMAT, 0, reason))?;
+            pipeline.finish(&mut |done| sink.record(done))?;
         }
         let gt_count = self.sink.gt_count;
         match self.sink.layout {
