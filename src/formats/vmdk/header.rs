@@ -161,7 +161,7 @@ impl SparseHeader {
     }
 
     /// The 512 bytes of this header.
-    pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
+    pub fn to_bytes(self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
         b[0..4].copy_from_slice(&MAGIC);
         b[4..8].copy_from_slice(&self.version.to_le_bytes());

@@ -204,7 +204,7 @@ impl StreamReader {
         let grain_bytes = self.header.grain_bytes();
         let start = lba
             .checked_mul(SECTOR)
-            .filter(|&s| s < self.size && lba % self.header.grain_size == 0)
+            .filter(|&s| s < self.size && lba.is_multiple_of(self.header.grain_size))
             .ok_or_else(|| {
                 self.malformed(
                     at,

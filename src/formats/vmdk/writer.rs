@@ -312,7 +312,7 @@ impl DiskWriter for SparseWriter {
     fn write_data(&mut self, offset: u64, data: &[u8]) -> Result<(), FormatError> {
         let grain_bytes = GRAIN_SECTORS * SECTOR;
         let first = offset / grain_bytes;
-        if offset % grain_bytes != 0
+        if !offset.is_multiple_of(grain_bytes)
             || first < self.next_grain
             || offset + data.len() as u64 > self.size
         {
