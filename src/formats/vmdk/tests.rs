@@ -678,3 +678,48 @@ fn stream_metadata_marker_past_the_end_is_rejected() {
         "{result:?}"
     );
 }
+
+#[test]
+fn qemu_stream_layout_front_matches_qemu() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("q.raw");
+    let f = File::create(&raw).unwrap();
+    f.set_len(70 << 20).unwrap();
+    f.write_all_at(&[3u8; 200_000], 33 << 20).unwrap();
+    let qemu_dir = dir.path().join("qemu");
+    let ours_dir = dir.path().join("ours");
+    std::fs::create_dir_all(&qemu_dir).unwrap();
+    std::fs::create_dir_all(&ours_dir).unwrap();
+    let theirs = qemu_dir.join("s.vmdk");
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=streamOptimized",
+        p(&raw),
+        p(&theirs),
+    ]);
+    let ours = ours_dir.join("s.vmdk");
+    let opts = format!(
+        "subformat=streamOptimized,stream_layout=qemu,cid={}",
+        qemu_cid(&theirs)
+    );
+    write_raw(&raw, &ours, &ours, &opts);
+    let a = std::fs::read(&theirs).unwrap();
+    let b = std::fs::read(&ours).unwrap();
+    let h = SparseHeader::parse(&a[..512]).unwrap();
+    assert_eq!(&a[..512], &b[..512], "headers differ");
+    // Descriptor and both grain directories (one sector each here) are identical.
+    for sector in [1, h.rgd_offset, h.gd_offset] {
+        let at = (sector * SECTOR) as usize;
+        let len = if sector == 1 { 20 * 512 } else { 512 };
+        assert!(
+            a[at..at + len] == b[at..at + len],
+            "sector {sector} differs"
+        );
+    }
+    check_and_compare(&raw, &ours);
+}
