@@ -395,6 +395,22 @@ impl DiskReader for SparseReader {
     }
 
     fn info(&self) -> ImageInfo {
-        self.extent.info()
+        let mut info = self.extent.info();
+        // One extent, described as `qemu-img info` does.
+        let mut extent = serde_json::Map::new();
+        extent.insert("filename".into(), self.path.display().to_string().into());
+        extent.insert("virtual-size".into(), self.virtual_size().into());
+        extent.insert(
+            "cluster-size".into(),
+            self.extent.header.grain_bytes().into(),
+        );
+        if self.extent.header.compressed() {
+            extent.insert("compressed".into(), true.into());
+        }
+        info.format_specific.insert(
+            "extents".into(),
+            vec![serde_json::Value::Object(extent)].into(),
+        );
+        info
     }
 }

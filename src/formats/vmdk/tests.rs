@@ -228,6 +228,8 @@ fn stream_writers_pass_qemu_check_and_compare() {
         let info = reader.info();
         assert_eq!(info.subformat.as_deref(), Some("streamOptimized"));
         assert_eq!(info.compression.as_deref(), Some("deflate"));
+        assert_eq!(info.format_specific["cid"], 0x1234abcd);
+        assert_eq!(info.format_specific["extents"][0]["compressed"], true);
     }
     // VMware's layout: GD_AT_END in the header, the real GD in the footer, EOS at the end.
     let vmware = std::fs::read(dir.path().join("vmware.vmdk")).unwrap();
