@@ -12,6 +12,10 @@ use super::header::SECTOR;
 use super::marker::{grain_marker, GRAIN_MARKER_LEN};
 use crate::formats::FormatError;
 
+/// Grains in flight per worker: enough to keep every worker busy while the writer waits for
+/// the oldest one, few enough to bound memory (a grain and its record each).
+const JOBS_PER_WORKER: usize = 4;
+
 struct Job {
     seq: u64,
     index: u64,
@@ -67,7 +71,7 @@ impl Pipeline {
 
     pub fn new(path: &Path, threads: usize) -> Pipeline {
         let threads = threads.max(1);
-        let limit = threads * 4;
+        let limit = threads * JOBS_PER_WORKER;
         let (job_tx, job_rx) = mpsc::sync_channel::<Job>(limit);
         let (done_tx, done_rx) = mpsc::channel();
         let job_rx = Arc::new(Mutex::new(job_rx));
