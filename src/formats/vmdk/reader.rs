@@ -321,10 +321,30 @@ impl DiskReader for SparseReader {
             let e = self.entry(first)?;
             self.extent.is_zero_entry(e)
         };
-        // Extend the run over grains of the same kind up to the end of this grain table.
-        let gt_end = (first / per_gt + 1) * per_gt;
+        // Extend the run over grains of the same kind: absent tables are skipped whole; at
+        // most one further table is scanned, so a call costs at most two tables' entries.
+        let grains = self.extent.header.grains();
         let mut next = first + 1;
-        while next < gt_end && next * grain_bytes < size {
+        let mut scanned_boundary = false;
+        while next < grains {
+            if next % per_gt == 0 {
+                let present = self
+                    .extent
+                    .gd
+                    .get((next / per_gt) as usize)
+                    .is_some_and(|&e| e != 0);
+                if !present {
+                    if !zero {
+                        break;
+                    }
+                    next += per_gt;
+                    continue;
+                }
+                if scanned_boundary {
+                    break;
+                }
+                scanned_boundary = true;
+            }
             let e = self.entry(next)?;
             if self.extent.is_zero_entry(e) != zero {
                 break;

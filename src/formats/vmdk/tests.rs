@@ -725,3 +725,68 @@ fn qemu_stream_layout_front_matches_qemu() {
     }
     check_and_compare(&raw, &ours);
 }
+
+/// Reads up to the first 8 MiB through every entry point, ignoring errors: only panics, hangs
+/// and huge allocations fail the caller.
+fn exercise(image: &Path) {
+    if let Ok(mut r) = open(image) {
+        let end = r.virtual_size().min(8 << 20);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut offset = 0;
+        while offset < end {
+            let Ok(m) = r.map(offset) else { break };
+            let n = m.len.min(end - offset).min(buf.len() as u64);
+            if r.read_at(offset, &mut buf[..n as usize]).is_err() {
+                break;
+            }
+            offset += n;
+        }
+    }
+    let _ = super::check(image, File::open(image).unwrap());
+    let len = std::fs::metadata(image).unwrap().len();
+    if let Ok(mut r) = super::open_stream(image, Box::new(File::open(image).unwrap()), len) {
+        let end = r.virtual_size().min(8 << 20);
+        let mut buf = vec![0u8; 65536];
+        let mut offset = 0;
+        while offset < end {
+            let Ok(m) = r.map(offset) else { break };
+            let n = m.len.min(end - offset).min(buf.len() as u64);
+            if r.read_at(offset, &mut buf[..n as usize]).is_err() {
+                break;
+            }
+            offset += n;
+        }
+    }
+}
+
+#[test]
+fn single_byte_corruptions_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, sparse) = small_sparse(dir.path());
+    let vmware = dir.path().join("vmware.vmdk");
+    write_raw(&raw, &vmware, &vmware, "subformat=streamOptimized");
+    let qemu = dir.path().join("qemu.vmdk");
+    write_raw(
+        &raw,
+        &qemu,
+        &qemu,
+        "subformat=streamOptimized,stream_layout=qemu",
+    );
+    let bad = dir.path().join("bad.vmdk");
+    // A fixed pseudo-random walk over the metadata (and the stream's tail): offset, new byte.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for image in [&sparse, &vmware, &qemu] {
+        let bytes = std::fs::read(image).unwrap();
+        for i in 0..150 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let region = if i % 3 == 0 { bytes.len() } else { 128 * 512 };
+            let at = (state % region as u64) as usize;
+            let mut copy = bytes.clone();
+            copy[at] ^= (state >> 56) as u8 | 1;
+            std::fs::write(&bad, &copy).unwrap();
+            exercise(&bad);
+        }
+    }
+}
