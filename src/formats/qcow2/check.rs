@@ -196,7 +196,7 @@ pub fn check(path: &Path, file: File) -> Result<CheckReport, FormatError> {
             continue;
         }
         let offset = entry & tables::OFFSET_MASK;
-        if entry != offset || offset % cs != 0 || !expected.reference(offset, cs) {
+        if entry != offset || !offset.is_multiple_of(cs) || !expected.reference(offset, cs) {
             f.corrupt(format!(
                 "refcount block {b} at {entry:#x} is invalid or past the end of the file"
             ));

@@ -42,12 +42,11 @@ impl ClusterCompressor {
     pub fn compress(&mut self, data: &[u8], out: &mut Vec<u8>) -> bool {
         let limit = data.len().saturating_sub(1);
         out.clear();
-        out.resize(limit, 0);
+        // Room for the whole stream even when it does not shrink: zlib-rs 0.6 panics when its
+        // pending buffer cannot drain into a full output while emitting a stored block.
+        out.resize(data.len() * 2 + 1024, 0);
         let len = match (self.kind, self.zstd.as_mut()) {
-            (Compression::Zstd, Some(z)) => match z.compress_to_buffer(data, &mut out[..]) {
-                Ok(n) => Some(n),
-                Err(_) => None,
-            },
+            (Compression::Zstd, Some(z)) => z.compress_to_buffer(data, &mut out[..]).ok(),
             _ => {
                 self.deflate.reset();
                 match self.deflate.compress(data, out, FlushCompress::Finish) {

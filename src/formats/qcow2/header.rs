@@ -47,6 +47,9 @@ const FEATURE_NAMES: [(u8, u8, &str); 8] = [
     (2, 0, "bitmaps"),
     (2, 1, "raw external data"),
 ];
+/// qemu 10 writes the feature table only with clusters above 4 KiB (observed with
+/// `qemu-img create -o cluster_size=512|2048|4096|8192`).
+const FEATURE_TABLE_MIN_CLUSTER: u64 = 4096;
 /// Each feature table entry: type byte, bit byte, 46-byte NUL-padded name.
 const FEATURE_ENTRY_LEN: usize = 48;
 
@@ -208,10 +211,12 @@ impl Header {
                 ),
             ));
         }
-        if header.l1_table_offset % cluster != 0 {
+        if !header.l1_table_offset.is_multiple_of(cluster) {
             return Err(malformed(40, "L1 table offset not cluster aligned"));
         }
-        if header.refcount_table_offset % cluster != 0 || header.refcount_table_offset == 0 {
+        if !header.refcount_table_offset.is_multiple_of(cluster)
+            || header.refcount_table_offset == 0
+        {
             return Err(malformed(48, "refcount table offset not cluster aligned"));
         }
         if u64::from(header.refcount_table_clusters) * cluster > MAX_REFTABLE_BYTES {
@@ -311,6 +316,15 @@ impl Header {
             Compression::Zstd => 1,
         });
         out.resize(V3_HEADER_LEN as usize, 0);
+        if self.cluster_size() > FEATURE_TABLE_MIN_CLUSTER {
+            self.encode_feature_table(&mut out);
+        }
+        // End-of-extensions marker: type 0, length 0.
+        out.extend_from_slice(&[0; 8]);
+        out
+    }
+
+    fn encode_feature_table(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&EXT_FEATURE_TABLE.to_be_bytes());
         out.extend_from_slice(&((FEATURE_NAMES.len() * FEATURE_ENTRY_LEN) as u32).to_be_bytes());
         for (kind, bit, name) in FEATURE_NAMES {
@@ -320,9 +334,6 @@ impl Header {
             out.extend_from_slice(name.as_bytes());
             out.resize(start + FEATURE_ENTRY_LEN, 0);
         }
-        // End-of-extensions marker: type 0, length 0.
-        out.extend_from_slice(&[0; 8]);
-        out
     }
 }
 
@@ -380,6 +391,15 @@ pub(super) mod tests {
         assert_eq!(&bytes[122..131], b"dirty bit");
         assert_eq!(bytes.len(), 512);
         assert_eq!(Header::parse(&bytes).unwrap(), h);
+    }
+
+    #[test]
+    fn small_clusters_get_no_feature_table() {
+        let mut h = Header::parse(&v3_header()).unwrap();
+        h.cluster_bits = 12;
+        let bytes = h.encode();
+        assert_eq!(bytes.len(), 120);
+        assert_eq!(&bytes[112..], &[0; 8]);
     }
 
     #[test]

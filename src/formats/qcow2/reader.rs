@@ -23,6 +23,9 @@ const MIN_PARALLEL_CLUSTERS: usize = 8;
 /// The header, with extensions, must fit in this many leading bytes.
 const HEADER_READ: usize = 4096;
 
+/// One compressed cluster to inflate: its bytes, its output, its host offset (for errors).
+type InflateJob<'a> = (&'a [u8], &'a mut [u8], u64);
+
 /// What is at a guest offset, up to the end of its (sub)cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Piece {
@@ -190,7 +193,7 @@ impl Qcow2Reader {
         }
         let kind = self.header.compression;
         let compressed = &self.compressed;
-        let jobs: Vec<(&[u8], &mut [u8], u64)> = batch
+        let jobs: Vec<InflateJob<'_>> = batch
             .iter()
             .zip(out.chunks_mut(cluster))
             .map(|(&(host, len), dst)| {
@@ -204,7 +207,7 @@ impl Qcow2Reader {
             let d = &mut self.decompressors[0];
             vec![inflate_all(d, kind, jobs)]
         } else {
-            let mut groups: Vec<Vec<(&[u8], &mut [u8], u64)>> = Vec::new();
+            let mut groups: Vec<Vec<InflateJob<'_>>> = Vec::new();
             let mut jobs = jobs.into_iter();
             loop {
                 let group: Vec<_> = jobs.by_ref().take(per_worker).collect();
@@ -264,7 +267,7 @@ impl Qcow2Reader {
 fn inflate_all(
     d: &mut ClusterDecompressor,
     kind: Compression,
-    jobs: Vec<(&[u8], &mut [u8], u64)>,
+    jobs: Vec<InflateJob<'_>>,
 ) -> Result<(), (u64, String)> {
     for (src, dst, host) in jobs {
         d.decompress(kind, src, dst).map_err(|e| (host, e))?;
@@ -370,7 +373,7 @@ impl DiskReader for Qcow2Reader {
                     if host >= self.file_len {
                         return Err(self.malformed(host, "compressed cluster past end of file"));
                     }
-                    if pos % cluster != 0 || len < cluster {
+                    if !pos.is_multiple_of(cluster) || len < cluster {
                         self.read_compressed_part(
                             pos,
                             host,

@@ -93,7 +93,7 @@ pub fn resize(path: &Path, file: File, new_size: u64, shrink: bool) -> Result<()
             Defect::Unsupported("resizing with refcounts other than 16 bits".into()).at(path),
         );
     }
-    if new_size % 512 != 0 {
+    if !new_size.is_multiple_of(512) {
         return Err(FormatError::InvalidOption {
             key: "size".into(),
             value: new_size.to_string(),

@@ -19,7 +19,7 @@ pub const SECTOR: u64 = 512;
 /// The L2 table offset an L1 entry points to (0 = not allocated).
 pub fn l1_l2_offset(entry: u64, cluster_size: u64) -> Result<u64, Defect> {
     let offset = entry & OFFSET_MASK;
-    if entry & L1_RESERVED != 0 || offset % cluster_size != 0 {
+    if entry & L1_RESERVED != 0 || !offset.is_multiple_of(cluster_size) {
         return Err(Defect::Malformed {
             offset,
             reason: format!("invalid L1 entry {entry:#x}"),
@@ -63,7 +63,8 @@ pub fn decode_l2(entry: u64, cluster_bits: u32, zero_flag: bool) -> Result<L2Ent
     }
     let host = entry & OFFSET_MASK;
     let reserved = entry & !(OFFSET_MASK | COPIED | ZERO_FLAG);
-    if reserved != 0 || (!zero_flag && entry & ZERO_FLAG != 0) || host % cluster_size != 0 {
+    if reserved != 0 || (!zero_flag && entry & ZERO_FLAG != 0) || !host.is_multiple_of(cluster_size)
+    {
         return Err(Defect::Malformed {
             offset: host,
             reason: format!("invalid L2 entry {entry:#x}"),

@@ -32,6 +32,8 @@ const CONVERT_CHUNK: u64 = 2 << 20;
 const OUT_BUFFER: usize = 4 << 20;
 /// Zero-filling (preallocation=full) writes this much at a time.
 const ZERO_CHUNK: u64 = 1 << 20;
+/// How often a writer waiting for compressed clusters checks that its workers are alive.
+const WORKER_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 /// Clusters queued for compression per worker, bounding memory.
 const QUEUE_PER_WORKER: usize = 4;
 
@@ -211,7 +213,21 @@ impl Pool {
                     Err(_) => break,
                 };
                 let Ok(mut job) = job else { break };
-                let compressed = compressor.compress(&job.data, &mut job.out);
+                // A panic inside the compression library must not take the writer down:
+                // store that cluster uncompressed and start with a fresh compressor.
+                let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    compressor.compress(&job.data, &mut job.out)
+                }));
+                let compressed = match attempt {
+                    Ok(compressed) => compressed,
+                    Err(_) => match ClusterCompressor::new(kind) {
+                        Ok(fresh) => {
+                            compressor = fresh;
+                            false
+                        }
+                        Err(_) => break,
+                    },
+                };
                 let done = Done {
                     guest: job.guest,
                     data: job.data,
@@ -234,6 +250,22 @@ impl Pool {
             ready: BTreeMap::new(),
             spare: Vec::new(),
         })
+    }
+}
+
+/// Waits for a result; fails instead of hanging when a worker has died.
+fn wait_result(pool: &Pool) -> Result<Option<(u64, Done)>, ()> {
+    loop {
+        match pool.results.recv_timeout(WORKER_POLL) {
+            Ok(r) => return Ok(Some(r)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Err(()),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if pool.workers.iter().any(|w| w.is_finished()) {
+                    // A finished worker may still have sent its last result.
+                    return pool.results.try_recv().map(Some).map_err(|_| ());
+                }
+            }
+        }
     }
 }
 
@@ -439,7 +471,7 @@ impl Qcow2Writer {
             let n = (guest_clusters - i as u64 * self.l2_entries).min(self.l2_entries);
             let data = self.alloc.alloc(n);
             self.alloc.settle(data, data + n);
-            *l1 = l2 * self.cluster_size | COPIED;
+            *l1 = (l2 * self.cluster_size) | COPIED;
             self.layout.push((l2, data));
         }
     }
@@ -475,7 +507,7 @@ impl Qcow2Writer {
         let host = self.alloc.alloc(1);
         self.alloc.settle(host, host + 1);
         if let Some(entry) = self.l1.get_mut(l1_index as usize) {
-            *entry = host * self.cluster_size | COPIED;
+            *entry = (host * self.cluster_size) | COPIED;
         }
         self.open_l2 = Some(OpenL2 {
             l1_index,
@@ -503,7 +535,7 @@ impl Qcow2Writer {
         let continues = self
             .run
             .as_ref()
-            .is_some_and(|r| r.next_guest == guest && guest % chunk_clusters != 0);
+            .is_some_and(|r| r.next_guest == guest && !guest.is_multiple_of(chunk_clusters));
         if !continues {
             self.end_run();
         }
@@ -517,7 +549,7 @@ impl Qcow2Writer {
                 })
             }
         }
-        self.set_l2(guest, host * self.cluster_size | COPIED);
+        self.set_l2(guest, (host * self.cluster_size) | COPIED);
         Ok(host)
     }
 
@@ -563,7 +595,7 @@ impl Qcow2Writer {
             self.alloc.incref(c);
         }
         self.alloc.settle(first, last + 1);
-        self.free_byte = if (offset + size) % cs == 0 {
+        self.free_byte = if (offset + size).is_multiple_of(cs) {
             0
         } else {
             offset + size
@@ -586,7 +618,7 @@ impl Qcow2Writer {
             let host = self.alloc.alloc(1);
             self.alloc.settle(host, host + 1);
             self.out.write(host * self.cluster_size, &done.data)?;
-            self.set_l2(done.guest, host * self.cluster_size | COPIED);
+            self.set_l2(done.guest, (host * self.cluster_size) | COPIED);
         }
         Ok(())
     }
@@ -610,7 +642,7 @@ impl Qcow2Writer {
             let wait = block && pool.in_flight >= pool.max_in_flight
                 || block && pool.jobs.is_none() && pool.in_flight > 0;
             let received = if wait {
-                pool.results.recv().map(Some).map_err(|_| ())
+                wait_result(pool)
             } else {
                 match pool.results.try_recv() {
                     Ok(r) => Ok(Some(r)),
@@ -758,10 +790,11 @@ impl DiskWriter for Qcow2Writer {
     fn write_data(&mut self, offset: u64, data: &[u8]) -> Result<(), FormatError> {
         let cs = self.cluster_size;
         let end = offset.checked_add(data.len() as u64);
-        if offset % cs != 0
+        if !offset.is_multiple_of(cs)
             || offset < self.written_to
             || end.is_none_or(|e| e > self.header.size)
-            || (data.len() as u64 % cs != 0 && end != Some(self.header.size))
+            || (!(data.len() as u64).is_multiple_of(cs)
+                && end.is_some_and(|e| e.div_ceil(cs) * cs < self.header.size))
         {
             return Err(FormatError::OutOfOrder {
                 path: self.path.clone(),
