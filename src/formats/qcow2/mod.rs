@@ -1,37 +1,68 @@
 //! QEMU copy-on-write v2/v3.
+//!
+//! `header` parses cluster 0, `tables` the L1/L2 entries, `refcount` the refcount tables;
+//! `reader`, `writer`, `check` and `resize` do the I/O.
+
+mod check;
+mod compress;
+mod header;
+mod reader;
+mod refcount;
+mod resize;
+mod tables;
+#[cfg(test)]
+mod tests;
+mod writer;
 
 use std::fs::File;
 use std::path::Path;
 
 use super::{CheckReport, DiskReader, DiskWriter, FormatError, Options, Probe, Target};
 
-pub fn probe(_probe: &Probe) -> bool {
-    false
+/// What a pure parser found wrong, before the file's path is known.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Defect {
+    #[error("malformed at {offset:#x}: {reason}")]
+    Malformed { offset: u64, reason: String },
+    #[error("unsupported: {0}")]
+    Unsupported(String),
 }
 
-pub fn open(path: &Path, _file: File) -> Result<Box<dyn DiskReader>, FormatError> {
-    Err(todo_err(path))
+impl Defect {
+    fn at(self, path: &Path) -> FormatError {
+        match self {
+            Defect::Malformed { offset, reason } => {
+                FormatError::malformed(path, "qcow2", offset, reason)
+            }
+            Defect::Unsupported(what) => FormatError::Unsupported {
+                path: path.to_owned(),
+                what,
+            },
+        }
+    }
+}
+
+/// qcow2 starts with the magic `QFI\xfb`.
+pub fn probe(probe: &Probe) -> bool {
+    probe.head.starts_with(&header::MAGIC)
+}
+
+pub fn open(path: &Path, file: File) -> Result<Box<dyn DiskReader>, FormatError> {
+    Ok(Box::new(reader::Qcow2Reader::open(path, file)?))
 }
 
 pub fn create(
     target: Target<'_>,
-    _virtual_size: u64,
-    _options: &Options,
+    virtual_size: u64,
+    options: &Options,
 ) -> Result<Box<dyn DiskWriter>, FormatError> {
-    Err(todo_err(target.path))
+    writer::create(target, virtual_size, options)
 }
 
-pub fn check(path: &Path, _file: File) -> Result<CheckReport, FormatError> {
-    Err(todo_err(path))
+pub fn check(path: &Path, file: File) -> Result<CheckReport, FormatError> {
+    check::check(path, file)
 }
 
-pub fn resize(path: &Path, _file: File, _new_size: u64, _shrink: bool) -> Result<(), FormatError> {
-    Err(todo_err(path))
-}
-
-fn todo_err(path: &Path) -> FormatError {
-    FormatError::Unsupported {
-        path: path.to_owned(),
-        what: "qcow2 is being implemented".into(),
-    }
+pub fn resize(path: &Path, file: File, new_size: u64, shrink: bool) -> Result<(), FormatError> {
+    resize::resize(path, file, new_size, shrink)
 }
