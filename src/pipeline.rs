@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use url::Url;
 
 use crate::catalog::{Catalog, CatalogError, Signature};
+use crate::container::ContainerError;
 use crate::fetch::{Client, Download, FetchError};
 use crate::formats::{self, DiskFormat, FormatError, Options};
-use crate::index::{Discovery, FileEntry, IndexError, Listing, Query};
 use crate::index::sums::{self, SumsError};
+use crate::index::{Discovery, FileEntry, IndexError, Listing, Query};
 use crate::io::progress::Reporter;
 use crate::verify::digest::Sha256Digest;
 use crate::verify::openpgp::{Keyring, KeyringError, VerifyError};
@@ -29,6 +30,8 @@ pub enum Error {
     Keyring(#[from] KeyringError),
     #[error(transparent)]
     Format(#[from] FormatError),
+    #[error(transparent)]
+    Container(#[from] ContainerError),
     #[error("{url}: malformed checksum file")]
     Sums {
         url: Url,
@@ -64,6 +67,7 @@ impl Error {
             Error::Verify(e) => e.kind(),
             Error::Keyring(e) => e.kind(),
             Error::Format(e) => e.kind(),
+            Error::Container(e) => e.kind(),
             Error::Sums { .. }
             | Error::SignatureMissing { .. }
             | Error::NotInSums { .. }
@@ -188,20 +192,25 @@ async fn expected_digest(
         }
         SignaturePolicy::Require(keyring) => {
             let Some(signature_url) = &listing.signature_url else {
-                return Err(Error::SignatureMissing { url: listing.sums_url.clone() });
+                return Err(Error::SignatureMissing {
+                    url: listing.sums_url.clone(),
+                });
             };
             let Some(signature) = client.get_optional_document(signature_url).await? else {
-                return Err(Error::SignatureMissing { url: signature_url.clone() });
+                return Err(Error::SignatureMissing {
+                    url: signature_url.clone(),
+                });
             };
             let good = keyring.verify_detached(&sums_text, &signature)?;
             tracing::info!(url = %listing.sums_url, key = %good.fingerprint, "SHA256SUMS signature verified");
             Some(good.fingerprint)
         }
     };
-    let entries = sums::parse(&sums_text, catalog.checksums.algorithm).map_err(|source| Error::Sums {
-        url: listing.sums_url.clone(),
-        source,
-    })?;
+    let entries =
+        sums::parse(&sums_text, catalog.checksums.algorithm).map_err(|source| Error::Sums {
+            url: listing.sums_url.clone(),
+            source,
+        })?;
     let entry = entries
         .iter()
         .find(|e| e.name == file.name)

@@ -77,7 +77,11 @@ fn stderr(output: &Output) -> String {
 }
 
 fn json(output: &Output) -> Value {
-    assert!(output.status.success(), "cloudimg failed: {}", stderr(output));
+    assert!(
+        output.status.success(),
+        "cloudimg failed: {}",
+        stderr(output)
+    );
     serde_json::from_slice(&output.stdout).expect("JSON on stdout")
 }
 
@@ -123,7 +127,11 @@ fn help_documents_exit_codes() {
         .unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success());
-    for line in ["3  integrity failure", "4  network or server failure", "2  usage error"] {
+    for line in [
+        "3  integrity failure",
+        "4  network or server failure",
+        "2  usage error",
+    ] {
         assert!(text.contains(line), "--help lacks {line:?}:\n{text}");
     }
 }
@@ -151,7 +159,9 @@ fn html_and_streams_give_the_same_serials_and_files() {
         let via = |source: &str| {
             let output = run(
                 site,
-                &["--json", "list", "noble", "--stream", stream, "--source", source],
+                &[
+                    "--json", "list", "noble", "--stream", stream, "--source", source,
+                ],
             );
             let value = json(&output);
             let mut files: Vec<(String, String, Option<String>)> = value["listing"]["files"]
@@ -167,20 +177,31 @@ fn html_and_streams_give_the_same_serials_and_files() {
                 })
                 .collect();
             files.sort();
-            (value["serials"].clone(), value["listing"]["serial"].clone(), files)
+            (
+                value["serials"].clone(),
+                value["listing"]["serial"].clone(),
+                files,
+            )
         };
         let html = via("html");
         let streams = via("streams");
         assert_eq!(html.0, streams.0, "{stream}: serials differ");
         assert_eq!(html.1, streams.1, "{stream}: newest serial differs");
         let names = |files: &[(String, String, Option<String>)]| {
-            files.iter().map(|(n, t, _)| (n.clone(), t.clone())).collect::<Vec<_>>()
+            files
+                .iter()
+                .map(|(n, t, _)| (n.clone(), t.clone()))
+                .collect::<Vec<_>>()
         };
         assert_eq!(names(&html.2), names(&streams.2), "{stream}: files differ");
         assert!(!html.2.is_empty());
     }
     let serials = json(&run(site, &["--json", "list", "24.04"]))["serials"].clone();
-    assert_eq!(serials, serde_json::json!(["20241004.1", "20240821"]), "newest first");
+    assert_eq!(
+        serials,
+        serde_json::json!(["20241004.1", "20240821"]),
+        "newest first"
+    );
 }
 
 #[test]
@@ -188,15 +209,34 @@ fn fetch_verifies_and_publishes_only_the_final_file() {
     require_tools!("qemu-img", "mkfs.ext4");
     let site = shared_site();
     let out = TempDir::new().unwrap();
-    let output = run(site, &["--json", "fetch", "noble", "-o", out.path().to_str().unwrap()]);
+    let output = run(
+        site,
+        &[
+            "--json",
+            "fetch",
+            "noble",
+            "-o",
+            out.path().to_str().unwrap(),
+        ],
+    );
     let result = json(&output);
     let path = out.path().join(IMAGE);
     assert_eq!(result["serial"], "20241004.1");
     assert_eq!(result["sha256"], sha256_file(&path));
     assert_eq!(result["signed_by"], pgp::signing_key().fingerprint());
-    assert_eq!(names(out.path()).iter().filter(|n| !n.ends_with(".lock")).count(), 1);
+    assert_eq!(
+        names(out.path())
+            .iter()
+            .filter(|n| !n.ends_with(".lock"))
+            .count(),
+        1
+    );
     // The bytes are a real qcow2 image.
-    let info = Command::new("qemu-img").arg("info").arg(&path).output().unwrap();
+    let info = Command::new("qemu-img")
+        .arg("info")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&info.stdout).contains("file format: qcow2"));
 }
 
@@ -206,9 +246,17 @@ fn fetch_by_version_serial_and_daily_stream() {
     let site = shared_site();
     let out = TempDir::new().unwrap();
     let dir = out.path().to_str().unwrap();
-    let old = json(&run(site, &["--json", "fetch", "24.04", "--serial", "20240821", "-o", dir]));
+    let old = json(&run(
+        site,
+        &[
+            "--json", "fetch", "24.04", "--serial", "20240821", "-o", dir,
+        ],
+    ));
     assert_eq!(old["serial"], "20240821");
-    let daily = json(&run(site, &["--json", "fetch", "noble", "--stream", "daily", "-o", dir]));
+    let daily = json(&run(
+        site,
+        &["--json", "fetch", "noble", "--stream", "daily", "-o", dir],
+    ));
     assert_eq!(daily["serial"], "20241010");
     assert!(out.path().join("noble-server-cloudimg-amd64.img").exists());
 }
@@ -230,7 +278,10 @@ fn second_fetch_transfers_no_image_bytes() {
         .into_iter()
         .filter(|e| e.path.ends_with(IMAGE))
         .collect();
-    assert!(image_requests.is_empty(), "image requested again: {image_requests:?}");
+    assert!(
+        image_requests.is_empty(),
+        "image requested again: {image_requests:?}"
+    );
 }
 
 #[test]
@@ -242,13 +293,26 @@ fn wrong_checksum_exits_3_names_everything_and_publishes_nothing() {
     });
     let out = TempDir::new().unwrap();
     // HTML discovery takes the digest from SHA256SUMS alone.
-    let output = run(&site, &["fetch", "noble", "--source", "html", "-o", out.path().to_str().unwrap()]);
+    let output = run(
+        &site,
+        &[
+            "fetch",
+            "noble",
+            "--source",
+            "html",
+            "-o",
+            out.path().to_str().unwrap(),
+        ],
+    );
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     let message = stderr(&output);
     for fact in [IMAGE, "http://", "expected", "got"] {
         assert!(message.contains(fact), "message lacks {fact:?}: {message}");
     }
-    let left: Vec<_> = names(out.path()).into_iter().filter(|n| !n.ends_with(".lock")).collect();
+    let left: Vec<_> = names(out.path())
+        .into_iter()
+        .filter(|n| !n.ends_with(".lock"))
+        .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
@@ -257,9 +321,13 @@ fn byte_corrupted_in_transit_exits_3() {
     require_tools!("qemu-img", "mkfs.ext4");
     let site = build_site(Knobs::default());
     let path = image_url_path(&site);
-    site.server.inject(&path, Fault::CorruptByte(1000), Times::Always);
+    site.server
+        .inject(&path, Fault::CorruptByte(1000), Times::Always);
     let out = TempDir::new().unwrap();
-    let output = run(&site, &["fetch", "noble", "-o", out.path().to_str().unwrap()]);
+    let output = run(
+        &site,
+        &["fetch", "noble", "-o", out.path().to_str().unwrap()],
+    );
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     assert!(!out.path().join(IMAGE).exists());
 }
@@ -272,7 +340,10 @@ fn signature_by_unknown_key_exits_3() {
         ..Knobs::default()
     });
     let out = TempDir::new().unwrap();
-    let output = run(&site, &["fetch", "noble", "-o", out.path().to_str().unwrap()]);
+    let output = run(
+        &site,
+        &["fetch", "noble", "-o", out.path().to_str().unwrap()],
+    );
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     assert!(stderr(&output).contains(pgp::attacker_key().fingerprint()));
     assert!(!out.path().join(IMAGE).exists());
@@ -290,9 +361,15 @@ fn missing_signature_exits_3_unless_explicitly_skipped() {
     let refused = run(&site, &["fetch", "noble", "-o", dir]);
     assert_eq!(refused.status.code(), Some(3), "{}", stderr(&refused));
     assert!(!out.path().join(IMAGE).exists());
-    let skipped = run(&site, &["fetch", "noble", "--no-verify-signature", "-o", dir]);
+    let skipped = run(
+        &site,
+        &["fetch", "noble", "--no-verify-signature", "-o", dir],
+    );
     assert!(skipped.status.success(), "{}", stderr(&skipped));
-    assert!(stderr(&skipped).contains("--no-verify-signature"), "the opt-out is logged");
+    assert!(
+        stderr(&skipped).contains("--no-verify-signature"),
+        "the opt-out is logged"
+    );
     assert!(out.path().join(IMAGE).exists());
 }
 
@@ -324,7 +401,12 @@ fn unknown_release_arch_or_kind_is_a_usage_error() {
         vec!["fetch", "noble", "--stream", "weekly"],
     ] {
         let output = run(site, &args);
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", stderr(&output));
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
     }
 }
 
@@ -337,7 +419,12 @@ fn unreachable_mirror_exits_4_after_retries() {
         .unwrap()
         .port();
     let output = Command::new(env!("CARGO_BIN_EXE_cloudimg"))
-        .args(["--mirror", &format!("http://127.0.0.1:{port}"), "--retries", "1"])
+        .args([
+            "--mirror",
+            &format!("http://127.0.0.1:{port}"),
+            "--retries",
+            "1",
+        ])
         .args(["list", "noble"])
         .output()
         .unwrap();
@@ -358,9 +445,16 @@ fn server_errors_exit_4_after_retries() {
         Times::Always,
     );
     let out = TempDir::new().unwrap();
-    let output = run(&site, &["fetch", "noble", "-o", out.path().to_str().unwrap()]);
+    let output = run(
+        &site,
+        &["fetch", "noble", "-o", out.path().to_str().unwrap()],
+    );
     assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
-    assert_eq!(site.server.requests_for(&path).len(), 3, "first try + 2 retries");
+    assert_eq!(
+        site.server.requests_for(&path).len(),
+        3,
+        "first try + 2 retries"
+    );
 }
 
 #[test]
@@ -392,7 +486,10 @@ fn sigkill_mid_download_then_rerun_resumes_with_range() {
     // kill -9: no chance to clean up.
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(!out.path().join(IMAGE).exists(), "nothing published by the killed run");
+    assert!(
+        !out.path().join(IMAGE).exists(),
+        "nothing published by the killed run"
+    );
     site.server.clear_faults();
     site.server.clear_log();
     let rerun = run(&site, &["--json", "fetch", "noble", "-o", dir]);
@@ -403,7 +500,11 @@ fn sigkill_mid_download_then_rerun_resumes_with_range() {
         .into_iter()
         .filter(|e| e.range.is_some())
         .collect();
-    assert!(!ranged.is_empty(), "the rerun did not resume: {:?}", site.server.log());
+    assert!(
+        !ranged.is_empty(),
+        "the rerun did not resume: {:?}",
+        site.server.log()
+    );
     assert_eq!(ranged[0].status, 206);
     assert!(result["resumed_from"].as_u64().unwrap() >= 64 * 1024);
     assert_eq!(result["sha256"], sha256_file(&out.path().join(IMAGE)));
@@ -429,7 +530,10 @@ fn concurrent_fetches_into_one_directory_both_succeed() {
         let output = child.wait_with_output().unwrap();
         assert!(output.status.success(), "{}", stderr(&output));
     }
-    let list = json(&run(site, &["--json", "list", "noble", "--serial", "20240821"]));
+    let list = json(&run(
+        site,
+        &["--json", "list", "noble", "--serial", "20240821"],
+    ));
     let expected = list["listing"]["files"]
         .as_array()
         .unwrap()
@@ -444,8 +548,19 @@ fn concurrent_fetches_into_one_directory_both_succeed() {
 fn new_upstream_serial_is_picked_up() {
     require_tools!("qemu-img", "mkfs.ext4");
     let mut site = build_site(Knobs::default());
-    site.mirror.add_serial(Stream::Released, "20250101").unwrap();
+    site.mirror
+        .add_serial(Stream::Released, "20250101")
+        .unwrap();
     let out = TempDir::new().unwrap();
-    let result = json(&run(&site, &["--json", "fetch", "noble", "-o", out.path().to_str().unwrap()]));
+    let result = json(&run(
+        &site,
+        &[
+            "--json",
+            "fetch",
+            "noble",
+            "-o",
+            out.path().to_str().unwrap(),
+        ],
+    ));
     assert_eq!(result["serial"], "20250101");
 }

@@ -8,5 +8,7 @@ mod cli;
 mod fetch;
 /// Conversions through the `cloudimg` binary, checked with qemu-img.
 mod formats;
+/// The cloud-init seed ISO, read back with isoinfo.
+mod seed;
 /// OpenPGP verification of the generated mirror, and the mirror's own shape.
 mod verify;

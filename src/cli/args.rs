@@ -75,6 +75,8 @@ pub enum Command {
     Create(CreateArgs),
     /// Change an image's virtual size.
     Resize(ResizeArgs),
+    /// Write a cloud-init NoCloud seed ISO (volume `cidata`) and its Glance metadata.
+    Seed(SeedArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -134,7 +136,12 @@ pub struct FetchArgs {
     #[arg(long, value_name = "FMT")]
     pub convert: Option<String>,
     /// Options for --convert, as qemu-img's -o.
-    #[arg(short = 'O', long = "convert-options", value_name = "OPTIONS", requires = "convert")]
+    #[arg(
+        short = 'O',
+        long = "convert-options",
+        value_name = "OPTIONS",
+        requires = "convert"
+    )]
     pub convert_options: Vec<String>,
 }
 
@@ -201,4 +208,25 @@ pub struct ResizeArgs {
     /// New size, or +SIZE / -SIZE relative to the current one.
     #[arg(allow_hyphen_values = true)]
     pub size: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// cloud-init user data (`#cloud-config …`).
+    #[arg(long, value_name = "FILE")]
+    pub user_data: PathBuf,
+    /// NoCloud meta-data; default: an instance-id derived from the user data.
+    #[arg(long, value_name = "FILE")]
+    pub meta_data: Option<PathBuf>,
+    /// Network configuration (v1 or v2).
+    #[arg(long, value_name = "FILE")]
+    pub network_config: Option<PathBuf>,
+    /// The ISO to write; `<FILE>.glance.json` is written beside it.
+    #[arg(
+        short = 'o',
+        long = "output",
+        default_value = "seed.iso",
+        value_name = "FILE"
+    )]
+    pub output: PathBuf,
 }

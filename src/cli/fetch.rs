@@ -26,7 +26,10 @@ impl Context {
             Some(path) => Catalog::from_path(path)?,
             None => Catalog::builtin("ubuntu")?,
         };
-        let base = global.mirror.as_deref().unwrap_or(catalog.base_url.as_str());
+        let base = global
+            .mirror
+            .as_deref()
+            .unwrap_or(catalog.base_url.as_str());
         let mut mirror = Url::parse(base)
             .map_err(|e| Error::Usage(format!("invalid mirror URL {base:?}: {e}")))?;
         // Relative paths resolve below the mirror, not beside its last segment.
@@ -56,7 +59,12 @@ impl Context {
                 Keyring::from_bytes(&bytes)?
             }
             None => Keyring::from_armored_texts(
-                &self.catalog.keys.iter().map(|k| k.armored.as_str()).collect::<Vec<_>>(),
+                &self
+                    .catalog
+                    .keys
+                    .iter()
+                    .map(|k| k.armored.as_str())
+                    .collect::<Vec<_>>(),
             )?,
         })
     }
@@ -104,7 +112,10 @@ pub fn list(global: &Global, args: ListArgs) -> Result<i32, Error> {
         if global.json {
             print_json(&releases);
         } else {
-            println!("{:<8} {:<10} {:<40} SUPPORT", "VERSION", "CODENAME", "TITLE");
+            println!(
+                "{:<8} {:<10} {:<40} SUPPORT",
+                "VERSION", "CODENAME", "TITLE"
+            );
             for r in &releases {
                 let support = match (&r.supported, &r.eol) {
                     (true, Some(eol)) => format!("supported until {eol}"),
@@ -112,7 +123,10 @@ pub fn list(global: &Global, args: ListArgs) -> Result<i32, Error> {
                     (false, Some(eol)) => format!("end of life {eol}"),
                     (false, None) => "end of life".to_owned(),
                 };
-                println!("{:<8} {:<10} {:<40} {support}", r.version, r.codename, r.title);
+                println!(
+                    "{:<8} {:<10} {:<40} {support}",
+                    r.version, r.codename, r.title
+                );
             }
         }
         return Ok(0);
@@ -126,7 +140,10 @@ pub fn list(global: &Global, args: ListArgs) -> Result<i32, Error> {
     if global.json {
         print_json(&serde_json::json!({ "serials": serials, "listing": listing }));
     } else {
-        println!("serials of {} ({}), newest first:", listing.release.codename, listing.release.version);
+        println!(
+            "serials of {} ({}), newest first:",
+            listing.release.codename, listing.release.version
+        );
         for s in &serials {
             println!("  {s}");
         }

@@ -5,6 +5,7 @@ mod args;
 mod fetch;
 mod image;
 mod progress;
+mod seed;
 
 use std::io::IsTerminal;
 
@@ -47,6 +48,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Check(args) => image::check(&global, args),
         Command::Create(args) => image::create(&global, args),
         Command::Resize(args) => image::resize(&global, args),
+        Command::Seed(args) => seed::seed(&global, args),
     }
 }
 

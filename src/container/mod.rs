@@ -4,6 +4,7 @@
 //! Everything here writes small metadata in memory and streams disk images from their files;
 //! outputs are written under a temporary name and renamed into place once complete.
 
+pub mod glance;
 pub mod iso;
 pub mod manifest;
 pub mod ova;

@@ -1,0 +1,61 @@
+//! `seed`: a cloud-init NoCloud seed ISO, ready to attach to a golden image or upload to Glance.
+
+use std::path::Path;
+
+use cloudimg::container::glance::ImageMetadata;
+use cloudimg::container::iso;
+use cloudimg::pipeline::Error;
+use sha2::{Digest, Sha256};
+
+use super::args::{Global, SeedArgs};
+use super::print_json;
+
+/// The filesystem label cloud-init's NoCloud datasource looks for.
+const SEED_VOLUME_ID: &str = "cidata";
+
+fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+pub fn seed(global: &Global, args: SeedArgs) -> Result<i32, Error> {
+    let user_data = read(&args.user_data)?;
+    let meta_data = match &args.meta_data {
+        Some(path) => read(path)?,
+        // NoCloud needs a meta-data file; a stable instance-id keeps first-boot semantics
+        // tied to the user data.
+        None => format!(
+            "instance-id: iid-{}\n",
+            &hex::encode(Sha256::digest(&user_data))[..16]
+        )
+        .into_bytes(),
+    };
+    let network_config = args.network_config.as_deref().map(read).transpose()?;
+    let mut files: Vec<(&str, &[u8])> = vec![("user-data", &user_data), ("meta-data", &meta_data)];
+    if let Some(network) = &network_config {
+        files.push(("network-config", network));
+    }
+    iso::write_seed(&args.output, &files, SEED_VOLUME_ID).map_err(Error::from)?;
+    let size = std::fs::metadata(&args.output)
+        .map_err(|source| Error::Io {
+            path: args.output.clone(),
+            source,
+        })?
+        .len();
+    let name = args
+        .output
+        .file_stem()
+        .map_or_else(|| "seed".to_owned(), |s| s.to_string_lossy().into_owned());
+    let metadata =
+        ImageMetadata::for_file(&args.output, &name, "iso", "bare", size).map_err(Error::from)?;
+    let written = metadata.write_beside(&args.output).map_err(Error::from)?;
+    if global.json {
+        print_json(&metadata);
+    } else if !global.quiet {
+        println!("{}", args.output.display());
+        println!("{}", written.display());
+    }
+    Ok(0)
+}
