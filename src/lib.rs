@@ -15,4 +15,7 @@ pub mod io;
 pub mod pipeline;
 pub mod verify;
 
+#[cfg(test)]
+mod test_tools;
+
 pub use error::ErrorKind;

@@ -943,7 +943,7 @@ mod tests {
                 Some(output.stdout)
             }
             Err(e) => {
-                eprintln!("SKIPPED: isoinfo not available ({e}); install genisoimage");
+                crate::test_tools::missing("isoinfo (genisoimage)", e);
                 None
             }
         }
@@ -1009,7 +1009,7 @@ mod tests {
                 assert!(text.contains("LABEL=cidata"), "{text}");
                 assert!(text.contains("TYPE=iso9660"), "{text}");
             }
-            Err(e) => eprintln!("SKIPPED blkid check: {e}"),
+            Err(e) => crate::test_tools::missing("blkid", e),
         }
 
         // libarchive is a third, sequential reader with its own Rock Ridge parser.
@@ -1029,7 +1029,7 @@ mod tests {
                     .unwrap();
                 assert_eq!(user.stdout, user_data);
             }
-            Err(e) => eprintln!("SKIPPED bsdtar check: {e}"),
+            Err(e) => crate::test_tools::missing("bsdtar (libarchive-tools)", e),
         }
 
         for &(name, data) in files {

@@ -216,7 +216,7 @@ mod tests {
                 Some(String::from_utf8_lossy(&out.stdout).into_owned())
             }
             Err(e) => {
-                eprintln!("SKIPPED: tar not available ({e})");
+                crate::test_tools::missing("tar", e);
                 None
             }
         }
@@ -344,7 +344,7 @@ mod tests {
                 Some(out.stdout)
             }
             Err(e) => {
-                eprintln!("SKIPPED: {program} not available ({e})");
+                crate::test_tools::missing(program, e);
                 None
             }
         }

@@ -595,7 +595,10 @@ fn libvmdk_reads_our_images() {
         .args(["-c", "import pyvmdk"])
         .output();
     if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!("SKIPPED libvmdk_reads_our_images: python3-libvmdk is not installed for /usr/bin/python3");
+        crate::test_tools::missing(
+            "python3-libvmdk",
+            "pyvmdk does not import in /usr/bin/python3",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
