@@ -289,20 +289,7 @@ pub fn create(
 /// Checks an image's structure.
 pub fn check(path: &Path, format: Option<DiskFormat>) -> Result<CheckReport, FormatError> {
     let mut file = File::open(path).map_err(|source| FormatError::io(path, source))?;
-    let probe = Probe::read(&mut file).map_err(|source| FormatError::io(path, source))?;
-    let format = match format {
-        Some(format) => format,
-        None => match detect(&probe) {
-            Detected::Disk(format) => format,
-            Detected::Archive(_) => {
-                return Err(FormatError::Unsupported {
-                    path: path.to_owned(),
-                    what: "checking an archive; extract or convert it first".into(),
-                })
-            }
-        },
-    };
-    match format {
+    match disk_format(path, &mut file, format, "checking")? {
         DiskFormat::Raw => Ok(CheckReport::default()),
         DiskFormat::Qcow2 => qcow2::check(path, file),
         DiskFormat::Vmdk => vmdk::check(path, file),
@@ -323,24 +310,31 @@ pub fn resize(
         .write(true)
         .open(path)
         .map_err(|source| FormatError::io(path, source))?;
-    let probe = Probe::read(&mut file).map_err(|source| FormatError::io(path, source))?;
-    let format = match format {
-        Some(format) => format,
-        None => match detect(&probe) {
-            Detected::Disk(format) => format,
-            Detected::Archive(_) => {
-                return Err(FormatError::Unsupported {
-                    path: path.to_owned(),
-                    what: "resizing an archive".into(),
-                })
-            }
-        },
-    };
-    match format {
+    match disk_format(path, &mut file, format, "resizing")? {
         DiskFormat::Raw => raw::resize(path, file, new_size, shrink),
         DiskFormat::Qcow2 => qcow2::resize(path, file, new_size, shrink),
         DiskFormat::Vmdk => vmdk::resize(path, file, new_size, shrink),
         DiskFormat::Vhd => vhd::resize(path, file, new_size, shrink),
         DiskFormat::Vdi => vdi::resize(path, file, new_size, shrink),
+    }
+}
+
+/// The forced format, or the detected one; archives can only be read, not modified in place.
+fn disk_format(
+    path: &Path,
+    file: &mut File,
+    forced: Option<DiskFormat>,
+    action: &str,
+) -> Result<DiskFormat, FormatError> {
+    if let Some(format) = forced {
+        return Ok(format);
+    }
+    let probe = Probe::read(file).map_err(|source| FormatError::io(path, source))?;
+    match detect(&probe) {
+        Detected::Disk(format) => Ok(format),
+        Detected::Archive(_) => Err(FormatError::Unsupported {
+            path: path.to_owned(),
+            what: format!("{action} an archive; convert it to a disk format first"),
+        }),
     }
 }
