@@ -564,3 +564,44 @@ fn new_upstream_serial_is_picked_up() {
     ));
     assert_eq!(result["serial"], "20250101");
 }
+
+#[test]
+fn fetch_with_convert_leaves_a_verified_download_and_an_identical_conversion() {
+    require_tools!("qemu-img", "mkfs.ext4");
+    let site = shared_site();
+    let out = TempDir::new().unwrap();
+    let dir = out.path().to_str().unwrap();
+    let result = json(&run(
+        site,
+        &[
+            "--json",
+            "fetch",
+            "noble",
+            "--convert",
+            "vmdk",
+            "-O",
+            "subformat=streamOptimized",
+            "-o",
+            dir,
+        ],
+    ));
+    let converted = out.path().join("ubuntu-24.04-server-cloudimg-amd64.vmdk");
+    assert_eq!(result["converted"], converted.to_str().unwrap());
+    let compare = Command::new("qemu-img")
+        .args(["compare", "-f", "qcow2", "-F", "vmdk"])
+        .arg(out.path().join(IMAGE))
+        .arg(&converted)
+        .output()
+        .unwrap();
+    assert!(
+        compare.status.success(),
+        "{}",
+        String::from_utf8_lossy(&compare.stdout)
+    );
+    let info = Command::new("qemu-img")
+        .arg("info")
+        .arg(&converted)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&info.stdout).contains("streamOptimized"));
+}
