@@ -14,9 +14,10 @@ use crate::formats::{DiskFormat, DiskReader, Extent, FormatError, ImageInfo, Map
 const L2_CACHE_TABLES: usize = 8;
 /// `map` stops walking after this many bytes; the caller asks again.
 const MAX_MAP_RUN: u64 = 1 << 30;
-/// Compressed clusters read with one pread and inflated together.
-const MAX_BATCH_CLUSTERS: usize = 256;
-/// Largest host span read for one batch of compressed clusters.
+/// Compressed clusters are inflated ahead, up to this many bytes of guest data at once, so
+/// that decompression runs in parallel whatever read sizes the caller uses.
+const READ_AHEAD_BYTES: u64 = 8 << 20;
+/// Largest host span read with one pread for a read-ahead batch.
 const MAX_BATCH_BYTES: u64 = 32 << 20;
 /// Batches smaller than this are inflated on the calling thread.
 const MIN_PARALLEL_CLUSTERS: usize = 8;
@@ -48,8 +49,10 @@ pub struct Qcow2Reader {
     /// Recently used L2 tables: (host offset, raw 64-bit words), most recent last.
     l2_cache: Vec<(u64, Vec<u64>)>,
     decompressors: Vec<ClusterDecompressor>,
-    /// The last compressed cluster inflated for a partial read: (guest cluster, bytes).
-    cluster_cache: Option<(u64, Vec<u8>)>,
+    /// Inflated compressed clusters: consecutive guest clusters from `ahead_first`.
+    ahead: Vec<u8>,
+    ahead_first: u64,
+    ahead_count: u64,
     /// Reused buffer for compressed bytes.
     compressed: Vec<u8>,
     threads: usize,
@@ -72,7 +75,9 @@ impl Qcow2Reader {
             l1,
             l2_cache: Vec::new(),
             decompressors: Vec::new(),
-            cluster_cache: None,
+            ahead: Vec::new(),
+            ahead_first: 0,
+            ahead_count: 0,
             compressed: Vec::new(),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         })
@@ -237,29 +242,47 @@ impl Qcow2Reader {
         Ok(())
     }
 
-    /// Copies part of a compressed cluster, inflating it into the one-cluster cache.
-    fn read_compressed_part(
+    /// Copies bytes of compressed cluster at guest `offset` from the read-ahead cache,
+    /// refilling it with the run of compressed clusters starting there when needed.
+    fn read_compressed(
         &mut self,
         offset: u64,
-        host: u64,
-        len: u64,
+        first: (u64, u64),
         dst: &mut [u8],
     ) -> Result<(), FormatError> {
         let cluster = self.header.cluster_size();
-        let guest_cluster = offset / cluster;
-        if self.cluster_cache.as_ref().map(|c| c.0) != Some(guest_cluster) {
-            let mut bytes = self.cluster_cache.take().map(|c| c.1).unwrap_or_default();
-            bytes.resize(cluster as usize, 0);
-            self.inflate_batch(&[(host, len)], &mut bytes)?;
-            self.cluster_cache = Some((guest_cluster, bytes));
+        let guest = offset / cluster;
+        if !(self.ahead_first..self.ahead_first + self.ahead_count).contains(&guest) {
+            self.ahead_count = 0;
+            let mut batch = vec![first];
+            let max = (READ_AHEAD_BYTES / cluster).max(1) as usize;
+            let mut next = (guest + 1) * cluster;
+            while batch.len() < max && next < self.header.size {
+                match self.piece(next)? {
+                    (Piece::Compressed { host, len }, _)
+                        if batch.last().is_some_and(|b| host >= b.0)
+                            && host + len - first.0 <= MAX_BATCH_BYTES =>
+                    {
+                        batch.push((host, len));
+                        next += cluster;
+                    }
+                    _ => break,
+                }
+            }
+            let mut bytes = std::mem::take(&mut self.ahead);
+            bytes.resize(batch.len() * cluster as usize, 0);
+            let result = self.inflate_batch(&batch, &mut bytes);
+            self.ahead = bytes;
+            result?;
+            self.ahead_first = guest;
+            self.ahead_count = batch.len() as u64;
         }
-        let at = (offset % cluster) as usize;
-        if let Some((_, bytes)) = &self.cluster_cache {
-            let src = bytes
-                .get(at..at + dst.len())
-                .ok_or_else(|| self.malformed(host, "read past the cluster"))?;
-            dst.copy_from_slice(src);
-        }
+        let at = ((guest - self.ahead_first) * cluster + offset % cluster) as usize;
+        let src = self
+            .ahead
+            .get(at..at + dst.len())
+            .ok_or_else(|| self.malformed(first.0, "read past the cluster"))?;
+        dst.copy_from_slice(src);
         Ok(())
     }
 }
@@ -342,7 +365,6 @@ impl DiskReader for Qcow2Reader {
         {
             return Err(self.malformed(offset, "read past the virtual size"));
         }
-        let cluster = self.header.cluster_size();
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset + done as u64;
@@ -373,37 +395,8 @@ impl DiskReader for Qcow2Reader {
                     if host >= self.file_len {
                         return Err(self.malformed(host, "compressed cluster past end of file"));
                     }
-                    if !pos.is_multiple_of(cluster) || len < cluster {
-                        self.read_compressed_part(
-                            pos,
-                            host,
-                            clen,
-                            &mut buf[done..done + len as usize],
-                        )?;
-                        done += len as usize;
-                        continue;
-                    }
-                    // Whole clusters: gather a batch of host-increasing compressed clusters.
-                    let mut batch = vec![(host, clen)];
-                    let mut next = pos + cluster;
-                    while batch.len() < MAX_BATCH_CLUSTERS
-                        && next + cluster <= offset + buf.len() as u64
-                    {
-                        match self.piece(next)? {
-                            (Piece::Compressed { host: h, len: l }, n)
-                                if n == cluster
-                                    && batch.last().is_some_and(|b| h >= b.0)
-                                    && h + l - host <= MAX_BATCH_BYTES =>
-                            {
-                                batch.push((h, l));
-                                next += cluster;
-                            }
-                            _ => break,
-                        }
-                    }
-                    let bytes = batch.len() * cluster as usize;
-                    self.inflate_batch(&batch, &mut buf[done..done + bytes])?;
-                    done += bytes;
+                    self.read_compressed(pos, (host, clen), &mut buf[done..done + len as usize])?;
+                    done += len as usize;
                 }
             }
         }

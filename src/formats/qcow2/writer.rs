@@ -135,6 +135,7 @@ impl Output {
         Ok(())
     }
 
+    /// Writes at once, bypassing the buffer (whose range never overlaps `host..`).
     fn write_now(&mut self, host: u64, bytes: &[u8]) -> Result<(), FormatError> {
         self.file
             .write_all_at(bytes, host)
@@ -822,7 +823,7 @@ impl DiskWriter for Qcow2Writer {
             pending = match pending {
                 Some((h, f, t)) if h + (t - f) as u64 == host => Some((h, f, from + chunk.len())),
                 Some((h, f, t)) => {
-                    self.out.write(h, &data[f..t])?;
+                    self.out.write_now(h, &data[f..t])?;
                     Some((host, from, from + chunk.len()))
                 }
                 None => Some((host, from, from + chunk.len())),
@@ -830,7 +831,7 @@ impl DiskWriter for Qcow2Writer {
             guest += 1;
         }
         if let Some((h, f, t)) = pending {
-            self.out.write(h, &data[f..t])?;
+            self.out.write_now(h, &data[f..t])?;
         }
         self.written_to = offset + data.len() as u64;
         Ok(())
