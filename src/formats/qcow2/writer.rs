@@ -875,3 +875,72 @@ impl DiskWriter for Qcow2Writer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refcount_block_goes_after_the_run_that_crosses_into_it() {
+        // 512-byte clusters: one refcount block covers 256 clusters.
+        let mut a = Allocator::new(9);
+        let run = a.alloc(300);
+        assert_eq!(run, 3);
+        a.settle(run, run + 300);
+        assert_eq!(a.refblocks, vec![2, 303]);
+        assert_eq!(a.next_free, 304);
+        assert!(a.refcounts.iter().all(|c| *c == 1));
+    }
+
+    #[test]
+    fn refcount_block_outside_its_range_gets_described_too() {
+        let mut a = Allocator::new(9);
+        // A run that ends exactly at a block boundary: the new block for 256.. lands at 256
+        // (inside its own range) ...
+        let run = a.alloc(253);
+        a.settle(run, run + 253);
+        assert_eq!(a.refblocks, vec![2]);
+        a.alloc(1);
+        a.settle(256, 257);
+        assert_eq!(a.refblocks, vec![2, 257]);
+        // ... and a run that jumps a whole block needs blocks for both ranges.
+        let run = a.alloc(600);
+        a.settle(run, run + 600);
+        assert_eq!(a.refblocks, vec![2, 257, 858, 859]);
+        assert_eq!(a.refcounts.len() as u64, a.next_free);
+    }
+
+    #[test]
+    fn compressed_bytes_pack_and_count_every_touching_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.qcow2");
+        let file = File::create(&path).unwrap();
+        let mut w = Qcow2Writer::new(
+            &path,
+            file,
+            1 << 30,
+            3,
+            16,
+            Prealloc::Off,
+            Compression::Zlib,
+            None,
+        )
+        .unwrap();
+        let cs = 65536;
+        // Cluster 3 is the L1 table; packing starts at cluster 4.
+        assert_eq!(w.alloc_bytes(40000), 4 * cs);
+        // Spills into the adjacent new cluster 5.
+        assert_eq!(w.alloc_bytes(40000), 4 * cs + 40000);
+        assert_eq!(&w.alloc.refcounts[4..6], &[2, 1]);
+        // An uncompressed cluster takes cluster 6; small data still fills cluster 5.
+        assert_eq!(w.alloc.alloc(1), 6);
+        assert_eq!(w.alloc_bytes(100), 4 * cs + 80000);
+        assert_eq!(w.alloc.refcounts[5], 2);
+        // Too big for the rest of cluster 5, and cluster 6 is taken: a fresh cluster 7.
+        assert_eq!(w.alloc_bytes(60000), 7 * cs);
+        // Ending exactly on a cluster boundary starts the next allocation on a new cluster.
+        assert_eq!(w.alloc_bytes(cs - 60000), 7 * cs + 60000);
+        assert_eq!(w.free_byte, 0);
+        assert_eq!(w.alloc_bytes(10), 8 * cs);
+    }
+}
