@@ -150,6 +150,9 @@ fn write_with_ours(raw: &Path, out: &Path, options: &str) {
 
 fn assert_qemu_clean(image: &Path, raw: &Path) {
     qemu_ok(&["check", "-f", "qcow2", s(image)]);
+    // Our own check must agree.
+    let report = check(image, File::open(image).unwrap()).unwrap();
+    assert_eq!(report.exit_code(), 0, "{report:?}");
     qemu_ok(&["compare", "-f", "raw", "-F", "qcow2", s(raw), s(image)]);
 }
 
@@ -180,6 +183,18 @@ fn reader_matches_raw_for_every_qemu_variant() {
         qemu_ok(&args);
         assert!(read_all(&image) == expected, "variant {extra:?} differs");
     }
+}
+
+#[test]
+fn probe_recognises_the_magic_only() {
+    let probe = |head: &[u8]| crate::formats::Probe {
+        head: head.to_vec(),
+        tail: Vec::new(),
+        len: head.len() as u64,
+    };
+    assert!(super::probe(&probe(b"QFI\xfb\0\0\0\x03")));
+    assert!(!super::probe(&probe(b"QFI\xfa\0\0\0\x03")));
+    assert!(!super::probe(&probe(b"QFI")));
 }
 
 #[test]
