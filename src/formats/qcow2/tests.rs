@@ -519,6 +519,32 @@ fn resize_grows_within_and_beyond_the_l1_table() {
 }
 
 #[test]
+fn resize_grows_a_compressed_image_whose_end_is_not_cluster_aligned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (image, _) = compressed_image(dir.path());
+    let before = read_all(&image);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&image)
+        .unwrap();
+    // One L1 entry maps 512 MiB with 64 KiB clusters: 1 GiB needs a new L1.
+    resize(&image, file, 1 << 30, false).unwrap();
+    qemu_ok(&["check", s(&image)]);
+    assert_eq!(
+        check(&image, File::open(&image).unwrap())
+            .unwrap()
+            .exit_code(),
+        0
+    );
+    let mut reader = open(&image, File::open(&image).unwrap()).unwrap();
+    assert_eq!(reader.virtual_size(), 1 << 30);
+    let mut head = vec![0; before.len()];
+    reader.read_at(0, &mut head).unwrap();
+    assert!(head == before);
+}
+
+#[test]
 fn resize_shrinks_only_when_allowed_and_empty() {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("s.qcow2");
