@@ -19,6 +19,8 @@ const MAX_MAP_RUN: u64 = 1 << 30;
 const READ_AHEAD_BYTES: u64 = 8 << 20;
 /// Largest host span read with one pread for a read-ahead batch.
 const MAX_BATCH_BYTES: u64 = 32 << 20;
+/// At most this many threads inflate one read-ahead batch.
+const MAX_INFLATE_THREADS: usize = 8;
 /// Batches smaller than this are inflated on the calling thread.
 const MIN_PARALLEL_CLUSTERS: usize = 8;
 /// The header, with extensions, must fit in this many leading bytes.
@@ -79,7 +81,9 @@ impl Qcow2Reader {
             ahead_first: 0,
             ahead_count: 0,
             compressed: Vec::new(),
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_INFLATE_THREADS),
         })
     }
 
