@@ -418,8 +418,8 @@ impl DiskReader for Qcow2Reader {
         }
         let fs = &mut info.format_specific;
         fs.insert("compat".into(), compat.into());
+        fs.insert("compression-type".into(), h.compression.name().into());
         if h.version >= 3 {
-            fs.insert("compression-type".into(), h.compression.name().into());
             fs.insert("lazy-refcounts".into(), (h.compatible & 1 != 0).into());
         }
         fs.insert("refcount-bits".into(), (1u64 << h.refcount_order).into());

@@ -186,6 +186,37 @@ fn reader_matches_raw_for_every_qemu_variant() {
 }
 
 #[test]
+fn info_matches_qemu_format_specific() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, opts) in [
+        "compat=1.1",
+        "compat=0.10",
+        "compression_type=zstd",
+        "extended_l2=on",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let image = dir.path().join(format!("i{i}.qcow2"));
+        qemu_ok(&["create", "-q", "-f", "qcow2", "-o", opts, s(&image), "3M"]);
+        let out = qemu_img(&["info", "--output=json", s(&image)]);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let reader = open(&image, File::open(&image).unwrap()).unwrap();
+        let info = reader.info();
+        assert_eq!(
+            serde_json::Value::Object(info.format_specific),
+            json["format-specific"]["data"],
+            "{opts}"
+        );
+        assert_eq!(info.virtual_size, 3 << 20);
+        assert_eq!(info.compression, None);
+    }
+    let (image, _) = compressed_image(dir.path());
+    let reader = open(&image, File::open(&image).unwrap()).unwrap();
+    assert_eq!(reader.info().compression.as_deref(), Some("zlib"));
+}
+
+#[test]
 fn probe_recognises_the_magic_only() {
     let probe = |head: &[u8]| crate::formats::Probe {
         head: head.to_vec(),
