@@ -368,6 +368,10 @@ fn compressed_output_is_valid_and_close_to_qemu_size() {
             "compress=on,cluster_size=4096",
             vec!["-c", "-o", "cluster_size=4096"],
         ),
+        (
+            "compress=on,cluster_size=2M",
+            vec!["-c", "-o", "cluster_size=2M"],
+        ),
     ]
     .iter()
     .enumerate()

@@ -34,6 +34,8 @@ const OUT_BUFFER: usize = 4 << 20;
 const ZERO_CHUNK: u64 = 1 << 20;
 /// How often a writer waiting for compressed clusters checks that its workers are alive.
 const WORKER_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+/// Memory the compression queue may take (large clusters queue fewer per worker).
+const QUEUE_MEMORY: u64 = 64 << 20;
 /// Clusters queued for compression per worker, bounding memory.
 const QUEUE_PER_WORKER: usize = 4;
 
@@ -197,9 +199,11 @@ struct Pool {
 }
 
 impl Pool {
-    fn new(kind: Compression, threads: usize) -> std::io::Result<Pool> {
+    fn new(kind: Compression, threads: usize, cluster_size: u64) -> std::io::Result<Pool> {
         let threads = threads.max(1);
-        let max_in_flight = threads * QUEUE_PER_WORKER;
+        // Each queued cluster holds its data and a compression buffer of about twice its size.
+        let by_memory = (QUEUE_MEMORY / (3 * cluster_size)) as usize;
+        let max_in_flight = (threads * QUEUE_PER_WORKER).min(by_memory).max(threads + 1);
         let (job_tx, job_rx) = mpsc::sync_channel::<Job>(max_in_flight);
         let (done_tx, done_rx) = mpsc::channel();
         let job_rx = Arc::new(Mutex::new(job_rx));
@@ -361,7 +365,7 @@ pub fn create(
         .map_err(|e| FormatError::io(target.path, e))?;
     let pool = if compress {
         Some(
-            Pool::new(compression, options.threads())
+            Pool::new(compression, options.threads(), cluster_size)
                 .map_err(|e| FormatError::io(target.path, e))?,
         )
     } else {
