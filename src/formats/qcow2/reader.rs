@@ -3,6 +3,8 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use super::compress::ClusterDecompressor;
 use super::header::{Compression, Header};
@@ -44,20 +46,21 @@ enum Piece {
 
 pub struct Qcow2Reader {
     path: PathBuf,
-    file: File,
+    file: Arc<File>,
     file_len: u64,
     header: Header,
     l1: Vec<u64>,
     /// Recently used L2 tables: (host offset, raw 64-bit words), most recent last.
     l2_cache: Vec<(u64, Vec<u64>)>,
-    decompressors: Vec<ClusterDecompressor>,
+    inflater: Inflater,
     /// Inflated compressed clusters: consecutive guest clusters from `ahead_first`.
     ahead: Vec<u8>,
     ahead_first: u64,
     ahead_count: u64,
-    /// Reused buffer for compressed bytes.
-    compressed: Vec<u8>,
-    threads: usize,
+    /// The next batch, being inflated in the background.
+    prefetch: Option<Prefetch>,
+    /// The buffer the next background batch inflates into.
+    spare: Vec<u8>,
 }
 
 impl Qcow2Reader {
@@ -69,21 +72,23 @@ impl Qcow2Reader {
         let header = Header::parse(&head).map_err(|d| d.at(path))?;
         header.check_supported().map_err(|d| d.at(path))?;
         let l1 = read_l1(path, &file, file_len, &header)?;
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_INFLATE_THREADS);
+        let inflater = Inflater::new(header.compression, threads);
         Ok(Qcow2Reader {
             path: path.to_owned(),
-            file,
+            file: Arc::new(file),
             file_len,
             header,
             l1,
             l2_cache: Vec::new(),
-            decompressors: Vec::new(),
+            inflater,
             ahead: Vec::new(),
             ahead_first: 0,
             ahead_count: 0,
-            compressed: Vec::new(),
-            threads: std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(MAX_INFLATE_THREADS),
+            prefetch: None,
+            spare: Vec::new(),
         })
     }
 
@@ -179,71 +184,73 @@ impl Qcow2Reader {
         Ok(())
     }
 
-    /// Inflates whole compressed clusters into consecutive cluster-sized slices of `out`.
+    /// Inflates `batch` into `out` on this thread (and its helpers).
     fn inflate_batch(&mut self, batch: &[(u64, u64)], out: &mut [u8]) -> Result<(), FormatError> {
-        let cluster = self.header.cluster_size() as usize;
-        let start = batch.iter().map(|b| b.0).min().unwrap_or(0);
-        let end = batch.iter().map(|b| b.0 + b.1).max().unwrap_or(0);
-        let end = end.min(self.file_len);
-        if start >= end {
-            return Err(self.malformed(start, "compressed cluster past end of file"));
+        let file = Arc::clone(&self.file);
+        let result = self.inflater.run(&file, self.file_len, batch, out);
+        result.map_err(|e| self.inflate_error(e))
+    }
+
+    fn inflate_error(&self, error: InflateError) -> FormatError {
+        match error {
+            InflateError::Io(e) => FormatError::io(&self.path, e),
+            InflateError::Bad(host, reason) => self.malformed(host, reason),
         }
-        self.compressed.resize((end - start) as usize, 0);
-        self.file
-            .read_exact_at(&mut self.compressed, start)
-            .map_err(|e| FormatError::io(&self.path, e))?;
-        let workers = if batch.len() >= MIN_PARALLEL_CLUSTERS {
-            self.threads.min(batch.len())
-        } else {
-            1
+    }
+
+    /// Starts inflating, in the background, the run of compressed clusters that follows the
+    /// read-ahead cache, so that it is ready when the caller gets there.
+    fn start_prefetch(&mut self) {
+        let cluster = self.header.cluster_size();
+        let first = self.ahead_first + self.ahead_count;
+        let batch = match self.plan_batch(first) {
+            Ok(batch) if !batch.is_empty() => batch,
+            // Errors surface when (and if) the caller reads there.
+            _ => return,
         };
-        while self.decompressors.len() < workers {
-            self.decompressors.push(ClusterDecompressor::new());
-        }
-        let kind = self.header.compression;
-        let compressed = &self.compressed;
-        let jobs: Vec<InflateJob<'_>> = batch
-            .iter()
-            .zip(out.chunks_mut(cluster))
-            .map(|(&(host, len), dst)| {
-                let from = (host - start) as usize;
-                let to = ((host + len).min(end) - start) as usize;
-                (compressed.get(from..to).unwrap_or(&[]), dst, host)
-            })
-            .collect();
-        let per_worker = jobs.len().div_ceil(workers);
-        let results: Vec<Result<(), (u64, String)>> = if workers == 1 {
-            let d = &mut self.decompressors[0];
-            vec![inflate_all(d, kind, jobs)]
-        } else {
-            let mut groups: Vec<Vec<InflateJob<'_>>> = Vec::new();
-            let mut jobs = jobs.into_iter();
-            loop {
-                let group: Vec<_> = jobs.by_ref().take(per_worker).collect();
-                if group.is_empty() {
-                    break;
+        let mut out = std::mem::take(&mut self.spare);
+        out.resize(batch.len() * cluster as usize, 0);
+        let mut inflater = std::mem::replace(
+            &mut self.inflater,
+            Inflater::new(self.header.compression, 1),
+        );
+        let file = Arc::clone(&self.file);
+        let file_len = self.file_len;
+        let count = batch.len() as u64;
+        let handle = std::thread::spawn(move || {
+            let result = inflater.run(&file, file_len, &batch, &mut out);
+            (inflater, out, result)
+        });
+        self.prefetch = Some(Prefetch {
+            first,
+            count,
+            handle,
+        });
+    }
+
+    /// The compressed clusters from guest cluster `first` on that one batch inflates:
+    /// consecutive, host-increasing, within the read-ahead and host span limits.
+    fn plan_batch(&mut self, first: u64) -> Result<Vec<(u64, u64)>, FormatError> {
+        let cluster = self.header.cluster_size();
+        let max = (READ_AHEAD_BYTES / cluster).max(1) as usize;
+        let mut batch: Vec<(u64, u64)> = Vec::new();
+        let mut next = first * cluster;
+        while batch.len() < max && next < self.header.size {
+            match self.piece(next)? {
+                (Piece::Compressed { host, len }, _)
+                    if host < self.file_len
+                        && batch.last().is_none_or(|b| host >= b.0)
+                        && batch
+                            .first()
+                            .is_none_or(|b| host + len - b.0 <= MAX_BATCH_BYTES) =>
+                {
+                    batch.push((host, len));
+                    next += cluster;
                 }
-                groups.push(group);
+                _ => break,
             }
-            std::thread::scope(|s| {
-                let handles: Vec<_> = groups
-                    .into_iter()
-                    .zip(self.decompressors.iter_mut())
-                    .map(|(group, d)| s.spawn(move || inflate_all(d, kind, group)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| Err((start, "inflate worker panicked".into())))
-                    })
-                    .collect()
-            })
-        };
-        for result in results {
-            result.map_err(|(host, reason)| self.malformed(host, reason))?;
         }
-        Ok(())
+        Ok(batch)
     }
 
     /// Copies bytes of compressed cluster at guest `offset` from the read-ahead cache,
@@ -258,28 +265,36 @@ impl Qcow2Reader {
         let guest = offset / cluster;
         if !(self.ahead_first..self.ahead_first + self.ahead_count).contains(&guest) {
             self.ahead_count = 0;
-            let mut batch = vec![first];
-            let max = (READ_AHEAD_BYTES / cluster).max(1) as usize;
-            let mut next = (guest + 1) * cluster;
-            while batch.len() < max && next < self.header.size {
-                match self.piece(next)? {
-                    (Piece::Compressed { host, len }, _)
-                        if batch.last().is_some_and(|b| host >= b.0)
-                            && host + len - first.0 <= MAX_BATCH_BYTES =>
-                    {
-                        batch.push((host, len));
-                        next += cluster;
-                    }
-                    _ => break,
+            let mut ready = false;
+            if let Some(prefetch) = self.prefetch.take() {
+                let (first, count) = (prefetch.first, prefetch.count);
+                let (inflater, out, result) = prefetch
+                    .handle
+                    .join()
+                    .map_err(|_| self.malformed(first * cluster, "inflate thread panicked"))?;
+                self.inflater = inflater;
+                self.spare = std::mem::replace(&mut self.ahead, out);
+                if first == guest {
+                    result.map_err(|e| self.inflate_error(e))?;
+                    self.ahead_first = first;
+                    self.ahead_count = count;
+                    ready = true;
                 }
             }
-            let mut bytes = std::mem::take(&mut self.ahead);
-            bytes.resize(batch.len() * cluster as usize, 0);
-            let result = self.inflate_batch(&batch, &mut bytes);
-            self.ahead = bytes;
-            result?;
-            self.ahead_first = guest;
-            self.ahead_count = batch.len() as u64;
+            if !ready {
+                let mut batch = self.plan_batch(guest)?;
+                if batch.is_empty() {
+                    batch.push(first);
+                }
+                let mut bytes = std::mem::take(&mut self.ahead);
+                bytes.resize(batch.len() * cluster as usize, 0);
+                let result = self.inflate_batch(&batch, &mut bytes);
+                self.ahead = bytes;
+                result?;
+                self.ahead_first = guest;
+                self.ahead_count = batch.len() as u64;
+            }
+            self.start_prefetch();
         }
         let at = ((guest - self.ahead_first) * cluster + offset % cluster) as usize;
         let src = self
@@ -287,6 +302,113 @@ impl Qcow2Reader {
             .get(at..at + dst.len())
             .ok_or_else(|| self.malformed(first.0, "read past the cluster"))?;
         dst.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+/// Why a batch could not be inflated.
+enum InflateError {
+    Io(std::io::Error),
+    /// The compressed cluster at this host offset is bad.
+    Bad(u64, String),
+}
+
+/// Inflating state that can move to a background thread: decompressors and buffers.
+struct Inflater {
+    kind: Compression,
+    threads: usize,
+    decompressors: Vec<ClusterDecompressor>,
+    /// Compressed bytes of the batch.
+    compressed: Vec<u8>,
+}
+
+/// A batch being inflated in the background.
+struct Prefetch {
+    first: u64,
+    count: u64,
+    handle: JoinHandle<(Inflater, Vec<u8>, Result<(), InflateError>)>,
+}
+
+impl Inflater {
+    fn new(kind: Compression, threads: usize) -> Inflater {
+        Inflater {
+            kind,
+            threads,
+            decompressors: Vec::new(),
+            compressed: Vec::new(),
+        }
+    }
+
+    /// Reads the host span of `batch` with one pread and inflates each cluster into the
+    /// consecutive cluster-sized slices of `out`, on up to `threads` threads.
+    fn run(
+        &mut self,
+        file: &File,
+        file_len: u64,
+        batch: &[(u64, u64)],
+        out: &mut [u8],
+    ) -> Result<(), InflateError> {
+        let cluster = out.len() / batch.len().max(1);
+        let start = batch.iter().map(|b| b.0).min().unwrap_or(0);
+        let end = batch.iter().map(|b| b.0 + b.1).max().unwrap_or(0);
+        let end = end.min(file_len);
+        if start >= end || cluster == 0 {
+            return Err(InflateError::Bad(
+                start,
+                "compressed cluster past end of file".into(),
+            ));
+        }
+        self.compressed.resize((end - start) as usize, 0);
+        file.read_exact_at(&mut self.compressed, start)
+            .map_err(InflateError::Io)?;
+        let workers = if batch.len() >= MIN_PARALLEL_CLUSTERS {
+            self.threads.min(batch.len())
+        } else {
+            1
+        };
+        while self.decompressors.len() < workers {
+            self.decompressors.push(ClusterDecompressor::new());
+        }
+        let kind = self.kind;
+        let compressed = &self.compressed;
+        let jobs: Vec<InflateJob<'_>> = batch
+            .iter()
+            .zip(out.chunks_mut(cluster))
+            .map(|(&(host, len), dst)| {
+                let from = (host - start) as usize;
+                let to = ((host + len).min(end) - start) as usize;
+                (compressed.get(from..to).unwrap_or(&[]), dst, host)
+            })
+            .collect();
+        let per_worker = jobs.len().div_ceil(workers);
+        let mut groups: Vec<Vec<InflateJob<'_>>> = Vec::new();
+        let mut jobs = jobs.into_iter();
+        loop {
+            let group: Vec<_> = jobs.by_ref().take(per_worker).collect();
+            if group.is_empty() {
+                break;
+            }
+            groups.push(group);
+        }
+        let mut decompressors = self.decompressors.iter_mut();
+        let results: Vec<Result<(), (u64, String)>> = std::thread::scope(|s| {
+            let mut groups = groups.into_iter();
+            // The calling thread takes the first group itself.
+            let own = groups.next().zip(decompressors.next());
+            let handles: Vec<_> = groups
+                .zip(decompressors)
+                .map(|(group, d)| s.spawn(move || inflate_all(d, kind, group)))
+                .collect();
+            let mut results = vec![own.map_or(Ok(()), |(group, d)| inflate_all(d, kind, group))];
+            results.extend(handles.into_iter().map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err((start, "inflate worker panicked".into())))
+            }));
+            results
+        });
+        for result in results {
+            result.map_err(|(host, reason)| InflateError::Bad(host, reason))?;
+        }
         Ok(())
     }
 }
