@@ -203,11 +203,10 @@ impl Qcow2Reader {
     fn start_prefetch(&mut self) {
         let cluster = self.header.cluster_size();
         let first = self.ahead_first + self.ahead_count;
-        let batch = match self.plan_batch(first) {
-            Ok(batch) if !batch.is_empty() => batch,
-            // Errors surface when (and if) the caller reads there.
-            _ => return,
-        };
+        let batch = self.plan_batch(first);
+        if batch.is_empty() {
+            return;
+        }
         let mut out = std::mem::take(&mut self.spare);
         out.resize(batch.len() * cluster as usize, 0);
         let mut inflater = std::mem::replace(
@@ -230,14 +229,15 @@ impl Qcow2Reader {
 
     /// The compressed clusters from guest cluster `first` on that one batch inflates:
     /// consecutive, host-increasing, within the read-ahead and host span limits.
-    fn plan_batch(&mut self, first: u64) -> Result<Vec<(u64, u64)>, FormatError> {
+    /// A malformed entry ends the batch; its error surfaces when the caller reads there.
+    fn plan_batch(&mut self, first: u64) -> Vec<(u64, u64)> {
         let cluster = self.header.cluster_size();
         let max = (READ_AHEAD_BYTES / cluster).max(1) as usize;
         let mut batch: Vec<(u64, u64)> = Vec::new();
         let mut next = first * cluster;
         while batch.len() < max && next < self.header.size {
-            match self.piece(next)? {
-                (Piece::Compressed { host, len }, _)
+            match self.piece(next) {
+                Ok((Piece::Compressed { host, len }, _))
                     if host < self.file_len
                         && batch.last().is_none_or(|b| host >= b.0)
                         && batch
@@ -250,7 +250,7 @@ impl Qcow2Reader {
                 _ => break,
             }
         }
-        Ok(batch)
+        batch
     }
 
     /// Copies bytes of compressed cluster at guest `offset` from the read-ahead cache,
@@ -282,7 +282,7 @@ impl Qcow2Reader {
                 }
             }
             if !ready {
-                let mut batch = self.plan_batch(guest)?;
+                let mut batch = self.plan_batch(guest);
                 if batch.is_empty() {
                     batch.push(first);
                 }

@@ -691,6 +691,19 @@ fn hostile_images_fail_cleanly() {
         let host = (first & ((1 << 54) - 1)) as usize;
         b[host..host + 64].fill(0xff);
     }));
+    // A malformed entry for a later compressed cluster spoils reads of that cluster only,
+    // although read-ahead would have inflated it together with cluster 0.
+    let mut bytes = good.clone();
+    let later = (1..8)
+        .find(|i| bytes[l2 as usize + i * 8] & 0xc0 == 0x40)
+        .expect("one of the first clusters is compressed");
+    bytes[l2 as usize + later * 8] |= 0x80; // COPIED on a compressed entry is invalid
+    std::fs::write(&bad, &bytes).unwrap();
+    let mut reader = open(&bad, File::open(&bad).unwrap()).unwrap();
+    let mut cluster = vec![0; 65536];
+    reader.read_at(0, &mut cluster).unwrap();
+    assert!(cluster[..] == raw_bytes(&dir.path().join("disk.raw"))[..65536]);
+    assert!(reader.read_at(later as u64 * 65536, &mut cluster).is_err());
     // An L2 table that points at the header as data is readable (no loop possible) but
     // check reports the double reference.
     let mut bytes = good.clone();
