@@ -11,8 +11,11 @@ use super::tables::{self, L2Entry, COPIED};
 use super::Defect;
 use crate::formats::{CheckReport, FormatError};
 
-/// Refuse to rebuild refcounts for more host clusters than this (4 bytes each in memory).
-const MAX_CHECKED_CLUSTERS: u64 = 1 << 26;
+/// Refuse to rebuild refcounts for more host clusters than this (8 bytes each in memory:
+/// expected and stored counts).
+const MAX_CHECKED_CLUSTERS: u64 = 1 << 24;
+/// Autoclear bit 0: persistent dirty bitmaps, whose clusters this check does not count.
+const AUTOCLEAR_BITMAPS: u64 = 1;
 /// Stop listing individual problems after this many; the count is still reported.
 const MAX_LISTED: usize = 100;
 
@@ -87,6 +90,9 @@ pub fn check(path: &Path, file: File) -> Result<CheckReport, FormatError> {
     header.check_supported().map_err(|d| d.at(path))?;
     if header.nb_snapshots != 0 {
         return Err(Defect::Unsupported("checking images with internal snapshots".into()).at(path));
+    }
+    if header.autoclear & AUTOCLEAR_BITMAPS != 0 {
+        return Err(Defect::Unsupported("checking images with persistent bitmaps".into()).at(path));
     }
     let cs = header.cluster_size();
     let host_clusters = file_len.div_ceil(cs);
@@ -190,7 +196,7 @@ pub fn check(path: &Path, file: File) -> Result<CheckReport, FormatError> {
     }
     let reftable = read(path, &file, header.refcount_table_offset, reftable_bytes)?;
     let per_block = refcount::entries_per_block(header.cluster_bits, header.refcount_order);
-    let mut stored = vec![0u64; host_clusters as usize];
+    let mut stored = vec![0u32; host_clusters as usize];
     for (b, entry) in words(&reftable).enumerate() {
         if entry == 0 {
             continue;
@@ -208,7 +214,7 @@ pub fn check(path: &Path, file: File) -> Result<CheckReport, FormatError> {
             let count = refcount::get(&block, k, header.refcount_order).unwrap_or(0);
             let cluster = first + k;
             match stored.get_mut(cluster as usize) {
-                Some(slot) => *slot = count,
+                Some(slot) => *slot = u32::try_from(count).unwrap_or(u32::MAX),
                 None if count != 0 => f.leak(format!(
                     "cluster {cluster} past the end of the file has refcount {count}"
                 )),
@@ -218,7 +224,6 @@ pub fn check(path: &Path, file: File) -> Result<CheckReport, FormatError> {
     }
 
     for (cluster, (&want, &have)) in expected.counts.iter().zip(&stored).enumerate() {
-        let want = u64::from(want);
         if have < want {
             f.corrupt(format!(
                 "ERROR cluster {cluster} refcount={have} reference={want}"

@@ -1,7 +1,14 @@
 //! QEMU copy-on-write v2/v3.
 //!
-//! `header` parses cluster 0, `tables` the L1/L2 entries, `refcount` the refcount tables;
-//! `reader`, `writer`, `check` and `resize` do the I/O.
+//! `header` parses cluster 0, `tables` the L1/L2 entries, `refcount` the refcount blocks,
+//! `compress` one cluster at a time (deflate or zstd); `reader`, `writer`, `check` and
+//! `resize` do the I/O.
+//!
+//! Read: v2/v3, zero clusters, compressed clusters (zlib, zstd), extended L2 subclusters.
+//! Refused: backing files, external data files, encryption, dirty or corrupt images, unknown
+//! incompatible features. Written: the layout of `qemu-img convert`, byte-identical for
+//! uncompressed output with clusters of 4 KiB or more (preallocation off and metadata), and
+//! compressed output packed like qemu's, compressed on `Options::threads` workers.
 
 mod check;
 mod compress;

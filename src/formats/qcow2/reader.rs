@@ -3,6 +3,8 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use super::compress::ClusterDecompressor;
 use super::header::{Compression, Header};
@@ -14,10 +16,13 @@ use crate::formats::{DiskFormat, DiskReader, Extent, FormatError, ImageInfo, Map
 const L2_CACHE_TABLES: usize = 8;
 /// `map` stops walking after this many bytes; the caller asks again.
 const MAX_MAP_RUN: u64 = 1 << 30;
-/// Compressed clusters read with one pread and inflated together.
-const MAX_BATCH_CLUSTERS: usize = 256;
-/// Largest host span read for one batch of compressed clusters.
+/// Compressed clusters are inflated ahead, up to this many bytes of guest data at once, so
+/// that decompression runs in parallel whatever read sizes the caller uses.
+const READ_AHEAD_BYTES: u64 = 8 << 20;
+/// Largest host span read with one pread for a read-ahead batch.
 const MAX_BATCH_BYTES: u64 = 32 << 20;
+/// At most this many threads inflate one read-ahead batch.
+const MAX_INFLATE_THREADS: usize = 8;
 /// Batches smaller than this are inflated on the calling thread.
 const MIN_PARALLEL_CLUSTERS: usize = 8;
 /// The header, with extensions, must fit in this many leading bytes.
@@ -41,18 +46,21 @@ enum Piece {
 
 pub struct Qcow2Reader {
     path: PathBuf,
-    file: File,
+    file: Arc<File>,
     file_len: u64,
     header: Header,
     l1: Vec<u64>,
     /// Recently used L2 tables: (host offset, raw 64-bit words), most recent last.
     l2_cache: Vec<(u64, Vec<u64>)>,
-    decompressors: Vec<ClusterDecompressor>,
-    /// The last compressed cluster inflated for a partial read: (guest cluster, bytes).
-    cluster_cache: Option<(u64, Vec<u8>)>,
-    /// Reused buffer for compressed bytes.
-    compressed: Vec<u8>,
-    threads: usize,
+    inflater: Inflater,
+    /// Inflated compressed clusters: consecutive guest clusters from `ahead_first`.
+    ahead: Vec<u8>,
+    ahead_first: u64,
+    ahead_count: u64,
+    /// The next batch, being inflated in the background.
+    prefetch: Option<Prefetch>,
+    /// The buffer the next background batch inflates into.
+    spare: Vec<u8>,
 }
 
 impl Qcow2Reader {
@@ -64,17 +72,23 @@ impl Qcow2Reader {
         let header = Header::parse(&head).map_err(|d| d.at(path))?;
         header.check_supported().map_err(|d| d.at(path))?;
         let l1 = read_l1(path, &file, file_len, &header)?;
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_INFLATE_THREADS);
+        let inflater = Inflater::new(header.compression, threads);
         Ok(Qcow2Reader {
             path: path.to_owned(),
-            file,
+            file: Arc::new(file),
             file_len,
             header,
             l1,
             l2_cache: Vec::new(),
-            decompressors: Vec::new(),
-            cluster_cache: None,
-            compressed: Vec::new(),
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            inflater,
+            ahead: Vec::new(),
+            ahead_first: 0,
+            ahead_count: 0,
+            prefetch: None,
+            spare: Vec::new(),
         })
     }
 
@@ -170,19 +184,183 @@ impl Qcow2Reader {
         Ok(())
     }
 
-    /// Inflates whole compressed clusters into consecutive cluster-sized slices of `out`.
+    /// Inflates `batch` into `out` on this thread (and its helpers).
     fn inflate_batch(&mut self, batch: &[(u64, u64)], out: &mut [u8]) -> Result<(), FormatError> {
-        let cluster = self.header.cluster_size() as usize;
+        let file = Arc::clone(&self.file);
+        let result = self.inflater.run(&file, self.file_len, batch, out);
+        result.map_err(|e| self.inflate_error(e))
+    }
+
+    fn inflate_error(&self, error: InflateError) -> FormatError {
+        match error {
+            InflateError::Io(e) => FormatError::io(&self.path, e),
+            InflateError::Bad(host, reason) => self.malformed(host, reason),
+        }
+    }
+
+    /// Starts inflating, in the background, the run of compressed clusters that follows the
+    /// read-ahead cache, so that it is ready when the caller gets there.
+    fn start_prefetch(&mut self) {
+        let cluster = self.header.cluster_size();
+        let first = self.ahead_first + self.ahead_count;
+        let batch = self.plan_batch(first);
+        if batch.is_empty() {
+            return;
+        }
+        let mut out = std::mem::take(&mut self.spare);
+        out.resize(batch.len() * cluster as usize, 0);
+        let mut inflater = std::mem::replace(
+            &mut self.inflater,
+            Inflater::new(self.header.compression, 1),
+        );
+        let file = Arc::clone(&self.file);
+        let file_len = self.file_len;
+        let count = batch.len() as u64;
+        let handle = std::thread::spawn(move || {
+            let result = inflater.run(&file, file_len, &batch, &mut out);
+            (inflater, out, result)
+        });
+        self.prefetch = Some(Prefetch {
+            first,
+            count,
+            handle,
+        });
+    }
+
+    /// The compressed clusters from guest cluster `first` on that one batch inflates:
+    /// consecutive, host-increasing, within the read-ahead and host span limits.
+    /// A malformed entry ends the batch; its error surfaces when the caller reads there.
+    fn plan_batch(&mut self, first: u64) -> Vec<(u64, u64)> {
+        let cluster = self.header.cluster_size();
+        let max = (READ_AHEAD_BYTES / cluster).max(1) as usize;
+        let mut batch: Vec<(u64, u64)> = Vec::new();
+        let mut next = first * cluster;
+        while batch.len() < max && next < self.header.size {
+            match self.piece(next) {
+                Ok((Piece::Compressed { host, len }, _))
+                    if host < self.file_len
+                        && batch.last().is_none_or(|b| host >= b.0)
+                        && batch
+                            .first()
+                            .is_none_or(|b| host + len - b.0 <= MAX_BATCH_BYTES) =>
+                {
+                    batch.push((host, len));
+                    next += cluster;
+                }
+                _ => break,
+            }
+        }
+        batch
+    }
+
+    /// Copies bytes of compressed cluster at guest `offset` from the read-ahead cache,
+    /// refilling it with the run of compressed clusters starting there when needed.
+    fn read_compressed(
+        &mut self,
+        offset: u64,
+        first: (u64, u64),
+        dst: &mut [u8],
+    ) -> Result<(), FormatError> {
+        let cluster = self.header.cluster_size();
+        let guest = offset / cluster;
+        if !(self.ahead_first..self.ahead_first + self.ahead_count).contains(&guest) {
+            self.ahead_count = 0;
+            let mut ready = false;
+            if let Some(prefetch) = self.prefetch.take() {
+                let (first, count) = (prefetch.first, prefetch.count);
+                let (inflater, out, result) = prefetch
+                    .handle
+                    .join()
+                    .map_err(|_| self.malformed(first * cluster, "inflate thread panicked"))?;
+                self.inflater = inflater;
+                self.spare = std::mem::replace(&mut self.ahead, out);
+                if first == guest {
+                    result.map_err(|e| self.inflate_error(e))?;
+                    self.ahead_first = first;
+                    self.ahead_count = count;
+                    ready = true;
+                }
+            }
+            if !ready {
+                let mut batch = self.plan_batch(guest);
+                if batch.is_empty() {
+                    batch.push(first);
+                }
+                let mut bytes = std::mem::take(&mut self.ahead);
+                bytes.resize(batch.len() * cluster as usize, 0);
+                let result = self.inflate_batch(&batch, &mut bytes);
+                self.ahead = bytes;
+                result?;
+                self.ahead_first = guest;
+                self.ahead_count = batch.len() as u64;
+            }
+            self.start_prefetch();
+        }
+        let at = ((guest - self.ahead_first) * cluster + offset % cluster) as usize;
+        let src = self
+            .ahead
+            .get(at..at + dst.len())
+            .ok_or_else(|| self.malformed(first.0, "read past the cluster"))?;
+        dst.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+/// Why a batch could not be inflated.
+enum InflateError {
+    Io(std::io::Error),
+    /// The compressed cluster at this host offset is bad.
+    Bad(u64, String),
+}
+
+/// Inflating state that can move to a background thread: decompressors and buffers.
+struct Inflater {
+    kind: Compression,
+    threads: usize,
+    decompressors: Vec<ClusterDecompressor>,
+    /// Compressed bytes of the batch.
+    compressed: Vec<u8>,
+}
+
+/// A batch being inflated in the background.
+struct Prefetch {
+    first: u64,
+    count: u64,
+    handle: JoinHandle<(Inflater, Vec<u8>, Result<(), InflateError>)>,
+}
+
+impl Inflater {
+    fn new(kind: Compression, threads: usize) -> Inflater {
+        Inflater {
+            kind,
+            threads,
+            decompressors: Vec::new(),
+            compressed: Vec::new(),
+        }
+    }
+
+    /// Reads the host span of `batch` with one pread and inflates each cluster into the
+    /// consecutive cluster-sized slices of `out`, on up to `threads` threads.
+    fn run(
+        &mut self,
+        file: &File,
+        file_len: u64,
+        batch: &[(u64, u64)],
+        out: &mut [u8],
+    ) -> Result<(), InflateError> {
+        let cluster = out.len() / batch.len().max(1);
         let start = batch.iter().map(|b| b.0).min().unwrap_or(0);
         let end = batch.iter().map(|b| b.0 + b.1).max().unwrap_or(0);
-        let end = end.min(self.file_len);
-        if start >= end {
-            return Err(self.malformed(start, "compressed cluster past end of file"));
+        let end = end.min(file_len);
+        if start >= end || cluster == 0 {
+            return Err(InflateError::Bad(
+                start,
+                "compressed cluster past end of file".into(),
+            ));
         }
         self.compressed.resize((end - start) as usize, 0);
-        self.file
-            .read_exact_at(&mut self.compressed, start)
-            .map_err(|e| FormatError::io(&self.path, e))?;
+        file.read_exact_at(&mut self.compressed, start)
+            .map_err(InflateError::Io)?;
         let workers = if batch.len() >= MIN_PARALLEL_CLUSTERS {
             self.threads.min(batch.len())
         } else {
@@ -191,7 +369,7 @@ impl Qcow2Reader {
         while self.decompressors.len() < workers {
             self.decompressors.push(ClusterDecompressor::new());
         }
-        let kind = self.header.compression;
+        let kind = self.kind;
         let compressed = &self.compressed;
         let jobs: Vec<InflateJob<'_>> = batch
             .iter()
@@ -203,62 +381,33 @@ impl Qcow2Reader {
             })
             .collect();
         let per_worker = jobs.len().div_ceil(workers);
-        let results: Vec<Result<(), (u64, String)>> = if workers == 1 {
-            let d = &mut self.decompressors[0];
-            vec![inflate_all(d, kind, jobs)]
-        } else {
-            let mut groups: Vec<Vec<InflateJob<'_>>> = Vec::new();
-            let mut jobs = jobs.into_iter();
-            loop {
-                let group: Vec<_> = jobs.by_ref().take(per_worker).collect();
-                if group.is_empty() {
-                    break;
-                }
-                groups.push(group);
+        let mut groups: Vec<Vec<InflateJob<'_>>> = Vec::new();
+        let mut jobs = jobs.into_iter();
+        loop {
+            let group: Vec<_> = jobs.by_ref().take(per_worker).collect();
+            if group.is_empty() {
+                break;
             }
-            std::thread::scope(|s| {
-                let handles: Vec<_> = groups
-                    .into_iter()
-                    .zip(self.decompressors.iter_mut())
-                    .map(|(group, d)| s.spawn(move || inflate_all(d, kind, group)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| Err((start, "inflate worker panicked".into())))
-                    })
-                    .collect()
-            })
-        };
+            groups.push(group);
+        }
+        let mut decompressors = self.decompressors.iter_mut();
+        let results: Vec<Result<(), (u64, String)>> = std::thread::scope(|s| {
+            let mut groups = groups.into_iter();
+            // The calling thread takes the first group itself.
+            let own = groups.next().zip(decompressors.next());
+            let handles: Vec<_> = groups
+                .zip(decompressors)
+                .map(|(group, d)| s.spawn(move || inflate_all(d, kind, group)))
+                .collect();
+            let mut results = vec![own.map_or(Ok(()), |(group, d)| inflate_all(d, kind, group))];
+            results.extend(handles.into_iter().map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err((start, "inflate worker panicked".into())))
+            }));
+            results
+        });
         for result in results {
-            result.map_err(|(host, reason)| self.malformed(host, reason))?;
-        }
-        Ok(())
-    }
-
-    /// Copies part of a compressed cluster, inflating it into the one-cluster cache.
-    fn read_compressed_part(
-        &mut self,
-        offset: u64,
-        host: u64,
-        len: u64,
-        dst: &mut [u8],
-    ) -> Result<(), FormatError> {
-        let cluster = self.header.cluster_size();
-        let guest_cluster = offset / cluster;
-        if self.cluster_cache.as_ref().map(|c| c.0) != Some(guest_cluster) {
-            let mut bytes = self.cluster_cache.take().map(|c| c.1).unwrap_or_default();
-            bytes.resize(cluster as usize, 0);
-            self.inflate_batch(&[(host, len)], &mut bytes)?;
-            self.cluster_cache = Some((guest_cluster, bytes));
-        }
-        let at = (offset % cluster) as usize;
-        if let Some((_, bytes)) = &self.cluster_cache {
-            let src = bytes
-                .get(at..at + dst.len())
-                .ok_or_else(|| self.malformed(host, "read past the cluster"))?;
-            dst.copy_from_slice(src);
+            result.map_err(|(host, reason)| InflateError::Bad(host, reason))?;
         }
         Ok(())
     }
@@ -342,7 +491,6 @@ impl DiskReader for Qcow2Reader {
         {
             return Err(self.malformed(offset, "read past the virtual size"));
         }
-        let cluster = self.header.cluster_size();
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset + done as u64;
@@ -373,37 +521,8 @@ impl DiskReader for Qcow2Reader {
                     if host >= self.file_len {
                         return Err(self.malformed(host, "compressed cluster past end of file"));
                     }
-                    if !pos.is_multiple_of(cluster) || len < cluster {
-                        self.read_compressed_part(
-                            pos,
-                            host,
-                            clen,
-                            &mut buf[done..done + len as usize],
-                        )?;
-                        done += len as usize;
-                        continue;
-                    }
-                    // Whole clusters: gather a batch of host-increasing compressed clusters.
-                    let mut batch = vec![(host, clen)];
-                    let mut next = pos + cluster;
-                    while batch.len() < MAX_BATCH_CLUSTERS
-                        && next + cluster <= offset + buf.len() as u64
-                    {
-                        match self.piece(next)? {
-                            (Piece::Compressed { host: h, len: l }, n)
-                                if n == cluster
-                                    && batch.last().is_some_and(|b| h >= b.0)
-                                    && h + l - host <= MAX_BATCH_BYTES =>
-                            {
-                                batch.push((h, l));
-                                next += cluster;
-                            }
-                            _ => break,
-                        }
-                    }
-                    let bytes = batch.len() * cluster as usize;
-                    self.inflate_batch(&batch, &mut buf[done..done + bytes])?;
-                    done += bytes;
+                    self.read_compressed(pos, (host, clen), &mut buf[done..done + len as usize])?;
+                    done += len as usize;
                 }
             }
         }
@@ -421,8 +540,8 @@ impl DiskReader for Qcow2Reader {
         }
         let fs = &mut info.format_specific;
         fs.insert("compat".into(), compat.into());
+        fs.insert("compression-type".into(), h.compression.name().into());
         if h.version >= 3 {
-            fs.insert("compression-type".into(), h.compression.name().into());
             fs.insert("lazy-refcounts".into(), (h.compatible & 1 != 0).into());
         }
         fs.insert("refcount-bits".into(), (1u64 << h.refcount_order).into());

@@ -150,6 +150,9 @@ fn write_with_ours(raw: &Path, out: &Path, options: &str) {
 
 fn assert_qemu_clean(image: &Path, raw: &Path) {
     qemu_ok(&["check", "-f", "qcow2", s(image)]);
+    // Our own check must agree.
+    let report = check(image, File::open(image).unwrap()).unwrap();
+    assert_eq!(report.exit_code(), 0, "{report:?}");
     qemu_ok(&["compare", "-f", "raw", "-F", "qcow2", s(raw), s(image)]);
 }
 
@@ -180,6 +183,49 @@ fn reader_matches_raw_for_every_qemu_variant() {
         qemu_ok(&args);
         assert!(read_all(&image) == expected, "variant {extra:?} differs");
     }
+}
+
+#[test]
+fn info_matches_qemu_format_specific() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, opts) in [
+        "compat=1.1",
+        "compat=0.10",
+        "compression_type=zstd",
+        "extended_l2=on",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let image = dir.path().join(format!("i{i}.qcow2"));
+        qemu_ok(&["create", "-q", "-f", "qcow2", "-o", opts, s(&image), "3M"]);
+        let out = qemu_img(&["info", "--output=json", s(&image)]);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let reader = open(&image, File::open(&image).unwrap()).unwrap();
+        let info = reader.info();
+        assert_eq!(
+            serde_json::Value::Object(info.format_specific),
+            json["format-specific"]["data"],
+            "{opts}"
+        );
+        assert_eq!(info.virtual_size, 3 << 20);
+        assert_eq!(info.compression, None);
+    }
+    let (image, _) = compressed_image(dir.path());
+    let reader = open(&image, File::open(&image).unwrap()).unwrap();
+    assert_eq!(reader.info().compression.as_deref(), Some("zlib"));
+}
+
+#[test]
+fn probe_recognises_the_magic_only() {
+    let probe = |head: &[u8]| crate::formats::Probe {
+        head: head.to_vec(),
+        tail: Vec::new(),
+        len: head.len() as u64,
+    };
+    assert!(super::probe(&probe(b"QFI\xfb\0\0\0\x03")));
+    assert!(!super::probe(&probe(b"QFI\xfa\0\0\0\x03")));
+    assert!(!super::probe(&probe(b"QFI")));
 }
 
 #[test]
@@ -262,6 +308,11 @@ fn uncompressed_output_is_identical_to_qemu() {
         ),
         ("cluster_size=2M", vec!["-o", "cluster_size=2M"]),
         ("cluster_size=4096", vec!["-o", "cluster_size=4096"]),
+        // 2 KiB clusters: a refcount block covers 2 MiB, so the layout crosses several.
+        (
+            "preallocation=metadata,cluster_size=2048",
+            vec!["-o", "preallocation=metadata,cluster_size=2048"],
+        ),
     ];
     for (i, (ours_opts, qemu_opts)) in cases.iter().enumerate() {
         let ours = dir.path().join(format!("ours{i}.qcow2"));
@@ -284,7 +335,9 @@ fn small_clusters_cross_refcount_blocks_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let raw = make_raw(dir.path());
     for (i, opts) in [
-        "cluster_size=4096",
+        // Below 4 KiB qemu's 4 KiB zero detection allocates some all-zero clusters, so only
+        // validity is compared, not bytes.
+        "cluster_size=2048",
         "cluster_size=512",
         "cluster_size=512,preallocation=metadata",
         "preallocation=falloc",
@@ -314,6 +367,10 @@ fn compressed_output_is_valid_and_close_to_qemu_size() {
         (
             "compress=on,cluster_size=4096",
             vec!["-c", "-o", "cluster_size=4096"],
+        ),
+        (
+            "compress=on,cluster_size=2M",
+            vec!["-c", "-o", "cluster_size=2M"],
         ),
     ]
     .iter()
@@ -497,6 +554,32 @@ fn resize_grows_within_and_beyond_the_l1_table() {
 }
 
 #[test]
+fn resize_grows_a_compressed_image_whose_end_is_not_cluster_aligned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (image, _) = compressed_image(dir.path());
+    let before = read_all(&image);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&image)
+        .unwrap();
+    // One L1 entry maps 512 MiB with 64 KiB clusters: 1 GiB needs a new L1.
+    resize(&image, file, 1 << 30, false).unwrap();
+    qemu_ok(&["check", s(&image)]);
+    assert_eq!(
+        check(&image, File::open(&image).unwrap())
+            .unwrap()
+            .exit_code(),
+        0
+    );
+    let mut reader = open(&image, File::open(&image).unwrap()).unwrap();
+    assert_eq!(reader.virtual_size(), 1 << 30);
+    let mut head = vec![0; before.len()];
+    reader.read_at(0, &mut head).unwrap();
+    assert!(head == before);
+}
+
+#[test]
 fn resize_shrinks_only_when_allowed_and_empty() {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("s.qcow2");
@@ -608,6 +691,19 @@ fn hostile_images_fail_cleanly() {
         let host = (first & ((1 << 54) - 1)) as usize;
         b[host..host + 64].fill(0xff);
     }));
+    // A malformed entry for a later compressed cluster spoils reads of that cluster only,
+    // although read-ahead would have inflated it together with cluster 0.
+    let mut bytes = good.clone();
+    let later = (1..8)
+        .find(|i| bytes[l2 as usize + i * 8] & 0xc0 == 0x40)
+        .expect("one of the first clusters is compressed");
+    bytes[l2 as usize + later * 8] |= 0x80; // COPIED on a compressed entry is invalid
+    std::fs::write(&bad, &bytes).unwrap();
+    let mut reader = open(&bad, File::open(&bad).unwrap()).unwrap();
+    let mut cluster = vec![0; 65536];
+    reader.read_at(0, &mut cluster).unwrap();
+    assert!(cluster[..] == raw_bytes(&dir.path().join("disk.raw"))[..65536]);
+    assert!(reader.read_at(later as u64 * 65536, &mut cluster).is_err());
     // An L2 table that points at the header as data is readable (no loop possible) but
     // check reports the double reference.
     let mut bytes = good.clone();
@@ -616,4 +712,97 @@ fn hostile_images_fail_cleanly() {
     std::fs::write(&bad, &bytes).unwrap();
     let report = check(&bad, File::open(&bad).unwrap()).unwrap();
     assert_eq!(report.exit_code(), 2);
+}
+
+/// Timing aid, run by hand: `QCOW2_BENCH_DIR=/tmp/x cargo test --release --lib
+/// qcow2::tests::bench -- --ignored --nocapture` with `bench.raw` and `bench.qcow2`
+/// (qemu-img convert -c) in that directory.
+#[test]
+#[ignore]
+fn bench_against_qemu() {
+    let Some(dir) = std::env::var_os("QCOW2_BENCH_DIR").map(PathBuf::from) else {
+        return;
+    };
+    let raw = dir.join("bench.raw");
+    let qcow = dir.join("bench.qcow2");
+    // Decompress to raw, as the convert loop would: data extents read and written.
+    let start = std::time::Instant::now();
+    let out_path = dir.join("ours.raw");
+    let out = File::create(&out_path).unwrap();
+    let mut reader = open(&qcow, File::open(&qcow).unwrap()).unwrap();
+    let size = reader.virtual_size();
+    out.set_len(size).unwrap();
+    let mut buf = vec![0; 4 << 20];
+    let mut pos = 0;
+    while pos < size {
+        let m = reader.map(pos).unwrap();
+        if m.extent == Extent::Data {
+            let mut at = pos;
+            while at < pos + m.len {
+                let n = (pos + m.len - at).min(buf.len() as u64) as usize;
+                reader.read_at(at, &mut buf[..n]).unwrap();
+                // Like the convert loop (and qemu-img), all-zero units are not written.
+                for (i, unit) in buf[..n].chunks(65536).enumerate() {
+                    if unit.iter().any(|b| *b != 0) {
+                        out.write_all_at(unit, at + i as u64 * 65536).unwrap();
+                    }
+                }
+                at += n as u64;
+            }
+        }
+        pos += m.len;
+    }
+    println!("qcow2 -> raw: {:?}", start.elapsed());
+    if std::env::var_os("QCOW2_BENCH_READ_ONLY").is_some() {
+        return;
+    }
+    let start = std::time::Instant::now();
+    let c = dir.join("ours.qcow2");
+    let size = std::fs::metadata(&raw).unwrap().len();
+    let mut writer = create(
+        Target {
+            path: &c,
+            final_path: &c,
+        },
+        size,
+        &Options::parse(
+            &std::env::var("QCOW2_BENCH_OPTIONS").unwrap_or_else(|_| "compress=on".into()),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let input = File::open(&raw).unwrap();
+    let unit = writer.granularity() as usize;
+    let mut pos = 0u64;
+    while pos < size {
+        let n = (size - pos).min(buf.len() as u64) as usize;
+        input.read_exact_at(&mut buf[..n], pos).unwrap();
+        // Runs of non-zero units go in one call, as the convert loop passes them.
+        let mut run: Option<usize> = None;
+        for (i, chunk) in buf[..n].chunks(unit).enumerate() {
+            let zero = chunk.iter().all(|b| *b == 0);
+            match (zero, run) {
+                (true, Some(from)) => {
+                    writer
+                        .write_data(pos + (from * unit) as u64, &buf[from * unit..i * unit])
+                        .unwrap();
+                    run = None;
+                }
+                (false, None) => run = Some(i),
+                _ => {}
+            }
+        }
+        if let Some(from) = run {
+            writer
+                .write_data(pos + (from * unit) as u64, &buf[from * unit..n])
+                .unwrap();
+        }
+        pos += n as u64;
+    }
+    writer.finish().unwrap();
+    println!(
+        "raw -> qcow2: {:?}, {} bytes",
+        start.elapsed(),
+        std::fs::metadata(&c).unwrap().len()
+    );
 }

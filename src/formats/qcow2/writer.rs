@@ -34,6 +34,8 @@ const OUT_BUFFER: usize = 4 << 20;
 const ZERO_CHUNK: u64 = 1 << 20;
 /// How often a writer waiting for compressed clusters checks that its workers are alive.
 const WORKER_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+/// Memory the compression queue may take (large clusters queue fewer per worker).
+const QUEUE_MEMORY: u64 = 64 << 20;
 /// Clusters queued for compression per worker, bounding memory.
 const QUEUE_PER_WORKER: usize = 4;
 
@@ -135,6 +137,7 @@ impl Output {
         Ok(())
     }
 
+    /// Writes at once, bypassing the buffer (whose range never overlaps `host..`).
     fn write_now(&mut self, host: u64, bytes: &[u8]) -> Result<(), FormatError> {
         self.file
             .write_all_at(bytes, host)
@@ -196,9 +199,11 @@ struct Pool {
 }
 
 impl Pool {
-    fn new(kind: Compression, threads: usize) -> std::io::Result<Pool> {
+    fn new(kind: Compression, threads: usize, cluster_size: u64) -> std::io::Result<Pool> {
         let threads = threads.max(1);
-        let max_in_flight = threads * QUEUE_PER_WORKER;
+        // Each queued cluster holds its data and a compression buffer of about twice its size.
+        let by_memory = (QUEUE_MEMORY / (3 * cluster_size)) as usize;
+        let max_in_flight = (threads * QUEUE_PER_WORKER).min(by_memory).max(threads + 1);
         let (job_tx, job_rx) = mpsc::sync_channel::<Job>(max_in_flight);
         let (done_tx, done_rx) = mpsc::channel();
         let job_rx = Arc::new(Mutex::new(job_rx));
@@ -360,7 +365,7 @@ pub fn create(
         .map_err(|e| FormatError::io(target.path, e))?;
     let pool = if compress {
         Some(
-            Pool::new(compression, options.threads())
+            Pool::new(compression, options.threads(), cluster_size)
                 .map_err(|e| FormatError::io(target.path, e))?,
         )
     } else {
@@ -822,7 +827,7 @@ impl DiskWriter for Qcow2Writer {
             pending = match pending {
                 Some((h, f, t)) if h + (t - f) as u64 == host => Some((h, f, from + chunk.len())),
                 Some((h, f, t)) => {
-                    self.out.write(h, &data[f..t])?;
+                    self.out.write_now(h, &data[f..t])?;
                     Some((host, from, from + chunk.len()))
                 }
                 None => Some((host, from, from + chunk.len())),
@@ -830,7 +835,7 @@ impl DiskWriter for Qcow2Writer {
             guest += 1;
         }
         if let Some((h, f, t)) = pending {
-            self.out.write(h, &data[f..t])?;
+            self.out.write_now(h, &data[f..t])?;
         }
         self.written_to = offset + data.len() as u64;
         Ok(())
@@ -872,5 +877,74 @@ impl DiskWriter for Qcow2Writer {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refcount_block_goes_after_the_run_that_crosses_into_it() {
+        // 512-byte clusters: one refcount block covers 256 clusters.
+        let mut a = Allocator::new(9);
+        let run = a.alloc(300);
+        assert_eq!(run, 3);
+        a.settle(run, run + 300);
+        assert_eq!(a.refblocks, vec![2, 303]);
+        assert_eq!(a.next_free, 304);
+        assert!(a.refcounts.iter().all(|c| *c == 1));
+    }
+
+    #[test]
+    fn refcount_block_outside_its_range_gets_described_too() {
+        let mut a = Allocator::new(9);
+        // A run that ends exactly at a block boundary: the new block for 256.. lands at 256
+        // (inside its own range) ...
+        let run = a.alloc(253);
+        a.settle(run, run + 253);
+        assert_eq!(a.refblocks, vec![2]);
+        a.alloc(1);
+        a.settle(256, 257);
+        assert_eq!(a.refblocks, vec![2, 257]);
+        // ... and a run that jumps a whole block needs blocks for both ranges.
+        let run = a.alloc(600);
+        a.settle(run, run + 600);
+        assert_eq!(a.refblocks, vec![2, 257, 858, 859]);
+        assert_eq!(a.refcounts.len() as u64, a.next_free);
+    }
+
+    #[test]
+    fn compressed_bytes_pack_and_count_every_touching_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.qcow2");
+        let file = File::create(&path).unwrap();
+        let mut w = Qcow2Writer::new(
+            &path,
+            file,
+            1 << 30,
+            3,
+            16,
+            Prealloc::Off,
+            Compression::Zlib,
+            None,
+        )
+        .unwrap();
+        let cs = 65536;
+        // Cluster 3 is the L1 table; packing starts at cluster 4.
+        assert_eq!(w.alloc_bytes(40000), 4 * cs);
+        // Spills into the adjacent new cluster 5.
+        assert_eq!(w.alloc_bytes(40000), 4 * cs + 40000);
+        assert_eq!(&w.alloc.refcounts[4..6], &[2, 1]);
+        // An uncompressed cluster takes cluster 6; small data still fills cluster 5.
+        assert_eq!(w.alloc.alloc(1), 6);
+        assert_eq!(w.alloc_bytes(100), 4 * cs + 80000);
+        assert_eq!(w.alloc.refcounts[5], 2);
+        // Too big for the rest of cluster 5, and cluster 6 is taken: a fresh cluster 7.
+        assert_eq!(w.alloc_bytes(60000), 7 * cs);
+        // Ending exactly on a cluster boundary starts the next allocation on a new cluster.
+        assert_eq!(w.alloc_bytes(cs - 60000), 7 * cs + 60000);
+        assert_eq!(w.free_byte, 0);
+        assert_eq!(w.alloc_bytes(10), 8 * cs);
     }
 }
