@@ -605,3 +605,29 @@ fn fetch_with_convert_leaves_a_verified_download_and_an_identical_conversion() {
         .unwrap();
     assert!(String::from_utf8_lossy(&info.stdout).contains("streamOptimized"));
 }
+
+#[test]
+fn index_documents_are_revalidated_from_the_cache() {
+    require_tools!("qemu-img", "mkfs.ext4");
+    let site = build_site(Knobs::default());
+    let cache = TempDir::new().unwrap();
+    let cache_dir = cache.path().to_str().unwrap();
+    assert!(run(&site, &["--cache-dir", cache_dir, "list", "noble"])
+        .status
+        .success());
+    site.server.clear_log();
+    let again = run(&site, &["--cache-dir", cache_dir, "list", "noble"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let log = site.server.log();
+    let index: Vec<_> = log
+        .iter()
+        .filter(|e| e.path.ends_with("index.json"))
+        .collect();
+    assert!(!index.is_empty());
+    assert!(
+        index
+            .iter()
+            .all(|e| e.status == 304 && e.if_none_match.is_some()),
+        "not revalidated: {index:?}"
+    );
+}

@@ -39,7 +39,8 @@ pub struct Global {
     /// A source catalog file to use instead of the built-in Ubuntu one.
     #[arg(long, global = true, env = "CLOUDIMG_CATALOG", value_name = "FILE")]
     pub catalog: Option<PathBuf>,
-    /// Where index pages and checksum files are cached for conditional requests.
+    /// Where index pages and checksum files are cached for conditional requests
+    /// [default: $XDG_CACHE_HOME/cloudimg or ~/.cache/cloudimg].
     #[arg(long, global = true, env = "CLOUDIMG_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Machine-readable JSON on stdout.

@@ -39,7 +39,7 @@ impl Context {
         let client = Client::new(ClientConfig {
             retries: global.retries,
             stall_timeout: Duration::from_secs(global.stall_timeout.max(1)),
-            cache_dir: global.cache_dir.clone(),
+            cache_dir: global.cache_dir.clone().or_else(default_cache_dir),
             ..ClientConfig::default()
         })?;
         Ok(Context {
@@ -68,6 +68,18 @@ impl Context {
             )?,
         })
     }
+}
+
+/// `$XDG_CACHE_HOME/cloudimg`, else `~/.cache/cloudimg`: where index pages and checksum files
+/// are kept for conditional requests when `--cache-dir` is not given.
+fn default_cache_dir() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".cache"))
+        })?;
+    Some(base.join("cloudimg"))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
