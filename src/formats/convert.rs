@@ -292,8 +292,9 @@ pub fn convert_file(
     let temporary = temporary_path(dst)?;
     let flat_extent = (dst_format == DiskFormat::Vmdk)
         .then(|| flat_extent_path(dst))
-        .flatten()
-        .filter(|path| !path.exists());
+        .flatten();
+    // Only an extent this conversion creates is removed on failure.
+    let new_flat_extent = flat_extent.clone().filter(|path| !path.exists());
     let target = Target {
         path: &temporary,
         final_path: dst,
@@ -309,7 +310,7 @@ pub fn convert_file(
             Ok(stats)
         });
     if result.is_err() {
-        for path in std::iter::once(&temporary).chain(flat_extent.iter()) {
+        for path in std::iter::once(&temporary).chain(new_flat_extent.iter()) {
             if let Err(error) = std::fs::remove_file(path) {
                 debug!(path = %path.display(), %error, "could not remove a partial output");
             }
