@@ -190,6 +190,23 @@ struct EntryStream {
     receiver: mpsc::Receiver<Message>,
     chunk: Vec<u8>,
     at: usize,
+    /// Joined on drop, so no unpacking outlives the reader.
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for EntryStream {
+    fn drop(&mut self) {
+        // Hanging up first makes the thread's next send fail, which ends it.
+        drop(std::mem::replace(
+            &mut self.receiver,
+            mpsc::sync_channel(0).1,
+        ));
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                debug!("the archive unpacking thread panicked");
+            }
+        }
+    }
 }
 
 impl EntryStream {
@@ -199,7 +216,7 @@ impl EntryStream {
         kind: ArchiveKind,
     ) -> Result<(EntryMeta, EntryStream), FormatError> {
         let (sender, receiver) = mpsc::sync_channel(CHUNKS_IN_FLIGHT);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("archive-unpack".into())
             .spawn(move || unpack(file, kind, &sender))
             .map_err(|source| FormatError::io(path, source))?;
@@ -207,6 +224,7 @@ impl EntryStream {
             receiver,
             chunk: Vec::new(),
             at: 0,
+            thread: Some(thread),
         };
         match stream.receiver.recv() {
             Ok(Message::Entry(entry)) => Ok((entry, stream)),

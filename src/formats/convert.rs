@@ -319,8 +319,9 @@ fn publish<T>(
     let temporary = temporary_path(dst)?;
     let flat_extent = (dst_format == DiskFormat::Vmdk)
         .then(|| flat_extent_path(dst))
-        .flatten()
-        .filter(|path| !path.exists());
+        .flatten();
+    // Only an extent this conversion creates is removed on failure.
+    let new_flat_extent = flat_extent.clone().filter(|path| !path.exists());
     let target = Target {
         path: &temporary,
         final_path: dst,
@@ -334,7 +335,7 @@ fn publish<T>(
         Ok(value)
     });
     if result.is_err() {
-        for path in std::iter::once(&temporary).chain(flat_extent.iter()) {
+        for path in std::iter::once(&temporary).chain(new_flat_extent.iter()) {
             if let Err(error) = std::fs::remove_file(path) {
                 debug!(path = %path.display(), %error, "could not remove a partial output");
             }
@@ -452,11 +453,22 @@ mod tests {
         }
     }
 
+    /// What a `MemWriter` received.
+    #[derive(Default)]
+    struct Recorded {
+        bytes: Vec<u8>,
+        /// (offset, length) of each `write_data` call.
+        writes: Vec<(u64, usize)>,
+        finished: bool,
+    }
+
+    type Output = Arc<Mutex<Recorded>>;
+
     /// Records every write and checks the writer contract.
     struct MemWriter {
         unit: u64,
         size: u64,
-        out: Arc<Mutex<(Vec<u8>, Vec<(u64, usize)>, bool)>>,
+        out: Output,
         fail_at: Option<u64>,
     }
 
@@ -477,18 +489,18 @@ mod tests {
             assert_eq!(offset % self.unit, 0, "unaligned write at {offset:#x}");
             let end = offset + data.len() as u64;
             assert!(
-                data.len() as u64 % self.unit == 0 || end == self.size,
+                (data.len() as u64).is_multiple_of(self.unit) || end == self.size,
                 "partial unit at {offset:#x}"
             );
-            if let Some(&(last, len)) = out.1.last() {
+            if let Some(&(last, len)) = out.writes.last() {
                 assert!(offset >= last + len as u64, "not increasing at {offset:#x}");
             }
-            out.0[offset as usize..end as usize].copy_from_slice(data);
-            out.1.push((offset, data.len()));
+            out.bytes[offset as usize..end as usize].copy_from_slice(data);
+            out.writes.push((offset, data.len()));
             Ok(())
         }
         fn finish(self: Box<Self>) -> Result<(), FormatError> {
-            self.out.lock().unwrap().2 = true;
+            self.out.lock().unwrap().finished = true;
             Ok(())
         }
     }
@@ -504,10 +516,11 @@ mod tests {
         fn finish(&self) {}
     }
 
-    type Output = Arc<Mutex<(Vec<u8>, Vec<(u64, usize)>, bool)>>;
-
     fn writer(unit: u64, size: u64, fail_at: Option<u64>) -> (Box<MemWriter>, Output) {
-        let out: Output = Arc::new(Mutex::new((vec![0; size as usize], Vec::new(), false)));
+        let out: Output = Arc::new(Mutex::new(Recorded {
+            bytes: vec![0; size as usize],
+            ..Recorded::default()
+        }));
         let writer = MemWriter {
             unit,
             size,
@@ -545,13 +558,13 @@ mod tests {
             let reporter = Counting::default();
             let stats = convert(&mut reader, w, &reporter).unwrap();
             let out = out.lock().unwrap();
-            assert!(out.2, "finish was not called");
-            assert_eq!(out.0, reader.data, "unit {unit}");
+            assert!(out.finished, "finish was not called");
+            assert_eq!(out.bytes, reader.data, "unit {unit}");
             assert_eq!(reporter.0.load(Ordering::Relaxed), size);
             assert_eq!(stats.bytes_written + stats.zero_bytes_skipped, size);
             assert_eq!(
                 stats.bytes_written,
-                out.1.iter().map(|w| w.1 as u64).sum::<u64>()
+                out.writes.iter().map(|w| w.1 as u64).sum::<u64>()
             );
         }
     }
@@ -565,7 +578,7 @@ mod tests {
         let (w, out) = writer(unit, size, None);
         convert(&mut reader, w, &crate::io::progress::Silent).unwrap();
         let out = out.lock().unwrap();
-        for &(offset, len) in &out.1 {
+        for &(offset, len) in &out.writes {
             let written = offset..offset + len as u64;
             assert!(written.end <= (1 << 20) + unit || written.start >= (5 << 20) - unit);
             assert!(written.end <= 6 << 20 || written.start >= 7 << 20);
@@ -576,7 +589,7 @@ mod tests {
             assert!(read.end <= (1 << 20) + unit || read.start >= (5 << 20) - unit);
         }
         // Consecutive non-zero units go out together: far fewer calls than units.
-        assert!(out.1.len() < 16, "{} writes", out.1.len());
+        assert!(out.writes.len() < 16, "{} writes", out.writes.len());
     }
 
     #[test]
@@ -585,8 +598,8 @@ mod tests {
         let (w, out) = writer(64 << 10, 3 << 20, None);
         let stats = convert(&mut reader, w, &crate::io::progress::Silent).unwrap();
         assert_eq!(stats.bytes_written, 0);
-        assert!(out.lock().unwrap().1.is_empty());
-        assert!(out.lock().unwrap().2);
+        assert!(out.lock().unwrap().writes.is_empty());
+        assert!(out.lock().unwrap().finished);
     }
 
     #[test]
@@ -596,7 +609,10 @@ mod tests {
         let (w, out) = writer(64 << 10, size, Some(8 << 20));
         let error = convert(&mut reader, w, &crate::io::progress::Silent).unwrap_err();
         assert!(matches!(error, FormatError::Malformed { offset, .. } if offset >= 8 << 20));
-        assert!(!out.lock().unwrap().2, "finish must not run after an error");
+        assert!(
+            !out.lock().unwrap().finished,
+            "finish must not run after an error"
+        );
     }
 
     #[test]
@@ -607,7 +623,7 @@ mod tests {
         let (w, out) = writer(64 << 10, size, None);
         let error = convert(&mut reader, w, &crate::io::progress::Silent).unwrap_err();
         assert!(matches!(error, FormatError::Malformed { reason, .. } if reason == "boom"));
-        assert!(!out.lock().unwrap().2);
+        assert!(!out.lock().unwrap().finished);
     }
 
     #[test]

@@ -223,8 +223,13 @@ fn stage_and_make_raw(dir: &Path, raw: &Path) {
         .unwrap_or_default();
     entries.sort();
     for entry in entries {
-        if copied >= DOC_BYTES {
+        if copied + (1 << 20) > DOC_BYTES {
             break;
+        }
+        // Whole folders only, and none that would overflow the filesystem.
+        let size = du(&entry);
+        if copied + size > DOC_BYTES {
+            continue;
         }
         // -L: package doc folders are often symlinks to other packages'.
         let status = Command::new("cp")
@@ -233,7 +238,7 @@ fn stage_and_make_raw(dir: &Path, raw: &Path) {
             .arg(&docs)
             .status();
         if status.is_ok_and(|s| s.success()) {
-            copied += du(&docs.join(entry.file_name().unwrap_or_default()));
+            copied += size;
         }
     }
     // Deterministic incompressible bytes (xorshift), split into two files.
@@ -289,9 +294,9 @@ fn stage_and_make_raw(dir: &Path, raw: &Path) {
     );
 }
 
-/// Bytes used by a file tree.
+/// Bytes used by a file tree, following symlinks as `cp -L` does.
 fn du(path: &Path) -> u64 {
-    let output = Command::new("du").args(["-sb"]).arg(path).output();
+    let output = Command::new("du").args(["-sbL"]).arg(path).output();
     output
         .ok()
         .and_then(|o| {
