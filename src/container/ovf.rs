@@ -386,7 +386,7 @@ print(json.dumps({
                 Some(serde_json::from_slice(&out.stdout).unwrap())
             }
             Err(e) => {
-                eprintln!("SKIPPED: python3 not available ({e})");
+                crate::test_tools::missing("python3", e);
                 None
             }
         }
