@@ -470,13 +470,7 @@ fn test_keys_are_stable_and_distinct() {
 /// `gpg --armor --detach-sign` makes, not an rPGP dialect. Skipped loudly without gpg.
 #[test]
 fn gpgv_accepts_the_mirror_signatures() {
-    let (Ok(_), Ok(_)) = (
-        Command::new("gpg").arg("--version").output(),
-        Command::new("gpgv").arg("--version").output(),
-    ) else {
-        eprintln!("SKIPPED gpgv_accepts_the_mirror_signatures: gpg/gpgv not installed");
-        return;
-    };
+    crate::require_tools!("gpg", "gpgv");
     let dir = tempfile::tempdir().unwrap();
     let mirror = small_mirror(&dir.path().join("mirror"), Knobs::default());
     let home = dir.path().join("gnupg");
