@@ -12,7 +12,7 @@ use std::sync::mpsc;
 
 use tracing::debug;
 
-use super::{DiskFormat, DiskReader, DiskWriter, Extent, FormatError, Options, Target};
+use super::{is_zero, DiskFormat, DiskReader, DiskWriter, Extent, FormatError, Options, Target};
 use crate::io::progress::Reporter;
 
 /// Target size of one read buffer; rounded down to whole writer units (at least one).
@@ -220,19 +220,6 @@ fn nonzero_runs(data: &[u8], unit: usize) -> Vec<(usize, usize)> {
         }
     }
     runs
-}
-
-/// Whether every byte is zero, 256 bytes at a time (OR-folded as u128, which vectorises).
-fn is_zero(data: &[u8]) -> bool {
-    let (blocks, rest) = data.as_chunks::<256>();
-    rest.iter().all(|&b| b == 0)
-        && blocks.iter().all(|block| {
-            let (words, _) = block.as_chunks::<16>();
-            words
-                .iter()
-                .fold(0u128, |acc, word| acc | u128::from_ne_bytes(*word))
-                == 0
-        })
 }
 
 /// The writer side: returns the writer (to finish) and the bytes written.

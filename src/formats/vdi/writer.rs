@@ -5,7 +5,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use super::header::{VdiHeader, BLOCK_SIZE, UNALLOCATED};
-use crate::formats::{DiskWriter, FormatError};
+use crate::formats::{is_zero, DiskWriter, FormatError};
 
 /// A VDI being written: blocks in guest order, header and block map written by `finish`.
 pub struct VdiWriter {
@@ -38,15 +38,6 @@ impl VdiWriter {
     fn io(&self, source: std::io::Error) -> FormatError {
         FormatError::io(&self.path, source)
     }
-}
-
-/// Whether every byte is zero.
-fn is_zero(data: &[u8]) -> bool {
-    let mut chunks = data.chunks_exact(64);
-    let all = chunks
-        .by_ref()
-        .all(|c| c.iter().fold(0u8, |acc, b| acc | b) == 0);
-    all && chunks.remainder().iter().all(|b| *b == 0)
 }
 
 impl DiskWriter for VdiWriter {

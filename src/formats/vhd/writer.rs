@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::dynamic::{self, DynamicHeader, BAT_OFFSET, BLOCK_SIZE, HEADER_OFFSET, UNALLOCATED};
 use super::footer::{DiskType, Footer, FOOTER_SIZE};
-use crate::formats::{DiskWriter, FormatError};
+use crate::formats::{is_zero, DiskWriter, FormatError};
 
 /// The sector bitmap qemu writes in front of every block: every sector present.
 const FULL_BITMAP: [u8; 512] = [0xff; 512];
@@ -86,15 +86,6 @@ impl VhdWriter {
     }
 }
 
-/// Whether every byte is zero (word at a time).
-fn is_zero(data: &[u8]) -> bool {
-    let mut chunks = data.chunks_exact(64);
-    let words_zero = chunks
-        .by_ref()
-        .all(|c| c.iter().fold(0u8, |acc, b| acc | b) == 0);
-    words_zero && chunks.remainder().iter().all(|b| *b == 0)
-}
-
 impl DiskWriter for VhdWriter {
     fn granularity(&self) -> u64 {
         u64::from(BLOCK_SIZE)
@@ -165,21 +156,5 @@ impl DiskWriter for VhdWriter {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn zero_detection_sees_a_single_byte() {
-        let mut data = vec![0u8; 4096 + 3];
-        assert!(is_zero(&data));
-        data[4097] = 1;
-        assert!(!is_zero(&data));
-        data[4097] = 0;
-        data[100] = 0x80;
-        assert!(!is_zero(&data));
     }
 }
