@@ -86,9 +86,17 @@ impl VhdWriter {
     }
 }
 
+/// A fixed disk is raw data plus a footer: like qemu-img, leave 4 KiB runs of zeroes as holes
+/// instead of writing them.
+const FIXED_UNIT: u64 = 4096;
+
 impl DiskWriter for VhdWriter {
     fn granularity(&self) -> u64 {
-        u64::from(BLOCK_SIZE)
+        if self.dynamic.is_some() {
+            u64::from(BLOCK_SIZE)
+        } else {
+            FIXED_UNIT
+        }
     }
 
     fn write_data(&mut self, offset: u64, data: &[u8]) -> Result<(), FormatError> {
@@ -105,7 +113,7 @@ impl DiskWriter for VhdWriter {
                 ),
             ));
         }
-        if offset < self.written_to || !offset.is_multiple_of(u64::from(BLOCK_SIZE)) {
+        if offset < self.written_to || !offset.is_multiple_of(self.granularity()) {
             return Err(FormatError::OutOfOrder {
                 path: self.path.clone(),
                 offset,
