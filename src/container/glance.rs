@@ -2,7 +2,7 @@
 //! artifact, with the digests Glance will report so an upload can be checked.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use md5::Md5;
 use sha2::{Digest, Sha256, Sha512};
@@ -11,7 +11,7 @@ use super::ContainerError;
 
 /// Digests of the bytes Glance will receive: `checksum` (MD5), `os_hash_value` (SHA-512), and
 /// our SHA-256.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Digests {
     pub size: u64,
     pub md5: String,
@@ -45,26 +45,47 @@ pub fn digests(path: &Path) -> Result<Digests, ContainerError> {
     })
 }
 
-/// Glance image metadata for one artifact.
-#[derive(Clone, Debug, serde::Serialize)]
+/// Glance image metadata for one artifact, as written to `<artifact>.glance.json` and read back
+/// by `upload`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ImageMetadata {
     pub name: String,
     pub disk_format: String,
     pub container_format: String,
     /// GiB, rounded up from the virtual size.
     pub min_disk: u64,
+    /// MiB.
     pub min_ram: u64,
     pub visibility: String,
     pub tags: Vec<String>,
+    /// Glance image properties (`os_distro`, `architecture`, `hw_*`, provenance…), all strings.
     pub properties: serde_json::Map<String, serde_json::Value>,
+    /// The artifact's file name, in the directory of the metadata file.
     pub file: String,
     pub digests: Digests,
-    /// The equivalent `openstack image create` command line.
+    /// ami only: the artifact file of the kernel (aki) whose Glance id becomes `kernel_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    /// ami only: the artifact file of the ramdisk (ari) whose Glance id becomes `ramdisk_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramdisk: Option<String>,
+    /// The equivalent `openstack image create` command line (informative; rendered on write).
+    #[serde(default)]
     pub openstack_command: String,
 }
 
+/// What `<artifact>.glance.json` is called.
+pub fn metadata_path(artifact: &Path) -> PathBuf {
+    let mut name = artifact.as_os_str().to_owned();
+    name.push(METADATA_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// Suffix of the metadata file written beside each artifact.
+pub const METADATA_SUFFIX: &str = ".glance.json";
+
 impl ImageMetadata {
-    /// Metadata for `artifact` with its digests computed now.
+    /// Metadata for `artifact` with its digests computed now; private, no properties yet.
     pub fn for_file(
         artifact: &Path,
         name: &str,
@@ -77,42 +98,97 @@ impl ImageMetadata {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let min_disk = virtual_size.div_ceil(1 << 30);
-        let openstack_command = format!(
-            "openstack image create --disk-format {disk_format} --container-format \
-             {container_format} --min-disk {min_disk} --file {} {}",
-            shell_quote(&file),
-            shell_quote(name)
-        );
         Ok(ImageMetadata {
             name: name.to_owned(),
             disk_format: disk_format.to_owned(),
             container_format: container_format.to_owned(),
-            min_disk,
+            min_disk: virtual_size.div_ceil(1 << 30),
             min_ram: 0,
             visibility: "private".to_owned(),
             tags: Vec::new(),
             properties: serde_json::Map::new(),
             file,
             digests,
-            openstack_command,
+            kernel: None,
+            ramdisk: None,
+            openstack_command: String::new(),
         })
     }
 
+    /// Sets a string property.
+    pub fn set_property(&mut self, key: &str, value: impl Into<String>) {
+        self.properties
+            .insert(key.to_owned(), serde_json::Value::String(value.into()));
+    }
+
+    /// The `openstack image create` command line that uploads the same image with the same
+    /// metadata (kernel and ramdisk ids are placeholders naming their artifacts).
+    pub fn render_openstack_command(&self) -> String {
+        let mut words = vec![
+            "openstack image create".to_owned(),
+            format!("--disk-format {}", shell_quote(&self.disk_format)),
+            format!("--container-format {}", shell_quote(&self.container_format)),
+            format!("--min-disk {}", self.min_disk),
+        ];
+        if self.min_ram > 0 {
+            words.push(format!("--min-ram {}", self.min_ram));
+        }
+        words.push(format!("--{}", shell_quote(&self.visibility)));
+        for tag in &self.tags {
+            words.push(format!("--tag {}", shell_quote(tag)));
+        }
+        for (key, value) in &self.properties {
+            let value = match value {
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            words.push(format!(
+                "--property {}",
+                shell_quote(&format!("{key}={value}"))
+            ));
+        }
+        for (key, file) in [("kernel_id", &self.kernel), ("ramdisk_id", &self.ramdisk)] {
+            if let Some(file) = file {
+                words.push(format!(
+                    "--property {key}=\"<id of {}>\"",
+                    file.replace('"', "")
+                ));
+            }
+        }
+        words.push(format!("--file {}", shell_quote(&self.file)));
+        words.push(shell_quote(&self.name));
+        words.join(" ")
+    }
+
     /// Writes `<artifact>.glance.json` beside the artifact (temporary name, then rename).
-    pub fn write_beside(&self, artifact: &Path) -> Result<std::path::PathBuf, ContainerError> {
-        let mut name = artifact.as_os_str().to_owned();
-        name.push(".glance.json");
-        let path = std::path::PathBuf::from(name);
+    pub fn write_beside(&self, artifact: &Path) -> Result<PathBuf, ContainerError> {
+        let path = metadata_path(artifact);
         let mut partial = path.as_os_str().to_owned();
         partial.push(".partial");
-        let partial = std::path::PathBuf::from(partial);
-        let text = serde_json::to_string_pretty(self)
+        let partial = PathBuf::from(partial);
+        let rendered = ImageMetadata {
+            openstack_command: self.render_openstack_command(),
+            ..self.clone()
+        };
+        let text = serde_json::to_string_pretty(&rendered)
             .map_err(|e| ContainerError::io(&path, "serialise", std::io::Error::other(e)))?;
         std::fs::write(&partial, text + "\n")
             .and_then(|()| std::fs::rename(&partial, &path))
             .map_err(|e| ContainerError::io(&path, "write", e))?;
         Ok(path)
+    }
+
+    /// Reads a metadata file written by [`ImageMetadata::write_beside`].
+    pub fn read(path: &Path) -> Result<ImageMetadata, ContainerError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ContainerError::io(path, "read", e))?;
+        serde_json::from_str(&text).map_err(|e| {
+            ContainerError::invalid(
+                "Glance metadata file",
+                path.display().to_string(),
+                e.to_string(),
+            )
+        })
     }
 }
 
@@ -153,12 +229,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("seed.iso");
         std::fs::write(&path, b"x").unwrap();
-        let meta = ImageMetadata::for_file(&path, "my seed", "iso", "bare", (1 << 30) + 1).unwrap();
+        let mut meta =
+            ImageMetadata::for_file(&path, "my seed", "iso", "bare", (1 << 30) + 1).unwrap();
+        meta.set_property("os_distro", "ubuntu");
         assert_eq!(meta.min_disk, 2);
-        assert!(meta
-            .openstack_command
-            .ends_with("--file seed.iso 'my seed'"));
+        let command = meta.render_openstack_command();
+        assert!(command.contains("--property os_distro=ubuntu"), "{command}");
+        assert!(command.ends_with("--file seed.iso 'my seed'"), "{command}");
         let written = meta.write_beside(&path).unwrap();
+        assert_eq!(ImageMetadata::read(&written).unwrap().digests, meta.digests);
         assert!(written.ends_with("seed.iso.glance.json"));
         let value: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(written).unwrap()).unwrap();
