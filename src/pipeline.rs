@@ -16,6 +16,10 @@ use crate::verify::digest::Sha256Digest;
 use crate::verify::openpgp::{Keyring, KeyringError, VerifyError};
 use crate::ErrorKind;
 
+mod prepare;
+
+pub use prepare::{prepare, Artifact, ImageSettings, MachineSettings, PrepareRequest, Prepared};
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -35,8 +39,10 @@ pub enum Error {
     #[error("{url}: malformed checksum file")]
     Sums {
         url: Url,
+        // Boxed: a parse error carries its line, and every Result in the pipeline pays for the
+        // largest variant.
         #[source]
-        source: SumsError,
+        source: Box<SumsError>,
     },
     #[error("{url}: no signature published at this address; pass --no-verify-signature to accept unsigned checksums")]
     SignatureMissing { url: Url },
@@ -128,13 +134,40 @@ pub async fn fetch(
         .listing(&request.query, request.serial.as_deref())
         .await?;
     let file = listing.file(&request.kind)?;
-    let (expected, signed_by) =
-        expected_digest(client, catalog, &listing, file, &request.signature).await?;
-    std::fs::create_dir_all(&request.output_dir).map_err(|source| Error::Io {
-        path: request.output_dir.clone(),
+    let mut fetched = fetch_entry(
+        client,
+        catalog,
+        &listing,
+        file,
+        &request.output_dir,
+        &request.signature,
+        reporter,
+    )
+    .await?;
+    fetched.kind = request.kind;
+    if let Some((format, options)) = request.convert {
+        fetched.converted = Some(convert_download(&fetched.path, format, options, reporter).await?);
+    }
+    Ok(fetched)
+}
+
+/// Downloads one file of `listing` into `output_dir` and verifies it against the listing's
+/// (signature-checked) checksum file; the file keeps its published name.
+pub(crate) async fn fetch_entry(
+    client: &Client,
+    catalog: &Catalog,
+    listing: &Listing,
+    file: &FileEntry,
+    output_dir: &Path,
+    signature: &SignaturePolicy<'_>,
+    reporter: &dyn Reporter,
+) -> Result<Fetched, Error> {
+    let (expected, signed_by) = expected_digest(client, catalog, listing, file, signature).await?;
+    std::fs::create_dir_all(output_dir).map_err(|source| Error::Io {
+        path: output_dir.to_owned(),
         source,
     })?;
-    let dest = request.output_dir.join(&file.name);
+    let dest = output_dir.join(&file.name);
     let downloaded = client
         .download(
             &Download {
@@ -151,14 +184,10 @@ pub async fn fetch(
     } else {
         tracing::info!(path = %dest.display(), sha256 = %downloaded.sha256, "verified");
     }
-    let converted = match request.convert {
-        Some((format, options)) => Some(convert_download(&dest, format, options, reporter).await?),
-        None => None,
-    };
     Ok(Fetched {
         release: listing.release.codename.clone(),
         serial: listing.serial.clone(),
-        kind: request.kind,
+        kind: file.ftype.clone().unwrap_or_default(),
         url: file.url.to_string(),
         path: dest,
         sha256: downloaded.sha256,
@@ -167,7 +196,7 @@ pub async fn fetch(
         transferred: downloaded.transferred,
         resumed_from: downloaded.resumed_from,
         signed_by,
-        converted,
+        converted: None,
     })
 }
 
@@ -209,7 +238,7 @@ async fn expected_digest(
     let entries =
         sums::parse(&sums_text, catalog.checksums.algorithm).map_err(|source| Error::Sums {
             url: listing.sums_url.clone(),
-            source,
+            source: Box::new(source),
         })?;
     let entry = entries
         .iter()

@@ -1,106 +1,19 @@
 //! The `cloudimg` binary end to end against a loopback mirror: discovery from both sources,
 //! verified fetches, every integrity failure, resume after SIGKILL, exit codes.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
-use crate::common::mirror::{Knobs, Mirror, MirrorBuilder, Release, Stream};
+use crate::common::mirror::{Knobs, Stream};
 use crate::common::pgp;
-use crate::common::server::{Fault, Server, Times};
+use crate::common::server::{Fault, Times};
 use crate::require_tools;
 
-const RELEASED: [&str; 2] = ["20240821", "20241004.1"];
-const DAILY: [&str; 1] = ["20241010"];
-
-/// A mirror, its server and a keyring file holding the test signing key.
-struct Site {
-    _dir: TempDir,
-    mirror: Mirror,
-    server: Server,
-    keyring: PathBuf,
-}
-
-fn build_site(knobs: Knobs) -> Site {
-    let dir = TempDir::new().unwrap();
-    let mirror = MirrorBuilder::new(dir.path().join("mirror"))
-        .releases(&[Release::NOBLE])
-        .arches(&["amd64"])
-        .released_serials(&RELEASED)
-        .daily_serials(&DAILY)
-        .knobs(knobs)
-        .build()
-        .expect("mirror");
-    let keyring = dir.path().join("trusted.asc");
-    pgp::signing_key().write_public_key(&keyring).unwrap();
-    let server = Server::start(mirror.root());
-    Site {
-        _dir: dir,
-        mirror,
-        server,
-        keyring,
-    }
-}
-
-/// One well-formed mirror shared by the tests that only read it.
-fn shared_site() -> &'static Site {
-    static SITE: OnceLock<Site> = OnceLock::new();
-    SITE.get_or_init(|| build_site(Knobs::default()))
-}
-
-fn cloudimg(site: &Site, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cloudimg"));
-    command
-        .arg("--mirror")
-        .arg(site.server.url().as_str())
-        .arg("--keyring")
-        .arg(&site.keyring)
-        .args(["--retries", "2", "--stall-timeout", "2"])
-        .args(args)
-        .env_remove("CLOUDIMG_MIRROR")
-        .env_remove("CLOUDIMG_KEYRING")
-        .env("NO_COLOR", "1");
-    command
-}
-
-fn run(site: &Site, args: &[&str]) -> Output {
-    cloudimg(site, args).output().expect("run cloudimg")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn json(output: &Output) -> Value {
-    assert!(
-        output.status.success(),
-        "cloudimg failed: {}",
-        stderr(output)
-    );
-    serde_json::from_slice(&output.stdout).expect("JSON on stdout")
-}
-
-fn sha256_file(path: &Path) -> String {
-    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
-}
-
-/// Files left in `dir` (names), to prove nothing partial is published.
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
+use crate::common::site::{
+    build_site, cloudimg, json, names, run, sha256_file, shared_site, stderr, Site,
+};
 
 const IMAGE: &str = "ubuntu-24.04-server-cloudimg-amd64.img";
 

@@ -8,6 +8,8 @@ mod cli;
 mod fetch;
 /// Conversions through the `cloudimg` binary, checked with qemu-img.
 mod formats;
+/// `prepare`: artifacts for every Glance container format, checked by independent tools.
+mod prepare;
 /// The cloud-init seed ISO, read back with isoinfo.
 mod seed;
 /// OpenPGP verification of the generated mirror, and the mirror's own shape.

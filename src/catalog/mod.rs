@@ -11,6 +11,7 @@
 //! and `daily` (`"{codename}/daily/"`), `file_prefix = "debian-{version}-genericcloud-{arch}"`
 //! and kinds `qcow2`, `raw`, `tar.xz` (a `disk.raw` inside) with their Glance facts.
 
+pub mod glance;
 pub mod pattern;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,8 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::ErrorKind;
+
+pub use glance::{GlancePreset, GlanceSpec};
 pub use pattern::{compare_versions, PatternError, Placeholder, Vars};
 
 /// The built-in catalogs: name and TOML text.
@@ -277,6 +280,8 @@ struct RawCatalog {
     arches: Vec<Arch>,
     streams: BTreeMap<String, StreamSpec>,
     kinds: Vec<FileKind>,
+    #[serde(default)]
+    glance: GlanceSpec,
 }
 
 /// A validated catalog.
@@ -295,6 +300,8 @@ pub struct Catalog {
     /// Keyed by stream name (one of [`STREAM_NAMES`]).
     pub streams: BTreeMap<String, StreamSpec>,
     pub kinds: Vec<FileKind>,
+    /// Glance properties and presets for prepared artifacts.
+    pub glance: GlanceSpec,
 }
 
 impl Catalog {
@@ -455,6 +462,7 @@ fn validate(raw: RawCatalog) -> Result<Catalog, String> {
             raw.checksums.file
         ));
     }
+    raw.glance.validate()?;
     let signature = match raw.signature {
         RawSignature {
             published: false,
@@ -595,6 +603,7 @@ fn validate(raw: RawCatalog) -> Result<Catalog, String> {
         arches: raw.arches,
         streams: raw.streams,
         kinds: raw.kinds,
+        glance: raw.glance,
     })
 }
 

@@ -66,6 +66,8 @@ pub enum Command {
     List(ListArgs),
     /// Download and verify an image (SHA256SUMS signature, then the file's SHA-256).
     Fetch(FetchArgs),
+    /// Fetch, verify, convert and wrap an image for Glance, with its `.glance.json` metadata.
+    Prepare(PrepareArgs),
     /// Show an image's format, sizes and options.
     Info(InfoArgs),
     /// Convert an image between raw, qcow2, vmdk, vhd and vdi.
@@ -230,4 +232,79 @@ pub struct SeedArgs {
         value_name = "FILE"
     )]
     pub output: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FirmwareArg {
+    Bios,
+    /// UEFI (Glance's `uefi`, OVF's `efi`).
+    #[value(alias = "efi")]
+    Uefi,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ManifestHashArg {
+    Sha256,
+    /// For VMware products older than ESXi 6.5.
+    Sha1,
+}
+
+#[derive(Debug, Args)]
+pub struct PrepareArgs {
+    /// Codename or version (noble, 24.04).
+    pub release: String,
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Glance disk_format: raw, qcow2, vmdk, vhd, vdi, or aki/ari/ami.
+    #[arg(long, default_value = "qcow2", value_name = "FMT")]
+    pub disk_format: String,
+    /// Glance container_format: bare, ovf, ova, aki, ari, ami.
+    #[arg(long, default_value = "bare", value_name = "FMT")]
+    pub container_format: String,
+    /// Upstream file kind to start from [default: disk1.img; tar.gz for ami].
+    #[arg(long = "file", value_name = "KIND")]
+    pub kind: Option<String>,
+    /// Output directory (downloads, artifacts and their .glance.json).
+    #[arg(short = 'o', long = "output", default_value = ".", value_name = "DIR")]
+    pub output: PathBuf,
+    /// Conversion options, as qemu-img's -o (e.g. subformat=streamOptimized,
+    /// preallocation=metadata).
+    #[arg(short = 'O', long = "convert-options", value_name = "OPTIONS")]
+    pub convert_options: Vec<String>,
+    /// Compress the qcow2 output.
+    #[arg(short = 'c')]
+    pub compress: bool,
+    /// Skip the OpenPGP check of SHA256SUMS (logged; checksums are still verified).
+    #[arg(long)]
+    pub no_verify_signature: bool,
+    /// Glance image name [default: <upstream file stem>-<serial>].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Minimum RAM in MiB [default: the catalog's].
+    #[arg(long, value_name = "MIB")]
+    pub min_ram: Option<u64>,
+    /// private, shared, community or public.
+    #[arg(long, default_value = "private")]
+    pub visibility: String,
+    /// Image tag (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Image property KEY=VALUE (repeatable), applied after the catalog's.
+    #[arg(long = "property", value_name = "KEY=VALUE")]
+    pub properties: Vec<String>,
+    /// Catalog property preset (kvm, vmware, hyperv) [default: by disk format].
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Firmware the image boots with (hw_firmware_type; OVF firmware).
+    #[arg(long, value_enum, default_value_t = FirmwareArg::Bios)]
+    pub firmware: FirmwareArg,
+    /// Virtual CPUs in the OVF descriptor.
+    #[arg(long, default_value_t = 2)]
+    pub cpus: u32,
+    /// Memory in MiB in the OVF descriptor.
+    #[arg(long, default_value_t = 2048, value_name = "MIB")]
+    pub memory: u64,
+    /// Digest of the OVF manifest (.mf).
+    #[arg(long, value_enum, default_value_t = ManifestHashArg::Sha256)]
+    pub manifest_hash: ManifestHashArg,
 }

@@ -14,14 +14,14 @@ use super::args::{FetchArgs, Global, ListArgs, Selection, SourceArg, StreamArg};
 use super::{print_json, progress};
 
 /// What every mirror command needs: the catalog, the mirror URL and an HTTP client.
-struct Context {
-    catalog: Catalog,
-    mirror: Url,
-    client: Client,
+pub(super) struct Context {
+    pub(super) catalog: Catalog,
+    pub(super) mirror: Url,
+    pub(super) client: Client,
 }
 
 impl Context {
-    fn new(global: &Global) -> Result<Context, Error> {
+    pub(super) fn new(global: &Global) -> Result<Context, Error> {
         let catalog = match &global.catalog {
             Some(path) => Catalog::from_path(path)?,
             None => Catalog::builtin("ubuntu")?,
@@ -49,7 +49,7 @@ impl Context {
         })
     }
 
-    fn keyring(&self, global: &Global) -> Result<Keyring, Error> {
+    pub(super) fn keyring(&self, global: &Global) -> Result<Keyring, Error> {
         Ok(match &global.keyring {
             Some(path) => {
                 let bytes = std::fs::read(path).map_err(|source| Error::Io {
@@ -82,7 +82,7 @@ fn default_cache_dir() -> Option<std::path::PathBuf> {
     Some(base.join("cloudimg"))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, Error> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -92,7 +92,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
         })
 }
 
-fn query(release: &str, selection: &Selection) -> Query {
+pub(super) fn query(release: &str, selection: &Selection) -> Query {
     Query {
         release: release.to_owned(),
         arch: selection.arch.clone(),
@@ -110,7 +110,7 @@ fn query(release: &str, selection: &Selection) -> Query {
 }
 
 /// `latest` means the newest, like no serial at all.
-fn serial(selection: &Selection) -> Option<&str> {
+pub(super) fn serial(selection: &Selection) -> Option<&str> {
     selection.serial.as_deref().filter(|s| *s != "latest")
 }
 

@@ -4,6 +4,7 @@
 mod args;
 mod fetch;
 mod image;
+mod prepare;
 mod progress;
 mod seed;
 
@@ -43,6 +44,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::List(args) => fetch::list(&global, args),
         Command::Fetch(args) => fetch::fetch(&global, args),
+        Command::Prepare(args) => prepare::prepare(&global, args),
         Command::Info(args) => image::info(&global, args),
         Command::Convert(args) => image::convert(&global, args),
         Command::Check(args) => image::check(&global, args),

@@ -2,6 +2,11 @@
 //! memory, in the dialect VMware, VirtualBox and Glance all read.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use super::manifest::{manifest, ManifestHash, Source};
+use super::{check_member_name, write_atomically, ContainerError};
 
 /// The OVF 1.x envelope namespace (also used for the `ovf:` attribute prefix).
 pub const OVF_NAMESPACE: &str = "http://schemas.dmtf.org/ovf/envelope/1";
@@ -292,6 +297,46 @@ pub fn descriptor(spec: &OvfSpec) -> String {
     out.push_str("  </VirtualSystem>\n");
     out.push_str("</Envelope>\n");
     out
+}
+
+/// Completes an unpacked OVF package in `dir` around its disk `dir/<spec.disk_file_name>`:
+/// writes `<stem>.ovf` (with the disk's real file size) and `<stem>.mf` (digests of both), each
+/// under a temporary name until complete. Returns the descriptor and manifest paths.
+pub fn write_package_files(
+    dir: &Path,
+    stem: &str,
+    spec: &OvfSpec,
+    hash: ManifestHash,
+) -> Result<(PathBuf, PathBuf), ContainerError> {
+    let ovf_name = format!("{stem}.ovf");
+    let mf_name = format!("{stem}.mf");
+    check_member_name(&ovf_name)?;
+    check_member_name(&spec.disk_file_name)?;
+    let disk = dir.join(&spec.disk_file_name);
+    let disk_file_size = std::fs::metadata(&disk)
+        .map_err(|e| ContainerError::io(&disk, "stat", e))?
+        .len();
+    let text = descriptor(&OvfSpec {
+        disk_file_size,
+        ..spec.clone()
+    });
+    let mf = manifest(
+        hash,
+        &[
+            (ovf_name.as_str(), Source::Bytes(text.as_bytes())),
+            (spec.disk_file_name.as_str(), Source::File(&disk)),
+        ],
+    )?;
+    let ovf_path = dir.join(&ovf_name);
+    let mf_path = dir.join(&mf_name);
+    for (path, bytes) in [(&ovf_path, text.as_bytes()), (&mf_path, mf.as_bytes())] {
+        write_atomically(path, |writer, temp| {
+            writer
+                .write_all(bytes)
+                .map_err(|e| ContainerError::io(temp, "write", e))
+        })?;
+    }
+    Ok((ovf_path, mf_path))
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@
 //!
 //! Each serial folder holds per arch `<prefix>.img` (a real small qcow2 of an ext4 filesystem,
 //! distinct bytes per release/arch/serial/stream), `<prefix>.manifest`, optionally
-//! `<prefix>.tar.gz` (a raw disk inside), `unpacked/<prefix>-vmlinuz-generic` and `-initrd-generic`;
+//! `<prefix>.tar.gz` (a raw disk inside), `unpacked/<prefix>-vmlinuz-generic` and `-initrd-generic`
+//! (with their own signed `SHA256SUMS`, as on the real site);
 //! then `SHA256SUMS`, `MD5SUMS` and their `.gpg` detached signatures by [`pgp::signing_key`].
 //! Every real folder gets an Apache-style `index.html`, so a server mapping `dir/` to
 //! `dir/index.html` serves listings shaped like the real ones.
@@ -296,6 +297,8 @@ impl Mirror {
             let dir = self.root.join(Mirror::storage_dir(stream, release, serial));
             fs::create_dir_all(dir.join("unpacked"))?;
             let mut published: Vec<(String, Vec<u8>)> = Vec::new();
+            // unpacked/ has its own signed checksum files.
+            let mut unpacked_published: Vec<(String, Vec<u8>)> = Vec::new();
             for arch in &arches {
                 let prefix = Mirror::prefix(stream, release, arch);
                 let tag = format!("{stream:?} {} {arch} {serial}", release.codename);
@@ -316,14 +319,19 @@ impl Mirror {
                     files.push(("tar.gz", tarball));
                 }
                 let unpacked = dir.join("unpacked");
-                fs::write(
-                    unpacked.join(format!("{prefix}-vmlinuz-generic")),
-                    format!("vmlinuz {tag}\n"),
-                )?;
-                fs::write(
-                    unpacked.join(format!("{prefix}-initrd-generic")),
-                    format!("initrd {tag}\n"),
-                )?;
+                for (name, bytes) in [
+                    (
+                        format!("{prefix}-vmlinuz-generic"),
+                        format!("vmlinuz {tag}\n"),
+                    ),
+                    (
+                        format!("{prefix}-initrd-generic"),
+                        format!("initrd {tag}\n"),
+                    ),
+                ] {
+                    fs::write(unpacked.join(&name), &bytes)?;
+                    unpacked_published.push((name, bytes.into_bytes()));
+                }
                 for (ftype, file) in files {
                     let bytes = fs::read(&file)?;
                     let name = file_name(&file);
@@ -342,6 +350,7 @@ impl Mirror {
                 }
             }
             self.write_sums(&dir, &published)?;
+            self.write_sums(&dir.join("unpacked"), &unpacked_published)?;
         }
         let serials = self.serials.entry(stream).or_default();
         serials.push(serial.to_owned());

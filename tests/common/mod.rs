@@ -6,4 +6,5 @@ pub mod images;
 pub mod mirror;
 pub mod pgp;
 pub mod server;
+pub mod site;
 pub mod tools;

@@ -327,7 +327,7 @@ impl DiskReader for SparseReader {
         let mut next = first + 1;
         let mut scanned_boundary = false;
         while next < grains {
-            if next % per_gt == 0 {
+            if next.is_multiple_of(per_gt) {
                 let present = self
                     .extent
                     .gd

@@ -1,0 +1,105 @@
+//! `prepare`: one command from a release name to artifacts and metadata ready for Glance.
+
+use cloudimg::container::manifest::ManifestHash;
+use cloudimg::container::ovf::Firmware;
+use cloudimg::container::ContainerFormat;
+use cloudimg::formats::Options;
+use cloudimg::pipeline::{
+    self, Error, ImageSettings, MachineSettings, PrepareRequest, SignaturePolicy,
+};
+
+use super::args::{FirmwareArg, Global, ManifestHashArg, PrepareArgs};
+use super::fetch::{query, runtime, serial, Context};
+use super::{print_json, progress};
+
+fn property(text: &str) -> Result<(String, String), Error> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(Error::Usage(format!(
+            "--property {text:?}: expected KEY=VALUE"
+        ))),
+    }
+}
+
+pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
+    let context = Context::new(global)?;
+    let keyring;
+    let signature = if args.no_verify_signature {
+        SignaturePolicy::Skip
+    } else {
+        keyring = context.keyring(global)?;
+        SignaturePolicy::Require(&keyring)
+    };
+    let mut convert_options = Options::parse(&args.convert_options.join(","))?;
+    if args.compress {
+        if !args.disk_format.eq_ignore_ascii_case("qcow2") {
+            return Err(Error::Usage(
+                "-c compresses qcow2 output; vmdk in ovf/ova is streamOptimized (compressed) \
+                 already"
+                    .into(),
+            ));
+        }
+        convert_options.set("compress", "on");
+    }
+    let request = PrepareRequest {
+        query: query(&args.release, &args.selection),
+        serial: serial(&args.selection).map(str::to_owned),
+        kind: args.kind.clone(),
+        disk_format: args.disk_format.to_ascii_lowercase(),
+        container: ContainerFormat::from_name(&args.container_format)?,
+        output_dir: args.output.clone(),
+        signature,
+        convert_options,
+        image: ImageSettings {
+            name: args.name.clone(),
+            min_ram: args.min_ram,
+            visibility: Some(args.visibility.to_ascii_lowercase()),
+            tags: args.tags.clone(),
+            preset: args.preset.clone(),
+            properties: args
+                .properties
+                .iter()
+                .map(|p| property(p))
+                .collect::<Result<_, _>>()?,
+        },
+        machine: MachineSettings {
+            cpus: args.cpus,
+            memory_mib: args.memory,
+            firmware: match args.firmware {
+                FirmwareArg::Bios => Firmware::Bios,
+                FirmwareArg::Uefi => Firmware::Efi,
+            },
+            manifest_hash: match args.manifest_hash {
+                ManifestHashArg::Sha256 => ManifestHash::Sha256,
+                ManifestHashArg::Sha1 => ManifestHash::Sha1,
+            },
+        },
+    };
+    let reporter = progress::reporter(global.quiet);
+    let prepared = runtime()?.block_on(pipeline::prepare(
+        &context.client,
+        &context.catalog,
+        &context.mirror,
+        request,
+        reporter.as_ref(),
+    ))?;
+    if global.json {
+        print_json(&prepared);
+    } else if !global.quiet {
+        for artifact in &prepared.artifacts {
+            let meta = &artifact.metadata;
+            println!(
+                "{} ({}/{}, {} bytes)",
+                artifact.path.display(),
+                meta.disk_format,
+                meta.container_format,
+                meta.digests.size
+            );
+            for file in &artifact.package_files {
+                println!("  {}", file.display());
+            }
+            println!("  {}", artifact.metadata_path.display());
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,874 @@
+//! `prepare`: fetch and verify → convert → wrap in a Glance container → write the metadata an
+//! operator needs to upload it.
+//!
+//! The plan (which upstream files, which artifacts) is decided before anything is downloaded, so
+//! combinations Glance would reject fail at once. Every artifact appears under its final name only
+//! when complete; its `<artifact>.glance.json` is written last.
+
+use std::path::{Path, PathBuf};
+
+use url::Url;
+
+use super::{fetch_entry, Error, Fetched, SignaturePolicy};
+use crate::catalog::Catalog;
+use crate::container::glance::ImageMetadata;
+use crate::container::manifest::ManifestHash;
+use crate::container::ovf::{self, Firmware, OvfSpec};
+use crate::container::{self, ova, ContainerFormat};
+use crate::fetch::Client;
+use crate::formats::{self, DiskFormat, Options};
+use crate::index::{Discovery, FileEntry, Listing, Query};
+use crate::io::progress::Reporter;
+
+/// Default upstream kind for disk artifacts: the qcow2 cloud image.
+const DEFAULT_DISK_KIND: &str = "disk1.img";
+/// Default upstream kind of the ami machine image: the raw disk inside the `.tar.gz`.
+const DEFAULT_AMI_KIND: &str = "tar.gz";
+/// Kinds of the kernel and ramdisk of an aki/ari/ami set.
+const KERNEL_KIND: &str = "vmlinuz";
+const RAMDISK_KIND: &str = "initrd";
+
+/// OVF disk format URIs by VMDK subformat (VMware's vmdk.html fragments).
+const VMDK_SPARSE_URI: &str = "http://www.vmware.com/interfaces/specifications/vmdk.html#sparse";
+
+/// Glance's visibility words.
+const VISIBILITIES: [&str; 4] = ["private", "shared", "community", "public"];
+
+/// What the Glance image records say, beyond what the catalog presets give.
+#[derive(Clone, Debug, Default)]
+pub struct ImageSettings {
+    /// Image name; default `<artifact stem>-<serial>`. For an ami set the kernel and ramdisk are
+    /// named `<name>-kernel` and `<name>-ramdisk`.
+    pub name: Option<String>,
+    /// MiB; default the catalog's.
+    pub min_ram: Option<u64>,
+    /// `private` (default), `shared`, `community` or `public`.
+    pub visibility: Option<String>,
+    pub tags: Vec<String>,
+    /// A catalog preset by name; default the first one listing the disk format.
+    pub preset: Option<String>,
+    /// `key=value` overrides, applied last.
+    pub properties: Vec<(String, String)>,
+}
+
+/// The virtual machine an OVF descriptor describes, and the manifest digest.
+#[derive(Clone, Copy, Debug)]
+pub struct MachineSettings {
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub firmware: Firmware,
+    pub manifest_hash: ManifestHash,
+}
+
+impl Default for MachineSettings {
+    fn default() -> MachineSettings {
+        MachineSettings {
+            cpus: 2,
+            memory_mib: 2048,
+            firmware: Firmware::Bios,
+            manifest_hash: ManifestHash::Sha256,
+        }
+    }
+}
+
+/// One `prepare` request.
+pub struct PrepareRequest<'a> {
+    pub query: Query,
+    pub serial: Option<String>,
+    /// Upstream file kind (simplestreams ftype); default `disk1.img`, `tar.gz` for ami.
+    pub kind: Option<String>,
+    /// Glance `disk_format`.
+    pub disk_format: String,
+    pub container: ContainerFormat,
+    pub output_dir: PathBuf,
+    pub signature: SignaturePolicy<'a>,
+    /// qemu-img style `-o` options of the conversion.
+    pub convert_options: Options,
+    pub image: ImageSettings,
+    pub machine: MachineSettings,
+}
+
+/// One artifact ready for Glance.
+#[derive(Debug, serde::Serialize)]
+pub struct Artifact {
+    /// The file Glance receives.
+    pub path: PathBuf,
+    /// Its `<artifact>.glance.json`.
+    pub metadata_path: PathBuf,
+    /// Other files of the package (the OVF descriptor and manifest).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub package_files: Vec<PathBuf>,
+    pub metadata: ImageMetadata,
+}
+
+/// What `prepare` did, as printed with `--json`.
+#[derive(Debug, serde::Serialize)]
+pub struct Prepared {
+    pub release: String,
+    pub version: String,
+    pub serial: String,
+    pub arch: String,
+    /// The verified upstream files.
+    pub sources: Vec<Fetched>,
+    /// In upload order: kernel and ramdisk before the machine image.
+    pub artifacts: Vec<Artifact>,
+}
+
+/// What is being produced, decided before any download.
+enum Plan {
+    /// One disk (bare, ovf or ova).
+    Disk {
+        kind: String,
+        format: DiskFormat,
+        container: ContainerFormat,
+    },
+    /// Amazon-style images: any of kernel (aki), ramdisk (ari), machine image (ami).
+    Amazon {
+        kernel: bool,
+        ramdisk: bool,
+        machine: Option<String>,
+    },
+}
+
+fn plan(request: &PrepareRequest<'_>) -> Result<Plan, Error> {
+    let disk_format = request.disk_format.to_ascii_lowercase();
+    container::validate(&disk_format, request.container)?;
+    let usage = |text: String| Err(Error::Usage(text));
+    match disk_format.as_str() {
+        "iso" => {
+            return usage(
+                "disk format iso: prepare builds disks from upstream images; make a cloud-init \
+                 seed with `cloudimg seed`"
+                    .into(),
+            )
+        }
+        "vhdx" | "ploop" => {
+            return usage(format!(
+                "disk format {disk_format}: Glance knows it but cloudimg does not write it; \
+                 pick raw, qcow2, vmdk, vhd or vdi"
+            ))
+        }
+        _ => {}
+    }
+    if let Some(visibility) = &request.image.visibility {
+        if !VISIBILITIES.contains(&visibility.as_str()) {
+            return usage(format!(
+                "visibility {visibility:?}: expected one of {}",
+                VISIBILITIES.join(", ")
+            ));
+        }
+    }
+    match disk_format.as_str() {
+        "aki" | "ari" => {
+            if request.kind.is_some() {
+                return usage(format!(
+                    "--file does not apply to {disk_format}: the kernel and ramdisk come from \
+                     the build's unpacked/ folder"
+                ));
+            }
+            Ok(Plan::Amazon {
+                kernel: disk_format == "aki",
+                ramdisk: disk_format == "ari",
+                machine: None,
+            })
+        }
+        "ami" => Ok(Plan::Amazon {
+            kernel: true,
+            ramdisk: true,
+            machine: Some(
+                request
+                    .kind
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_AMI_KIND.to_owned()),
+            ),
+        }),
+        name => {
+            let format = DiskFormat::from_name(name)
+                .ok_or_else(|| Error::Usage(format!("disk format {name}: not writable")))?;
+            if format == DiskFormat::Vmdk {
+                check_vmdk_subformat(request.container, &request.convert_options)?;
+            }
+            Ok(Plan::Disk {
+                kind: request
+                    .kind
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_DISK_KIND.to_owned()),
+                format,
+                container: request.container,
+            })
+        }
+    }
+}
+
+/// Glance's import refuses VMDKs with flat extents, and OVF packages carry one file per disk.
+fn check_vmdk_subformat(container: ContainerFormat, options: &Options) -> Result<(), Error> {
+    let subformat = options.get("subformat").unwrap_or(match container {
+        ContainerFormat::Ovf | ContainerFormat::Ova => "streamOptimized",
+        _ => "monolithicSparse",
+    });
+    if subformat.eq_ignore_ascii_case("monolithicFlat") {
+        return Err(Error::Usage(
+            "vmdk subformat monolithicFlat: Glance refuses VMDKs with flat extents (\"failed \
+             safety checks\"); use streamOptimized or monolithicSparse"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Fetches, converts, wraps and describes images for Glance.
+pub async fn prepare(
+    client: &Client,
+    catalog: &Catalog,
+    mirror: &Url,
+    request: PrepareRequest<'_>,
+    reporter: &dyn Reporter,
+) -> Result<Prepared, Error> {
+    let plan = plan(&request)?;
+    let discovery = Discovery::new(client, catalog, mirror.clone());
+    let listing = discovery
+        .listing(&request.query, request.serial.as_deref())
+        .await?;
+    let mut sources = Vec::new();
+    let mut artifacts = Vec::new();
+    let describe = Describe {
+        catalog,
+        listing: &listing,
+        request: &request,
+    };
+    match plan {
+        Plan::Disk {
+            kind,
+            format,
+            container,
+        } => {
+            let file = listing.file(&kind)?;
+            let fetched = fetch(client, catalog, &listing, file, &request, reporter).await?;
+            let artifact = build_disk(&fetched, &kind, format, container, &describe, reporter)?;
+            sources.push(fetched);
+            artifacts.push(artifact);
+        }
+        Plan::Amazon {
+            kernel,
+            ramdisk,
+            machine,
+        } => {
+            // Fetch everything before building anything: a missing kernel should not cost a
+            // machine-image conversion.
+            let mut parts = Vec::new();
+            for (wanted, kind, role) in [
+                (kernel, KERNEL_KIND, AmazonRole::Kernel),
+                (ramdisk, RAMDISK_KIND, AmazonRole::Ramdisk),
+            ] {
+                if wanted {
+                    let (sub_listing, file) = unpacked_file(&discovery, &listing, kind)?;
+                    let fetched =
+                        fetch(client, catalog, &sub_listing, &file, &request, reporter).await?;
+                    parts.push((role, fetched));
+                }
+            }
+            let machine_source = match &machine {
+                Some(kind) => {
+                    let file = listing.file(kind)?;
+                    Some(fetch(client, catalog, &listing, file, &request, reporter).await?)
+                }
+                None => None,
+            };
+            let mut links = (None, None);
+            for (role, fetched) in parts {
+                let artifact = build_amazon_part(&fetched, role, &describe)?;
+                let file_name = artifact.metadata.file.clone();
+                match role {
+                    AmazonRole::Kernel => links.0 = Some(file_name),
+                    AmazonRole::Ramdisk => links.1 = Some(file_name),
+                }
+                sources.push(fetched);
+                artifacts.push(artifact);
+            }
+            if let Some(fetched) = machine_source {
+                let artifact = build_machine_image(&fetched, links, &describe, reporter)?;
+                sources.push(fetched);
+                artifacts.push(artifact);
+            }
+        }
+    }
+    Ok(Prepared {
+        release: listing.release.codename.clone(),
+        version: listing.release.version.clone(),
+        serial: listing.serial.clone(),
+        arch: listing.arch.clone(),
+        sources,
+        artifacts,
+    })
+}
+
+async fn fetch(
+    client: &Client,
+    catalog: &Catalog,
+    listing: &Listing,
+    file: &FileEntry,
+    request: &PrepareRequest<'_>,
+    reporter: &dyn Reporter,
+) -> Result<Fetched, Error> {
+    fetch_entry(
+        client,
+        catalog,
+        listing,
+        file,
+        &request.output_dir,
+        &request.signature,
+        reporter,
+    )
+    .await
+}
+
+/// A file of the build's sub-folder (`unpacked/`) and the listing of that folder: its own
+/// checksum file and signature verify it like any other file.
+fn unpacked_file(
+    discovery: &Discovery<'_>,
+    listing: &Listing,
+    kind: &str,
+) -> Result<(Listing, FileEntry), Error> {
+    let file = discovery.unlisted_file(listing, kind)?;
+    let folder = file
+        .url
+        .join(".")
+        .map_err(|e| Error::Usage(format!("{}: {e}", file.url)))?;
+    let relocate = |url: &Url| -> Result<Url, Error> {
+        let name = url
+            .path_segments()
+            .and_then(|mut segments| segments.next_back())
+            .unwrap_or_default();
+        folder
+            .join(name)
+            .map_err(|e| Error::Usage(format!("{folder}: {e}")))
+    };
+    let sub_listing = Listing {
+        dir_url: folder.clone(),
+        files: vec![file.clone()],
+        sums_url: relocate(&listing.sums_url)?,
+        signature_url: listing.signature_url.as_ref().map(relocate).transpose()?,
+        ..listing.clone()
+    };
+    Ok((sub_listing, file))
+}
+
+/// The shared facts every artifact's metadata is made from.
+struct Describe<'a> {
+    catalog: &'a Catalog,
+    listing: &'a Listing,
+    request: &'a PrepareRequest<'a>,
+}
+
+impl Describe<'_> {
+    fn default_name(&self, stem: &str) -> String {
+        format!("{stem}-{}", self.listing.serial)
+    }
+
+    /// Metadata of `artifact`: catalog properties, the preset, provenance, request overrides.
+    fn metadata(
+        &self,
+        artifact: &Path,
+        name: String,
+        disk_format: &str,
+        container: ContainerFormat,
+        virtual_size: u64,
+        source: &Fetched,
+    ) -> Result<ImageMetadata, Error> {
+        let glance = &self.catalog.glance;
+        let image = &self.request.image;
+        let mut metadata =
+            ImageMetadata::for_file(artifact, &name, disk_format, container.name(), virtual_size)?;
+        metadata.min_ram = image.min_ram.unwrap_or(glance.min_ram);
+        if let Some(visibility) = &image.visibility {
+            metadata.visibility = visibility.clone();
+        }
+        metadata.tags = image.tags.clone();
+        for (key, value) in &glance.properties {
+            metadata.set_property(key, value.clone());
+        }
+        let preset = match &image.preset {
+            Some(name) => Some(glance.preset(name).ok_or_else(|| {
+                Error::Usage(format!(
+                    "preset {name:?} is not in catalog {}; it has: {}",
+                    self.catalog.name,
+                    glance
+                        .presets
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?),
+            None => glance.preset_for_disk_format(disk_format),
+        };
+        if let Some(preset) = preset {
+            for (key, value) in &preset.properties {
+                metadata.set_property(key, value.clone());
+            }
+        }
+        let listing = self.listing;
+        metadata.set_property("os_version", listing.release.version.clone());
+        if let Some(arch) = self.catalog.arch(&listing.arch) {
+            metadata.set_property("architecture", arch.glance.clone());
+        }
+        let firmware = match self.request.machine.firmware {
+            Firmware::Bios => "bios",
+            Firmware::Efi => "uefi",
+        };
+        metadata.set_property("hw_firmware_type", firmware);
+        if disk_format == "vmdk" {
+            let subformat =
+                self.request
+                    .convert_options
+                    .get("subformat")
+                    .unwrap_or(match container {
+                        ContainerFormat::Ovf | ContainerFormat::Ova => "streamOptimized",
+                        _ => "monolithicSparse",
+                    });
+            // Nova's VMware driver words for the VMDK layout.
+            let disktype = if subformat.eq_ignore_ascii_case("streamOptimized") {
+                "streamOptimized"
+            } else {
+                "sparse"
+            };
+            metadata.set_property("vmware_disktype", disktype);
+        }
+        metadata.set_property("cloudimg_source_url", source.url.clone());
+        metadata.set_property("cloudimg_serial", listing.serial.clone());
+        metadata.set_property("cloudimg_source_sha256", source.sha256.to_string());
+        metadata.set_property("cloudimg_sha256", metadata.digests.sha256.clone());
+        for (key, value) in &image.properties {
+            metadata.set_property(key, value.clone());
+        }
+        Ok(metadata)
+    }
+}
+
+/// Runs synchronous format or container work from the async flow.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(work)
+}
+
+/// The name an artifact takes from its upstream file: `x.img` → `x`, `x.tar.gz` → `x`
+/// (`x.vhd.tar.gz` → `x`, but the dots of `ubuntu-24.04-…` are not extensions).
+fn stem(file_name: &str) -> &str {
+    const DISK_EXTENSIONS: [&str; 6] = ["img", "raw", "qcow2", "vmdk", "vhd", "vdi"];
+    let strip_disk_extension = |name: &'_ str| -> Option<usize> {
+        let (stem, extension) = name.rsplit_once('.')?;
+        (!stem.is_empty() && DISK_EXTENSIONS.contains(&extension)).then_some(stem.len())
+    };
+    for archive in [".tar.gz", ".tar.xz", ".ova", ".box"] {
+        if let Some(stem) = file_name.strip_suffix(archive) {
+            return &stem[..strip_disk_extension(stem).unwrap_or(stem.len())];
+        }
+    }
+    &file_name[..strip_disk_extension(file_name).unwrap_or(file_name.len())]
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn upstream_stem(fetched: &Fetched) -> Result<String, Error> {
+    fetched
+        .path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .map(|name| stem(name).to_owned())
+        .ok_or_else(|| Error::Usage(format!("{}: not a UTF-8 file name", fetched.path.display())))
+}
+
+/// Makes `dst` a copy of the verified download `src` without converting: a hard link (no space,
+/// no time), else a copy; under a temporary name, then renamed.
+fn link_or_copy(src: &Path, dst: &Path) -> Result<(), Error> {
+    let mut temp_name = dst.as_os_str().to_owned();
+    temp_name.push(".partial");
+    let temp = PathBuf::from(temp_name);
+    let _ = std::fs::remove_file(&temp);
+    if std::fs::hard_link(src, &temp).is_err() {
+        let copied = std::fs::copy(src, &temp)
+            .and_then(|_| std::fs::File::open(&temp))
+            .and_then(|file| file.sync_all());
+        if let Err(source) = copied {
+            let _ = std::fs::remove_file(&temp);
+            return Err(io_error(dst)(source));
+        }
+    }
+    std::fs::rename(&temp, dst).map_err(io_error(dst))
+}
+
+/// Whether the upstream file already is the requested disk, so no conversion is needed.
+fn is_already(catalog: &Catalog, kind: &str, format: DiskFormat, options: &Options) -> bool {
+    catalog.kind(kind).is_some_and(|k| {
+        k.archive.is_none()
+            && k.container_format.as_deref().unwrap_or("bare") == "bare"
+            && k.disk_format.as_deref() == Some(format.name())
+    }) && options.is_empty()
+}
+
+fn virtual_size(path: &Path) -> Result<u64, Error> {
+    Ok(formats::open(path, None)?.virtual_size())
+}
+
+/// Produces the disk file at `dst` from the verified download.
+fn produce_disk(
+    fetched: &Fetched,
+    kind: &str,
+    format: DiskFormat,
+    options: &Options,
+    catalog: &Catalog,
+    dst: &Path,
+    reporter: &dyn Reporter,
+) -> Result<(), Error> {
+    if is_already(catalog, kind, format, options) {
+        // Still parse it: a file that is not the format its kind promises must not be published.
+        formats::open(&fetched.path, Some(format))?;
+        link_or_copy(&fetched.path, dst)
+    } else {
+        formats::convert::convert_file(&fetched.path, None, dst, format, options, reporter)?;
+        Ok(())
+    }
+}
+
+fn build_disk(
+    fetched: &Fetched,
+    kind: &str,
+    format: DiskFormat,
+    container: ContainerFormat,
+    describe: &Describe<'_>,
+    reporter: &dyn Reporter,
+) -> Result<Artifact, Error> {
+    let request = describe.request;
+    let dir = &request.output_dir;
+    let stem = upstream_stem(fetched)?;
+    let name = request
+        .image
+        .name
+        .clone()
+        .unwrap_or_else(|| describe.default_name(&stem));
+    let disk_name = format!("{stem}.{}", format.extension());
+    let mut options = request.convert_options.clone();
+    if matches!(container, ContainerFormat::Ovf | ContainerFormat::Ova)
+        && options.get("subformat").is_none()
+    {
+        options.set("subformat", "streamOptimized");
+    }
+    let ovf_spec = |disk_name: &str, capacity: u64| {
+        let mut spec = OvfSpec::new(&name, disk_name, 0, capacity);
+        spec.cpus = request.machine.cpus;
+        spec.memory_mib = request.machine.memory_mib;
+        spec.firmware = request.machine.firmware;
+        if !options
+            .get("subformat")
+            .is_some_and(|s| s.eq_ignore_ascii_case("streamOptimized"))
+        {
+            spec.disk_format_uri = VMDK_SPARSE_URI.to_owned();
+        }
+        spec
+    };
+    match container {
+        ContainerFormat::Ovf => {
+            // Built in a hidden sibling folder, then renamed: the package appears whole.
+            let package = dir.join(&stem);
+            let staging = dir.join(format!(".{stem}.ovf-partial"));
+            let _ = std::fs::remove_dir_all(&staging);
+            std::fs::create_dir_all(&staging).map_err(io_error(&staging))?;
+            let built = (|| {
+                let disk = staging.join(&disk_name);
+                blocking(|| {
+                    produce_disk(
+                        fetched,
+                        kind,
+                        format,
+                        &options,
+                        describe.catalog,
+                        &disk,
+                        reporter,
+                    )
+                })?;
+                let capacity = virtual_size(&disk)?;
+                let spec = ovf_spec(&disk_name, capacity);
+                ovf::write_package_files(&staging, &stem, &spec, request.machine.manifest_hash)?;
+                Ok::<u64, Error>(capacity)
+            })();
+            let capacity = match built {
+                Ok(capacity) => capacity,
+                Err(error) => {
+                    let _ = std::fs::remove_dir_all(&staging);
+                    return Err(error);
+                }
+            };
+            replace_dir(&staging, &package)?;
+            let disk = package.join(&disk_name);
+            let metadata = describe.metadata(&disk, name, "vmdk", container, capacity, fetched)?;
+            let metadata_path = metadata.write_beside(&disk)?;
+            Ok(Artifact {
+                path: disk,
+                metadata_path,
+                package_files: vec![
+                    package.join(format!("{stem}.ovf")),
+                    package.join(format!("{stem}.mf")),
+                ],
+                metadata,
+            })
+        }
+        ContainerFormat::Ova => {
+            let ova_path = dir.join(format!("{stem}.ova"));
+            // The disk is only an ingredient: a hidden temporary, removed whatever happens.
+            let disk = dir.join(format!(".{stem}.ova-disk.vmdk"));
+            let built = blocking(|| {
+                produce_disk(
+                    fetched,
+                    kind,
+                    format,
+                    &options,
+                    describe.catalog,
+                    &disk,
+                    reporter,
+                )?;
+                let capacity = virtual_size(&disk)?;
+                let spec = ovf_spec(&disk_name, capacity);
+                ova::write_ova_package(&ova_path, &spec, &disk, request.machine.manifest_hash)?;
+                Ok::<u64, Error>(capacity)
+            });
+            let _ = std::fs::remove_file(&disk);
+            let capacity = built?;
+            let metadata =
+                describe.metadata(&ova_path, name, "vmdk", container, capacity, fetched)?;
+            let metadata_path = metadata.write_beside(&ova_path)?;
+            Ok(Artifact {
+                path: ova_path,
+                metadata_path,
+                package_files: Vec::new(),
+                metadata,
+            })
+        }
+        _ => {
+            let disk = dir.join(&disk_name);
+            blocking(|| {
+                produce_disk(
+                    fetched,
+                    kind,
+                    format,
+                    &options,
+                    describe.catalog,
+                    &disk,
+                    reporter,
+                )
+            })?;
+            let capacity = virtual_size(&disk)?;
+            let metadata =
+                describe.metadata(&disk, name, format.name(), container, capacity, fetched)?;
+            let metadata_path = metadata.write_beside(&disk)?;
+            Ok(Artifact {
+                path: disk,
+                metadata_path,
+                package_files: Vec::new(),
+                metadata,
+            })
+        }
+    }
+}
+
+/// Puts the finished folder `staging` at `target`, replacing an older one: the old folder is
+/// moved aside first and removed after, so `target` is never half old, half new.
+fn replace_dir(staging: &Path, target: &Path) -> Result<(), Error> {
+    let mut aside_name = target.as_os_str().to_owned();
+    aside_name.push(".old");
+    let aside = PathBuf::from(aside_name);
+    let _ = std::fs::remove_dir_all(&aside);
+    let had_old = match std::fs::rename(target, &aside) {
+        Ok(()) => true,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => false,
+        Err(error) => return Err(io_error(target)(error)),
+    };
+    std::fs::rename(staging, target).map_err(io_error(target))?;
+    if had_old {
+        let _ = std::fs::remove_dir_all(&aside);
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AmazonRole {
+    Kernel,
+    Ramdisk,
+}
+
+/// Name of an aki/ari image: the ami's name plus a suffix when the user named the set.
+fn part_name(describe: &Describe<'_>, stem: &str, suffix: &str) -> String {
+    match &describe.request.image.name {
+        Some(name) => format!("{name}-{suffix}"),
+        None => describe.default_name(stem),
+    }
+}
+
+fn build_amazon_part(
+    fetched: &Fetched,
+    role: AmazonRole,
+    describe: &Describe<'_>,
+) -> Result<Artifact, Error> {
+    let (format, suffix) = match role {
+        AmazonRole::Kernel => ("aki", "kernel"),
+        AmazonRole::Ramdisk => ("ari", "ramdisk"),
+    };
+    let upstream = fetched
+        .path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::Usage(format!("{}: not a UTF-8 file name", fetched.path.display())))?
+        .to_owned();
+    let path = describe
+        .request
+        .output_dir
+        .join(format!("{upstream}.{format}"));
+    link_or_copy(&fetched.path, &path)?;
+    let container = ContainerFormat::from_name(format)?;
+    let metadata = describe.metadata(
+        &path,
+        part_name(describe, &upstream, suffix),
+        format,
+        container,
+        fetched.size,
+        fetched,
+    )?;
+    let metadata_path = metadata.write_beside(&path)?;
+    Ok(Artifact {
+        path,
+        metadata_path,
+        package_files: Vec::new(),
+        metadata,
+    })
+}
+
+/// The ami: the raw disk, streamed out of the `.tar.gz` or converted from the qcow2 image.
+fn build_machine_image(
+    fetched: &Fetched,
+    (kernel, ramdisk): (Option<String>, Option<String>),
+    describe: &Describe<'_>,
+    reporter: &dyn Reporter,
+) -> Result<Artifact, Error> {
+    let request = describe.request;
+    let stem = upstream_stem(fetched)?;
+    let name = request
+        .image
+        .name
+        .clone()
+        .unwrap_or_else(|| describe.default_name(&stem));
+    let path = request.output_dir.join(format!("{stem}.ami"));
+    blocking(|| {
+        formats::convert::convert_file(
+            &fetched.path,
+            None,
+            &path,
+            DiskFormat::Raw,
+            &request.convert_options,
+            reporter,
+        )
+    })?;
+    let capacity = virtual_size(&path)?;
+    let mut metadata =
+        describe.metadata(&path, name, "ami", ContainerFormat::Ami, capacity, fetched)?;
+    metadata.kernel = kernel;
+    metadata.ramdisk = ramdisk;
+    let metadata_path = metadata.write_beside(&path)?;
+    Ok(Artifact {
+        path,
+        metadata_path,
+        package_files: Vec::new(),
+        metadata,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::Stream;
+
+    fn request(disk_format: &str, container: ContainerFormat) -> PrepareRequest<'static> {
+        PrepareRequest {
+            query: Query {
+                release: "noble".into(),
+                arch: "amd64".into(),
+                stream: Stream::Released,
+                source: None,
+            },
+            serial: None,
+            kind: None,
+            disk_format: disk_format.into(),
+            container,
+            output_dir: PathBuf::from("out"),
+            signature: SignaturePolicy::Skip,
+            convert_options: Options::default(),
+            image: ImageSettings::default(),
+            machine: MachineSettings::default(),
+        }
+    }
+
+    #[test]
+    fn artifact_stems_drop_the_upstream_extension() {
+        assert_eq!(
+            stem("ubuntu-24.04-server-cloudimg-amd64.img"),
+            "ubuntu-24.04-server-cloudimg-amd64"
+        );
+        assert_eq!(
+            stem("noble-server-cloudimg-amd64.tar.gz"),
+            "noble-server-cloudimg-amd64"
+        );
+        assert_eq!(
+            stem("ubuntu-24.04-server-cloudimg-amd64.tar.gz"),
+            "ubuntu-24.04-server-cloudimg-amd64"
+        );
+        assert_eq!(
+            stem("noble-server-cloudimg-amd64-azure.vhd.tar.gz"),
+            "noble-server-cloudimg-amd64-azure"
+        );
+        // Version dots are not extensions.
+        assert_eq!(stem("ubuntu-24.04-server"), "ubuntu-24.04-server");
+    }
+
+    #[test]
+    fn ami_in_a_bare_container_is_refused_before_any_download() {
+        let error = plan(&request("ami", ContainerFormat::Bare)).err().unwrap();
+        assert_eq!(error.kind(), crate::ErrorKind::Usage);
+    }
+
+    #[test]
+    fn iso_points_to_the_seed_command() {
+        let error = plan(&request("iso", ContainerFormat::Bare)).err().unwrap();
+        assert!(error.to_string().contains("cloudimg seed"), "{error}");
+    }
+
+    #[test]
+    fn flat_vmdk_is_refused_because_glance_would_be() {
+        let mut request = request("vmdk", ContainerFormat::Bare);
+        request.convert_options = Options::parse("subformat=monolithicFlat").unwrap();
+        let error = plan(&request).err().unwrap();
+        assert!(error.to_string().contains("flat extents"), "{error}");
+    }
+
+    #[test]
+    fn ami_plan_fetches_kernel_ramdisk_and_the_tarball() {
+        let Plan::Amazon {
+            kernel,
+            ramdisk,
+            machine,
+        } = plan(&request("ami", ContainerFormat::Ami)).unwrap()
+        else {
+            panic!("not an amazon plan");
+        };
+        assert!(kernel && ramdisk);
+        assert_eq!(machine.as_deref(), Some(DEFAULT_AMI_KIND));
+    }
+
+    #[test]
+    fn unknown_visibility_is_refused() {
+        let mut request = request("qcow2", ContainerFormat::Bare);
+        request.image.visibility = Some("everyone".into());
+        assert!(plan(&request).is_err());
+    }
+}

@@ -1,0 +1,103 @@
+//! A loopback site for tests that run the binary: a generated mirror, its HTTP server, a keyring
+//! trusting the test signing key, and helpers to run `cloudimg` against it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tempfile::TempDir;
+
+use super::mirror::{Knobs, Mirror, MirrorBuilder, Release};
+use super::pgp;
+use super::server::Server;
+
+/// Released serials of every generated site, oldest first.
+pub const RELEASED: [&str; 2] = ["20240821", "20241004.1"];
+/// Daily serials of every generated site.
+pub const DAILY: [&str; 1] = ["20241010"];
+
+/// A mirror, its server and a keyring file holding the test signing key.
+pub struct Site {
+    pub _dir: TempDir,
+    pub mirror: Mirror,
+    pub server: Server,
+    pub keyring: PathBuf,
+}
+
+pub fn build_site(knobs: Knobs) -> Site {
+    let dir = TempDir::new().unwrap();
+    let mirror = MirrorBuilder::new(dir.path().join("mirror"))
+        .releases(&[Release::NOBLE])
+        .arches(&["amd64"])
+        .released_serials(&RELEASED)
+        .daily_serials(&DAILY)
+        .knobs(knobs)
+        .build()
+        .expect("mirror");
+    let keyring = dir.path().join("trusted.asc");
+    pgp::signing_key().write_public_key(&keyring).unwrap();
+    let server = Server::start(mirror.root());
+    Site {
+        _dir: dir,
+        mirror,
+        server,
+        keyring,
+    }
+}
+
+/// One well-formed mirror shared by the tests that only read it.
+pub fn shared_site() -> &'static Site {
+    static SITE: OnceLock<Site> = OnceLock::new();
+    SITE.get_or_init(|| build_site(Knobs::default()))
+}
+
+pub fn cloudimg(site: &Site, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cloudimg"));
+    command
+        .arg("--mirror")
+        .arg(site.server.url().as_str())
+        .arg("--keyring")
+        .arg(&site.keyring)
+        .args(["--retries", "2", "--stall-timeout", "2"])
+        .args(args)
+        .env_remove("CLOUDIMG_MIRROR")
+        .env_remove("CLOUDIMG_KEYRING")
+        .env("NO_COLOR", "1");
+    command
+}
+
+pub fn run(site: &Site, args: &[&str]) -> Output {
+    cloudimg(site, args).output().expect("run cloudimg")
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn json(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "cloudimg failed: {}",
+        stderr(output)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON on stdout")
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// Files left in `dir` (names), to prove nothing partial is published.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
