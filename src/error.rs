@@ -27,3 +27,19 @@ impl ErrorKind {
         }
     }
 }
+
+/// An error and its causes on one line: "outer: inner: innermost".
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // thiserror `transparent` wrappers repeat their inner message; show it once.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

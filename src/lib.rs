@@ -17,6 +17,7 @@ pub mod formats;
 pub mod index;
 pub mod io;
 pub mod pipeline;
+pub mod sync;
 pub mod verify;
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 
 pub mod glance;
 pub mod pattern;
+pub mod user;
 
 use std::collections::BTreeMap;
 use std::io::Read;

@@ -12,6 +12,7 @@ Exit codes:
   2  usage error (bad option, unknown release, arch, serial or file kind)
   3  integrity failure (checksum mismatch, bad or missing signature)
   4  network or server failure after retries
+  sync: 5 some entries failed (the others were done), 6 another sync holds the output root
   check: 0 clean, 2 corruptions found, 3 leaked clusters only (as qemu-img check)";
 
 #[derive(Debug, Parser)]
@@ -46,6 +47,9 @@ pub struct Global {
     /// Machine-readable JSON on stdout.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Log lines on stderr as text or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Only errors.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
@@ -60,6 +64,12 @@ pub struct Global {
     pub stall_timeout: u64,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// List releases, or the serials and files of one release.
@@ -68,6 +78,8 @@ pub enum Command {
     Fetch(FetchArgs),
     /// Fetch, verify, convert and wrap an image for Glance, with its `.glance.json` metadata.
     Prepare(PrepareArgs),
+    /// Keep the images of a user catalog current under its output root (for cron).
+    Sync(SyncArgs),
     /// Show an image's format, sizes and options.
     Info(InfoArgs),
     /// Convert an image between raw, qcow2, vmdk, vhd and vdi.
@@ -307,4 +319,28 @@ pub struct PrepareArgs {
     /// Digest of the OVF manifest (.mf).
     #[arg(long, value_enum, default_value_t = ManifestHashArg::Sha256)]
     pub manifest_hash: ManifestHashArg,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The user catalog (TOML; see catalogs/examples/).
+    pub catalog: PathBuf,
+    /// Print the plan; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Entries worked on at once.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub jobs: usize,
+    /// Only this entry (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub only: Vec<String>,
+    /// Wait for a running sync of the same root instead of exiting with status 6.
+    #[arg(long)]
+    pub wait: bool,
+    /// Accept a mirror whose newest serial is older than the published one.
+    #[arg(long)]
+    pub allow_downgrade: bool,
+    /// Skip the OpenPGP check of checksum files (logged; checksums are still verified).
+    #[arg(long)]
+    pub no_verify_signature: bool,
 }

@@ -7,6 +7,7 @@ mod image;
 mod prepare;
 mod progress;
 mod seed;
+mod sync;
 
 use std::io::IsTerminal;
 
@@ -28,11 +29,11 @@ pub fn run() -> i32 {
             };
         }
     };
-    init_tracing(cli.global.quiet, cli.global.verbose);
+    init_tracing(cli.global.quiet, cli.global.verbose, cli.global.log_format);
     match dispatch(cli) {
         Ok(status) => status,
         Err(error) => {
-            tracing::error!("{}", chain(&error));
+            tracing::error!("{}", cloudimg::error::chain(&error));
             error.kind().exit_code()
         }
     }
@@ -51,12 +52,14 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Create(args) => image::create(&global, args),
         Command::Resize(args) => image::resize(&global, args),
         Command::Seed(args) => seed::seed(&global, args),
+        Command::Sync(args) => sync::sync(&global, args),
     }
 }
 
 /// Log lines go to stderr: `-q` errors only, default info, `-v` debug, `-vv` trace. `RUST_LOG`
-/// overrides.
-fn init_tracing(quiet: bool, verbose: u8) {
+/// overrides. Text lines are short and untimed (cron mail, journald add their own time); JSON
+/// lines carry a timestamp and the fields.
+fn init_tracing(quiet: bool, verbose: u8, format: args::LogFormat) {
     let level = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "info",
@@ -65,29 +68,17 @@ fn init_tracing(quiet: bool, verbose: u8) {
     };
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("cloudimg={level},warn")));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time()
-        .init();
-}
-
-/// An error and its causes on one line: "outer: inner: innermost".
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        // thiserror `transparent` wrappers repeat their inner message; show it once.
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
+        .with_target(false);
+    match format {
+        args::LogFormat::Json => builder.json().init(),
+        args::LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .without_time()
+            .init(),
     }
-    text
 }
 
 /// Writes a value as pretty JSON on stdout.

@@ -48,6 +48,7 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
         disk_format: args.disk_format.to_ascii_lowercase(),
         container: ContainerFormat::from_name(&args.container_format)?,
         output_dir: args.output.clone(),
+        download_dir: None,
         signature,
         convert_options,
         image: ImageSettings {

@@ -80,7 +80,10 @@ pub struct PrepareRequest<'a> {
     /// Glance `disk_format`.
     pub disk_format: String,
     pub container: ContainerFormat,
+    /// Where the artifacts go.
     pub output_dir: PathBuf,
+    /// Where upstream files are downloaded (and resumed from); default `output_dir`.
+    pub download_dir: Option<PathBuf>,
     pub signature: SignaturePolicy<'a>,
     /// qemu-img style `-o` options of the conversion.
     pub convert_options: Options,
@@ -315,7 +318,10 @@ async fn fetch(
         catalog,
         listing,
         file,
-        &request.output_dir,
+        request
+            .download_dir
+            .as_deref()
+            .unwrap_or(&request.output_dir),
         &request.signature,
         reporter,
     )
@@ -802,6 +808,7 @@ mod tests {
             disk_format: disk_format.into(),
             container,
             output_dir: PathBuf::from("out"),
+            download_dir: None,
             signature: SignaturePolicy::Skip,
             convert_options: Options::default(),
             image: ImageSettings::default(),

@@ -1,0 +1,322 @@
+//! User catalogs: the images a `cloudimg sync` keeps current (`catalogs/examples/lab.toml`).
+//!
+//! A user catalog names what to maintain — release, arch, stream, file kind, Glance formats —
+//! and where to publish it; the source catalogs (`ubuntu`, `debian`, or a file) say how to find
+//! it upstream.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{CatalogError, STREAM_NAMES};
+
+/// Largest user catalog accepted; real ones are a few KiB.
+const MAX_USER_CATALOG_BYTES: u64 = 1 << 20;
+
+/// What happens to a Glance image of a serial that retention dropped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetirePolicy {
+    /// `os_hidden=true`: gone from default listings, still bootable by id.
+    #[default]
+    Hide,
+    /// Deactivated: no new servers, existing ones keep running.
+    Deactivate,
+    Delete,
+}
+
+/// Where new serials are uploaded, and how old ones are retired.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlanceTarget {
+    /// Image API endpoint; default from the environment (`OS_IMAGE_URL`, Keystone's catalog).
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub retire: RetirePolicy,
+    /// Glance visibility of uploaded images.
+    #[serde(default)]
+    pub visibility: Option<String>,
+}
+
+/// One image to keep current.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSpec {
+    /// Folder name under the output root, and the Glance image name prefix.
+    pub name: String,
+    /// A built-in source catalog name or a catalog file path.
+    #[serde(default = "default_source")]
+    pub source: String,
+    /// Codename, version, `lts` or `latest`.
+    pub release: String,
+    #[serde(default = "default_arch")]
+    pub arch: String,
+    #[serde(default = "default_stream")]
+    pub stream: String,
+    /// Upstream kind (simplestreams ftype); default `disk1.img`, `tar.gz` for ami.
+    #[serde(default)]
+    pub file: Option<String>,
+    #[serde(default = "default_disk_format")]
+    pub disk_format: String,
+    #[serde(default = "default_container_format")]
+    pub container_format: String,
+    /// Conversion options, as qemu-img's `-o` (`"preallocation=metadata,compat=1.1"`).
+    #[serde(default)]
+    pub options: Option<String>,
+    /// Serials kept; default the catalog's `keep`.
+    #[serde(default)]
+    pub keep: Option<usize>,
+    /// Glance properties applied after the source catalog's.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Minimum RAM in MiB.
+    #[serde(default)]
+    pub min_ram: Option<u64>,
+    /// Upload to the catalog's Glance target (default true when there is one).
+    #[serde(default)]
+    pub upload: Option<bool>,
+    /// Command run (by `sh -c`) after a new serial is published; overrides the catalog's.
+    #[serde(default)]
+    pub hook: Option<String>,
+}
+
+fn default_source() -> String {
+    "ubuntu".to_owned()
+}
+fn default_arch() -> String {
+    "amd64".to_owned()
+}
+fn default_stream() -> String {
+    "released".to_owned()
+}
+fn default_disk_format() -> String {
+    "qcow2".to_owned()
+}
+fn default_container_format() -> String {
+    "bare".to_owned()
+}
+fn default_keep() -> usize {
+    2
+}
+
+/// A parsed, validated user catalog.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserCatalog {
+    /// Publish root: `<output>/<name>/<serial>/`, `<output>/<name>/current`.
+    pub output: PathBuf,
+    /// Serials kept per image.
+    #[serde(default = "default_keep")]
+    pub keep: usize,
+    /// Mirror URL per source name, instead of the source catalog's `base_url`.
+    #[serde(default)]
+    pub mirrors: BTreeMap<String, String>,
+    /// Command run (by `sh -c`) after any image publishes a new serial.
+    #[serde(default)]
+    pub hook: Option<String>,
+    #[serde(default)]
+    pub glance: Option<GlanceTarget>,
+    #[serde(rename = "image")]
+    pub images: Vec<ImageSpec>,
+}
+
+impl UserCatalog {
+    /// Reads and validates a user catalog; a relative `output` is relative to the file.
+    pub fn from_path(path: &Path) -> Result<UserCatalog, CatalogError> {
+        let read_error = |source| CatalogError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(read_error)?;
+        let mut text = String::new();
+        file.take(MAX_USER_CATALOG_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(read_error)?;
+        if text.len() as u64 > MAX_USER_CATALOG_BYTES {
+            return Err(CatalogError::TooLarge {
+                path: path.to_owned(),
+                size: text.len() as u64,
+                limit: MAX_USER_CATALOG_BYTES,
+            });
+        }
+        let origin = path.display().to_string();
+        let mut catalog = UserCatalog::from_toml_str(&text, &origin)?;
+        if catalog.output.is_relative() {
+            let base = path.parent().unwrap_or(Path::new("."));
+            catalog.output = base.join(&catalog.output);
+        }
+        Ok(catalog)
+    }
+
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<UserCatalog, CatalogError> {
+        let catalog: UserCatalog = toml::from_str(text).map_err(|source| CatalogError::Parse {
+            origin: origin.to_owned(),
+            source,
+        })?;
+        catalog.validate().map_err(|reason| CatalogError::Invalid {
+            origin: origin.to_owned(),
+            reason,
+        })?;
+        Ok(catalog)
+    }
+
+    /// Serials kept for `image`.
+    pub fn keep_for(&self, image: &ImageSpec) -> usize {
+        image.keep.unwrap_or(self.keep)
+    }
+
+    /// The hook for `image`: its own, else the catalog's.
+    pub fn hook_for<'a>(&'a self, image: &'a ImageSpec) -> Option<&'a str> {
+        image.hook.as_deref().or(self.hook.as_deref())
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.output.as_os_str().is_empty() {
+            return Err("output: an empty path".into());
+        }
+        if self.images.is_empty() {
+            return Err("no [[image]] entries".into());
+        }
+        for (index, image) in self.images.iter().enumerate() {
+            check_image_name(&image.name)?;
+            if self.images[..index].iter().any(|i| i.name == image.name) {
+                return Err(format!("image {:?} is declared twice", image.name));
+            }
+            if !STREAM_NAMES.contains(&image.stream.as_str()) {
+                return Err(format!(
+                    "image {:?}: stream {:?}; expected one of {}",
+                    image.name,
+                    image.stream,
+                    STREAM_NAMES.join(", ")
+                ));
+            }
+            if self.keep_for(image) == 0 {
+                return Err(format!(
+                    "image {:?}: keep must be at least 1 (the current serial)",
+                    image.name
+                ));
+            }
+        }
+        if self.keep == 0 {
+            return Err("keep must be at least 1 (the current serial)".into());
+        }
+        Ok(())
+    }
+}
+
+/// Image names become folder names and Glance name prefixes: keep them to a safe alphabet, so
+/// no entry can write outside the output root.
+fn check_image_name(name: &str) -> Result<(), String> {
+    let safe = !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if safe {
+        Ok(())
+    } else {
+        Err(format!(
+            "image name {name:?}: 1 to 100 letters, digits, '.', '_' or '-', not starting with '.'"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        output = "/srv/cloudimg"      # publish root
+        keep = 2                      # serials kept per image
+
+        [[image]]
+        name = "noble-amd64"
+        source = "ubuntu"
+        release = "noble"
+        arch = "amd64"
+        stream = "released"
+        file = "disk1.img"
+        disk_format = "qcow2"
+        container_format = "bare"
+    "#;
+
+    #[test]
+    fn the_documented_shape_parses_as_written() {
+        let catalog = UserCatalog::from_toml_str(MINIMAL, "test").unwrap();
+        assert_eq!(catalog.output, PathBuf::from("/srv/cloudimg"));
+        assert_eq!(catalog.keep, 2);
+        let image = &catalog.images[0];
+        assert_eq!(image.name, "noble-amd64");
+        assert_eq!(image.file.as_deref(), Some("disk1.img"));
+        assert_eq!(catalog.keep_for(image), 2);
+        assert!(catalog.glance.is_none());
+    }
+
+    #[test]
+    fn defaults_fill_a_terse_entry() {
+        let catalog = UserCatalog::from_toml_str(
+            "output = \"out\"\n[[image]]\nname = \"n\"\nrelease = \"lts\"\n",
+            "test",
+        )
+        .unwrap();
+        let image = &catalog.images[0];
+        assert_eq!(
+            (
+                image.source.as_str(),
+                image.arch.as_str(),
+                image.stream.as_str()
+            ),
+            ("ubuntu", "amd64", "released")
+        );
+        assert_eq!(
+            (image.disk_format.as_str(), image.container_format.as_str()),
+            ("qcow2", "bare")
+        );
+        assert_eq!(catalog.keep, 2);
+    }
+
+    #[test]
+    fn an_image_name_with_a_slash_is_refused() {
+        let text = MINIMAL.replace("noble-amd64", "../escape");
+        let error = UserCatalog::from_toml_str(&text, "test").unwrap_err();
+        assert!(error.to_string().contains("test"), "{error}");
+    }
+
+    #[test]
+    fn duplicate_names_are_refused() {
+        let text = format!("{MINIMAL}\n[[image]]\nname = \"noble-amd64\"\nrelease = \"jammy\"\n");
+        assert!(UserCatalog::from_toml_str(&text, "test").is_err());
+    }
+
+    #[test]
+    fn keep_zero_is_refused() {
+        let text = MINIMAL.replace("keep = 2", "keep = 0");
+        assert!(UserCatalog::from_toml_str(&text, "test").is_err());
+    }
+
+    #[test]
+    fn unknown_stream_is_refused() {
+        let text = MINIMAL.replace("\"released\"", "\"weekly\"");
+        assert!(UserCatalog::from_toml_str(&text, "test").is_err());
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let text = include_str!("../../catalogs/examples/lab.toml");
+        let catalog = UserCatalog::from_toml_str(text, "lab.toml").unwrap();
+        assert_eq!(catalog.images.len(), 4);
+    }
+
+    #[test]
+    fn retire_policy_words() {
+        let text = format!("{MINIMAL}\n[glance]\nretire = \"deactivate\"\n");
+        let catalog = UserCatalog::from_toml_str(&text, "test").unwrap();
+        assert_eq!(catalog.glance.unwrap().retire, RetirePolicy::Deactivate);
+    }
+}

@@ -1,0 +1,322 @@
+//! The publish tree: `ROOT/<name>/<serial>/` folders, the `ROOT/<name>/current` symlink, and
+//! the hidden work areas (`ROOT/.staging/`, `ROOT/.downloads/`).
+//!
+//! Readers only ever see complete serials: a serial is built in staging and renamed into place,
+//! and `current` is switched by renaming a new symlink over the old one.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::SyncError;
+use crate::container::glance::{ImageMetadata, METADATA_SUFFIX};
+
+/// The `current` symlink's name in each image folder.
+pub const CURRENT: &str = "current";
+/// Where serials are assembled before being renamed into place.
+pub const STAGING: &str = ".staging";
+/// Where upstream files are downloaded (and resumed from after a kill).
+pub const DOWNLOADS: &str = ".downloads";
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SyncError + '_ {
+    move |source| SyncError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The folders of one image in the publish tree.
+#[derive(Clone, Debug)]
+pub struct ImageTree {
+    pub root: PathBuf,
+    pub name: String,
+}
+
+impl ImageTree {
+    pub fn new(root: &Path, name: &str) -> ImageTree {
+        ImageTree {
+            root: root.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.root.join(&self.name)
+    }
+
+    pub fn serial_dir(&self, serial: &str) -> PathBuf {
+        self.dir().join(serial)
+    }
+
+    pub fn staging_dir(&self, serial: &str) -> PathBuf {
+        self.root
+            .join(STAGING)
+            .join(format!("{}-{serial}", self.name))
+    }
+
+    pub fn download_dir(&self) -> PathBuf {
+        self.root.join(DOWNLOADS).join(&self.name)
+    }
+
+    /// The serial `current` points to, if any.
+    pub fn current(&self) -> Option<String> {
+        let target = std::fs::read_link(self.dir().join(CURRENT)).ok()?;
+        target
+            .file_name()
+            .and_then(|name| name.to_str())
+            .map(str::to_owned)
+    }
+
+    /// Published serial folders (any order).
+    pub fn serials(&self) -> Result<Vec<String>, SyncError> {
+        let dir = self.dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(io(&dir)(error)),
+        };
+        let mut serials = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io(&dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let is_dir = entry.file_type().map_err(io(&dir))?.is_dir();
+            if is_dir && !name.starts_with('.') {
+                serials.push(name);
+            }
+        }
+        Ok(serials)
+    }
+
+    /// Moves a finished staging folder to `<name>/<serial>/`. A folder already there (a serial
+    /// published but not verified, say) is moved aside first and removed after.
+    pub fn publish(&self, staging: &Path, serial: &str) -> Result<PathBuf, SyncError> {
+        let dir = self.dir();
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let target = self.serial_dir(serial);
+        let aside = self
+            .root
+            .join(STAGING)
+            .join(format!("{}-{serial}.replaced", self.name));
+        let _ = std::fs::remove_dir_all(&aside);
+        let replaced = match std::fs::rename(&target, &aside) {
+            Ok(()) => true,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => false,
+            Err(error) => return Err(io(&target)(error)),
+        };
+        std::fs::rename(staging, &target).map_err(io(&target))?;
+        if replaced {
+            let _ = std::fs::remove_dir_all(&aside);
+        }
+        sync_dir(&dir)?;
+        Ok(target)
+    }
+
+    /// Points `current` at `serial` in one rename.
+    pub fn switch_current(&self, serial: &str) -> Result<(), SyncError> {
+        let dir = self.dir();
+        let temporary = dir.join(format!(".{CURRENT}.new"));
+        let _ = std::fs::remove_file(&temporary);
+        std::os::unix::fs::symlink(serial, &temporary).map_err(io(&temporary))?;
+        let link = dir.join(CURRENT);
+        std::fs::rename(&temporary, &link).map_err(io(&link))?;
+        sync_dir(&dir)
+    }
+
+    /// Removes serial folders beyond the newest `keep` (by `order`, newest first), never the
+    /// one `current` points to. Returns the removed serials.
+    pub fn prune(
+        &self,
+        keep: usize,
+        order: impl Fn(&mut [String]),
+        dry_run: bool,
+    ) -> Result<Vec<String>, SyncError> {
+        let mut serials = self.serials()?;
+        order(&mut serials);
+        let current = self.current();
+        let mut removed = Vec::new();
+        for serial in serials.into_iter().skip(keep) {
+            if current.as_deref() == Some(serial.as_str()) {
+                continue;
+            }
+            if !dry_run {
+                let path = self.serial_dir(&serial);
+                std::fs::remove_dir_all(&path).map_err(io(&path))?;
+            }
+            removed.push(serial);
+        }
+        Ok(removed)
+    }
+}
+
+/// Makes renames in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), SyncError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
+}
+
+/// The metadata files of a published serial: in the folder and one level below (an OVF
+/// package's folder).
+pub fn metadata_files(dir: &Path) -> Result<Vec<PathBuf>, SyncError> {
+    let mut found = Vec::new();
+    let mut folders = vec![(dir.to_owned(), 0)];
+    while let Some((folder, depth)) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).map_err(io(&folder))? {
+            let entry = entry.map_err(io(&folder))?;
+            let path = entry.path();
+            let file_type = entry.file_type().map_err(io(&path))?;
+            if file_type.is_dir() && depth == 0 {
+                folders.push((path, depth + 1));
+            } else if file_type.is_file()
+                && path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.ends_with(METADATA_SUFFIX))
+            {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Whether a published serial is whole: it has metadata, and every artifact it describes has
+/// the recorded size and SHA-256.
+pub fn verify_serial(dir: &Path) -> Result<bool, SyncError> {
+    if !dir.is_dir() {
+        return Ok(false);
+    }
+    let files = metadata_files(dir)?;
+    if files.is_empty() {
+        return Ok(false);
+    }
+    for metadata_path in files {
+        let metadata = match ImageMetadata::read(&metadata_path) {
+            Ok(metadata) => metadata,
+            Err(error) => {
+                tracing::warn!(path = %metadata_path.display(), %error, "unreadable metadata");
+                return Ok(false);
+            }
+        };
+        let folder = metadata_path.parent().unwrap_or(dir);
+        let artifact = folder.join(&metadata.file);
+        if metadata.file.contains('/') || !artifact.is_file() {
+            return Ok(false);
+        }
+        let size = std::fs::metadata(&artifact).map_err(io(&artifact))?.len();
+        if size != metadata.digests.size || sha256_file(&artifact)? != metadata.digests.sha256 {
+            tracing::warn!(path = %artifact.display(), "published artifact does not match its metadata");
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn sha256_file(path: &Path) -> Result<String, SyncError> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(io(path))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer).map_err(io(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Free bytes for unprivileged users on the filesystem holding `path`.
+pub fn free_space(path: &Path) -> Result<u64, SyncError> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path =
+        std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| SyncError::Io {
+            path: path.to_owned(),
+            source: std::io::Error::other("path contains a NUL byte"),
+        })?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: c_path is NUL-terminated and stats points to writable memory of the right type.
+    let status = unsafe { libc::statvfs(c_path.as_ptr(), stats.as_mut_ptr()) };
+    if status != 0 {
+        return Err(io(path)(std::io::Error::last_os_error()));
+    }
+    // SAFETY: statvfs returned 0, so it filled the structure.
+    let stats = unsafe { stats.assume_init() };
+    Ok((stats.f_bavail as u64).saturating_mul(stats.f_frsize as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn newest_first(serials: &mut [String]) {
+        serials.sort_by(|a, b| b.cmp(a));
+    }
+
+    #[test]
+    fn switching_current_replaces_the_link_in_place() {
+        let root = tempfile::tempdir().unwrap();
+        let tree = ImageTree::new(root.path(), "noble");
+        for serial in ["20240821", "20241004"] {
+            std::fs::create_dir_all(tree.serial_dir(serial)).unwrap();
+            tree.switch_current(serial).unwrap();
+            assert_eq!(tree.current().as_deref(), Some(serial));
+        }
+        let link = std::fs::read_link(tree.dir().join(CURRENT)).unwrap();
+        assert_eq!(
+            link,
+            PathBuf::from("20241004"),
+            "relative, so the tree can move"
+        );
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_and_never_current() {
+        let root = tempfile::tempdir().unwrap();
+        let tree = ImageTree::new(root.path(), "noble");
+        for serial in ["20240101", "20240201", "20240301", "20240401"] {
+            std::fs::create_dir_all(tree.serial_dir(serial)).unwrap();
+        }
+        // A rollback left current on an old serial: it survives retention.
+        tree.switch_current("20240101").unwrap();
+        let planned = tree.prune(2, newest_first, true).unwrap();
+        assert_eq!(planned, ["20240201"]);
+        assert_eq!(tree.serials().unwrap().len(), 4, "dry run removes nothing");
+        let removed = tree.prune(2, newest_first, false).unwrap();
+        assert_eq!(removed, ["20240201"]);
+        let mut left = tree.serials().unwrap();
+        left.sort();
+        assert_eq!(left, ["20240101", "20240301", "20240401"]);
+    }
+
+    #[test]
+    fn serial_without_metadata_does_not_verify() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("20240821");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("disk.qcow2"), b"x").unwrap();
+        assert!(!verify_serial(&dir).unwrap());
+    }
+
+    #[test]
+    fn serial_with_a_changed_artifact_does_not_verify() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("20240821");
+        std::fs::create_dir_all(&dir).unwrap();
+        let artifact = dir.join("disk.qcow2");
+        std::fs::write(&artifact, b"disk bytes").unwrap();
+        let metadata = ImageMetadata::for_file(&artifact, "n", "qcow2", "bare", 10).unwrap();
+        metadata.write_beside(&artifact).unwrap();
+        assert!(verify_serial(&dir).unwrap());
+        std::fs::write(&artifact, b"disk bytez").unwrap();
+        assert!(!verify_serial(&dir).unwrap());
+    }
+
+    #[test]
+    fn free_space_of_a_temporary_folder_is_known() {
+        let root = tempfile::tempdir().unwrap();
+        assert!(free_space(root.path()).unwrap() > 0);
+    }
+}
