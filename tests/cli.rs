@@ -12,24 +12,14 @@ use crate::common::server::{Fault, Times};
 use crate::require_tools;
 
 use crate::common::site::{
-    build_site, cloudimg, json, names, run, sha256_file, shared_site, stderr, Site,
+    build_site, cloudimg, file_url_path, json, names, run, sha256_file, shared_site, stderr, Site,
 };
 
 const IMAGE: &str = "ubuntu-24.04-server-cloudimg-amd64.img";
 
 /// URL path of the newest released image as discovery resolves it.
 fn image_url_path(site: &Site) -> String {
-    let listing = json(&run(site, &["--json", "list", "noble"]));
-    let url = listing["listing"]["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["ftype"] == "disk1.img")
-        .expect("disk1.img listed")["url"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    url::Url::parse(&url).unwrap().path().to_owned()
+    file_url_path(site, "disk1.img")
 }
 
 #[test]

@@ -12,5 +12,7 @@ mod formats;
 mod prepare;
 /// The cloud-init seed ISO, read back with isoinfo.
 mod seed;
+/// `sync` from user catalogs: publish, retention, kills, locks, failures, full disks.
+mod sync;
 /// OpenPGP verification of the generated mirror, and the mirror's own shape.
 mod verify;

@@ -324,7 +324,8 @@ pub struct PrepareArgs {
 #[derive(Debug, Args)]
 pub struct SyncArgs {
     /// The user catalog (TOML; see catalogs/examples/).
-    pub catalog: PathBuf,
+    #[arg(value_name = "CATALOG")]
+    pub user_catalog: PathBuf,
     /// Print the plan; change nothing.
     #[arg(long)]
     pub dry_run: bool,

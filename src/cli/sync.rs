@@ -17,8 +17,12 @@ pub const EXIT_SOME_FAILED: i32 = 5;
 pub const EXIT_LOCKED: i32 = 6;
 
 pub fn sync(global: &Global, args: SyncArgs) -> Result<i32, Error> {
-    let catalog = UserCatalog::from_path(&args.catalog)?;
-    let catalog_dir = args.catalog.parent().unwrap_or(Path::new(".")).to_owned();
+    let catalog = UserCatalog::from_path(&args.user_catalog)?;
+    let catalog_dir = args
+        .user_catalog
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_owned();
     let context = Context::new(global)?;
     let options = SyncOptions {
         dry_run: args.dry_run,

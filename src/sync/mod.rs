@@ -416,10 +416,10 @@ impl Run<'_> {
             path: path.to_owned(),
             source,
         };
+        self.check_space(image, serial, listing)?;
         // Whatever a killed run left in staging is incomplete by definition.
         let _ = std::fs::remove_dir_all(&staging);
         std::fs::create_dir_all(&staging).map_err(|e| io(&staging, e))?;
-        self.check_space(image, serial, listing)?;
         let keyring;
         let signature = if self.options.skip_signature {
             SignaturePolicy::Skip

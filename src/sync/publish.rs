@@ -244,7 +244,7 @@ pub fn free_space(path: &Path) -> Result<u64, SyncError> {
     }
     // SAFETY: statvfs returned 0, so it filled the structure.
     let stats = unsafe { stats.assume_init() };
-    Ok((stats.f_bavail as u64).saturating_mul(stats.f_frsize as u64))
+    Ok(u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize)))
 }
 
 #[cfg(test)]

@@ -101,3 +101,18 @@ pub fn names(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// URL path of the newest released noble file of a kind, as discovery resolves it.
+pub fn file_url_path(site: &Site, ftype: &str) -> String {
+    let listing = json(&run(site, &["--json", "list", "noble"]));
+    let url = listing["listing"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["ftype"] == ftype)
+        .unwrap_or_else(|| panic!("{ftype} listed"))["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    url::Url::parse(&url).unwrap().path().to_owned()
+}
