@@ -244,7 +244,10 @@ pub fn free_space(path: &Path) -> Result<u64, SyncError> {
     }
     // SAFETY: statvfs returned 0, so it filled the structure.
     let stats = unsafe { stats.assume_init() };
-    Ok(u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize)))
+    // The field types vary by platform (32-bit ones use narrower integers).
+    #[allow(clippy::useless_conversion)]
+    let (blocks, block_size) = (u64::from(stats.f_bavail), u64::from(stats.f_frsize));
+    Ok(blocks.saturating_mul(block_size))
 }
 
 #[cfg(test)]
