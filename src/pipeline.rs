@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use url::Url;
 
 use crate::catalog::{Catalog, CatalogError, Signature};
@@ -18,6 +19,7 @@ use crate::ErrorKind;
 
 mod prepare;
 
+pub(crate) use prepare::unpacked_file;
 pub use prepare::{prepare, Artifact, ImageSettings, MachineSettings, PrepareRequest, Prepared};
 
 #[derive(Debug, thiserror::Error)]
@@ -209,15 +211,36 @@ async fn expected_digest(
     file: &FileEntry,
     policy: &SignaturePolicy<'_>,
 ) -> Result<(Sha256Digest, Option<String>), Error> {
-    let sums_text = client.get_document(&listing.sums_url).await?;
-    let signed_by = match policy {
+    let sums = verified_sums(client, catalog, listing, policy).await?;
+    let digest = digest_from_sums(catalog, listing, file, &sums.text)?;
+    Ok((digest, sums.signed_by))
+}
+
+/// A folder's checksum file and its detached signature, exactly as fetched, once the policy's
+/// signature check passed (a mirror copies these bytes).
+pub(crate) struct VerifiedSums {
+    pub text: Bytes,
+    /// `None` when the source publishes no signature or the check was skipped.
+    pub signature: Option<Bytes>,
+    pub signed_by: Option<String>,
+}
+
+/// Fetches the listing's checksum file and, as `policy` says, checks its signature.
+pub(crate) async fn verified_sums(
+    client: &Client,
+    catalog: &Catalog,
+    listing: &Listing,
+    policy: &SignaturePolicy<'_>,
+) -> Result<VerifiedSums, Error> {
+    let text = client.get_document(&listing.sums_url).await?;
+    let (signature, signed_by) = match policy {
         _ if catalog.signature == Signature::NotPublished => {
             tracing::warn!(source = %catalog.name, "no signature is published by this source; relying on HTTPS and the checksums");
-            None
+            (None, None)
         }
         SignaturePolicy::Skip => {
             tracing::warn!(url = %listing.sums_url, "signature check of SHA256SUMS skipped (--no-verify-signature)");
-            None
+            (None, None)
         }
         SignaturePolicy::Require(keyring) => {
             let Some(signature_url) = &listing.signature_url else {
@@ -230,13 +253,27 @@ async fn expected_digest(
                     url: signature_url.clone(),
                 });
             };
-            let good = keyring.verify_detached(&sums_text, &signature)?;
+            let good = keyring.verify_detached(&text, &signature)?;
             tracing::info!(url = %listing.sums_url, key = %good.fingerprint, "SHA256SUMS signature verified");
-            Some(good.fingerprint)
+            (Some(signature), Some(good.fingerprint))
         }
     };
+    Ok(VerifiedSums {
+        text,
+        signature,
+        signed_by,
+    })
+}
+
+/// The digest `sums_text` gives `file`, cross-checked with the listing's own (simplestreams).
+pub(crate) fn digest_from_sums(
+    catalog: &Catalog,
+    listing: &Listing,
+    file: &FileEntry,
+    sums_text: &[u8],
+) -> Result<Sha256Digest, Error> {
     let entries =
-        sums::parse(&sums_text, catalog.checksums.algorithm).map_err(|source| Error::Sums {
+        sums::parse(sums_text, catalog.checksums.algorithm).map_err(|source| Error::Sums {
             url: listing.sums_url.clone(),
             source: Box::new(source),
         })?;
@@ -262,7 +299,7 @@ async fn expected_digest(
             });
         }
     }
-    Ok((from_sums, signed_by))
+    Ok(from_sums)
 }
 
 /// Converts a verified download beside itself (`x.img` → `x.qcow2`), on a blocking thread.

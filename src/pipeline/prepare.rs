@@ -330,7 +330,7 @@ async fn fetch(
 
 /// A file of the build's sub-folder (`unpacked/`) and the listing of that folder: its own
 /// checksum file and signature verify it like any other file.
-fn unpacked_file(
+pub(crate) fn unpacked_file(
     discovery: &Discovery<'_>,
     listing: &Listing,
     kind: &str,

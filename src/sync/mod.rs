@@ -164,13 +164,15 @@ impl Summary {
     }
 }
 
-/// Holds the root's lock for the run.
-struct RootLock {
+/// Holds a root's lock for a run.
+pub(crate) struct RootLock {
     _file: File,
 }
 
-async fn lock_root(root: &Path, wait: bool) -> Result<RootLock, SyncError> {
-    let path = root.join(LOCK_FILE);
+/// Takes the lock file `name` in `root` (created with `root` if missing); `wait` queues behind
+/// a run holding it, otherwise that is [`SyncError::Locked`].
+pub(crate) async fn lock_root(root: &Path, name: &str, wait: bool) -> Result<RootLock, SyncError> {
+    let path = root.join(name);
     let io = |path: &Path, source| SyncError::Io {
         path: path.to_owned(),
         source,
@@ -185,7 +187,7 @@ async fn lock_root(root: &Path, wait: bool) -> Result<RootLock, SyncError> {
     match file.try_lock() {
         Ok(()) => Ok(RootLock { _file: file }),
         Err(std::fs::TryLockError::WouldBlock) if wait => {
-            tracing::info!(path = %path.display(), "another sync is running; waiting for it");
+            tracing::info!(path = %path.display(), "another run holds the lock; waiting for it");
             tokio::task::spawn_blocking(move || file.lock().map(|()| RootLock { _file: file }))
                 .await
                 .map_err(|e| io(&path, std::io::Error::other(e.to_string())))?
@@ -193,6 +195,56 @@ async fn lock_root(root: &Path, wait: bool) -> Result<RootLock, SyncError> {
         }
         Err(std::fs::TryLockError::WouldBlock) => Err(SyncError::Locked { path }),
         Err(std::fs::TryLockError::Error(source)) => Err(io(&path, source)),
+    }
+}
+
+/// The source catalog of an entry: a built-in name, or a file relative to the user catalog.
+pub(crate) fn source_catalog(image: &ImageSpec, catalog_dir: &Path) -> Result<Catalog, SyncError> {
+    let looks_like_path = image.source.contains('/') || image.source.ends_with(".toml");
+    Ok(if looks_like_path {
+        Catalog::from_path(&catalog_dir.join(&image.source))?
+    } else {
+        Catalog::builtin(&image.source)?
+    })
+}
+
+/// Where `source` is read from: `--mirror` for every source, else the user catalog's mirror
+/// for it, else its own base URL.
+pub(crate) fn mirror_url(
+    catalog: &UserCatalog,
+    source: &Catalog,
+    cli_mirror: Option<&Url>,
+) -> Result<Url, SyncError> {
+    let text = match (cli_mirror, catalog.mirrors.get(&source.name)) {
+        (Some(url), _) => return Ok(url.clone()),
+        (None, Some(text)) => text.as_str(),
+        (None, None) => return Ok(source.base_url.clone()),
+    };
+    let mut url = Url::parse(text).map_err(|e| CatalogError::Invalid {
+        origin: "mirrors".into(),
+        reason: format!("{}: {text:?}: {e}", source.name),
+    })?;
+    if !url.path().ends_with('/') {
+        url.set_path(&format!("{}/", url.path()));
+    }
+    Ok(url)
+}
+
+/// The keys trusted for `source`: `--keyring` when given, else the source's built-in keys.
+pub(crate) fn keyring_for(
+    source: &Catalog,
+    cli_keyring: Option<&Keyring>,
+) -> Result<Keyring, SyncError> {
+    match cli_keyring {
+        Some(keyring) => Ok(keyring.clone()),
+        None => Ok(Keyring::from_armored_texts(
+            &source
+                .keys
+                .iter()
+                .map(|k| k.armored.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .map_err(pipeline::Error::from)?),
     }
 }
 
@@ -209,7 +261,7 @@ pub async fn sync(
     let _lock = if options.dry_run {
         None
     } else {
-        Some(lock_root(root, options.wait).await?)
+        Some(lock_root(root, LOCK_FILE, options.wait).await?)
     };
     let state = Mutex::new(State::load(root)?);
     let selected: Vec<&ImageSpec> = catalog
@@ -281,34 +333,9 @@ impl Run<'_> {
         }
     }
 
-    fn source_catalog(&self, image: &ImageSpec) -> Result<Catalog, SyncError> {
-        let looks_like_path = image.source.contains('/') || image.source.ends_with(".toml");
-        Ok(if looks_like_path {
-            Catalog::from_path(&self.catalog_dir.join(&image.source))?
-        } else {
-            Catalog::builtin(&image.source)?
-        })
-    }
-
-    fn mirror(&self, source: &Catalog) -> Result<Url, SyncError> {
-        let text = match (&self.options.mirror, self.catalog.mirrors.get(&source.name)) {
-            (Some(url), _) => return Ok(url.clone()),
-            (None, Some(text)) => text.as_str(),
-            (None, None) => return Ok(source.base_url.clone()),
-        };
-        let mut url = Url::parse(text).map_err(|e| CatalogError::Invalid {
-            origin: "mirrors".into(),
-            reason: format!("{}: {text:?}: {e}", source.name),
-        })?;
-        if !url.path().ends_with('/') {
-            url.set_path(&format!("{}/", url.path()));
-        }
-        Ok(url)
-    }
-
     async fn sync_image(&self, image: &ImageSpec) -> Result<Outcome, SyncError> {
-        let source = self.source_catalog(image)?;
-        let mirror = self.mirror(&source)?;
+        let source = source_catalog(image, self.catalog_dir)?;
+        let mirror = mirror_url(self.catalog, &source, self.options.mirror.as_ref())?;
         let stream = Stream::from_str(&image.stream).map_err(pipeline::Error::from)?;
         let query = Query {
             release: image.release.clone(),
@@ -424,17 +451,7 @@ impl Run<'_> {
         let signature = if self.options.skip_signature {
             SignaturePolicy::Skip
         } else {
-            keyring = match &self.options.keyring {
-                Some(keyring) => keyring.clone(),
-                None => Keyring::from_armored_texts(
-                    &source
-                        .keys
-                        .iter()
-                        .map(|k| k.armored.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .map_err(pipeline::Error::from)?,
-            };
+            keyring = keyring_for(source, self.options.keyring.as_ref())?;
             SignaturePolicy::Require(&keyring)
         };
         let request = PrepareRequest {
