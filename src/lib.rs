@@ -16,6 +16,7 @@ pub mod fetch;
 pub mod formats;
 pub mod index;
 pub mod io;
+pub mod mirror;
 pub mod pipeline;
 pub mod sync;
 pub mod verify;

@@ -8,6 +8,8 @@ mod cli;
 mod fetch;
 /// Conversions through the `cloudimg` binary, checked with qemu-img.
 mod formats;
+/// `mirror`: a served copy of the loopback mirror, read back by list, fetch, prepare and sync.
+mod mirror;
 /// `prepare`: artifacts for every Glance container format, checked by independent tools.
 mod prepare;
 /// The cloud-init seed ISO, read back with isoinfo.

@@ -80,6 +80,9 @@ pub enum Command {
     Prepare(PrepareArgs),
     /// Keep the images of a user catalog current under its output root (for cron).
     Sync(SyncArgs),
+    /// Copy a user catalog's images, verified, into a tree any static web server can serve
+    /// as a mirror (air-gapped labs).
+    Mirror(MirrorArgs),
     /// Show an image's format, sizes and options.
     Info(InfoArgs),
     /// Convert an image between raw, qcow2, vmdk, vhd and vdi.
@@ -341,6 +344,23 @@ pub struct SyncArgs {
     /// Accept a mirror whose newest serial is older than the published one.
     #[arg(long)]
     pub allow_downgrade: bool,
+    /// Skip the OpenPGP check of checksum files (logged; checksums are still verified).
+    #[arg(long)]
+    pub no_verify_signature: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MirrorArgs {
+    /// The user catalog (TOML) naming the images to mirror; its `keep` says how many serials.
+    // Not `catalog`: that id is the global --catalog option's.
+    #[arg(value_name = "CATALOG")]
+    pub user_catalog: PathBuf,
+    /// The mirror tree to create or update.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Only this entry (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub only: Vec<String>,
     /// Skip the OpenPGP check of checksum files (logged; checksums are still verified).
     #[arg(long)]
     pub no_verify_signature: bool,

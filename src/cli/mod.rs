@@ -4,6 +4,7 @@
 mod args;
 mod fetch;
 mod image;
+mod mirror;
 mod prepare;
 mod progress;
 mod seed;
@@ -53,6 +54,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Resize(args) => image::resize(&global, args),
         Command::Seed(args) => seed::seed(&global, args),
         Command::Sync(args) => sync::sync(&global, args),
+        Command::Mirror(args) => mirror::mirror(&global, args),
     }
 }
 

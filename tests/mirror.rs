@@ -1,0 +1,408 @@
+//! `cloudimg mirror`: the loopback upstream copied into a directory, that directory served by a
+//! second server, and cloudimg (list, fetch, sync) pointed at it as `--mirror`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::common::mirror::{Knobs, Stream};
+use crate::common::pgp;
+use crate::common::server::Server;
+use crate::common::site::{build_site, run, sha256_file, stderr, Site, DAILY, RELEASED};
+use crate::require_tools;
+
+const IMAGE: &str = "ubuntu-24.04-server-cloudimg-amd64.img";
+const NOBLE: &str = "name = \"noble\"\nrelease = \"noble\"";
+const NOBLE_DAILY: &str = "name = \"noble-daily\"\nrelease = \"noble\"\nstream = \"daily\"";
+
+/// A user catalog in `dir` with `images` as `[[image]]` bodies.
+fn write_catalog(dir: &Path, keep: usize, images: &[&str]) -> PathBuf {
+    let mut text = format!("output = \"published\"\nkeep = {keep}\n");
+    for image in images {
+        text.push_str("\n[[image]]\n");
+        text.push_str(image);
+        text.push('\n');
+    }
+    let path = dir.join("lab.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `cloudimg --json mirror CATALOG DIR` against the site's server as upstream.
+fn mirror(site: &Site, catalog: &Path, dir: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "--json",
+        "mirror",
+        catalog.to_str().unwrap(),
+        dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run(site, &args)
+}
+
+fn summary(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("JSON summary expected; stderr: {}", stderr(output)))
+}
+
+fn outcome<'a>(summary: &'a Value, name: &str) -> &'a Value {
+    summary["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("{name} in {summary}"))
+}
+
+/// cloudimg reading `mirror` (the served tree), trusting the test key.
+fn against(site: &Site, mirror: &Server, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cloudimg"))
+        .arg("--mirror")
+        .arg(mirror.url().as_str())
+        .arg("--keyring")
+        .arg(&site.keyring)
+        .args(["--retries", "1", "--stall-timeout", "2", "--json"])
+        .args(args)
+        .env_remove("CLOUDIMG_MIRROR")
+        .env_remove("CLOUDIMG_KEYRING")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run cloudimg")
+}
+
+fn ok_json(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "cloudimg failed: {}",
+        stderr(output)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON on stdout")
+}
+
+/// `list RELEASE` serials on a server, by one source.
+fn serials(site: &Site, server: &Server, release: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["list", release];
+    args.extend_from_slice(extra);
+    ok_json(&against(site, server, &args))["serials"].clone()
+}
+
+/// Image bytes the server sent.
+fn image_bytes_sent(server: &Server) -> u64 {
+    server
+        .log()
+        .iter()
+        .filter(|e| {
+            e.path.ends_with(".img") || e.path.ends_with(".tar.gz") || e.path.ends_with("-generic")
+        })
+        .map(|e| e.bytes_sent)
+        .sum()
+}
+
+/// Files under `dir` (relative, sorted), symlinks not followed, hidden work area left out.
+fn tree(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".cloudimg-mirror") {
+                continue;
+            }
+            let path = entry.path();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if entry.file_type().unwrap().is_dir() {
+                walk(root, &path, out);
+            } else {
+                out.push(rel);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn the_mirrored_tree_serves_list_fetch_and_sync_like_upstream() {
+    require_tools!("qemu-img", "mkfs.ext4");
+    let site = build_site(Knobs::default());
+    let work = TempDir::new().unwrap();
+    let catalog = write_catalog(
+        work.path(),
+        2,
+        &[NOBLE, &format!("{NOBLE_DAILY}\nkeep = 1")],
+    );
+    let dir = work.path().join("tree");
+    let output = mirror(&site, &catalog, &dir, &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let report = summary(&output);
+    assert_eq!(
+        outcome(&report, "noble")["serials"],
+        serde_json::json!([RELEASED[1], RELEASED[0]])
+    );
+    assert_eq!(
+        outcome(&report, "noble-daily")["serials"],
+        serde_json::json!(DAILY)
+    );
+
+    // Checksum files and signatures are upstream's bytes, where upstream has them.
+    let upstream = site.mirror.root();
+    for serial in RELEASED {
+        for name in ["SHA256SUMS", "SHA256SUMS.gpg", "MD5SUMS", "MD5SUMS.gpg"] {
+            let rel = format!("releases/24.04/release-{serial}/{name}");
+            assert_eq!(
+                std::fs::read(dir.join(&rel)).unwrap(),
+                std::fs::read(upstream.join(&rel)).unwrap(),
+                "{rel}"
+            );
+        }
+        let rel = format!("releases/24.04/release-{serial}/{IMAGE}");
+        assert_eq!(
+            sha256_file(&dir.join(&rel)),
+            sha256_file(&upstream.join(&rel))
+        );
+    }
+    // Only what the catalog asked for: no manifests, no unpacked/ for a qcow2 entry.
+    let files = tree(&dir);
+    assert!(!files.iter().any(|f| f.ends_with(".manifest")), "{files:?}");
+    assert!(!files.iter().any(|f| f.contains("unpacked")), "{files:?}");
+
+    let served = Server::start(&dir);
+    let upstream_server = &site.server;
+    for source in ["streams", "html"] {
+        assert_eq!(
+            serials(&site, &served, "noble", &["--source", source]),
+            serials(&site, upstream_server, "noble", &["--source", source]),
+            "{source}"
+        );
+        assert_eq!(
+            serials(
+                &site,
+                &served,
+                "noble",
+                &["--source", source, "--stream", "daily"]
+            ),
+            serde_json::json!(DAILY),
+            "{source}"
+        );
+        let releases = ok_json(&against(&site, &served, &["list", "--source", source]));
+        assert_eq!(releases[0]["codename"], "noble", "{source}: {releases}");
+        assert_eq!(releases[0]["version"], "24.04", "{source}: {releases}");
+
+        let out = TempDir::new().unwrap();
+        let fetched = ok_json(&against(
+            &site,
+            &served,
+            &[
+                "fetch",
+                "noble",
+                "--source",
+                source,
+                "-o",
+                out.path().to_str().unwrap(),
+            ],
+        ));
+        assert_eq!(fetched["serial"], RELEASED[1]);
+        assert_eq!(fetched["signed_by"], pgp::signing_key().fingerprint());
+        assert_eq!(
+            fetched["sha256"],
+            sha256_file(&upstream.join(format!("releases/24.04/release-{}/{IMAGE}", RELEASED[1])))
+        );
+    }
+    // The aliases point at the newest serials.
+    assert_eq!(
+        std::fs::read_link(dir.join("releases/24.04/release")).unwrap(),
+        PathBuf::from(format!("release-{}", RELEASED[1]))
+    );
+    assert_eq!(
+        std::fs::read_link(dir.join("noble/current")).unwrap(),
+        PathBuf::from(DAILY[0])
+    );
+
+    // sync, the air-gapped lab's consumer, publishes from the mirror without upstream.
+    upstream_server.clear_log();
+    let output = against(
+        &site,
+        &served,
+        &["sync", catalog.to_str().unwrap(), "--only", "noble"],
+    );
+    let report = ok_json(&output);
+    assert_eq!(outcome(&report, "noble")["outcome"], "published");
+    assert_eq!(outcome(&report, "noble")["serial"], RELEASED[1]);
+    assert_eq!(upstream_server.log(), []);
+}
+
+#[test]
+fn a_rerun_transfers_no_image_bytes_and_changes_nothing() {
+    require_tools!("qemu-img", "mkfs.ext4");
+    let site = build_site(Knobs::default());
+    let work = TempDir::new().unwrap();
+    let catalog = write_catalog(work.path(), 2, &[NOBLE]);
+    let dir = work.path().join("tree");
+    let first = mirror(&site, &catalog, &dir, &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    assert!(image_bytes_sent(&site.server) > 0);
+    let before = tree(&dir);
+    site.server.clear_log();
+    let second = mirror(&site, &catalog, &dir, &[]);
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    assert_eq!(image_bytes_sent(&site.server), 0);
+    let report = summary(&second);
+    let files = outcome(&report, "noble")["files"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(files.len(), 2);
+    assert!(files.iter().all(|f| f["up_to_date"] == true), "{files:?}");
+    assert_eq!(tree(&dir), before);
+}
+
+#[test]
+fn a_new_upstream_serial_with_keep_one_replaces_the_old_everywhere() {
+    require_tools!("qemu-img", "mkfs.ext4");
+    let mut site = build_site(Knobs::default());
+    let work = TempDir::new().unwrap();
+    let catalog = write_catalog(work.path(), 1, &[NOBLE]);
+    let dir = work.path().join("tree");
+    let first = mirror(&site, &catalog, &dir, &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    assert!(dir
+        .join(format!("releases/24.04/release-{}", RELEASED[1]))
+        .is_dir());
+    assert!(!dir
+        .join(format!("releases/24.04/release-{}", RELEASED[0]))
+        .exists());
+
+    site.mirror
+        .add_serial(Stream::Released, "20241105")
+        .unwrap();
+    let second = mirror(&site, &catalog, &dir, &[]);
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    let report = summary(&second);
+    assert_eq!(
+        outcome(&report, "noble")["serials"],
+        serde_json::json!(["20241105"])
+    );
+    assert_eq!(
+        outcome(&report, "noble")["pruned"],
+        serde_json::json!([RELEASED[1]])
+    );
+    assert!(!dir
+        .join(format!("releases/24.04/release-{}", RELEASED[1]))
+        .exists());
+    assert_eq!(
+        std::fs::read_link(dir.join("releases/24.04/release")).unwrap(),
+        PathBuf::from("release-20241105")
+    );
+    let products = std::fs::read_to_string(
+        dir.join("releases/streams/v1/com.ubuntu.cloud:released:download.json"),
+    )
+    .unwrap();
+    assert!(!products.contains(RELEASED[1]), "{products}");
+    assert!(!products.contains("manifest"), "{products}");
+
+    let served = Server::start(&dir);
+    for source in ["streams", "html"] {
+        assert_eq!(
+            serials(&site, &served, "noble", &["--source", source]),
+            serde_json::json!(["20241105"]),
+            "{source}"
+        );
+    }
+    let page = std::fs::read_to_string(dir.join("releases/24.04/index.html")).unwrap();
+    assert!(!page.contains(RELEASED[1]), "{page}");
+}
+
+#[test]
+fn ami_entries_carry_the_tarball_and_the_signed_unpacked_folder() {
+    require_tools!("qemu-img", "mkfs.ext4");
+    let site = build_site(Knobs {
+        tarballs: true,
+        ..Knobs::default()
+    });
+    let work = TempDir::new().unwrap();
+    let ami = "name = \"noble-ami\"\nrelease = \"noble\"\ndisk_format = \"ami\"\n\
+               container_format = \"ami\"";
+    let catalog = write_catalog(work.path(), 1, &[ami]);
+    let dir = work.path().join("tree");
+    let output = mirror(&site, &catalog, &dir, &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let serial = format!("releases/24.04/release-{}", RELEASED[1]);
+    for rel in [
+        "ubuntu-24.04-server-cloudimg-amd64.tar.gz",
+        "unpacked/ubuntu-24.04-server-cloudimg-amd64-vmlinuz-generic",
+        "unpacked/ubuntu-24.04-server-cloudimg-amd64-initrd-generic",
+        "unpacked/SHA256SUMS",
+        "unpacked/SHA256SUMS.gpg",
+    ] {
+        let rel = format!("{serial}/{rel}");
+        assert_eq!(
+            std::fs::read(dir.join(&rel)).unwrap(),
+            std::fs::read(site.mirror.root().join(&rel)).unwrap(),
+            "{rel}"
+        );
+    }
+    // prepare can build the aki/ari/ami set from the mirror alone.
+    let served = Server::start(&dir);
+    let out = TempDir::new().unwrap();
+    let prepared = against(
+        &site,
+        &served,
+        &[
+            "prepare",
+            "noble",
+            "--disk-format",
+            "ami",
+            "--container-format",
+            "ami",
+            "-o",
+            out.path().to_str().unwrap(),
+        ],
+    );
+    assert!(prepared.status.success(), "{}", stderr(&prepared));
+}
+
+#[test]
+fn a_bad_signature_leaves_nothing_in_the_tree_and_other_entries_go_on() {
+    require_tools!("qemu-img", "mkfs.ext4");
+    let site = build_site(Knobs {
+        attacker_signs: true,
+        ..Knobs::default()
+    });
+    let work = TempDir::new().unwrap();
+    let unknown = "name = \"plucky\"\nrelease = \"plucky\"";
+    let catalog = write_catalog(work.path(), 1, &[NOBLE, unknown]);
+    let dir = work.path().join("tree");
+    let output = mirror(&site, &catalog, &dir, &[]);
+    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+    let report = summary(&output);
+    assert_eq!(outcome(&report, "noble")["outcome"], "failed");
+    assert_eq!(outcome(&report, "plucky")["outcome"], "failed");
+    let files = tree(&dir);
+    assert!(
+        !files
+            .iter()
+            .any(|f| f.ends_with(".img") || f.contains("SHA256SUMS")),
+        "{files:?}"
+    );
+    // With the check skipped the bytes come in, signature included, for clients to judge.
+    let output = mirror(
+        &site,
+        &catalog,
+        &dir,
+        &["--only", "noble", "--no-verify-signature"],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(dir
+        .join(format!(
+            "releases/24.04/release-{}/SHA256SUMS.gpg",
+            RELEASED[1]
+        ))
+        .is_file());
+}
