@@ -9,7 +9,7 @@ use tempfile::TempDir;
 
 use crate::common::mirror::{Knobs, Stream};
 use crate::common::pgp;
-use crate::common::server::Server;
+use crate::common::server::{Fault, Server, Times};
 use crate::common::site::{build_site, run, sha256_file, stderr, Site, DAILY, RELEASED};
 use crate::require_tools;
 
@@ -405,4 +405,41 @@ fn a_bad_signature_leaves_nothing_in_the_tree_and_other_entries_go_on() {
             RELEASED[1]
         ))
         .is_file());
+}
+
+#[test]
+fn a_corrupt_older_serial_fails_the_entry_but_the_newest_is_served() {
+    require_tools!("qemu-img", "mkfs.ext4");
+    let site = build_site(Knobs::default());
+    let work = TempDir::new().unwrap();
+    let catalog = write_catalog(work.path(), 2, &[NOBLE]);
+    let dir = work.path().join("tree");
+    let older = format!(
+        "/releases/server/releases/noble/release-{}/{IMAGE}",
+        RELEASED[0]
+    );
+    site.server
+        .inject(&older, Fault::CorruptByte(4096), Times::Always);
+    let output = mirror(&site, &catalog, &dir, &[]);
+    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+    assert_eq!(outcome(&summary(&output), "noble")["outcome"], "failed");
+    assert!(!dir
+        .join(format!("releases/24.04/release-{}", RELEASED[0]))
+        .exists());
+    let served = Server::start(&dir);
+    for source in ["streams", "html"] {
+        assert_eq!(
+            serials(&site, &served, "noble", &["--source", source]),
+            serde_json::json!([RELEASED[1]]),
+            "{source}"
+        );
+    }
+    // Once upstream serves good bytes again, the next run completes the set.
+    site.server.clear_faults();
+    let output = mirror(&site, &catalog, &dir, &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        serials(&site, &served, "noble", &["--source", "streams"]),
+        serde_json::json!([RELEASED[1], RELEASED[0]])
+    );
 }

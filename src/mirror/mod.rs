@@ -365,9 +365,26 @@ impl Run<'_> {
         let mut files = Vec::new();
         let mut held: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut newest: Option<Listing> = None;
+        // A serial that fails does not stop the others: the tree's aliases, retention and
+        // simplestreams still follow what did arrive, and the entry then reports the failure.
+        let mut failure = None;
         for serial in &serials {
-            let listing = entry.discovery.listing(&entry.query, Some(serial)).await?;
-            let placed = self.mirror_serial(&entry, &listing, &policy).await?;
+            let placed = match entry.discovery.listing(&entry.query, Some(serial)).await {
+                Ok(listing) => match self.mirror_serial(&entry, &listing, &policy).await {
+                    Ok(placed) => {
+                        newest.get_or_insert(listing);
+                        placed
+                    }
+                    Err(error) => {
+                        failure.get_or_insert(error);
+                        continue;
+                    }
+                },
+                Err(error) => {
+                    failure.get_or_insert(error.into());
+                    continue;
+                }
+            };
             held.insert(
                 serial.clone(),
                 placed
@@ -377,14 +394,15 @@ impl Run<'_> {
                     .collect(),
             );
             files.extend(placed);
-            newest.get_or_insert(listing);
         }
         let Some(listing) = newest else {
-            return Err(IndexError::NoSerials {
-                url: entry.discovery.mirror().clone(),
-                release: image.release.clone(),
-            }
-            .into());
+            return Err(failure.unwrap_or_else(|| {
+                IndexError::NoSerials {
+                    url: entry.discovery.mirror().clone(),
+                    release: image.release.clone(),
+                }
+                .into()
+            }));
         };
         let release_rel = release_rel(entry.spec, &listing.release)?;
         let pruned = self.prune(&entry, &listing, &release_rel, &serials)?;
@@ -393,6 +411,9 @@ impl Run<'_> {
             self.record_streams(&entry, &listing, &held).await?;
         }
         self.read_upstream_pages(&entry, &listing).await;
+        if let Some(error) = failure {
+            return Err(error);
+        }
         tracing::info!(image = %image.name, serials = ?serials, pruned = pruned.len(), "mirrored");
         Ok(Outcome::Mirrored {
             serials,
