@@ -443,3 +443,42 @@ fn a_corrupt_older_serial_fails_the_entry_but_the_newest_is_served() {
         serde_json::json!([RELEASED[1], RELEASED[0]])
     );
 }
+
+#[test]
+fn a_file_another_entry_keeps_survives_retention_until_that_entry_is_gone() {
+    require_tools!("qemu-img", "mkfs.ext4");
+    let site = build_site(Knobs::default());
+    let work = TempDir::new().unwrap();
+    // Both entries keep the same upstream disk1.img; only the OVA one keeps two serials.
+    let ova = "name = \"noble-ova\"\nrelease = \"lts\"\ndisk_format = \"vmdk\"\n\
+               container_format = \"ova\"\nkeep = 2";
+    let catalog = write_catalog(work.path(), 1, &[NOBLE, ova]);
+    let dir = work.path().join("tree");
+    let older = dir.join(format!("releases/24.04/release-{}/{IMAGE}", RELEASED[0]));
+    for extra in [&[][..], &["--only", "noble"][..]] {
+        let output = mirror(&site, &catalog, &dir, extra);
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        assert_eq!(
+            outcome(&summary(&output), "noble")["pruned"],
+            serde_json::json!([]),
+            "{extra:?}"
+        );
+        assert!(older.is_file(), "{extra:?}");
+    }
+    // Without the OVA entry nothing keeps the older serial.
+    let catalog = write_catalog(work.path(), 1, &[NOBLE]);
+    let output = mirror(&site, &catalog, &dir, &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(!older.exists());
+    assert!(!dir
+        .join(format!("releases/24.04/release-{}", RELEASED[0]))
+        .exists());
+    let served = Server::start(&dir);
+    for source in ["streams", "html"] {
+        assert_eq!(
+            serials(&site, &served, "noble", &["--source", source]),
+            serde_json::json!([RELEASED[1]]),
+            "{source}"
+        );
+    }
+}

@@ -14,6 +14,7 @@
 //! removed. A failing entry is reported and the others go on.
 
 pub mod listing;
+mod state;
 pub mod subset;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -35,6 +36,7 @@ use crate::sync::{self, SyncError};
 use crate::verify::digest::Sha256Digest;
 use crate::verify::openpgp::Keyring;
 use crate::ErrorKind;
+use state::{EntryFiles, State};
 
 /// The hidden work area in the mirror root: downloads in progress and staged serial folders.
 pub const WORK_DIR: &str = ".cloudimg-mirror";
@@ -202,6 +204,8 @@ pub async fn mirror(
         }
     }
     let _lock = sync::lock_root(dir, LOCK_FILE, false).await?;
+    let work = dir.join(WORK_DIR);
+    let previous = State::load(&work)?;
     let mut run = Run {
         client,
         catalog,
@@ -209,29 +213,78 @@ pub async fn mirror(
         dir,
         options,
         reporter,
+        previous: &previous,
         descriptions: HashMap::new(),
         listings_read: HashSet::new(),
         products_docs: HashMap::new(),
         roots: BTreeMap::new(),
+        bookkeeping: [
+            INDEX_PAGE,
+            "SHA256SUMS",
+            "SHA256SUMS.gpg",
+            MD5SUMS,
+            MD5SUMS_SIGNATURE,
+        ]
+        .map(String::from)
+        .into(),
     };
-    let mut entries = Vec::new();
+    let mut results = Vec::new();
     for image in catalog
         .images
         .iter()
         .filter(|image| options.only.is_empty() || options.only.contains(&image.name))
     {
-        let outcome = match run.entry(image).await {
-            Ok(outcome) => outcome,
-            Err(error) => {
-                let text = crate::error::chain(&error);
-                tracing::error!(image = %image.name, "{text}");
-                Outcome::Failed { error: text }
+        results.push((image.name.clone(), run.entry(image).await));
+    }
+    // Retention over all entries at once: a file goes only when no entry keeps it.
+    let files: BTreeMap<String, EntryFiles> = results
+        .iter()
+        .filter_map(|(name, result)| Some((name.clone(), result.as_ref().ok()?.files.clone())))
+        .collect();
+    let names: BTreeSet<String> = catalog.images.iter().map(|i| i.name.clone()).collect();
+    let (next, removals) = previous.plan(&names, &files);
+    let mut pruned: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (name, paths) in &removals {
+        let serial_of = results
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, result)| result.as_ref().ok())
+            .map(|done| &done.candidate_serials);
+        for path in paths {
+            run.remove(path)?;
+            tracing::info!(image = %name, path, "pruned");
+            if let Some(serial) = serial_of.and_then(|serials| serials.get(path)) {
+                pruned
+                    .entry(name.clone())
+                    .or_default()
+                    .insert(serial.clone());
             }
+        }
+    }
+    next.save(&work)?;
+    let mut entries = Vec::new();
+    for (name, result) in results {
+        let outcome = match result {
+            Ok(done) => {
+                point_alias(&done.alias)?;
+                match done.failure {
+                    None => {
+                        let pruned = pruned.remove(&name).unwrap_or_default();
+                        tracing::info!(image = %name, serials = ?done.serials, pruned = pruned.len(), "mirrored");
+                        let mut pruned: Vec<String> = pruned.into_iter().collect();
+                        sort_serials_newest_first(&mut pruned, done.alias.separator);
+                        Outcome::Mirrored {
+                            serials: done.serials,
+                            pruned,
+                            files: done.reports,
+                        }
+                    }
+                    Some(error) => failed(&name, &error),
+                }
+            }
+            Err(error) => failed(&name, &error),
         };
-        entries.push(EntryReport {
-            name: image.name.clone(),
-            outcome,
-        });
+        entries.push(EntryReport { name, outcome });
     }
     run.write_streams()?;
     let dir_owned = dir.to_owned();
@@ -246,6 +299,34 @@ pub async fn mirror(
         dir: dir.to_owned(),
         entries,
     })
+}
+
+fn failed(name: &str, error: &MirrorError) -> Outcome {
+    let text = crate::error::chain(error);
+    tracing::error!(image = %name, "{text}");
+    Outcome::Failed { error: text }
+}
+
+/// What an entry did, for retention and reporting once every entry ran.
+struct EntryDone {
+    /// Newest first.
+    serials: Vec<String>,
+    reports: Vec<FileReport>,
+    files: EntryFiles,
+    /// Serial of each retention candidate.
+    candidate_serials: BTreeMap<String, String>,
+    alias: AliasPlace,
+    /// A serial that failed; the others were done.
+    failure: Option<MirrorError>,
+}
+
+/// Where a release folder's alias lives and what it may point at.
+struct AliasPlace {
+    release_dir: PathBuf,
+    /// `release`, `current`; `None` when the stream has none.
+    name: Option<String>,
+    serial_dir: String,
+    separator: char,
 }
 
 /// The upstream kinds an entry keeps: those of the serial folder, and those of its `unpacked/`.
@@ -311,6 +392,10 @@ struct Run<'a> {
     products_docs: HashMap<Url, Value>,
     /// By root, relative to the mirror root (`releases/`).
     roots: BTreeMap<String, RootState>,
+    /// The files of the previous run's entries.
+    previous: &'a State,
+    /// Names of checksum files, signatures and pages: a folder of only these holds no image.
+    bookkeeping: BTreeSet<String>,
 }
 
 /// One entry being mirrored: its source, discovery and layout.
@@ -323,9 +408,13 @@ struct Entry<'e> {
 }
 
 impl Run<'_> {
-    async fn entry(&mut self, image: &ImageSpec) -> Result<Outcome, MirrorError> {
+    async fn entry(&mut self, image: &ImageSpec) -> Result<EntryDone, MirrorError> {
         let source = sync::source_catalog(image, self.catalog_dir)?;
         let upstream = sync::mirror_url(self.catalog, &source, self.options.upstream.as_ref())?;
+        self.bookkeeping.insert(source.checksums.file.clone());
+        if let Signature::Published { file, .. } = &source.signature {
+            self.bookkeeping.insert(file.clone());
+        }
         let stream = Stream::from_str(&image.stream)?;
         let spec = source
             .stream(stream.name())
@@ -362,7 +451,7 @@ impl Run<'_> {
             keyring = sync::keyring_for(&source, self.options.keyring.as_ref())?;
             SignaturePolicy::Require(&keyring)
         };
-        let mut files = Vec::new();
+        let mut reports = Vec::new();
         let mut held: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut newest: Option<Listing> = None;
         // A serial that fails does not stop the others: the tree's aliases, retention and
@@ -393,7 +482,7 @@ impl Run<'_> {
                     .map(|n| n.to_string_lossy().into_owned())
                     .collect(),
             );
-            files.extend(placed);
+            reports.extend(placed);
         }
         let Some(listing) = newest else {
             return Err(failure.unwrap_or_else(|| {
@@ -405,20 +494,60 @@ impl Run<'_> {
             }));
         };
         let release_rel = release_rel(entry.spec, &listing.release)?;
-        let pruned = self.prune(&entry, &listing, &release_rel, &serials)?;
-        self.point_alias(&entry, &release_rel)?;
+        let release_dir = self
+            .dir
+            .join(safe_relative(&release_rel, "release folder")?);
+        let own_files = own_files(&entry, &listing)?;
+        let mut files = EntryFiles::default();
+        let mut candidate_serials = BTreeMap::new();
+        let separator = source.serial_separator;
+        for (serial, folder) in serial_folders(&release_dir, &entry.spec.serial_dir, separator)? {
+            let folder_rel = format!("{}/{folder}", release_rel.trim_end_matches('/'));
+            for own in &own_files {
+                let rel = format!("{folder_rel}/{own}");
+                if !serials.contains(&serial) {
+                    if std::fs::symlink_metadata(self.dir.join(&rel)).is_ok() {
+                        candidate_serials.insert(rel.clone(), serial.clone());
+                        files.candidates.insert(rel);
+                    }
+                } else if held.contains_key(&serial) {
+                    if self.dir.join(&rel).is_file() {
+                        files.claims.insert(rel);
+                    }
+                } else {
+                    // Kept but failed this run: what it held before stays claimed.
+                    let claimed = self
+                        .previous
+                        .entries
+                        .get(&image.name)
+                        .is_some_and(|claims| claims.contains(&rel));
+                    if claimed {
+                        files.claims.insert(rel);
+                    }
+                }
+            }
+        }
         if listing.source == SourceKind::Streams {
             self.record_streams(&entry, &listing, &held).await?;
         }
         self.read_upstream_pages(&entry, &listing).await;
-        if let Some(error) = failure {
-            return Err(error);
-        }
-        tracing::info!(image = %image.name, serials = ?serials, pruned = pruned.len(), "mirrored");
-        Ok(Outcome::Mirrored {
+        Ok(EntryDone {
             serials,
-            pruned,
+            reports,
             files,
+            candidate_serials,
+            alias: AliasPlace {
+                release_dir,
+                name: entry
+                    .spec
+                    .alias_dir
+                    .as_deref()
+                    .map(|alias| safe_name(alias.trim_end_matches('/')).map(str::to_owned))
+                    .transpose()?,
+                serial_dir: entry.spec.serial_dir.clone(),
+                separator,
+            },
+            failure,
         })
     }
 
@@ -656,91 +785,25 @@ impl Run<'_> {
         replace_symlink(&target, &link)
     }
 
-    /// Removes the entry's files from serial folders beyond `kept`, and folders left without
-    /// images. Returns the serials touched.
-    fn prune(
-        &self,
-        entry: &Entry<'_>,
-        listing: &Listing,
-        release_rel: &str,
-        kept: &[String],
-    ) -> Result<Vec<String>, MirrorError> {
-        let release_dir = self.dir.join(safe_relative(release_rel, "release folder")?);
-        let vars = Vars {
-            version: Some(&listing.release.version),
-            codename: Some(&listing.release.codename),
-            arch: Some(&listing.arch),
-            serial: None,
-        };
-        let mut own_files: Vec<PathBuf> = Vec::new();
-        for ftype in entry.kinds.folder.iter().chain(&entry.kinds.unpacked) {
-            let Some(kind) = entry.source.kind(ftype) else {
-                continue;
-            };
-            let Some(name) = entry
-                .source
-                .file_name(entry.spec, kind, &vars)
-                .map_err(IndexError::from)?
-            else {
-                continue;
-            };
-            let sub = safe_relative(kind.dir.as_deref().unwrap_or(""), "sub-folder")?;
-            own_files.push(sub.join(safe_name(&name)?));
+    /// Removes a file of the tree given up by every entry, then the folders that held only it
+    /// and their checksum files and pages (aliases and folders of other entries stop this).
+    fn remove(&self, rel: &str) -> Result<(), MirrorError> {
+        let path = self.dir.join(safe_relative(rel, "retained file")?);
+        match std::fs::remove_file(&path) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io_error(&path)(error))
+            }
+            _ => {}
         }
-        let mut pruned = Vec::new();
-        for (serial, folder) in serial_folders(&release_dir, entry)? {
-            if kept.contains(&serial) {
-                continue;
+        let mut folder = path.parent();
+        while let Some(current) = folder.filter(|f| *f != self.dir && f.starts_with(self.dir)) {
+            match holds_content(current, &self.bookkeeping) {
+                Ok(true) => break,
+                Ok(false) => std::fs::remove_dir_all(current).map_err(io_error(current))?,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(io_error(current)(error)),
             }
-            let path = release_dir.join(&folder);
-            let mut touched = false;
-            for file in &own_files {
-                match std::fs::remove_file(path.join(file)) {
-                    Ok(()) => touched = true,
-                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(error) => return Err(io_error(&path.join(file))(error)),
-                }
-            }
-            if !holds_images(&path, entry.source).map_err(io_error(&path))? {
-                std::fs::remove_dir_all(&path).map_err(io_error(&path))?;
-                touched = true;
-            }
-            if touched {
-                tracing::info!(serial, path = %path.display(), "pruned");
-                pruned.push(serial);
-            }
-        }
-        Ok(pruned)
-    }
-
-    /// Points the release folder's alias (`release/`, `current/`) at its newest serial folder.
-    fn point_alias(&self, entry: &Entry<'_>, release_rel: &str) -> Result<(), MirrorError> {
-        let Some(alias) = entry.spec.alias_dir.as_deref() else {
-            return Ok(());
-        };
-        let alias = safe_name(alias.trim_end_matches('/'))?;
-        let release_dir = self.dir.join(safe_relative(release_rel, "release folder")?);
-        let mut folders = serial_folders(&release_dir, entry)?;
-        let separator = entry.source.serial_separator;
-        let mut serials: Vec<String> = folders.iter().map(|(s, _)| s.clone()).collect();
-        sort_serials_newest_first(&mut serials, separator);
-        let link = release_dir.join(alias);
-        let newest = serials
-            .first()
-            .and_then(|serial| folders.iter().position(|(s, _)| s == serial))
-            .map(|at| folders.swap_remove(at).1);
-        match newest {
-            Some(folder) => {
-                if std::fs::read_link(&link).ok().as_deref() != Some(Path::new(&folder)) {
-                    replace_symlink(Path::new(&folder), &link)?;
-                }
-            }
-            None => match std::fs::remove_file(&link) {
-                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(io_error(&link)(error))
-                }
-                _ => {}
-            },
+            folder = current.parent();
         }
         Ok(())
     }
@@ -970,17 +1033,74 @@ fn release_description(release: &Release, stream_title: &str) -> String {
     format!("{} ({codename}) {stream_title}", release.title)
 }
 
+/// Points a release folder's alias (`release/`, `current/`) at its newest serial folder, or
+/// removes it when none is left.
+fn point_alias(place: &AliasPlace) -> Result<(), MirrorError> {
+    let Some(alias) = &place.name else {
+        return Ok(());
+    };
+    let link = place.release_dir.join(alias);
+    let folders = serial_folders(&place.release_dir, &place.serial_dir, place.separator)?;
+    let mut serials: Vec<String> = folders.iter().map(|(s, _)| s.clone()).collect();
+    sort_serials_newest_first(&mut serials, place.separator);
+    let newest = serials
+        .first()
+        .and_then(|serial| folders.iter().find(|(s, _)| s == serial))
+        .map(|(_, folder)| folder);
+    match newest {
+        Some(folder) => {
+            if std::fs::read_link(&link).ok().as_deref() != Some(Path::new(folder)) {
+                replace_symlink(Path::new(folder), &link)?;
+            }
+        }
+        None => match std::fs::remove_file(&link) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io_error(&link)(error))
+            }
+            _ => {}
+        },
+    }
+    Ok(())
+}
+
+/// The entry's files inside any of its serial folders (`/`-separated, relative to the folder),
+/// as the catalog names them for this release and arch.
+fn own_files(entry: &Entry<'_>, listing: &Listing) -> Result<Vec<String>, MirrorError> {
+    let vars = Vars {
+        version: Some(&listing.release.version),
+        codename: Some(&listing.release.codename),
+        arch: Some(&listing.arch),
+        serial: None,
+    };
+    let mut files = Vec::new();
+    for ftype in entry.kinds.folder.iter().chain(&entry.kinds.unpacked) {
+        let Some(kind) = entry.source.kind(ftype) else {
+            continue;
+        };
+        let Some(name) = entry
+            .source
+            .file_name(entry.spec, kind, &vars)
+            .map_err(IndexError::from)?
+        else {
+            continue;
+        };
+        let sub = kind.dir.as_deref().unwrap_or("");
+        safe_relative(sub, "sub-folder")?;
+        files.push(format!("{sub}{}", safe_name(&name)?));
+    }
+    Ok(files)
+}
+
 /// The serial folders (serial, folder name) under a release folder: real folders only, so
 /// aliases are not counted.
 fn serial_folders(
     release_dir: &Path,
-    entry: &Entry<'_>,
+    serial_dir: &str,
+    separator: char,
 ) -> Result<Vec<(String, String)>, MirrorError> {
-    let (before, after) = entry
-        .spec
-        .serial_dir
+    let (before, after) = serial_dir
         .split_once("{serial}")
-        .unwrap_or((&entry.spec.serial_dir, ""));
+        .unwrap_or((serial_dir, ""));
     let reading = match std::fs::read_dir(release_dir) {
         Ok(reading) => reading,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -997,33 +1117,25 @@ fn serial_folders(
         let serial = slashed
             .strip_prefix(before)
             .and_then(|rest| rest.strip_suffix(after));
-        if let Some(serial) = serial.filter(|s| is_serial(s, entry.source.serial_separator)) {
+        if let Some(serial) = serial.filter(|s| is_serial(s, separator)) {
             folders.push((serial.to_owned(), name));
         }
     }
     Ok(folders)
 }
 
-/// Whether a serial folder still holds a file other than checksum files, signatures and pages.
-fn holds_images(folder: &Path, source: &Catalog) -> std::io::Result<bool> {
-    let mut bookkeeping = vec![
-        source.checksums.file.as_str(),
-        INDEX_PAGE,
-        MD5SUMS,
-        MD5SUMS_SIGNATURE,
-    ];
-    if let Signature::Published { file, .. } = &source.signature {
-        bookkeeping.push(file);
-    }
+/// Whether a folder holds anything but checksum files, signatures, pages and hidden files:
+/// an image, a link (an alias), or such a folder.
+fn holds_content(folder: &Path, bookkeeping: &BTreeSet<String>) -> std::io::Result<bool> {
     for item in std::fs::read_dir(folder)? {
         let item = item?;
         let name = item.file_name().to_string_lossy().into_owned();
         let kind = item.file_type()?;
         if kind.is_dir() {
-            if holds_images(&item.path(), source)? {
+            if holds_content(&item.path(), bookkeeping)? {
                 return Ok(true);
             }
-        } else if !name.starts_with('.') && !bookkeeping.contains(&name.as_str()) {
+        } else if !name.starts_with('.') && !bookkeeping.contains(&name) {
             return Ok(true);
         }
     }
