@@ -242,7 +242,19 @@ pub async fn mirror(
         .filter_map(|(name, result)| Some((name.clone(), result.as_ref().ok()?.files.clone())))
         .collect();
     let names: BTreeSet<String> = catalog.images.iter().map(|i| i.name.clone()).collect();
-    let (next, removals) = previous.plan(&names, &files);
+    let (mut next, removals) = previous.plan(&names, &files);
+    for (root, index) in &previous.roots {
+        run.roots
+            .entry(root.clone())
+            .or_default()
+            .index
+            .clone_from(index);
+    }
+    next.roots = run
+        .roots
+        .iter()
+        .map(|(root, state)| (root.clone(), state.index.clone()))
+        .collect();
     let mut pruned: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (name, paths) in &removals {
         let serial_of = results
@@ -1188,8 +1200,13 @@ fn sha256_of(path: &Path) -> std::io::Result<Option<(Sha256Digest, u64)>> {
     Ok(Some((crate::io::hashing::finish(hasher), size)))
 }
 
-/// Writes `bytes` to a hidden temporary name beside `path`, then renames it over `path`.
+/// Writes `bytes` to a hidden temporary name beside `path`, then renames it over `path`. Same
+/// bytes already there are left alone, so reruns keep modification times (and `rsync` of the
+/// tree to the lab side has nothing to do).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), MirrorError> {
+    if read_own(path).ok().flatten().as_deref() == Some(bytes) {
+        return Ok(());
+    }
     let parent = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(io_error(parent))?;
     let name = path.file_name().unwrap_or_default().to_string_lossy();

@@ -18,6 +18,10 @@ const STATE_FILE: &str = "state.json";
 pub(crate) struct State {
     #[serde(default)]
     pub entries: BTreeMap<String, BTreeSet<String>>,
+    /// Simplestreams roots written (root → index file, relative to it), all re-checked after
+    /// retention even when no entry of the run uses them.
+    #[serde(default)]
+    pub roots: BTreeMap<String, String>,
 }
 
 /// What one entry of this run keeps, and what it would drop.
@@ -56,7 +60,10 @@ impl State {
         catalog: &BTreeSet<String>,
         run: &BTreeMap<String, EntryFiles>,
     ) -> (State, BTreeMap<String, BTreeSet<String>>) {
-        let mut next = State::default();
+        let mut next = State {
+            roots: self.roots.clone(),
+            ..State::default()
+        };
         let mut candidates: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for (name, files) in &self.entries {
             match run.get(name) {
@@ -141,6 +148,7 @@ mod tests {
                     set(&["s1/amd64.img", "s1/amd64.tar.gz"]),
                 ),
             ]),
+            ..State::default()
         };
         let run = BTreeMap::from([(
             "noble".to_owned(),
@@ -162,6 +170,7 @@ mod tests {
         assert_eq!(State::load(dir.path()).unwrap(), State::default());
         let state = State {
             entries: BTreeMap::from([("a".to_owned(), set(&["x/y.img"]))]),
+            roots: BTreeMap::from([("releases/".to_owned(), "streams/v1/index.json".to_owned())]),
         };
         state.save(dir.path()).unwrap();
         assert_eq!(State::load(dir.path()).unwrap(), state);
