@@ -497,3 +497,21 @@ fn a_file_another_entry_keeps_survives_retention_until_that_entry_is_gone() {
         );
     }
 }
+
+#[test]
+fn a_second_run_on_the_same_tree_exits_six_and_touches_nothing() {
+    require_tools!("qemu-img", "mkfs.ext4");
+    let site = build_site(Knobs::default());
+    let work = TempDir::new().unwrap();
+    let catalog = write_catalog(work.path(), 1, &[NOBLE]);
+    let dir = work.path().join("tree");
+    std::fs::create_dir_all(&dir).unwrap();
+    let held = std::fs::File::create(dir.join(".cloudimg-mirror.lock")).unwrap();
+    held.lock().unwrap();
+    let output = mirror(&site, &catalog, &dir, &[]);
+    assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
+    assert_eq!(tree(&dir), Vec::<String>::new());
+    drop(held);
+    let output = mirror(&site, &catalog, &dir, &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}

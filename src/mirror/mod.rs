@@ -879,13 +879,15 @@ impl Run<'_> {
             return Ok(());
         };
         let key = key.to_owned();
-        let shell = {
-            let mut shell = document.clone();
-            if let Some(map) = shell.as_object_mut() {
-                map.remove("products");
-            }
-            shell
-        };
+        // The document's own fields without its (large) products.
+        let shell: Map<String, Value> = document
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(field, _)| *field != "products")
+            .map(|(field, value)| (field.clone(), value.clone()))
+            .collect();
+        let shell = Value::Object(shell);
         let state = self.roots.entry(simplestreams.root.clone()).or_default();
         let update = state.update.get_or_insert_with(|| RootUpdate {
             index_entry: index["index"][&index_entry.content_id].clone(),
