@@ -714,8 +714,11 @@ impl Run<'_> {
                     .map_err(pipeline::Error::from)?,
                 (None, None) => None,
             };
-            if let Some(signature) = signature {
-                write_atomic(&base.join(safe_name(file)?), &signature)?;
+            let path = base.join(safe_name(file)?);
+            match signature {
+                Some(signature) => write_atomic(&path, &signature)?,
+                // A signature of earlier checksums would fail every client.
+                None => remove_if_present(&path)?,
             }
         }
         if source.checksums.file == MD5SUMS {
@@ -737,8 +740,12 @@ impl Run<'_> {
                 .await
                 .map_err(pipeline::Error::from)
         };
+        // Whatever is not mirrored now must not stay from an earlier run: old checksums could
+        // contradict the files.
+        let (md5_path, signature_path) = (base.join(MD5SUMS), base.join(MD5SUMS_SIGNATURE));
         let Some(md5sums) = fetch(url(MD5SUMS)?).await? else {
-            return Ok(());
+            remove_if_present(&md5_path)?;
+            return remove_if_present(&signature_path);
         };
         let signature = fetch(url(MD5SUMS_SIGNATURE)?).await?;
         if let SignaturePolicy::Require(keyring) = policy {
@@ -747,14 +754,15 @@ impl Run<'_> {
                 .is_some_and(|sig| keyring.verify_detached(&md5sums, sig).is_ok());
             if !verified {
                 tracing::warn!(url = %listing.dir_url, "MD5SUMS has no good signature; not mirrored");
-                return Ok(());
+                remove_if_present(&md5_path)?;
+                return remove_if_present(&signature_path);
             }
         }
-        write_atomic(&base.join(MD5SUMS), &md5sums)?;
-        if let Some(signature) = signature {
-            write_atomic(&base.join(MD5SUMS_SIGNATURE), &signature)?;
+        write_atomic(&md5_path, &md5sums)?;
+        match signature {
+            Some(signature) => write_atomic(&signature_path, &signature),
+            None => remove_if_present(&signature_path),
         }
-        Ok(())
     }
 
     /// Makes the folder simplestreams names (`releases/server/releases/noble/release-X/`) lead
@@ -801,12 +809,7 @@ impl Run<'_> {
     /// and their checksum files and pages (aliases and folders of other entries stop this).
     fn remove(&self, rel: &str) -> Result<(), MirrorError> {
         let path = self.dir.join(safe_relative(rel, "retained file")?);
-        match std::fs::remove_file(&path) {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                return Err(io_error(&path)(error))
-            }
-            _ => {}
-        }
+        remove_if_present(&path)?;
         let mut folder = path.parent();
         while let Some(current) = folder.filter(|f| *f != self.dir && f.starts_with(self.dir)) {
             match holds_content(current, &self.bookkeeping) {
@@ -1067,12 +1070,7 @@ fn point_alias(place: &AliasPlace) -> Result<(), MirrorError> {
                 replace_symlink(Path::new(folder), &link)?;
             }
         }
-        None => match std::fs::remove_file(&link) {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                return Err(io_error(&link)(error))
-            }
-            _ => {}
-        },
+        None => remove_if_present(&link)?,
     }
     Ok(())
 }
@@ -1215,6 +1213,13 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), MirrorError> {
     let temporary = parent.join(format!(".{name}.tmp"));
     std::fs::write(&temporary, bytes).map_err(io_error(&temporary))?;
     std::fs::rename(&temporary, path).map_err(io_error(path))
+}
+
+fn remove_if_present(path: &Path) -> Result<(), MirrorError> {
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(io_error(path)(error)),
+        _ => Ok(()),
+    }
 }
 
 /// (Re)points the symlink `link` at `target`, atomically (a new link renamed over the old).
