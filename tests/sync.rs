@@ -92,6 +92,22 @@ fn assert_only_whole_serials(root: &Path, name: &str) {
     }
 }
 
+/// A site whose newest image download stalls for `pause` after 64 KiB, once; and that image's
+/// URL path.
+fn site_with_stalled_image(pause: Duration) -> (Site, String) {
+    let site = build_site(Knobs::default());
+    let image = file_url_path(&site, "disk1.img");
+    site.server.inject(
+        &image,
+        Fault::StallAfter {
+            bytes: 64 * 1024,
+            pause,
+        },
+        Times::Once,
+    );
+    (site, image)
+}
+
 #[test]
 fn first_sync_publishes_and_the_second_transfers_no_image_bytes() {
     require_tools!("qemu-img");
@@ -174,16 +190,7 @@ fn new_upstream_serial_is_published_and_old_ones_pruned() {
 #[test]
 fn killed_sync_leaves_nothing_visible_and_the_rerun_resumes_and_finishes() {
     require_tools!("qemu-img");
-    let site = build_site(Knobs::default());
-    let image = file_url_path(&site, "disk1.img");
-    site.server.inject(
-        &image,
-        Fault::StallAfter {
-            bytes: 64 * 1024,
-            pause: Duration::from_secs(60),
-        },
-        Times::Once,
-    );
+    let (site, image) = site_with_stalled_image(Duration::from_secs(60));
     let dir = TempDir::new().unwrap();
     let catalog = write_catalog(dir.path(), 2, &[NOBLE]);
     let root = dir.path().join("root");
@@ -235,16 +242,7 @@ fn killed_sync_leaves_nothing_visible_and_the_rerun_resumes_and_finishes() {
 #[test]
 fn a_waiting_sync_runs_after_the_first_one() {
     require_tools!("qemu-img");
-    let site = build_site(Knobs::default());
-    let image = file_url_path(&site, "disk1.img");
-    site.server.inject(
-        &image,
-        Fault::StallAfter {
-            bytes: 64 * 1024,
-            pause: Duration::from_secs(2),
-        },
-        Times::Once,
-    );
+    let (site, image) = site_with_stalled_image(Duration::from_secs(2));
     let dir = TempDir::new().unwrap();
     let catalog = write_catalog(dir.path(), 2, &[NOBLE]);
     let first = cloudimg(&site, &["sync", catalog.to_str().unwrap()])

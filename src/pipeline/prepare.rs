@@ -576,31 +576,32 @@ fn build_disk(
         }
         spec
     };
-    match container {
+    let produce = |disk: &Path| {
+        blocking(|| {
+            produce_disk(
+                fetched,
+                kind,
+                format,
+                &options,
+                describe.catalog,
+                disk,
+                reporter,
+            )?;
+            virtual_size(disk)
+        })
+    };
+    let (path, capacity, package_files) = match container {
         ContainerFormat::Ovf => {
             // Built in a hidden sibling folder, then renamed: the package appears whole.
             let package = dir.join(&stem);
             let staging = dir.join(format!(".{stem}.ovf-partial"));
             let _ = std::fs::remove_dir_all(&staging);
             std::fs::create_dir_all(&staging).map_err(io_error(&staging))?;
-            let built = (|| {
-                let disk = staging.join(&disk_name);
-                blocking(|| {
-                    produce_disk(
-                        fetched,
-                        kind,
-                        format,
-                        &options,
-                        describe.catalog,
-                        &disk,
-                        reporter,
-                    )
-                })?;
-                let capacity = virtual_size(&disk)?;
+            let built = produce(&staging.join(&disk_name)).and_then(|capacity| {
                 let spec = ovf_spec(&disk_name, capacity);
                 ovf::write_package_files(&staging, &stem, &spec, request.machine.manifest_hash)?;
-                Ok::<u64, Error>(capacity)
-            })();
+                Ok(capacity)
+            });
             let capacity = match built {
                 Ok(capacity) => capacity,
                 Err(error) => {
@@ -609,75 +610,40 @@ fn build_disk(
                 }
             };
             replace_dir(&staging, &package)?;
-            let disk = package.join(&disk_name);
-            let metadata = describe.metadata(&disk, name, "vmdk", container, capacity, fetched)?;
-            let metadata_path = metadata.write_beside(&disk)?;
-            Ok(Artifact {
-                path: disk,
-                metadata_path,
-                package_files: vec![
-                    package.join(format!("{stem}.ovf")),
-                    package.join(format!("{stem}.mf")),
-                ],
-                metadata,
-            })
+            let files = vec![
+                package.join(format!("{stem}.ovf")),
+                package.join(format!("{stem}.mf")),
+            ];
+            (package.join(&disk_name), capacity, files)
         }
         ContainerFormat::Ova => {
             let ova_path = dir.join(format!("{stem}.ova"));
             // The disk is only an ingredient: a hidden temporary, removed whatever happens.
             let disk = dir.join(format!(".{stem}.ova-disk.vmdk"));
-            let built = blocking(|| {
-                produce_disk(
-                    fetched,
-                    kind,
-                    format,
-                    &options,
-                    describe.catalog,
-                    &disk,
-                    reporter,
-                )?;
-                let capacity = virtual_size(&disk)?;
+            let built = produce(&disk).and_then(|capacity| {
                 let spec = ovf_spec(&disk_name, capacity);
-                ova::write_ova_package(&ova_path, &spec, &disk, request.machine.manifest_hash)?;
-                Ok::<u64, Error>(capacity)
+                blocking(|| {
+                    ova::write_ova_package(&ova_path, &spec, &disk, request.machine.manifest_hash)
+                })?;
+                Ok(capacity)
             });
             let _ = std::fs::remove_file(&disk);
-            let capacity = built?;
-            let metadata =
-                describe.metadata(&ova_path, name, "vmdk", container, capacity, fetched)?;
-            let metadata_path = metadata.write_beside(&ova_path)?;
-            Ok(Artifact {
-                path: ova_path,
-                metadata_path,
-                package_files: Vec::new(),
-                metadata,
-            })
+            (ova_path, built?, Vec::new())
         }
         _ => {
             let disk = dir.join(&disk_name);
-            blocking(|| {
-                produce_disk(
-                    fetched,
-                    kind,
-                    format,
-                    &options,
-                    describe.catalog,
-                    &disk,
-                    reporter,
-                )
-            })?;
-            let capacity = virtual_size(&disk)?;
-            let metadata =
-                describe.metadata(&disk, name, format.name(), container, capacity, fetched)?;
-            let metadata_path = metadata.write_beside(&disk)?;
-            Ok(Artifact {
-                path: disk,
-                metadata_path,
-                package_files: Vec::new(),
-                metadata,
-            })
+            let capacity = produce(&disk)?;
+            (disk, capacity, Vec::new())
         }
-    }
+    };
+    let metadata = describe.metadata(&path, name, format.name(), container, capacity, fetched)?;
+    let metadata_path = metadata.write_beside(&path)?;
+    Ok(Artifact {
+        path,
+        metadata_path,
+        package_files,
+        metadata,
+    })
 }
 
 /// Puts the finished folder `staging` at `target`, replacing an older one: the old folder is
