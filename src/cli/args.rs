@@ -18,7 +18,7 @@ Exit codes:
 #[command(
     name = "cloudimg",
     version,
-    about = "Discover, download, verify and convert Ubuntu cloud images",
+    about = "Discover, download, verify and convert cloud images (Ubuntu, Debian)",
     after_help = EXIT_CODES_HELP
 )]
 pub struct Cli {
@@ -30,14 +30,14 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct Global {
-    /// Base URL of the image site or of a mirror of it.
+    /// Base URL of the image site or of a mirror of it [default: the catalog's site].
     #[arg(long, global = true, env = "CLOUDIMG_MIRROR", value_name = "URL")]
     pub mirror: Option<String>,
     /// OpenPGP public keys (armored or binary) to trust instead of the catalog's built-in keys.
     #[arg(long, global = true, env = "CLOUDIMG_KEYRING", value_name = "FILE")]
     pub keyring: Option<PathBuf>,
-    /// A source catalog file to use instead of the built-in Ubuntu one.
-    #[arg(long, global = true, env = "CLOUDIMG_CATALOG", value_name = "FILE")]
+    /// The image source: a built-in catalog (ubuntu, debian) or a catalog file [default: ubuntu].
+    #[arg(long, global = true, env = "CLOUDIMG_CATALOG", value_name = "NAME|FILE")]
     pub catalog: Option<PathBuf>,
     /// Where index pages and checksum files are cached for conditional requests
     /// [default: $XDG_CACHE_HOME/cloudimg or ~/.cache/cloudimg].
@@ -123,14 +123,17 @@ pub struct FetchArgs {
     pub release: String,
     #[command(flatten)]
     pub selection: Selection,
-    /// File kind, in simplestreams ftype words: disk1.img, disk-kvm.img, vmdk, ova, tar.gz,
-    /// root.tar.xz, squashfs, vhd.tar.gz, manifest, ...
-    #[arg(long = "file", default_value = "disk1.img", value_name = "KIND")]
-    pub kind: String,
+    /// File kind [default: the catalog's, disk1.img for Ubuntu, genericcloud.qcow2 for Debian].
+    /// Ubuntu: simplestreams ftype words (disk1.img, disk-kvm.img, vmdk, ova, tar.gz,
+    /// root.tar.xz, squashfs, vhd.tar.gz, manifest, ...); Debian: <variant>.<format>
+    /// (genericcloud.qcow2, nocloud.raw, generic.tar.xz, ec2.json, ...).
+    #[arg(long = "file", value_name = "KIND")]
+    pub kind: Option<String>,
     /// Output directory.
     #[arg(short = 'o', long = "output", default_value = ".", value_name = "DIR")]
     pub output: PathBuf,
-    /// Skip the OpenPGP check of SHA256SUMS (logged; checksums are still verified).
+    /// Skip the OpenPGP check of SHA256SUMS (logged; checksums are still verified). Sources
+    /// that publish no signature (Debian) are reported as such either way.
     #[arg(long)]
     pub no_verify_signature: bool,
     /// After verifying, convert the image to this disk format (raw, qcow2, vmdk, vhd, vdi).

@@ -20,7 +20,7 @@ use super::streams::{self, Product, Products};
 use super::{html, sums, IndexError};
 use crate::catalog::{pattern, Arch, Catalog, Signature, StreamSpec, Vars, STREAM_NAMES};
 use crate::fetch::{Client, FetchError};
-use crate::verify::digest::Sha256Digest;
+use crate::verify::digest::{Sha256Digest, Sha512Digest};
 
 /// How many known serials an "unknown serial" error quotes.
 const SERIALS_QUOTED: usize = 8;
@@ -148,6 +148,9 @@ pub struct FileEntry {
     pub size_exact: bool,
     /// From simplestreams, or from the (not yet signature-checked) checksum file.
     pub sha256: Option<Sha256Digest>,
+    /// From a SHA-512 checksum file (Debian's, unsigned).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha512: Option<Sha512Digest>,
 }
 
 /// The files of one build of one release on one arch.
@@ -235,7 +238,7 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
                 return Ok(releases_of_products(&docs.products));
             }
         }
-        self.html_releases(spec).await
+        self.html_releases(stream, spec).await
     }
 
     /// The serials of a release on an arch, newest first (aliases such as `current` excluded).
@@ -325,7 +328,8 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
             version: Some(&listing.release.version),
             codename: Some(&listing.release.codename),
             arch: Some(&listing.arch),
-            serial: None,
+            serial: Some(&listing.serial),
+            variant: None,
         };
         let name = self
             .catalog
@@ -338,6 +342,7 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
             size: None,
             size_exact: false,
             sha256: None,
+            sha512: None,
         })
     }
 
@@ -415,9 +420,16 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
         }))
     }
 
-    async fn html_releases(&self, spec: &StreamSpec) -> Result<Vec<Release>, IndexError> {
+    async fn html_releases(
+        &self,
+        stream: Stream,
+        spec: &StreamSpec,
+    ) -> Result<Vec<Release>, IndexError> {
         let url = join(&self.mirror, &spec.releases_dir)?;
         let entries = self.html_listing(&url).await?;
+        if !self.catalog.releases.is_empty() {
+            return self.declared_releases(stream, spec, &entries);
+        }
         let mut releases: Vec<Release> = Vec::new();
         for entry in entries.iter().filter(|e| e.is_dir) {
             let Some(description) = &entry.description else {
@@ -430,6 +442,37 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
             }
         }
         release::sort_releases(&mut releases);
+        Ok(releases)
+    }
+
+    /// The catalog's releases that the stream carries and whose folder the releases page lists,
+    /// in the catalog's order (oldest first). The folder is the first segment of `release_dir`
+    /// below `releases_dir` (`bookworm` of `bookworm/daily/`).
+    fn declared_releases(
+        &self,
+        stream: Stream,
+        spec: &StreamSpec,
+        entries: &[html::ListingEntry],
+    ) -> Result<Vec<Release>, IndexError> {
+        let mut releases = Vec::new();
+        for declared in &self.catalog.releases {
+            if !declared.in_stream(stream.name()) {
+                continue;
+            }
+            let vars = Vars {
+                version: Some(&declared.version),
+                codename: Some(&declared.codename),
+                ..Vars::default()
+            };
+            let dir = pattern::expand(&spec.release_dir, &vars)?;
+            let below = dir.strip_prefix(&spec.releases_dir).unwrap_or(&dir);
+            let folder = below.split('/').next().unwrap_or_default();
+            if entries.iter().any(|e| e.is_dir && e.name == folder) {
+                releases.push(release::from_declared(declared));
+            } else {
+                debug!(release = %declared.codename, folder, "not listed on this mirror");
+            }
+        }
         Ok(releases)
     }
 
@@ -487,7 +530,7 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
                 }
             }
         }
-        let releases = self.html_releases(spec).await?;
+        let releases = self.html_releases(query.stream, spec).await?;
         let found = release::resolve(&releases, &query.release)
             .ok_or_else(|| unknown(&releases))?
             .clone();
@@ -578,33 +621,38 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
             source: Box::new(source),
         })?;
         let release = &resolved.release;
-        let prefix = pattern::expand(
-            &resolved.spec.file_prefix,
-            &Vars {
-                version: Some(&release.version),
-                codename: Some(&release.codename),
-                arch: Some(&resolved.arch.name),
-                serial: None,
-            },
-        )?;
-        let mut files = Vec::new();
-        for entry in sums {
-            let Some(remainder) = entry.name.strip_prefix(prefix.as_str()) else {
+        let vars = Vars {
+            version: Some(&release.version),
+            codename: Some(&release.codename),
+            arch: Some(&resolved.arch.name),
+            serial: Some(serial),
+            variant: None,
+        };
+        let by_name: HashMap<&str, &sums::SumEntry> =
+            sums.iter().map(|e| (e.name.as_str(), e)).collect();
+        let algorithm = self.catalog.checksums.algorithm;
+        let mut files: Vec<FileEntry> = Vec::new();
+        // Each kind's name for this build, kept when the checksum file lists it; on a name two
+        // kinds share, the first kind wins.
+        for kind in self.catalog.kinds.iter().filter(|k| k.dir.is_none()) {
+            let Some(name) = self.catalog.file_name(resolved.spec, kind, &vars)? else {
                 continue;
             };
-            let Some(kind) = self
-                .catalog
-                .kind_for_remainder(remainder, Some(&release.version))
-            else {
+            let Some(entry) = by_name.get(name.as_str()) else {
                 continue;
             };
+            if files.iter().any(|f| f.name == name) {
+                continue;
+            }
+            let digest = entry.file_digest(algorithm);
             files.push(FileEntry {
-                url: file_url(&dir_url, &entry.name)?,
+                url: file_url(&dir_url, &name)?,
                 ftype: Some(kind.ftype.clone()),
-                size: sizes.get(&entry.name).copied().flatten(),
+                size: sizes.get(&name).copied().flatten(),
                 size_exact: false,
-                sha256: entry.sha256(),
-                name: entry.name,
+                sha256: digest.and_then(|d| d.sha256()),
+                sha512: digest.and_then(|d| d.sha512()),
+                name,
             });
         }
         files.sort_by(|a, b| a.name.cmp(&b.name));
@@ -689,6 +737,7 @@ fn streams_files(
             size: item.size,
             size_exact: item.size.is_some(),
             sha256: item.sha256,
+            sha512: None,
         });
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
