@@ -428,7 +428,7 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
         let url = join(&self.mirror, &spec.releases_dir)?;
         let entries = self.html_listing(&url).await?;
         if !self.catalog.releases.is_empty() {
-            return self.declared_releases(stream, spec, &entries);
+            return self.declared_releases(stream, spec, &url, &entries).await;
         }
         let mut releases: Vec<Release> = Vec::new();
         for entry in entries.iter().filter(|e| e.is_dir) {
@@ -445,14 +445,16 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
         Ok(releases)
     }
 
-    /// The catalog's releases that the stream carries and whose folder the releases page lists,
-    /// in the catalog's order (oldest first). The folder is the first segment of `release_dir`
-    /// below `releases_dir` (`bookworm` of `bookworm/daily/`).
-    fn declared_releases(
+    /// The catalog's releases that the stream carries and whose folder exists, in the catalog's
+    /// order (oldest first). `release_dir` is walked from the releases page one listed folder
+    /// at a time (`bookworm/`, then `daily/` in `bookworm/`), so deeper listings are fetched
+    /// only for releases the page has.
+    async fn declared_releases(
         &self,
         stream: Stream,
         spec: &StreamSpec,
-        entries: &[html::ListingEntry],
+        releases_url: &Url,
+        top: &[html::ListingEntry],
     ) -> Result<Vec<Release>, IndexError> {
         let mut releases = Vec::new();
         for declared in &self.catalog.releases {
@@ -466,11 +468,24 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
             };
             let dir = pattern::expand(&spec.release_dir, &vars)?;
             let below = dir.strip_prefix(&spec.releases_dir).unwrap_or(&dir);
-            let folder = below.split('/').next().unwrap_or_default();
-            if entries.iter().any(|e| e.is_dir && e.name == folder) {
+            let folders: Vec<&str> = below.split('/').filter(|s| !s.is_empty()).collect();
+            let mut url = releases_url.clone();
+            let mut deeper: Option<Vec<html::ListingEntry>> = None;
+            let mut present = true;
+            for (depth, folder) in folders.iter().enumerate() {
+                let entries = deeper.as_deref().unwrap_or(top);
+                if !entries.iter().any(|e| e.is_dir && e.name == *folder) {
+                    debug!(release = %declared.codename, url = %url, folder, "not on this mirror");
+                    present = false;
+                    break;
+                }
+                url = join(&url, &format!("{folder}/"))?;
+                if depth + 1 < folders.len() {
+                    deeper = Some(self.html_listing(&url).await?);
+                }
+            }
+            if present {
                 releases.push(release::from_declared(declared));
-            } else {
-                debug!(release = %declared.codename, folder, "not listed on this mirror");
             }
         }
         Ok(releases)

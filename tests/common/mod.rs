@@ -3,6 +3,7 @@
 
 /// Disk images built at test time.
 pub mod images;
+pub mod debian_mirror;
 pub mod mirror;
 pub mod pgp;
 pub mod server;
