@@ -189,10 +189,12 @@ fn list_of_a_release_orders_builds_by_counter_and_names_debian_kinds() {
         qcow2["name"],
         format!("debian-12-genericcloud-amd64-{NEWEST}.qcow2")
     );
-    let on_disk = site
-        .mirror
-        .root()
-        .join(DebianMirror::file_path(&bookworm(NEWEST), "genericcloud", "amd64", "qcow2"));
+    let on_disk = site.mirror.root().join(DebianMirror::file_path(
+        &bookworm(NEWEST),
+        "genericcloud",
+        "amd64",
+        "qcow2",
+    ));
     assert_eq!(qcow2["sha512"], sha512_file(&on_disk).unwrap());
     assert!(qcow2["sha256"].is_null());
     // The listing's rounded size was read from the table.
@@ -219,7 +221,13 @@ fn fetch_verifies_with_sha512_and_says_no_signature_is_published() {
     // No --file: the catalog's default kind, genericcloud.qcow2.
     let output = run(
         site,
-        &["--json", "fetch", "bookworm", "-o", out.path().to_str().unwrap()],
+        &[
+            "--json",
+            "fetch",
+            "bookworm",
+            "-o",
+            out.path().to_str().unwrap(),
+        ],
     );
     let result = json(&output);
     let name = format!("debian-12-genericcloud-amd64-{NEWEST}.qcow2");
@@ -235,7 +243,7 @@ fn fetch_verifies_with_sha512_and_says_no_signature_is_published() {
         log.contains("no signature published by this source"),
         "{log}"
     );
-    assert_eq!(names(out.path()), [name.clone()]);
+    assert_eq!(names(out.path()), [name]);
     let info = Command::new("qemu-img")
         .arg("info")
         .arg(&path)
@@ -303,7 +311,11 @@ fn corrupted_file_on_the_mirror_exits_3_and_leaves_nothing() {
     ] {
         assert!(message.contains(fact), "message lacks {fact:?}: {message}");
     }
-    assert!(names(out.path()).is_empty(), "left behind: {:?}", names(out.path()));
+    assert!(
+        names(out.path()).is_empty(),
+        "left behind: {:?}",
+        names(out.path())
+    );
 }
 
 #[test]
@@ -381,10 +393,12 @@ fn tar_xz_fetch_converts_the_disk_raw_inside() {
         stream: Stream::Released,
         serial: "20250811-2185",
     };
-    let raw = site
-        .mirror
-        .root()
-        .join(DebianMirror::file_path(&build, "genericcloud", "amd64", "raw"));
+    let raw = site.mirror.root().join(DebianMirror::file_path(
+        &build,
+        "genericcloud",
+        "amd64",
+        "raw",
+    ));
     let compare = Command::new("qemu-img")
         .args(["compare", "-f", "raw", "-F", "qcow2"])
         .arg(&raw)
@@ -433,13 +447,24 @@ fn unknown_kind_and_unreleased_release_are_usage_errors() {
     let out = TempDir::new().unwrap();
     let dir = out.path().to_str().unwrap();
     // Ubuntu's default kind means nothing here; the error names the published ones.
-    let output = run(site, &["fetch", "bookworm", "--file", "disk1.img", "-o", dir]);
+    let output = run(
+        site,
+        &["fetch", "bookworm", "--file", "disk1.img", "-o", dir],
+    );
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(stderr(&output).contains("genericcloud.qcow2"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("genericcloud.qcow2"),
+        "{}",
+        stderr(&output)
+    );
     // sid has no release builds: not offered in the released stream.
     let output = run(site, &["fetch", "sid", "-o", dir]);
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(stderr(&output).contains("bookworm (12)"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("bookworm (12)"),
+        "{}",
+        stderr(&output)
+    );
     assert!(names(out.path()).is_empty());
 }
 
@@ -467,7 +492,9 @@ fn catalog_file_path_works_like_the_built_in_name() {
         .unwrap();
     assert_eq!(json(&output)[0]["title"], "Debian 12 (bookworm)");
     // A name that is neither built in nor a file is a usage error naming the built-ins.
-    let output = cloudimg_from_env(site, "gentoo", &["list"]).output().unwrap();
+    let output = cloudimg_from_env(site, "gentoo", &["list"])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(stderr(&output).contains("gentoo"), "{}", stderr(&output));
 }

@@ -612,8 +612,7 @@ fn validate(raw: RawCatalog) -> Result<Catalog, String> {
             check_dir(&field("alias_dir"), alias)?;
             check_pattern(&field("alias_dir"), alias, &[])?;
         }
-        let (names, allowed): (_, &[Placeholder]) = match (&stream.file_prefix, &stream.file_name)
-        {
+        let (names, allowed): (_, &[Placeholder]) = match (&stream.file_prefix, &stream.file_name) {
             (Some(prefix), None) => (("file_prefix", prefix), &[V, C, A]),
             (None, Some(name)) => (("file_name", name), &[V, C, A, S, W]),
             _ => {
@@ -686,7 +685,10 @@ fn validate(raw: RawCatalog) -> Result<Catalog, String> {
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         });
         if !variant_ok {
-            return Err(format!("kind {:?}: variant must be a plain word", kind.ftype));
+            return Err(format!(
+                "kind {:?}: variant must be a plain word",
+                kind.ftype
+            ));
         }
     }
     if let Some(default) = &raw.default_kind {
@@ -887,6 +889,100 @@ mod tests {
         assert_eq!(kind("-vmlinuz-generic"), None);
     }
 
+    #[test]
+    fn builtin_debian_is_sha512_unsigned_and_dated() {
+        let catalog = Catalog::builtin("debian").unwrap();
+        assert_eq!(
+            catalog.base_url.as_str(),
+            "https://cloud.debian.org/images/cloud/"
+        );
+        assert_eq!(catalog.checksums.file, "SHA512SUMS");
+        assert_eq!(catalog.checksums.algorithm, DigestAlgorithm::Sha512);
+        assert_eq!(catalog.signature, Signature::NotPublished);
+        assert!(catalog.keys.is_empty());
+        assert_eq!(catalog.serial_separator, '-');
+        assert_eq!(catalog.default_kind.as_deref(), Some("genericcloud.qcow2"));
+        assert_eq!(catalog.arch("ppc64le").unwrap().name, "ppc64el");
+        assert_eq!(catalog.arch("aarch64").unwrap().name, "arm64");
+        let releases: Vec<(&str, &str)> = catalog
+            .releases
+            .iter()
+            .map(|r| (r.codename.as_str(), r.version.as_str()))
+            .collect();
+        assert_eq!(
+            releases,
+            [
+                ("bullseye", "11"),
+                ("bookworm", "12"),
+                ("trixie", "13"),
+                ("forky", "14"),
+                ("sid", "sid")
+            ]
+        );
+        let sid = catalog
+            .releases
+            .iter()
+            .find(|r| r.codename == "sid")
+            .unwrap();
+        assert!(sid.in_stream("daily") && !sid.in_stream("released"));
+    }
+
+    #[test]
+    fn debian_file_names_carry_variant_arch_and_build() {
+        let catalog = Catalog::builtin("debian").unwrap();
+        let vars = Vars {
+            version: Some("12"),
+            codename: Some("bookworm"),
+            arch: Some("amd64"),
+            serial: Some("20240717-1811"),
+            variant: None,
+        };
+        let name = |stream: &str, ftype: &str| {
+            catalog
+                .file_name(
+                    catalog.stream(stream).unwrap(),
+                    catalog.kind(ftype).unwrap(),
+                    &vars,
+                )
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(
+            name("released", "genericcloud.qcow2"),
+            "debian-12-genericcloud-amd64-20240717-1811.qcow2"
+        );
+        assert_eq!(
+            name("daily", "nocloud.tar.xz"),
+            "debian-12-nocloud-amd64-daily-20240717-1811.tar.xz"
+        );
+        assert_eq!(
+            name("released", "ec2.json"),
+            "debian-12-ec2-amd64-20240717-1811.json"
+        );
+        let tar = catalog.kind("generic.tar.xz").unwrap();
+        assert_eq!(tar.archive, Some(ArchiveKind::TarXz));
+        assert_eq!(tar.disk_format.as_deref(), Some("raw"));
+        assert_eq!(catalog.kind("gce.json").unwrap().role, FileRole::Metadata);
+        assert!(catalog.kind("ec2.qcow2").is_none());
+    }
+
+    #[test]
+    fn load_takes_a_builtin_name_or_a_file() {
+        assert_eq!(Catalog::load(Path::new("DEBIAN")).unwrap().name, "debian");
+        assert_eq!(Catalog::load(Path::new("ubuntu")).unwrap().name, "ubuntu");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("debian");
+        std::fs::write(
+            &path,
+            MINIMAL.replace("title = \"Debian\"", "title = \"Mine\""),
+        )
+        .unwrap();
+        assert_eq!(Catalog::load(&path).unwrap().title, "Mine");
+        // Neither a built-in nor a file: the error is about the file.
+        let missing = Catalog::load(Path::new("debain")).unwrap_err();
+        assert!(matches!(missing, CatalogError::Read { .. }), "{missing}");
+    }
+
     const MINIMAL: &str = r#"
         name = "debian"
         title = "Debian"
@@ -962,6 +1058,91 @@ mod tests {
         let error = Catalog::from_toml_str(&text, "test").unwrap_err();
         assert!(matches!(error, CatalogError::Parse { .. }));
         assert_eq!(error.kind(), ErrorKind::Usage);
+    }
+
+    /// MINIMAL with Debian's real naming: a whole file name with {variant} and {serial}.
+    fn with_file_name(text: &str) -> String {
+        text.replace(
+            "file_prefix = \"debian-{version}-genericcloud-{arch}\"",
+            "file_name = \"debian-{version}-{variant}-{arch}-{serial}\"",
+        )
+        .replace(
+            "ftype = \"qcow2\"",
+            "ftype = \"genericcloud.qcow2\"\nvariant = \"genericcloud\"",
+        )
+    }
+
+    #[test]
+    fn file_name_with_variant_and_serial_is_accepted() {
+        let catalog = Catalog::from_toml_str(&with_file_name(MINIMAL), "test").unwrap();
+        let stream = catalog.stream("daily").unwrap();
+        assert_eq!(
+            stream.name_pattern(),
+            "debian-{version}-{variant}-{arch}-{serial}"
+        );
+    }
+
+    #[test]
+    fn file_prefix_and_file_name_together_are_rejected() {
+        let text = with_file_name(MINIMAL).replace(
+            "file_name = ",
+            "file_prefix = \"debian-{arch}\"\nfile_name = ",
+        );
+        assert!(invalid(&text).contains("exactly one of file_prefix and file_name"));
+    }
+
+    #[test]
+    fn kind_without_variant_under_a_variant_pattern_is_rejected() {
+        let text = with_file_name(MINIMAL).replace("variant = \"genericcloud\"\n", "");
+        assert!(invalid(&text).contains("needs a variant"));
+    }
+
+    #[test]
+    fn file_name_without_arch_or_with_a_slash_is_rejected() {
+        let text = with_file_name(MINIMAL).replace("-{arch}-{serial}", "-{serial}");
+        assert!(invalid(&text).contains("{arch}"));
+        let text = with_file_name(MINIMAL).replace("debian-{version}", "x/debian-{version}");
+        assert!(invalid(&text).contains("without '/'"));
+    }
+
+    #[test]
+    fn default_kind_must_be_a_kind() {
+        let text = MINIMAL.replace(
+            "serial_separator = \"-\"",
+            "serial_separator = \"-\"\ndefault_kind = \"qcow3\"",
+        );
+        assert!(invalid(&text).contains("default_kind"));
+        let text = MINIMAL.replace(
+            "serial_separator = \"-\"",
+            "serial_separator = \"-\"\ndefault_kind = \"qcow2\"",
+        );
+        let catalog = Catalog::from_toml_str(&text, "test").unwrap();
+        assert_eq!(catalog.default_kind.as_deref(), Some("qcow2"));
+    }
+
+    const RELEASES: &str = r#"
+        [[releases]]
+        codename = "bookworm"
+        version = "12"
+        [[releases]]
+        codename = "sid"
+        version = "sid"
+        streams = ["daily"]
+    "#;
+
+    #[test]
+    fn declared_releases_load_and_are_checked() {
+        let catalog = Catalog::from_toml_str(&format!("{MINIMAL}{RELEASES}"), "test").unwrap();
+        assert_eq!(catalog.releases.len(), 2);
+        assert!(catalog.releases[0].supported);
+        assert_eq!(catalog.releases[0].title, None);
+        let twice = format!("{MINIMAL}{RELEASES}").replace("version = \"sid\"", "version = \"12\"");
+        assert!(invalid(&twice).contains("listed twice"));
+        let no_stream = format!("{MINIMAL}{RELEASES}")
+            .replace("streams = [\"daily\"]", "streams = [\"released\"]");
+        assert!(invalid(&no_stream).contains("no \"released\" stream"));
+        let upper = format!("{MINIMAL}{RELEASES}").replace("\"bookworm\"", "\"Bookworm\"");
+        assert!(invalid(&upper).contains("lower-case"));
     }
 
     #[test]

@@ -37,7 +37,12 @@ pub struct Global {
     #[arg(long, global = true, env = "CLOUDIMG_KEYRING", value_name = "FILE")]
     pub keyring: Option<PathBuf>,
     /// The image source: a built-in catalog (ubuntu, debian) or a catalog file [default: ubuntu].
-    #[arg(long, global = true, env = "CLOUDIMG_CATALOG", value_name = "NAME|FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "CLOUDIMG_CATALOG",
+        value_name = "NAME|FILE"
+    )]
     pub catalog: Option<PathBuf>,
     /// Where index pages and checksum files are cached for conditional requests
     /// [default: $XDG_CACHE_HOME/cloudimg or ~/.cache/cloudimg].

@@ -24,8 +24,8 @@ use super::retry::{Failure, Retry};
 use super::sink::Sink;
 use super::{Client, Download, Downloaded, FetchError};
 use crate::io::hashing::{self, ContentHasher};
-use crate::verify::digest::DigestAlgorithm;
 use crate::io::progress::Reporter;
+use crate::verify::digest::DigestAlgorithm;
 
 /// A parsed `Content-Range: bytes first-last/total` (RFC 9110 §14.4).
 #[derive(Debug, PartialEq, Eq)]

@@ -168,7 +168,12 @@ mod tests {
         let data: Vec<u8> = (0..BUFFER_SIZE * 9 + 12345)
             .map(|i| (i % 251) as u8)
             .collect();
-        let mut sink = Sink::start(File::create(&path).unwrap(), 0, ContentHasher::default(), ());
+        let mut sink = Sink::start(
+            File::create(&path).unwrap(),
+            0,
+            ContentHasher::default(),
+            (),
+        );
         // Sizes that straddle buffer boundaries, and more data than the pool holds at once.
         for piece in data.chunks(BUFFER_SIZE / 3 + 7) {
             assert!(sink.push(piece).await);

@@ -1233,6 +1233,130 @@ mod tests {
         assert!("ftp".parse::<SourceKind>().is_err());
     }
 
+    /// One table-form row (Debian's Apache 2.4 `HTMLTable`): icon and name both link.
+    fn table_row(href: &str, size: &str) -> String {
+        format!(
+            "<tr class=\"odd\"><td class=\"indexcolicon\"><a href=\"{href}\"><img src=\"/icons2/folder.png\" alt=\"[DIR]\"></a></td>\
+             <td class=\"indexcolname\"><a href=\"{href}\">{href}</a></td>\
+             <td class=\"indexcollastmod\">2024-07-17 18:11  </td><td class=\"indexcolsize\">{size}</td></tr>\n"
+        )
+    }
+
+    fn table(rows: &[String]) -> String {
+        format!(
+            "<table id=\"indexlist\">\n<tr class=\"even\"><td class=\"indexcolicon\"><a href=\"/images/\"><img src=\"/icons2/go-previous.png\" alt=\"[PARENTDIR]\"></a></td>\
+             <td class=\"indexcolname\"><a href=\"/images/\">Parent Directory</a></td><td class=\"indexcollastmod\">&nbsp;</td><td class=\"indexcolsize\">  - </td></tr>\n{}</table>",
+            rows.concat()
+        )
+    }
+
+    /// bookworm with two dated builds (one day, counters 999 and 1000) and `latest/`; trixie
+    /// listed but without a `daily/` folder.
+    fn debian_mirror() -> FakeMirror {
+        let serial = "20240717-1000";
+        let names = [
+            format!("debian-12-genericcloud-amd64-{serial}.qcow2"),
+            format!("debian-12-genericcloud-amd64-{serial}.tar.xz"),
+            format!("debian-12-nocloud-amd64-{serial}.raw"),
+            format!("debian-12-genericcloud-arm64-{serial}.qcow2"),
+            // Another release's file in the same folder is nobody's kind here.
+            format!("debian-13-genericcloud-amd64-{serial}.qcow2"),
+        ];
+        let sums: String = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| format!("{}  {name}\n", format!("{i:02x}").repeat(64)))
+            .collect();
+        let mut rows: Vec<String> = names.iter().map(|n| table_row(n, "339M")).collect();
+        rows.push(table_row("SHA512SUMS", "1.2K"));
+        FakeMirror::default()
+            .with(
+                "",
+                table(&[
+                    table_row("bookworm/", "  - "),
+                    table_row("sid/", "  - "),
+                    table_row("trixie/", "  - "),
+                ]),
+            )
+            .with(
+                "bookworm/",
+                table(&[
+                    table_row("20240717-1000/", "  - "),
+                    table_row("20240717-999/", "  - "),
+                    table_row("daily/", "  - "),
+                    table_row("latest/", "  - "),
+                ]),
+            )
+            .with("sid/", table(&[table_row("daily/", "  - ")]))
+            .with("trixie/", table(&[table_row("20250811-2185/", "  - ")]))
+            .with(&format!("bookworm/{serial}/"), table(&rows))
+            .with(&format!("bookworm/{serial}/SHA512SUMS"), sums)
+    }
+
+    #[tokio::test]
+    async fn debian_table_listings_give_declared_releases_and_dated_builds() {
+        let fake = debian_mirror();
+        let catalog = Catalog::builtin("debian").unwrap();
+        let discovery = Discovery::new(&fake, &catalog, mirror());
+        let codenames =
+            |releases: Vec<Release>| releases.into_iter().map(|r| r.codename).collect::<Vec<_>>();
+        let released = discovery.releases(Stream::Released, None).await.unwrap();
+        assert_eq!(codenames(released), ["bookworm", "trixie"]);
+        // trixie/ has no daily/ folder; sid/ has only that.
+        let daily = discovery.releases(Stream::Daily, None).await.unwrap();
+        assert_eq!(codenames(daily), ["bookworm", "sid"]);
+
+        let q = query("12", "x86_64", Stream::Released, None);
+        assert_eq!(
+            discovery.serials(&q).await.unwrap(),
+            ["20240717-1000", "20240717-999"]
+        );
+        let listing = discovery.listing(&q, None).await.unwrap();
+        assert_eq!(listing.source, SourceKind::Html);
+        assert_eq!(listing.signature_url, None);
+        assert_eq!(
+            listing.sums_url.as_str(),
+            "https://mirror.test/bookworm/20240717-1000/SHA512SUMS"
+        );
+        let kinds: Vec<(&str, &str)> = listing
+            .files
+            .iter()
+            .map(|f| (f.ftype.as_deref().unwrap(), f.name.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (
+                    "genericcloud.qcow2",
+                    "debian-12-genericcloud-amd64-20240717-1000.qcow2"
+                ),
+                (
+                    "genericcloud.tar.xz",
+                    "debian-12-genericcloud-amd64-20240717-1000.tar.xz"
+                ),
+                ("nocloud.raw", "debian-12-nocloud-amd64-20240717-1000.raw"),
+            ]
+        );
+        let qcow2 = listing.file("genericcloud.qcow2").unwrap();
+        assert_eq!(qcow2.sha256, None);
+        assert_eq!(qcow2.sha512.unwrap().to_hex(), "00".repeat(64));
+        assert_eq!(qcow2.size, Some(339 << 20));
+        let raw = listing.file("nocloud.raw").unwrap();
+        assert_eq!(raw.sha512.unwrap().to_hex(), "02".repeat(64));
+        // `latest/` is an alias, not a serial.
+        let error = discovery.listing(&q, Some("latest")).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Usage);
+        // sid is declared for the daily stream only.
+        let error = discovery
+            .serials(&query("sid", "amd64", Stream::Released, None))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, IndexError::UnknownRelease { .. }),
+            "{error}"
+        );
+    }
+
     #[test]
     fn file_urls_keep_names_in_one_segment() {
         let dir = Url::parse("https://mirror.test/releases/24.04/release-1/").unwrap();

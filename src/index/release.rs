@@ -77,7 +77,11 @@ pub fn from_declared(spec: &ReleaseSpec) -> Release {
         codename_title: None,
         supported: spec.supported,
         eol: spec.eol.clone(),
-        aliases: spec.aliases.iter().map(|a| a.to_ascii_lowercase()).collect(),
+        aliases: spec
+            .aliases
+            .iter()
+            .map(|a| a.to_ascii_lowercase())
+            .collect(),
     }
 }
 

@@ -170,6 +170,44 @@ mod tests {
         assert!(parse(line.as_bytes(), DigestAlgorithm::Sha256).is_err());
     }
 
+    /// A line as Debian writes SHA512SUMS: 128 hex digits, two spaces, no `*`.
+    fn debian_line(hex: &str) -> String {
+        format!("{hex}  debian-12-genericcloud-amd64-20240717-1811.qcow2\n")
+    }
+
+    #[test]
+    fn debian_sha512_line_and_its_one_byte_damages() {
+        let hex = "0123456789abcdef".repeat(8);
+        let good = parse(debian_line(&hex).as_bytes(), DigestAlgorithm::Sha512).unwrap();
+        assert_eq!(good[0].mode, Mode::Text);
+        assert_eq!(
+            good[0]
+                .file_digest(DigestAlgorithm::Sha512)
+                .unwrap()
+                .to_hex(),
+            hex
+        );
+        let damaged = [
+            // One digit short: the name's first character is read as a digit, then no separator.
+            debian_line(&hex[..127]),
+            // One digit too many.
+            debian_line(&format!("{hex}0")),
+            // One non-hex digit.
+            debian_line(&format!("{}x", &hex[..127])),
+            // One space instead of two.
+            format!("{hex} debian-12-genericcloud-amd64-20240717-1811.qcow2\n"),
+        ];
+        for line in damaged {
+            assert!(
+                matches!(
+                    parse(line.as_bytes(), DigestAlgorithm::Sha512),
+                    Err(SumsError::BadLine { line: 1, .. })
+                ),
+                "{line:?}"
+            );
+        }
+    }
+
     fn rejected(line: &str) -> SumsError {
         parse(line.as_bytes(), DigestAlgorithm::Sha256).unwrap_err()
     }

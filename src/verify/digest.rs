@@ -16,7 +16,7 @@ pub enum DigestAlgorithm {
 
 impl DigestAlgorithm {
     /// Length of the digest in bytes.
-    pub fn len(self) -> usize {
+    pub fn byte_len(self) -> usize {
         match self {
             DigestAlgorithm::Sha256 => 32,
             DigestAlgorithm::Sha512 => 64,
@@ -25,7 +25,7 @@ impl DigestAlgorithm {
 
     /// Length of the digest in hexadecimal digits.
     pub fn hex_len(self) -> usize {
-        self.len() * 2
+        self.byte_len() * 2
     }
 
     /// The lower-case name used in messages and JSON: `sha256`.
@@ -227,9 +227,18 @@ mod tests {
         assert_eq!(sha512.sha256(), None);
         assert_eq!(format!("{sha512:?}"), format!("sha512:{}", "ab".repeat(64)));
         // One byte short or long of either length is refused.
-        assert_eq!(FileDigest::from_bytes(DigestAlgorithm::Sha512, &[0; 63]), None);
-        assert_eq!(FileDigest::from_bytes(DigestAlgorithm::Sha512, &[0; 65]), None);
-        assert_eq!(FileDigest::from_bytes(DigestAlgorithm::Sha256, &[0; 64]), None);
+        assert_eq!(
+            FileDigest::from_bytes(DigestAlgorithm::Sha512, &[0; 63]),
+            None
+        );
+        assert_eq!(
+            FileDigest::from_bytes(DigestAlgorithm::Sha512, &[0; 65]),
+            None
+        );
+        assert_eq!(
+            FileDigest::from_bytes(DigestAlgorithm::Sha256, &[0; 64]),
+            None
+        );
         let sha256 = FileDigest::from_bytes(DigestAlgorithm::Sha256, &[1; 32]).unwrap();
         assert_eq!(sha256.sha256(), Some(Sha256Digest([1; 32])));
         assert_ne!(

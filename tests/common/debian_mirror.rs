@@ -139,7 +139,10 @@ impl DebianMirrorBuilder {
                 let stem = DebianMirror::stem(build, variant, arch);
                 let alias_stem = DebianMirror::alias_stem(build, variant, arch);
                 let work = tempfile::tempdir()?;
-                let tag = format!("{} {variant} {arch} {}", build.release.codename, build.serial);
+                let tag = format!(
+                    "{} {variant} {arch} {}",
+                    build.release.codename, build.serial
+                );
                 let raw = make_raw_disk(work.path(), &tag)?;
                 let mut formats: Vec<(&str, PathBuf)> = Vec::new();
                 let tarball = dir.join(format!("{stem}.tar.xz"));
@@ -304,8 +307,7 @@ fn upload_item(
 
 /// Standard base64 without `=` padding, as the JSON's `sha512:` digests are written.
 fn base64_no_pad(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
         let n = chunk
@@ -429,9 +431,8 @@ fn listing_date(relative: &Path) -> String {
         .find_map(|part| {
             let part = part.to_string_lossy();
             let (date, _) = part.split_once('-')?;
-            (date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit())).then(|| {
-                format!("{}-{}-{} 18:11", &date[..4], &date[4..6], &date[6..8])
-            })
+            (date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| format!("{}-{}-{} 18:11", &date[..4], &date[4..6], &date[6..8]))
         })
         .unwrap_or_else(|| "2025-08-12 09:30".to_owned())
 }

@@ -1,9 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod debian_mirror;
 /// Disk images built at test time.
 pub mod images;
-pub mod debian_mirror;
 pub mod mirror;
 pub mod pgp;
 pub mod server;
