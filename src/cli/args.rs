@@ -69,7 +69,8 @@ pub struct Global {
 pub enum Command {
     /// List releases, or the serials and files of one release.
     List(ListArgs),
-    /// Download and verify an image (SHA256SUMS signature, then the file's SHA-256).
+    /// Download and verify an image (the checksum file's signature where the source publishes
+    /// one, then the file's SHA-256 or SHA-512).
     Fetch(FetchArgs),
     /// Show an image's format, sizes and options.
     Info(InfoArgs),
@@ -101,7 +102,8 @@ pub enum SourceArg {
 
 #[derive(Debug, Args)]
 pub struct Selection {
-    /// Architecture (Ubuntu names: amd64, arm64, armhf, ppc64el, riscv64, s390x).
+    /// Architecture, as the source names it (amd64, arm64, ppc64el, ...) or as Glance does
+    /// (x86_64, aarch64, ppc64le, ...).
     #[arg(long, default_value = "amd64")]
     pub arch: String,
     #[arg(long, value_enum, default_value_t = StreamArg::Released)]
@@ -109,7 +111,8 @@ pub struct Selection {
     /// Discovery source; default simplestreams where the stream has the release, else HTML.
     #[arg(long, value_enum)]
     pub source: Option<SourceArg>,
-    /// A serial such as 20240821 or 20241004.1; `latest` (default) is the newest.
+    /// A serial such as 20240821 or 20241004.1 (Debian: 20240717-1811); `latest` (default) is
+    /// the newest.
     #[arg(long)]
     pub serial: Option<String>,
 }
@@ -124,7 +127,7 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct FetchArgs {
-    /// Codename or version (noble, 24.04).
+    /// Codename or version (noble, 24.04; bookworm, 12).
     pub release: String,
     #[command(flatten)]
     pub selection: Selection,
