@@ -1,5 +1,5 @@
-//! What the commands do, end to end: discover → verify the checksum file (`SHA256SUMS`, or
-//! Debian's unsigned `SHA512SUMS`) → download → verify the file (→ convert). The CLI only parses, reports and maps [`Error::kind`] to an exit status.
+//! What the commands do, end to end: discover → verify SHA256SUMS → download → verify the file
+//! (→ convert). The CLI only parses, reports and maps [`Error::kind`] to an exit status.
 
 use std::path::{Path, PathBuf};
 

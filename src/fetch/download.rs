@@ -3,9 +3,9 @@
 //! Bytes go to `<dest>.part`; `<dest>.part.meta` records the URL and the validator (ETag or
 //! Last-Modified) of the response that started the part, so a later run can ask for the rest
 //! with `Range` + `If-Range`. The digest (SHA-256, or SHA-512 when that is what the source
-//! publishes) is computed as bytes arrive, on a blocking thread that also
-//! writes the file, fed from a small buffer pool (`sink.rs`) so hashing overlaps the network transfer and
-//! memory stays flat. On success the part is fsynced and renamed over `dest`; on a digest
+//! publishes) is computed as bytes arrive, on a blocking thread that also writes the file, fed
+//! from a small buffer pool (`sink.rs`) so hashing overlaps the network transfer and memory
+//! stays flat. On success the part is fsynced and renamed over `dest`; on a digest
 //! mismatch it is deleted; on a network error or an interruption it stays, to be resumed.
 
 use std::fs::{File, OpenOptions};
