@@ -25,6 +25,8 @@ use std::process::Command;
 use serde_json::json;
 use sha2::{Digest, Sha512};
 
+use super::mirror::{file_name, pretty, run};
+
 /// Size of every generated raw disk: room for a small ext4 filesystem.
 const RAW_DISK_BYTES: u64 = 8 << 20;
 
@@ -508,31 +510,6 @@ fn table_listing(relative: &Path, rows: &[Row]) -> String {
          <address>Apache/2.4.62 (Unix) Server at cloud.debian.org Port 443</address>\n</body></html>\n",
     );
     html
-}
-
-fn run(command: &mut Command) -> io::Result<()> {
-    let output = command.output().map_err(|error| {
-        io::Error::new(error.kind(), format!("cannot run {command:?}: {error}"))
-    })?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!(
-            "{command:?} failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        )))
-    }
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-fn pretty(value: &serde_json::Value) -> io::Result<String> {
-    serde_json::to_string_pretty(value).map_err(io::Error::other)
 }
 
 #[test]
