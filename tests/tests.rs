@@ -4,6 +4,8 @@ mod common;
 
 /// The binary against a loopback mirror: discovery, verified fetches, exit codes, resume.
 mod cli;
+/// `--catalog debian` against a cloud.debian.org look-alike: SHA-512, no signature, tar.xz.
+mod debian;
 /// Downloads and documents against the loopback server: resume, retries, cache, locks.
 mod fetch;
 /// Conversions through the `cloudimg` binary, checked with qemu-img.

@@ -19,7 +19,7 @@ Exit codes:
 #[command(
     name = "cloudimg",
     version,
-    about = "Discover, download, verify and convert Ubuntu cloud images",
+    about = "Discover, download, verify and convert cloud images (Ubuntu, Debian)",
     after_help = EXIT_CODES_HELP
 )]
 pub struct Cli {
@@ -31,14 +31,19 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct Global {
-    /// Base URL of the image site or of a mirror of it.
+    /// Base URL of the image site or of a mirror of it [default: the catalog's site].
     #[arg(long, global = true, env = "CLOUDIMG_MIRROR", value_name = "URL")]
     pub mirror: Option<String>,
     /// OpenPGP public keys (armored or binary) to trust instead of the catalog's built-in keys.
     #[arg(long, global = true, env = "CLOUDIMG_KEYRING", value_name = "FILE")]
     pub keyring: Option<PathBuf>,
-    /// A source catalog file to use instead of the built-in Ubuntu one.
-    #[arg(long, global = true, env = "CLOUDIMG_CATALOG", value_name = "FILE")]
+    /// The image source: a built-in catalog (ubuntu, debian) or a catalog file [default: ubuntu].
+    #[arg(
+        long,
+        global = true,
+        env = "CLOUDIMG_CATALOG",
+        value_name = "NAME|FILE"
+    )]
     pub catalog: Option<PathBuf>,
     /// Where index pages and checksum files are cached for conditional requests
     /// [default: $XDG_CACHE_HOME/cloudimg or ~/.cache/cloudimg].
@@ -74,7 +79,8 @@ pub enum LogFormat {
 pub enum Command {
     /// List releases, or the serials and files of one release.
     List(ListArgs),
-    /// Download and verify an image (SHA256SUMS signature, then the file's SHA-256).
+    /// Download and verify an image (the checksum file's signature where the source publishes
+    /// one, then the file's SHA-256 or SHA-512).
     Fetch(FetchArgs),
     /// Fetch, verify, convert and wrap an image for Glance, with its `.glance.json` metadata.
     Prepare(PrepareArgs),
@@ -110,7 +116,8 @@ pub enum SourceArg {
 
 #[derive(Debug, Args)]
 pub struct Selection {
-    /// Architecture (Ubuntu names: amd64, arm64, armhf, ppc64el, riscv64, s390x).
+    /// Architecture, as the source names it (amd64, arm64, ppc64el, ...) or as Glance does
+    /// (x86_64, aarch64, ppc64le, ...).
     #[arg(long, default_value = "amd64")]
     pub arch: String,
     #[arg(long, value_enum, default_value_t = StreamArg::Released)]
@@ -118,7 +125,8 @@ pub struct Selection {
     /// Discovery source; default simplestreams where the stream has the release, else HTML.
     #[arg(long, value_enum)]
     pub source: Option<SourceArg>,
-    /// A serial such as 20240821 or 20241004.1; `latest` (default) is the newest.
+    /// A serial such as 20240821 or 20241004.1 (Debian: 20240717-1811); `latest` (default) is
+    /// the newest.
     #[arg(long)]
     pub serial: Option<String>,
 }
@@ -133,18 +141,21 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct FetchArgs {
-    /// Codename or version (noble, 24.04).
+    /// Codename or version (noble, 24.04; bookworm, 12).
     pub release: String,
     #[command(flatten)]
     pub selection: Selection,
-    /// File kind, in simplestreams ftype words: disk1.img, disk-kvm.img, vmdk, ova, tar.gz,
-    /// root.tar.xz, squashfs, vhd.tar.gz, manifest, ...
-    #[arg(long = "file", default_value = "disk1.img", value_name = "KIND")]
-    pub kind: String,
+    /// File kind [default: the catalog's, disk1.img for Ubuntu, genericcloud.qcow2 for Debian].
+    /// Ubuntu: simplestreams ftype words (disk1.img, disk-kvm.img, vmdk, ova, tar.gz,
+    /// root.tar.xz, squashfs, vhd.tar.gz, manifest, ...); Debian: <variant>.<format>
+    /// (genericcloud.qcow2, nocloud.raw, generic.tar.xz, ec2.json, ...).
+    #[arg(long = "file", value_name = "KIND")]
+    pub kind: Option<String>,
     /// Output directory.
     #[arg(short = 'o', long = "output", default_value = ".", value_name = "DIR")]
     pub output: PathBuf,
-    /// Skip the OpenPGP check of SHA256SUMS (logged; checksums are still verified).
+    /// Skip the OpenPGP check of SHA256SUMS (logged; checksums are still verified). Sources
+    /// that publish no signature (Debian) are reported as such either way.
     #[arg(long)]
     pub no_verify_signature: bool,
     /// After verifying, convert the image to this disk format (raw, qcow2, vmdk, vhd, vdi).

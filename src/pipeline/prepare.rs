@@ -442,7 +442,12 @@ impl Describe<'_> {
         }
         metadata.set_property("cloudimg_source_url", source.url.clone());
         metadata.set_property("cloudimg_serial", listing.serial.clone());
-        metadata.set_property("cloudimg_source_sha256", source.sha256.to_string());
+        // The upstream digest in the algorithm the source publishes (Ubuntu SHA-256, Debian
+        // SHA-512).
+        metadata.set_property(
+            &format!("cloudimg_source_{}", source.digest.algorithm().name()),
+            source.digest.to_hex(),
+        );
         metadata.set_property("cloudimg_sha256", metadata.digests.sha256.clone());
         for (key, value) in &image.properties {
             metadata.set_property(key, value.clone());

@@ -488,7 +488,7 @@ impl Run<'_> {
                 .iter()
                 .map(|f| UpstreamRecord {
                     url: f.url.clone(),
-                    sha256: f.sha256.to_string(),
+                    digest: f.digest,
                     size: f.size,
                     signed_by: f.signed_by.clone(),
                 })

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod debian_mirror;
 /// Disk images built at test time.
 pub mod images;
 pub mod mirror;
