@@ -18,7 +18,9 @@ use crate::ErrorKind;
 
 mod prepare;
 
-pub use prepare::{prepare, Artifact, ImageSettings, MachineSettings, PrepareRequest, Prepared};
+pub use prepare::{
+    prepare, upstream_kind, Artifact, ImageSettings, MachineSettings, PrepareRequest, Prepared,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -20,8 +20,6 @@ use crate::formats::{self, DiskFormat, Options};
 use crate::index::{Discovery, FileEntry, Listing, Query};
 use crate::io::progress::Reporter;
 
-/// Default upstream kind for disk artifacts: the qcow2 cloud image.
-const DEFAULT_DISK_KIND: &str = "disk1.img";
 /// Default upstream kind of the ami machine image: the raw disk inside the `.tar.gz`.
 const DEFAULT_AMI_KIND: &str = "tar.gz";
 /// Kinds of the kernel and ramdisk of an aki/ari/ami set.
@@ -133,7 +131,7 @@ enum Plan {
     },
 }
 
-fn plan(request: &PrepareRequest<'_>) -> Result<Plan, Error> {
+fn plan(request: &PrepareRequest<'_>, catalog: &Catalog) -> Result<Plan, Error> {
     let disk_format = request.disk_format.to_ascii_lowercase();
     container::validate(&disk_format, request.container)?;
     let usage = |text: String| Err(Error::Usage(text));
@@ -178,12 +176,7 @@ fn plan(request: &PrepareRequest<'_>) -> Result<Plan, Error> {
         "ami" => Ok(Plan::Amazon {
             kernel: true,
             ramdisk: true,
-            machine: Some(
-                request
-                    .kind
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_AMI_KIND.to_owned()),
-            ),
+            machine: upstream_kind(catalog, "ami", request.kind.as_deref()),
         }),
         name => {
             let format = DiskFormat::from_name(name)
@@ -192,15 +185,31 @@ fn plan(request: &PrepareRequest<'_>) -> Result<Plan, Error> {
                 check_vmdk_subformat(request.container, &request.convert_options)?;
             }
             Ok(Plan::Disk {
-                kind: request
-                    .kind
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_DISK_KIND.to_owned()),
+                kind: upstream_kind(catalog, &disk_format, request.kind.as_deref()).ok_or_else(
+                    || {
+                        Error::Usage(format!(
+                            "catalog {} names no default file kind; pass --file",
+                            catalog.name
+                        ))
+                    },
+                )?,
                 format,
                 container: request.container,
             })
         }
     }
+}
+
+/// The upstream file an artifact of `disk_format` starts from: the one asked for, else the raw
+/// disk of the `.tar.gz` for an ami, else the catalog's default kind.
+pub fn upstream_kind(catalog: &Catalog, disk_format: &str, asked: Option<&str>) -> Option<String> {
+    if let Some(kind) = asked {
+        return Some(kind.to_owned());
+    }
+    if disk_format.eq_ignore_ascii_case("ami") {
+        return Some(DEFAULT_AMI_KIND.to_owned());
+    }
+    catalog.default_kind.clone()
 }
 
 /// Glance's import refuses VMDKs with flat extents, and OVF packages carry one file per disk.
@@ -227,7 +236,7 @@ pub async fn prepare(
     request: PrepareRequest<'_>,
     reporter: &dyn Reporter,
 ) -> Result<Prepared, Error> {
-    let plan = plan(&request)?;
+    let plan = plan(&request, catalog)?;
     let discovery = Discovery::new(client, catalog, mirror.clone());
     let listing = discovery
         .listing(&request.query, request.serial.as_deref())
@@ -766,6 +775,10 @@ mod tests {
     use super::*;
     use crate::index::Stream;
 
+    fn ubuntu() -> Catalog {
+        Catalog::builtin("ubuntu").unwrap()
+    }
+
     fn request(disk_format: &str, container: ContainerFormat) -> PrepareRequest<'static> {
         PrepareRequest {
             query: Query {
@@ -811,13 +824,17 @@ mod tests {
 
     #[test]
     fn ami_in_a_bare_container_is_refused_before_any_download() {
-        let error = plan(&request("ami", ContainerFormat::Bare)).err().unwrap();
+        let error = plan(&request("ami", ContainerFormat::Bare), &ubuntu())
+            .err()
+            .unwrap();
         assert_eq!(error.kind(), crate::ErrorKind::Usage);
     }
 
     #[test]
     fn iso_points_to_the_seed_command() {
-        let error = plan(&request("iso", ContainerFormat::Bare)).err().unwrap();
+        let error = plan(&request("iso", ContainerFormat::Bare), &ubuntu())
+            .err()
+            .unwrap();
         assert!(error.to_string().contains("cloudimg seed"), "{error}");
     }
 
@@ -825,7 +842,7 @@ mod tests {
     fn flat_vmdk_is_refused_because_glance_would_be() {
         let mut request = request("vmdk", ContainerFormat::Bare);
         request.convert_options = Options::parse("subformat=monolithicFlat").unwrap();
-        let error = plan(&request).err().unwrap();
+        let error = plan(&request, &ubuntu()).err().unwrap();
         assert!(error.to_string().contains("flat extents"), "{error}");
     }
 
@@ -835,7 +852,7 @@ mod tests {
             kernel,
             ramdisk,
             machine,
-        } = plan(&request("ami", ContainerFormat::Ami)).unwrap()
+        } = plan(&request("ami", ContainerFormat::Ami), &ubuntu()).unwrap()
         else {
             panic!("not an amazon plan");
         };
@@ -847,6 +864,6 @@ mod tests {
     fn unknown_visibility_is_refused() {
         let mut request = request("qcow2", ContainerFormat::Bare);
         request.image.visibility = Some("everyone".into());
-        assert!(plan(&request).is_err());
+        assert!(plan(&request, &ubuntu()).is_err());
     }
 }

@@ -416,7 +416,7 @@ impl Run<'_> {
             path: path.to_owned(),
             source,
         };
-        self.check_space(image, serial, listing)?;
+        self.check_space(image, source, serial, listing)?;
         // Whatever a killed run left in staging is incomplete by definition.
         let _ = std::fs::remove_dir_all(&staging);
         std::fs::create_dir_all(&staging).map_err(|e| io(&staging, e))?;
@@ -525,22 +525,16 @@ impl Run<'_> {
     fn check_space(
         &self,
         image: &ImageSpec,
+        source: &Catalog,
         serial: &str,
         listing: &crate::index::Listing,
     ) -> Result<(), SyncError> {
-        let kind =
-            image
-                .file
-                .as_deref()
-                .unwrap_or(if image.disk_format.eq_ignore_ascii_case("ami") {
-                    "tar.gz"
-                } else {
-                    "disk1.img"
-                });
+        let kind = pipeline::upstream_kind(source, &image.disk_format, image.file.as_deref())
+            .unwrap_or_default();
         let download = listing
             .files
             .iter()
-            .find(|f| f.ftype.as_deref() == Some(kind))
+            .find(|f| f.ftype.as_deref() == Some(kind.as_str()))
             .and_then(|f| f.size)
             .unwrap_or(0);
         let needed = download.saturating_mul(2).saturating_add(SPACE_HEADROOM);
