@@ -12,7 +12,7 @@ mod cache;
 mod client;
 mod download;
 mod lock;
-mod retry;
+pub(crate) mod retry;
 mod sink;
 
 use std::path::PathBuf;
