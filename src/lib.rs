@@ -2,7 +2,8 @@
 //!
 //! The library is layered: `index` discovers what a mirror offers, `fetch` moves bytes over
 //! HTTP (async), `verify` checks digests and OpenPGP signatures, `formats` reads and writes disk
-//! images (synchronous), and `pipeline` strings them together for the CLI. Progress and logging
+//! images (synchronous), and `pipeline` strings them together for the CLI;
+//! `upload` sends prepared artifacts to OpenStack Glance (async). Progress and logging
 //! are injected (`io::progress::Reporter`, `tracing`): nothing here prints.
 
 pub mod catalog;
@@ -13,6 +14,7 @@ pub mod formats;
 pub mod index;
 pub mod io;
 pub mod pipeline;
+pub mod upload;
 pub mod verify;
 
 #[cfg(test)]

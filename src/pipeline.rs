@@ -12,6 +12,7 @@ use crate::formats::{self, DiskFormat, FormatError, Options};
 use crate::index::sums::{self, SumsError};
 use crate::index::{Discovery, FileEntry, IndexError, Listing, Query};
 use crate::io::progress::Reporter;
+use crate::upload::UploadError;
 use crate::verify::digest::Sha256Digest;
 use crate::verify::openpgp::{Keyring, KeyringError, VerifyError};
 use crate::ErrorKind;
@@ -32,6 +33,8 @@ pub enum Error {
     Format(#[from] FormatError),
     #[error(transparent)]
     Container(#[from] ContainerError),
+    #[error(transparent)]
+    Upload(#[from] UploadError),
     #[error("{url}: malformed checksum file")]
     Sums {
         url: Url,
@@ -68,6 +71,7 @@ impl Error {
             Error::Keyring(e) => e.kind(),
             Error::Format(e) => e.kind(),
             Error::Container(e) => e.kind(),
+            Error::Upload(e) => e.kind(),
             Error::Sums { .. }
             | Error::SignatureMissing { .. }
             | Error::NotInSums { .. }
