@@ -60,7 +60,7 @@ pub enum UploadError {
         status: u16,
         message: String,
     },
-    #[error("{method} {url}: gave up after {attempts} attempts")]
+    #[error("gave up after {attempts} attempt(s)")]
     GaveUp {
         method: Method,
         url: String,
@@ -182,6 +182,16 @@ impl UploadError {
             path: path.to_owned(),
             action,
             source,
+        }
+    }
+
+    /// Whether trying again may succeed: connection trouble, timeouts, stalls, 408, 429, 5xx.
+    pub(crate) fn is_transient(&self) -> bool {
+        match self {
+            UploadError::Status { status, .. } => crate::fetch::retry::status_is_transient(*status),
+            UploadError::Network { source, .. } => !(source.is_builder() || source.is_redirect()),
+            UploadError::Timeout { .. } | UploadError::Stalled { .. } => true,
+            _ => false,
         }
     }
 

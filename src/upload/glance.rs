@@ -293,10 +293,14 @@ impl Glance {
                 .property("os_glance_failed_import")
                 .filter(|s| !s.is_empty())
             {
+                let mut reason = format!("store(s) {failed} reported a failure");
+                if let Some(message) = self.task_failure(id).await {
+                    reason = format!("{reason}: {message}");
+                }
                 return Err(UploadError::ImportFailed {
                     name: name.to_owned(),
                     image_id: id.to_owned(),
-                    reason: format!("store(s) {failed} reported a failure"),
+                    reason,
                 });
             }
             match image.status.as_str() {
@@ -321,6 +325,26 @@ impl Glance {
             tokio::time::sleep(interval.min(limit.saturating_sub(started.elapsed()))).await;
             interval = (interval * 2).min(Duration::from_secs(2));
         }
+    }
+
+    /// The message of the image's last failed task (`GET /v2/images/{id}/tasks`), if the
+    /// server keeps one: the only place Glance says why an import failed. Best effort.
+    async fn task_failure(&self, id: &str) -> Option<String> {
+        let url = self.url(&["v2", "images", id, "tasks"]);
+        let tasks: Value = self
+            .call(Method::GET, &url, None, true)
+            .await
+            .ok()?
+            .json(&Method::GET, &url)
+            .ok()?;
+        tasks
+            .get("tasks")?
+            .as_array()?
+            .iter()
+            .rev()
+            .filter(|task| task.get("status").and_then(Value::as_str) == Some("failure"))
+            .find_map(|task| task.get("message").and_then(Value::as_str))
+            .map(str::to_owned)
     }
 
     /// `DELETE /v2/images/{id}`; an image already gone is fine.
@@ -360,12 +384,23 @@ impl Glance {
     }
 
     /// Deletes an image after a failed upload, logging (not returning) a failure to do so:
-    /// the caller reports the original error.
-    pub(crate) async fn discard(&self, id: &str) {
-        match self.delete(id).await {
-            Ok(()) => tracing::info!(image = id, "deleted the image left by the failed upload"),
-            Err(error) => {
-                tracing::warn!(image = id, error = %error, "could not delete the image left by the failed upload")
+    /// the caller reports the original error. Returns whether the image is gone.
+    pub(crate) async fn discard(&self, id: &str) -> bool {
+        let error = match self.delete(id).await {
+            Ok(()) => {
+                tracing::info!(image = id, "deleted the image left by the failed upload");
+                return true;
+            }
+            Err(error) => error,
+        };
+        // Glance deletes some images itself when their data fails (a failed stage); then the
+        // DELETE is refused but the image is gone all the same.
+        match self.image(id).await {
+            Err(e) if e.status() == Some(404) => true,
+            Ok(image) if image.status == "deleted" => true,
+            _ => {
+                tracing::warn!(image = id, error = %error, "could not delete the image left by the failed upload");
+                false
             }
         }
     }

@@ -31,6 +31,7 @@ pub use keystone::{Credentials, DomainRef, ProjectRef, UserRef};
 pub use target::{Auth, GlanceTarget};
 
 use crate::container::glance::{ImageMetadata, METADATA_SUFFIX};
+use crate::fetch::retry::Retry;
 use crate::fetch::ClientConfig;
 use crate::io::progress::Reporter;
 
@@ -124,7 +125,9 @@ pub fn metadata_files(path: &Path) -> Result<Vec<PathBuf>, UploadError> {
 ///   its metadata ([`UploadError::FileChanged`], integrity) and Glance's size, `checksum` and
 ///   `os_hash_value` must match ours ([`UploadError::Mismatch`], integrity).
 /// - Any failure once the image exists deletes it, except an import timeout, which leaves it
-///   (it may still finish) and says so. Images completed before a failure stay.
+///   (it may still finish) and says so. A transient one (5xx, broken connection) then starts
+///   over with a new image, within `options.client.retries`. Images completed before a
+///   failure stay.
 /// - `reporter` sees one `start`/`advance`…/`finish` per file sent.
 ///
 /// The result lists every image in processing order.
@@ -367,19 +370,32 @@ impl Glance {
             tracing::info!(name = %metadata.name, id = %image.id, "already in Glance with the same SHA-512; not uploaded again");
             return Ok(uploaded(item, image, Outcome::AlreadyPresent));
         }
-        let created = self.create(&create_body(metadata, links)).await?;
-        tracing::info!(name = %metadata.name, id = %created.id, file = %artifact.display(), "image created; sending data");
-        match self
-            .send_and_check(item, &created.id, &artifact, options, reporter)
-            .await
-        {
-            Ok(image) => Ok(uploaded(item, image, Outcome::Uploaded)),
-            Err(error) => {
-                if !matches!(error, UploadError::ImportTimeout { .. }) {
-                    self.discard(&created.id).await;
-                }
-                Err(error)
+        // A transient failure once the image exists (a 5xx at the end of the data, a broken
+        // connection) is retried with a fresh image after deleting the failed one: the data
+        // request itself cannot be replayed, and a half-made image cannot take data twice.
+        let mut retry = Retry::new(&options.client);
+        loop {
+            let created = self.create(&create_body(metadata, links)).await?;
+            tracing::info!(name = %metadata.name, id = %created.id, file = %artifact.display(), "image created; sending data");
+            let error = match self
+                .send_and_check(item, &created.id, &artifact, options, reporter)
+                .await
+            {
+                Ok(image) => return Ok(uploaded(item, image, Outcome::Uploaded)),
+                // The import may still finish: the image is left for the operator.
+                Err(error @ UploadError::ImportTimeout { .. }) => return Err(error),
+                Err(error) => error,
+            };
+            let gone = self.discard(&created.id).await;
+            if !(gone && error.is_transient()) {
+                return Err(error);
             }
+            let Some(delay) = retry.next_delay(None) else {
+                return Err(error);
+            };
+            tracing::warn!(name = %metadata.name, error = %error, delay_ms = delay.as_millis() as u64,
+                "upload failed; trying again with a new image");
+            tokio::time::sleep(delay).await;
         }
     }
 
