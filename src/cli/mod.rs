@@ -6,6 +6,7 @@ mod fetch;
 mod image;
 mod progress;
 mod seed;
+mod upload;
 
 use std::io::IsTerminal;
 
@@ -49,6 +50,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Create(args) => image::create(&global, args),
         Command::Resize(args) => image::resize(&global, args),
         Command::Seed(args) => seed::seed(&global, args),
+        Command::Upload(args) => upload::upload(&global, args),
     }
 }
 
