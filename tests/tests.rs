@@ -10,5 +10,7 @@ mod fetch;
 mod formats;
 /// The cloud-init seed ISO, read back with isoinfo.
 mod seed;
+/// `cloudimg upload` and the Glance library against a real Glance API.
+mod upload;
 /// OpenPGP verification of the generated mirror, and the mirror's own shape.
 mod verify;

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 /// Disk images built at test time.
+pub mod glance;
 pub mod images;
 pub mod mirror;
 pub mod pgp;
