@@ -33,8 +33,9 @@ pub enum Error {
     Format(#[from] FormatError),
     #[error(transparent)]
     Container(#[from] ContainerError),
+    /// Boxed: its variants carry several strings each, which would double every `Result`.
     #[error(transparent)]
-    Upload(#[from] UploadError),
+    Upload(Box<UploadError>),
     #[error("{url}: malformed checksum file")]
     Sums {
         url: Url,
@@ -59,6 +60,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<UploadError> for Error {
+    fn from(error: UploadError) -> Error {
+        Error::Upload(Box::new(error))
+    }
 }
 
 impl Error {
