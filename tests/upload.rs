@@ -367,6 +367,28 @@ fn ova_and_ovf_container_formats_upload() {
     }
 }
 
+/// What a reporter was told.
+#[derive(Default)]
+struct Recorder {
+    events: std::sync::Mutex<(Vec<(String, Option<u64>)>, u64, u32)>,
+}
+
+impl cloudimg::io::progress::Reporter for Recorder {
+    fn start(&self, label: &str, total: Option<u64>, _already: u64) {
+        self.events
+            .lock()
+            .unwrap()
+            .0
+            .push((label.to_owned(), total));
+    }
+    fn advance(&self, bytes: u64) {
+        self.events.lock().unwrap().1 += bytes;
+    }
+    fn finish(&self) {
+        self.events.lock().unwrap().2 += 1;
+    }
+}
+
 /// The library calls `sync` will make: find by name and tag, hide, deactivate, delete.
 #[test]
 fn library_finds_by_name_and_tag_then_hides_deactivates_and_deletes() {
@@ -381,15 +403,20 @@ fn library_finds_by_name_and_tag_then_hides_deactivates_and_deletes() {
     runtime.block_on(async {
         let target = GlanceTarget::unauthenticated(url::Url::parse(&glance).unwrap());
         let options = UploadOptions::default();
+        let recorder = Recorder::default();
         let done = upload::upload_artifacts(
             &target,
             std::slice::from_ref(&metadata),
             &options,
-            &cloudimg::io::progress::Silent,
+            &recorder,
         )
         .await
         .unwrap();
         let id = done[0].id.clone();
+        // Progress: one operation, every byte, finished.
+        let (starts, advanced, finishes) = recorder.events.lock().unwrap().clone();
+        assert_eq!(starts, [(name.clone(), Some(256 << 10))]);
+        assert_eq!((advanced, finishes), (256 << 10, 1));
         let session = Glance::connect(&target, &options.client).await.unwrap();
 
         let by_tag = session

@@ -521,6 +521,142 @@ mod tests {
         assert!(message.len() <= MESSAGE_LIMIT + '…'.len_utf8());
     }
 
+    type Heads = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+    /// A loopback server answering every request with `status`; returns its URL and the
+    /// heads of the requests it answered.
+    fn always(status: u16) -> (Url, Heads) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = Url::parse(&format!(
+            "http://{}/v2/images",
+            listener.local_addr().unwrap()
+        ))
+        .unwrap();
+        let heads = Heads::default();
+        let seen = heads.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0usize;
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                    if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; length];
+                let _ = reader.read_exact(&mut body);
+                seen.lock().unwrap().push(head);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} Oops\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        (url, heads)
+    }
+
+    fn count(heads: &Heads) -> usize {
+        heads.lock().unwrap().len()
+    }
+
+    fn quick_retries(retries: u32) -> Http {
+        Http::new(&ClientConfig {
+            retries,
+            backoff_base: Duration::from_millis(1),
+            ..ClientConfig::default()
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_retried_only_for_idempotent_requests() {
+        let (url, heads) = always(503);
+        let http = quick_retries(2);
+        let error = http
+            .call(Method::GET, &url, None, None, true)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, UploadError::GaveUp { attempts: 3, .. }),
+            "{error:?}"
+        );
+        assert_eq!(error.status(), Some(503));
+        assert_eq!(count(&heads), 3);
+
+        let (url, heads) = always(503);
+        let body = Some(("application/json", Bytes::from_static(b"{}")));
+        let error = http
+            .call(Method::POST, &url, None, body, false)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, UploadError::Status { status: 503, .. }),
+            "{error:?}"
+        );
+        assert_eq!(count(&heads), 1);
+    }
+
+    #[tokio::test]
+    async fn client_errors_are_final_at_once() {
+        let (url, heads) = always(404);
+        let error = quick_retries(3)
+            .call(Method::GET, &url, None, None, true)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, UploadError::Status { status: 404, .. }),
+            "{error:?}"
+        );
+        assert_eq!(count(&heads), 1);
+    }
+
+    #[tokio::test]
+    async fn a_token_goes_in_x_auth_token_and_json_is_asked_for() {
+        let (url, heads) = always(404);
+        let http = quick_retries(0);
+        let token = Secret::new("tok-123");
+        let _ = http.call(Method::GET, &url, Some(&token), None, true).await;
+        let _ = http.call(Method::GET, &url, None, None, true).await;
+        let heads = heads.lock().unwrap().clone();
+        let lower: Vec<String> = heads.iter().map(|h| h.to_ascii_lowercase()).collect();
+        assert!(
+            lower[0].contains("x-auth-token: tok-123\r\n"),
+            "{}",
+            heads[0]
+        );
+        assert!(!lower[1].contains("x-auth-token"), "{}", heads[1]);
+        assert!(lower.iter().all(|h| h.contains("accept: application/json")));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_retried_even_for_a_post() {
+        // Nothing listens on a port that was just free: each attempt is refused before any
+        // byte is sent, so even a POST may try again.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = Url::parse(&format!("http://127.0.0.1:{port}/v2/images")).unwrap();
+        let error = quick_retries(2)
+            .call(Method::POST, &url, None, None, false)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, UploadError::GaveUp { attempts: 3, .. }),
+            "{error:?}"
+        );
+        assert_eq!(error.kind(), crate::ErrorKind::Network);
+    }
+
     #[test]
     fn secrets_do_not_show_in_debug_output() {
         let secret = Secret::new("hunter2");
