@@ -15,7 +15,7 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::common::glance::{get, images_named};
+use crate::common::glance::{get, images_named, Cleanup};
 use crate::require_glance;
 
 /// A name no other test or run uses.
@@ -138,11 +138,12 @@ fn qcow2_upload_is_active_with_our_digests_and_a_second_run_sends_nothing() {
         m.min_ram = 512;
     });
 
+    let cleanup = Cleanup::new(&glance);
     let first = uploaded(&upload(&glance, &metadata, &[]));
     assert_eq!(first.len(), 1);
     assert_eq!(first[0]["outcome"], "uploaded");
     assert_eq!(first[0]["name"], name.as_str());
-    let id = first[0]["id"].as_str().unwrap().to_owned();
+    let id = cleanup.track(first[0]["id"].as_str().unwrap());
     assert_stored(&glance, &id, &metadata);
     let stored = image(&glance, &id);
     assert_eq!(stored["disk_format"], "qcow2");
@@ -177,6 +178,8 @@ fn plain_output_is_one_line_of_name_id_and_status() {
     let text = String::from_utf8(output.stdout).unwrap();
     let words: Vec<&str> = text.split_whitespace().collect();
     assert_eq!(words.len(), 3, "{text}");
+    let cleanup = Cleanup::new(&glance);
+    cleanup.track(words[1]);
     assert_eq!(words[0], name);
     assert_eq!(words[2], "active");
     assert_stored(&glance, words[1], &metadata);
@@ -240,6 +243,8 @@ fn glance_direct_import_of_a_valid_qcow2_ends_active() {
     let qcow2 = qcow2_with_data(dir.path(), "disk.qcow2", 1 << 20);
     let metadata = describe(&qcow2, &name, "qcow2", "bare", |_| {});
     let done = uploaded(&upload(&glance, &metadata, &["--import"]));
+    let cleanup = Cleanup::new(&glance);
+    cleanup.track(done[0]["id"].as_str().unwrap());
     assert_eq!(done[0]["outcome"], "uploaded");
     assert_stored(&glance, done[0]["id"].as_str().unwrap(), &metadata);
 }
@@ -308,6 +313,10 @@ fn kernel_and_ramdisk_ids_are_set_on_the_ami() {
     });
 
     let done = uploaded(&upload(&glance, dir.path(), &[]));
+    let cleanup = Cleanup::new(&glance);
+    for image in &done {
+        cleanup.track(image["id"].as_str().unwrap());
+    }
     let id_of = |suffix: &str| {
         done.iter()
             .find(|i| i["name"] == format!("{base}-{suffix}").as_str())
@@ -354,6 +363,10 @@ fn ova_and_ovf_container_formats_upload() {
     std::fs::remove_file(&qcow2).unwrap();
 
     let done = uploaded(&upload(&glance, dir.path(), &[]));
+    let cleanup = Cleanup::new(&glance);
+    for image in &done {
+        cleanup.track(image["id"].as_str().unwrap());
+    }
     assert_eq!(done.len(), 2);
     for (name, container) in [(&ova_name, "ova"), (&ovf_name, "ovf")] {
         let entry = done
@@ -483,6 +496,8 @@ fn token_and_endpoint_from_the_environment_or_clouds_yaml_reach_glance() {
         .output()
         .unwrap();
     let first = uploaded(&output);
+    let cleanup = Cleanup::new(&glance);
+    cleanup.track(first[0]["id"].as_str().unwrap());
     assert_eq!(first[0]["outcome"], "uploaded");
 
     // OS_CLOUD naming a clouds.yaml entry in the current directory.

@@ -76,3 +76,44 @@ pub fn images_named(url: &str, name: &str) -> Vec<Value> {
     }
     found
 }
+
+/// Deletes the images a test made when the test ends, passed or not, so that a long-lived CI
+/// Glance does not fill up.
+pub struct Cleanup {
+    url: String,
+    ids: Mutex<Vec<String>>,
+}
+
+impl Cleanup {
+    pub fn new(url: &str) -> Cleanup {
+        Cleanup {
+            url: url.to_owned(),
+            ids: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Deletes `id` at the end of the test; returns it for convenience.
+    pub fn track(&self, id: &str) -> String {
+        self.ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(id.to_owned());
+        id.to_owned()
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for id in self
+            .ids
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            let _ = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-X", "DELETE"])
+                .arg(format!("{}/v2/images/{id}", self.url))
+                .status();
+        }
+    }
+}
