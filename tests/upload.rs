@@ -16,7 +16,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::common::glance::{get, images_named, Cleanup};
-use crate::require_glance;
+use crate::{require_glance, require_tools};
 
 /// A name no other test or run uses.
 fn unique(test: &str) -> String {
@@ -211,6 +211,36 @@ fn raw_bytes_labelled_qcow2_are_refused_with_glances_reason_and_no_image_is_left
         images_named(&glance, &name).is_empty(),
         "a refused image was left behind"
     );
+}
+
+#[test]
+fn qcow2_with_a_backing_file_fails_glances_safety_checks_and_is_deleted() {
+    require_tools!("qemu-img");
+    require_glance!(glance);
+    let dir = TempDir::new().unwrap();
+    let name = unique("backing");
+    let base = dir.path().join("base.qcow2");
+    let overlay = dir.path().join("overlay.qcow2");
+    let made = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&base)
+        .arg("16M")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let made = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+        .arg(&base)
+        .arg(&overlay)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let metadata = describe(&overlay, &name, "qcow2", "bare", |_| {});
+    let output = upload(&glance, &metadata, &[]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(message.contains("failed safety checks"), "{message}");
+    assert!(images_named(&glance, &name).is_empty());
 }
 
 #[test]
