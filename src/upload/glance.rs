@@ -194,17 +194,20 @@ impl Glance {
                 .await?
                 .json(&Method::GET, &url)?;
             found.extend(page.images);
-            // `next` is a path with the marker; resolved against the root it keeps any prefix
-            // the endpoint has only if it already includes it, which Glance's does.
+            // `next` is Glance's own path for the next page; only its query (the marker) is
+            // taken, so a path prefix of a proxied endpoint is neither lost nor doubled.
             match page.next {
                 Some(next) => {
-                    url = self.root.join(next.trim_start_matches('/')).map_err(|e| {
-                        UploadError::BadResponse {
+                    let query =
+                        (self.root.join(&next).ok()).and_then(|u| u.query().map(str::to_owned));
+                    let Some(query) = query else {
+                        return Err(UploadError::BadResponse {
                             method: Method::GET,
                             url: url.to_string(),
-                            reason: format!("bad next link {next:?}: {e}"),
-                        }
-                    })?
+                            reason: format!("next page link without a query: {next:?}"),
+                        });
+                    };
+                    url.set_query(Some(&query));
                 }
                 None => return Ok(found),
             }
