@@ -163,13 +163,19 @@ fn qcow2_upload_is_active_with_our_digests_and_a_second_run_sends_nothing() {
 }
 
 #[test]
-fn plain_output_is_one_line_of_name_id_and_status() {
+fn seed_iso_from_cloudimg_seed_uploads_with_a_plain_line_of_name_id_and_status() {
     require_glance!(glance);
     let dir = TempDir::new().unwrap();
-    let name = unique("plain");
-    let iso = dir.path().join("seed.iso");
-    std::fs::write(&iso, random_bytes(4096, 3)).unwrap();
-    let metadata = describe(&iso, &name, "raw", "bare", |_| {});
+    let name = unique("seed");
+    std::fs::write(dir.path().join("user-data"), "#cloud-config\n").unwrap();
+    let iso = format!("{name}.iso");
+    let made = cloudimg(&["seed", "--user-data", "user-data", "-o", &iso])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "seed: {}", stderr(&made));
+    let metadata = dir.path().join(format!("{iso}.glance.json"));
+    // Glance inspects iso uploads: this also shows our ISO passes for one.
     let output = cloudimg(&["upload", "--glance", &glance])
         .arg(&metadata)
         .output()
@@ -183,6 +189,7 @@ fn plain_output_is_one_line_of_name_id_and_status() {
     assert_eq!(words[0], name);
     assert_eq!(words[2], "active");
     assert_stored(&glance, words[1], &metadata);
+    assert_eq!(image(&glance, words[1])["disk_format"], "iso");
 }
 
 #[test]
@@ -442,6 +449,17 @@ fn library_finds_by_name_and_tag_then_hides_deactivates_and_deletes() {
     let raw = dir.path().join("disk.raw");
     std::fs::write(&raw, random_bytes(256 << 10, 5)).unwrap();
     let metadata = describe(&raw, &name, "raw", "bare", |m| m.tags = vec![tag.clone()]);
+    // Two more images with the tag, to read the list over several pages.
+    let mut others = Vec::new();
+    for n in 0..2 {
+        let path = dir.path().join(format!("other{n}.raw"));
+        std::fs::write(&path, random_bytes(4096, 40 + n)).unwrap();
+        let other = unique(&format!("retire-other{n}"));
+        others.push(describe(&path, &other, "raw", "bare", |m| {
+            m.tags = vec![tag.clone()]
+        }));
+    }
+    let cleanup = Cleanup::new(&glance);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let target = GlanceTarget::unauthenticated(url::Url::parse(&glance).unwrap());
@@ -462,15 +480,27 @@ fn library_finds_by_name_and_tag_then_hides_deactivates_and_deletes() {
         assert_eq!((advanced, finishes), (256 << 10, 1));
         let session = Glance::connect(&target, &options.client).await.unwrap();
 
-        let by_tag = session
+        let more =
+            upload::upload_artifacts(&target, &others, &options, &cloudimg::io::progress::Silent)
+                .await
+                .unwrap();
+        let mut expected: Vec<String> = more.iter().map(|u| cleanup.track(&u.id)).collect();
+        expected.push(id.clone());
+        expected.sort();
+        // One image per page: three requests, every image once.
+        let mut by_tag: Vec<String> = session
             .images(&ImageFilter {
                 tags: vec![tag.clone()],
+                page_size: Some(1),
                 ..ImageFilter::default()
             })
             .await
-            .unwrap();
-        assert_eq!(by_tag.len(), 1);
-        assert_eq!(by_tag[0].id, id);
+            .unwrap()
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        by_tag.sort();
+        assert_eq!(by_tag, expected);
         let by_name = session
             .images(&ImageFilter {
                 name: Some(name.clone()),

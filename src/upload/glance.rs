@@ -19,9 +19,9 @@ use crate::io::progress::Reporter;
 /// Glance's media type for JSON-patch image updates.
 const PATCH_TYPE: &str = "application/openstack-images-v2.1-json-patch";
 
-/// Most list pages followed for one query (Glance pages hold 25 images by default; `limit`
-/// asks for more): enough for thousands of images, bounded against a server that loops.
-const MAX_PAGES: usize = 200;
+/// Most list pages followed for one query: with the default page size enough for 100 000
+/// images, bounded against a server whose `next` links loop.
+const MAX_PAGES: usize = 1000;
 
 /// The image attributes the upload and sync code read. Everything else (custom properties,
 /// `kernel_id`, `os_glance_failed_import`, …) is in `properties`.
@@ -64,7 +64,12 @@ pub struct ImageFilter {
     pub tags: Vec<String>,
     /// Hidden images (`os_hidden=true`) are left out of listings unless asked for.
     pub hidden: bool,
+    /// Images per request; `None` for [`DEFAULT_PAGE_SIZE`]. All pages are read either way.
+    pub page_size: Option<u32>,
 }
+
+/// Images asked for per list request.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
 
 /// How an image is retired by `sync`: hidden from listings (still bootable), deactivated (no
 /// longer downloadable or bootable, admin only), or deleted.
@@ -176,7 +181,8 @@ impl Glance {
         let mut url = self.url(&["v2", "images"]);
         {
             let mut query = url.query_pairs_mut();
-            query.append_pair("limit", "100");
+            let limit = filter.page_size.unwrap_or(DEFAULT_PAGE_SIZE).max(1);
+            query.append_pair("limit", &limit.to_string());
             if let Some(name) = &filter.name {
                 query.append_pair("name", name);
             }
