@@ -212,7 +212,10 @@ fn raw_bytes_labelled_qcow2_are_refused_with_glances_reason_and_no_image_is_left
         message.contains("does not match stream data raw"),
         "{message}"
     );
-    assert!(message.contains("deleted"), "{message}");
+    assert!(
+        message.contains("deleted the image left by the failed upload"),
+        "{message}"
+    );
     assert!(started.elapsed() < Duration::from_secs(60));
     assert!(
         images_named(&glance, &name).is_empty(),
@@ -417,10 +420,12 @@ fn ova_and_ovf_container_formats_upload() {
     }
 }
 
-/// What a reporter was told.
+/// What a reporter was told: the operations started (label, total), bytes advanced, finishes.
+type Events = (Vec<(String, Option<u64>)>, u64, u32);
+
 #[derive(Default)]
 struct Recorder {
-    events: std::sync::Mutex<(Vec<(String, Option<u64>)>, u64, u32)>,
+    events: std::sync::Mutex<Events>,
 }
 
 impl cloudimg::io::progress::Reporter for Recorder {

@@ -99,7 +99,7 @@ pub enum UploadError {
         offered: String,
     },
     /// Glance refused the bytes: format inspection (415, "failed safety checks"), quota, …
-    #[error("{name}: Glance refused the image data (HTTP {status}): {message}; image {image_id} deleted")]
+    #[error("{name}: Glance refused the image data (HTTP {status}): {message} (image {image_id})")]
     Refused {
         name: String,
         image_id: String,
@@ -118,7 +118,7 @@ pub enum UploadError {
         actual: String,
     },
     /// Glance stored something other than what was sent.
-    #[error("image {image_id} ({name}): Glance reports {what} {actual}, expected {expected}; image deleted")]
+    #[error("image {image_id} ({name}): Glance reports {what} {actual}, expected {expected}")]
     Mismatch {
         name: String,
         image_id: String,
@@ -126,7 +126,7 @@ pub enum UploadError {
         expected: String,
         actual: String,
     },
-    #[error("image {image_id} ({name}): import failed ({reason}); image deleted")]
+    #[error("image {image_id} ({name}): import failed: {reason}")]
     ImportFailed {
         name: String,
         image_id: String,
