@@ -6,6 +6,11 @@
 //!   delete).
 //! - `http.rs`: retries by the fetch policy, bounded bodies, the streamed and hashed upload.
 //!
+//! Keystone and `clouds.yaml` are handled here rather than with the `osauth` crate: it would
+//! bring native-tls by default, the deprecated `serde_yaml`, `dirs` and a session and error
+//! model of its own, for what is two requests and a YAML lookup; our retry policy and error
+//! kinds would have had to be mapped around it.
+//!
 //! One upload: look for an active image with the same name and SHA-512 (then nothing is sent),
 //! create the image, stream the file (or stage and import it), and check that Glance's size,
 //! MD5 and SHA-512 are the metadata's. Whatever fails after the image exists deletes it, so no
