@@ -301,7 +301,8 @@ impl Http {
             self.config.stall_timeout
         ));
         let mut body = BodyState::Sending;
-        // Armed once the body is sent; until then the per-chunk stall timeout bounds the wait.
+        // Armed once the body is sent (or dropped); until then the per-chunk stall timeout
+        // bounds the wait.
         let mut deadline = pin!(tokio::time::sleep(ANSWER_AFTER_BODY));
         let sent = loop {
             tokio::select! {
@@ -312,13 +313,16 @@ impl Http {
                         deadline.as_mut().reset(tokio::time::Instant::now() + ANSWER_AFTER_BODY);
                     }
                     Err(PumpError::Local(error)) => return Err(error),
-                    // The request dropped its body: its own result says why.
-                    Err(PumpError::Closed) => body = BodyState::Abandoned,
+                    // The request dropped its body: its own result says why, soon.
+                    Err(PumpError::Closed) => {
+                        body = BodyState::Abandoned;
+                        deadline.as_mut().reset(tokio::time::Instant::now() + ANSWER_AFTER_BODY);
+                    }
                     Err(PumpError::Stalled(received)) => return Err(UploadError::Stalled {
                         url: url.to_string(), timeout: self.config.stall_timeout, received,
                     }),
                 },
-                () = &mut deadline, if matches!(body, BodyState::Sent(_)) => {
+                () = &mut deadline, if !matches!(body, BodyState::Sending) => {
                     return Err(UploadError::Timeout {
                         method, url: url.to_string(), timeout: ANSWER_AFTER_BODY,
                     })
