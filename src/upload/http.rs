@@ -661,6 +661,51 @@ mod tests {
         assert_eq!(error.kind(), crate::ErrorKind::Network);
     }
 
+    #[tokio::test]
+    async fn an_upload_to_a_server_that_stops_reading_fails_as_stalled() {
+        use std::io::{BufRead, BufReader};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = Url::parse(&format!(
+            "http://{}/v2/images/x/file",
+            listener.local_addr().unwrap()
+        ))
+        .unwrap();
+        std::thread::spawn(move || {
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
+            // Reads the head, then neither reads nor answers while the client waits.
+            let mut reader = BufReader::new(&stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                line.clear();
+            }
+            std::thread::sleep(Duration::from_secs(20));
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.raw");
+        // Sparse: more than loopback socket buffers hold, at no disk cost.
+        let size = 256u64 << 20;
+        std::fs::File::create(&path).unwrap().set_len(size).unwrap();
+        let http = Http::new(&ClientConfig {
+            stall_timeout: Duration::from_secs(1),
+            ..ClientConfig::default()
+        })
+        .unwrap();
+        let started = std::time::Instant::now();
+        let error = http
+            .put_file(&url, None, &path, size, &crate::io::progress::Silent)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, UploadError::Stalled { .. }), "{error:?}");
+        assert!(error.is_transient());
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
     #[test]
     fn secrets_do_not_show_in_debug_output() {
         let secret = Secret::new("hunter2");
