@@ -82,7 +82,7 @@ fn default_cache_dir() -> Option<std::path::PathBuf> {
     Some(base.join("cloudimg"))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, Error> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -30,13 +30,7 @@ pub fn upload(global: &Global, args: UploadArgs) -> Result<i32, Error> {
         import_timeout: Duration::from_secs(args.import_timeout),
     };
     let reporter = progress::reporter(global.quiet);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Io {
-            path: "tokio runtime".into(),
-            source,
-        })?;
+    let runtime = super::fetch::runtime()?;
     let images = runtime.block_on(upload::upload_artifacts(
         &target,
         &files,

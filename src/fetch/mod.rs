@@ -9,7 +9,7 @@
 //! Every request retries transient failures with capped exponential backoff (`retry.rs`).
 
 mod cache;
-mod client;
+pub(crate) mod client;
 mod download;
 mod lock;
 pub(crate) mod retry;

@@ -15,6 +15,7 @@ use tracing::debug;
 use url::Url;
 
 use super::UploadError;
+use crate::fetch::client::USER_AGENT;
 use crate::fetch::retry::{self, Retry};
 use crate::fetch::ClientConfig;
 use crate::io::progress::Reporter;
@@ -32,9 +33,6 @@ const CHUNK: usize = 1 << 20;
 /// How long the server may take to answer once the last byte of an upload is sent: Glance
 /// finishes writing to its store and hashing before it replies.
 const ANSWER_AFTER_BODY: Duration = Duration::from_secs(300);
-
-/// Sent with every request so operators can tell who is calling.
-const USER_AGENT: &str = concat!("cloudimg/", env!("CARGO_PKG_VERSION"));
 
 /// A credential that must never reach a log line.
 #[derive(Clone, PartialEq, Eq)]
