@@ -12,6 +12,7 @@ use crate::formats::{self, DiskFormat, FormatError, Options};
 use crate::index::sums::{self, SumsError};
 use crate::index::{Discovery, FileEntry, IndexError, Listing, Query};
 use crate::io::progress::Reporter;
+use crate::upload::UploadError;
 use crate::verify::digest::{FileDigest, Sha256Digest, Sha512Digest};
 use crate::verify::openpgp::{Keyring, KeyringError, VerifyError};
 use crate::ErrorKind;
@@ -38,6 +39,9 @@ pub enum Error {
     Format(#[from] FormatError),
     #[error(transparent)]
     Container(#[from] ContainerError),
+    /// Boxed: its variants carry several strings each, which would double every `Result`.
+    #[error(transparent)]
+    Upload(Box<UploadError>),
     #[error("{url}: malformed checksum file")]
     Sums {
         url: Url,
@@ -66,6 +70,12 @@ pub enum Error {
     },
 }
 
+impl From<UploadError> for Error {
+    fn from(error: UploadError) -> Error {
+        Error::Upload(Box::new(error))
+    }
+}
+
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -76,6 +86,7 @@ impl Error {
             Error::Keyring(e) => e.kind(),
             Error::Format(e) => e.kind(),
             Error::Container(e) => e.kind(),
+            Error::Upload(e) => e.kind(),
             Error::Sums { .. }
             | Error::SignatureMissing { .. }
             | Error::NotInSums { .. }

@@ -16,5 +16,7 @@ mod prepare;
 mod seed;
 /// `sync` from user catalogs: publish, retention, kills, locks, failures, full disks.
 mod sync;
+/// `cloudimg upload` and the Glance library against a real Glance API.
+mod upload;
 /// OpenPGP verification of the generated mirror, and the mirror's own shape.
 mod verify;

@@ -10,8 +10,10 @@ Exit codes:
   0  success
   1  any other failure (local I/O, malformed input, ...)
   2  usage error (bad option, unknown release, arch, serial or file kind)
-  3  integrity failure (checksum mismatch, bad or missing signature)
-  4  network or server failure after retries
+  3  integrity failure (checksum mismatch, bad or missing signature; upload: the file
+     changed since its metadata was written, or Glance stored different bytes)
+  4  network or server failure after retries (upload: also a failed Glance import)
+  upload: 1 when Glance refuses the bytes (format inspection), 2 for bad credentials
   sync: 5 some entries failed (the others were done), 6 another sync holds the output root
   check: 0 clean, 2 corruptions found, 3 leaked clusters only (as qemu-img check)";
 
@@ -98,6 +100,8 @@ pub enum Command {
     Resize(ResizeArgs),
     /// Write a cloud-init NoCloud seed ISO (volume `cidata`) and its Glance metadata.
     Seed(SeedArgs),
+    /// Upload artifacts to OpenStack Glance from their `.glance.json` metadata.
+    Upload(UploadArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -355,4 +359,29 @@ pub struct SyncArgs {
     /// Skip the OpenPGP check of checksum files (logged; checksums are still verified).
     #[arg(long)]
     pub no_verify_signature: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Credentials come from the usual OpenStack variables: OS_AUTH_URL, OS_USERNAME, OS_PASSWORD,
+OS_PROJECT_NAME or OS_PROJECT_ID, OS_USER_DOMAIN_NAME, OS_PROJECT_DOMAIN_NAME (default
+Default), OS_REGION_NAME, OS_INTERFACE; or OS_APPLICATION_CREDENTIAL_ID and _SECRET; or
+OS_CLOUD naming a cloud of clouds.yaml; or a token. Without any, Glance is called
+unauthenticated (--glance is then required).")]
+pub struct UploadArgs {
+    /// A `<artifact>.glance.json` file, or a directory: every `*.glance.json` directly in it.
+    #[arg(value_name = "DIR_OR_METADATA")]
+    pub path: PathBuf,
+    /// Glance's URL, instead of the one in the Keystone service catalog.
+    #[arg(long, env = "OS_IMAGE_URL", value_name = "URL")]
+    pub glance: Option<String>,
+    /// A Keystone token sent as X-Auth-Token, instead of authenticating [env: OS_TOKEN].
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Use the interoperable import (stage, then glance-direct) instead of a direct upload.
+    #[arg(long)]
+    pub import: bool,
+    /// Give up waiting for an import after this many seconds (the image is left in place).
+    #[arg(long, default_value_t = 1800, value_name = "SECONDS")]
+    pub import_timeout: u64,
 }

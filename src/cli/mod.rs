@@ -8,6 +8,7 @@ mod prepare;
 mod progress;
 mod seed;
 mod sync;
+mod upload;
 
 use std::io::IsTerminal;
 
@@ -53,6 +54,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Resize(args) => image::resize(&global, args),
         Command::Seed(args) => seed::seed(&global, args),
         Command::Sync(args) => sync::sync(&global, args),
+        Command::Upload(args) => upload::upload(&global, args),
     }
 }
 

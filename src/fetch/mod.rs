@@ -9,10 +9,10 @@
 //! Every request retries transient failures with capped exponential backoff (`retry.rs`).
 
 mod cache;
-mod client;
+pub(crate) mod client;
 mod download;
 mod lock;
-mod retry;
+pub(crate) mod retry;
 mod sink;
 
 use std::path::PathBuf;

@@ -3,6 +3,7 @@
 
 pub mod debian_mirror;
 /// Disk images built at test time.
+pub mod glance;
 pub mod images;
 pub mod mirror;
 pub mod pgp;
