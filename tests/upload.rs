@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use cloudimg::container::glance::ImageMetadata;
 use cloudimg::container::manifest::ManifestHash;
@@ -15,17 +15,8 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::common::glance::{get, images_named, Cleanup};
+use crate::common::glance::{get, images_named, unique, Cleanup};
 use crate::{require_glance, require_tools};
-
-/// A name no other test or run uses.
-fn unique(test: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("cloudimg-test-{test}-{}-{nanos}", std::process::id())
-}
 
 fn cloudimg(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cloudimg"));

@@ -77,6 +77,8 @@ pub enum LogFormat {
     Json,
 }
 
+// Built once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// List releases, or the serials and files of one release.
@@ -334,6 +336,11 @@ pub struct PrepareArgs {
     /// Digest of the OVF manifest (.mf).
     #[arg(long, value_enum, default_value_t = ManifestHashArg::Sha256)]
     pub manifest_hash: ManifestHashArg,
+    /// Then upload the artifacts to Glance (credentials as for `upload`).
+    #[arg(long)]
+    pub upload: bool,
+    #[command(flatten)]
+    pub glance: GlanceArgs,
 }
 
 #[derive(Debug, Args)]
@@ -372,6 +379,16 @@ pub struct UploadArgs {
     /// A `<artifact>.glance.json` file, or a directory: every `*.glance.json` directly in it.
     #[arg(value_name = "DIR_OR_METADATA")]
     pub path: PathBuf,
+    #[command(flatten)]
+    pub glance: GlanceArgs,
+}
+
+/// How long an import may run before cloudimg stops waiting (large images on slow stores).
+pub const DEFAULT_IMPORT_TIMEOUT_SECONDS: u64 = 1800;
+
+/// Where and how artifacts are uploaded (`upload`, `prepare --upload`).
+#[derive(Debug, Args)]
+pub struct GlanceArgs {
     /// Glance's URL, instead of the one in the Keystone service catalog.
     #[arg(long, env = "OS_IMAGE_URL", value_name = "URL")]
     pub glance: Option<String>,
@@ -382,6 +399,6 @@ pub struct UploadArgs {
     #[arg(long)]
     pub import: bool,
     /// Give up waiting for an import after this many seconds (the image is left in place).
-    #[arg(long, default_value_t = 1800, value_name = "SECONDS")]
+    #[arg(long, default_value_t = DEFAULT_IMPORT_TIMEOUT_SECONDS, value_name = "SECONDS")]
     pub import_timeout: u64,
 }

@@ -73,8 +73,10 @@ pub const DEFAULT_PAGE_SIZE: u32 = 100;
 
 /// How an image is retired by `sync`: hidden from listings (still bootable), deactivated (no
 /// longer downloadable or bootable, admin only), or deleted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Retire {
+    #[default]
     Hide,
     Deactivate,
     Delete,

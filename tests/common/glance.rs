@@ -9,6 +9,15 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde_json::Value;
 
+/// A name no other test or run uses (the test Glance outlives test runs).
+pub fn unique(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("cloudimg-test-{test}-{}-{nanos}", std::process::id())
+}
+
 /// The test Glance's URL, or `None` (after saying why) when none is configured.
 pub fn url() -> Option<String> {
     match std::env::var("CLOUDIMG_TEST_GLANCE") {
