@@ -498,3 +498,72 @@ fn catalog_file_path_works_like_the_built_in_name() {
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(stderr(&output).contains("gentoo"), "{}", stderr(&output));
 }
+
+#[test]
+fn sync_keeps_a_debian_image_current_from_its_own_mirror() {
+    require_tools!("qemu-img");
+    let site = shared_site();
+    let dir = TempDir::new().unwrap();
+    let catalog = dir.path().join("lab.toml");
+    std::fs::write(
+        &catalog,
+        format!(
+            "output = \"root\"\nkeep = 1\n\n[mirrors]\ndebian = \"{}\"\n\n[[image]]\n\
+             name = \"bookworm\"\nsource = \"debian\"\nrelease = \"12\"\n\
+             disk_format = \"raw\"\n",
+            site.server.url()
+        ),
+    )
+    .unwrap();
+    // No --mirror: the catalog's [mirrors] table points the debian source at the site.
+    let output = Command::new(env!("CARGO_BIN_EXE_cloudimg"))
+        .args(["--json", "--retries", "1", "sync"])
+        .arg(&catalog)
+        .env_remove("CLOUDIMG_MIRROR")
+        .env_remove("CLOUDIMG_CATALOG")
+        .output()
+        .unwrap();
+    let summary = json(&output);
+    assert_eq!(summary["entries"][0]["outcome"], "published", "{summary}");
+    assert_eq!(summary["entries"][0]["serial"], NEWEST);
+    let serial_dir = dir.path().join("root/bookworm").join(NEWEST);
+    let stem = DebianMirror::stem(&bookworm(NEWEST), "genericcloud", "amd64");
+    let artifact = serial_dir.join(format!("{stem}.raw"));
+    let upstream = site.mirror.root().join(DebianMirror::file_path(
+        &bookworm(NEWEST),
+        "genericcloud",
+        "amd64",
+        "qcow2",
+    ));
+    let compare = Command::new("qemu-img")
+        .arg("compare")
+        .arg(&upstream)
+        .arg(&artifact)
+        .output()
+        .unwrap();
+    assert!(compare.status.success(), "{compare:?}");
+    let meta: Value = serde_json::from_str(
+        &std::fs::read_to_string(serial_dir.join(format!("{stem}.raw.glance.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["properties"]["os_distro"], "debian");
+    assert_eq!(meta["properties"]["os_version"], "12");
+    assert_eq!(
+        meta["properties"]["cloudimg_source_sha512"],
+        sha512_file(&upstream).unwrap()
+    );
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("root/.cloudimg-state.json")).unwrap(),
+    )
+    .unwrap();
+    let upstream_record = &state["images"]["bookworm"]["serials"][NEWEST]["upstream"][0];
+    assert!(upstream_record["digest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha512:"));
+    assert_eq!(
+        upstream_record["signed_by"],
+        Value::Null,
+        "Debian signs nothing"
+    );
+}
