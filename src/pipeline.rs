@@ -13,14 +13,17 @@ use crate::formats::{self, DiskFormat, FormatError, Options};
 use crate::index::sums::{self, SumsError};
 use crate::index::{Discovery, FileEntry, IndexError, Listing, Query};
 use crate::io::progress::Reporter;
-use crate::verify::digest::Sha256Digest;
+use crate::upload::UploadError;
+use crate::verify::digest::{FileDigest, Sha256Digest, Sha512Digest};
 use crate::verify::openpgp::{Keyring, KeyringError, VerifyError};
 use crate::ErrorKind;
 
 mod prepare;
 
 pub(crate) use prepare::unpacked_file;
-pub use prepare::{prepare, Artifact, ImageSettings, MachineSettings, PrepareRequest, Prepared};
+pub use prepare::{
+    prepare, upstream_kind, Artifact, ImageSettings, MachineSettings, PrepareRequest, Prepared,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -38,6 +41,9 @@ pub enum Error {
     Format(#[from] FormatError),
     #[error(transparent)]
     Container(#[from] ContainerError),
+    /// Boxed: its variants carry several strings each, which would double every `Result`.
+    #[error(transparent)]
+    Upload(Box<UploadError>),
     #[error("{url}: malformed checksum file")]
     Sums {
         url: Url,
@@ -66,6 +72,12 @@ pub enum Error {
     },
 }
 
+impl From<UploadError> for Error {
+    fn from(error: UploadError) -> Error {
+        Error::Upload(Box::new(error))
+    }
+}
+
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -76,6 +88,7 @@ impl Error {
             Error::Keyring(e) => e.kind(),
             Error::Format(e) => e.kind(),
             Error::Container(e) => e.kind(),
+            Error::Upload(e) => e.kind(),
             Error::Sums { .. }
             | Error::SignatureMissing { .. }
             | Error::NotInSums { .. }
@@ -105,6 +118,20 @@ pub struct FetchRequest<'a> {
     pub convert: Option<(DiskFormat, Options)>,
 }
 
+/// What became of the checksum file's signature, as `--json` says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum SignatureStatus {
+    /// Checked with a trusted key (`signed_by` names it).
+    #[serde(rename = "verified")]
+    Verified,
+    /// `--no-verify-signature`.
+    #[serde(rename = "skipped")]
+    Skipped,
+    /// The source signs nothing (Debian); integrity rests on HTTPS and the digests.
+    #[serde(rename = "not published by source")]
+    NotPublished,
+}
+
 /// What `fetch` did, as printed with `--json`.
 #[derive(Debug, serde::Serialize)]
 pub struct Fetched {
@@ -113,13 +140,23 @@ pub struct Fetched {
     pub kind: String,
     pub url: String,
     pub path: PathBuf,
-    pub sha256: Sha256Digest,
+    /// The verified digest, in the algorithm the source publishes.
+    #[serde(skip)]
+    pub digest: FileDigest,
+    /// Present when the source publishes SHA-256 (Ubuntu).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<Sha256Digest>,
+    /// Present when the source publishes SHA-512 (Debian).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha512: Option<Sha512Digest>,
     pub size: u64,
     pub up_to_date: bool,
     pub transferred: u64,
     pub resumed_from: u64,
-    /// Fingerprint of the key that signed SHA256SUMS; `None` when the check was skipped.
+    /// Fingerprint of the key that signed the checksum file; `None` when the check was skipped
+    /// or the source signs nothing.
     pub signed_by: Option<String>,
+    pub signature: SignatureStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub converted: Option<PathBuf>,
 }
@@ -164,7 +201,8 @@ pub(crate) async fn fetch_entry(
     signature: &SignaturePolicy<'_>,
     reporter: &dyn Reporter,
 ) -> Result<Fetched, Error> {
-    let (expected, signed_by) = expected_digest(client, catalog, listing, file, signature).await?;
+    let (expected, signed_by, signature) =
+        expected_digest(client, catalog, listing, file, signature).await?;
     std::fs::create_dir_all(output_dir).map_err(|source| Error::Io {
         path: output_dir.to_owned(),
         source,
@@ -175,7 +213,7 @@ pub(crate) async fn fetch_entry(
             &Download {
                 url: file.url.clone(),
                 dest: dest.clone(),
-                expected_sha256: Some(expected),
+                expected_digest: Some(expected),
                 expected_size: file.size.filter(|_| file.size_exact),
             },
             reporter,
@@ -184,7 +222,8 @@ pub(crate) async fn fetch_entry(
     if downloaded.up_to_date {
         tracing::info!(path = %dest.display(), "already up to date; nothing transferred");
     } else {
-        tracing::info!(path = %dest.display(), sha256 = %downloaded.sha256, "verified");
+        tracing::info!(path = %dest.display(), algorithm = %downloaded.digest.algorithm(),
+            digest = %downloaded.digest, "verified");
     }
     Ok(Fetched {
         release: listing.release.codename.clone(),
@@ -192,28 +231,31 @@ pub(crate) async fn fetch_entry(
         kind: file.ftype.clone().unwrap_or_default(),
         url: file.url.to_string(),
         path: dest,
-        sha256: downloaded.sha256,
+        digest: downloaded.digest,
+        sha256: downloaded.digest.sha256(),
+        sha512: downloaded.digest.sha512(),
         size: downloaded.size,
         up_to_date: downloaded.up_to_date,
         transferred: downloaded.transferred,
         resumed_from: downloaded.resumed_from,
         signed_by,
+        signature,
         converted: None,
     })
 }
 
-/// The digest the file must have: from the (signature-checked) SHA256SUMS, cross-checked with
-/// simplestreams when that was the source.
+/// The digest the file must have: from the (signature-checked, where the source signs it)
+/// checksum file, cross-checked with simplestreams when that was the source.
 async fn expected_digest(
     client: &Client,
     catalog: &Catalog,
     listing: &Listing,
     file: &FileEntry,
     policy: &SignaturePolicy<'_>,
-) -> Result<(Sha256Digest, Option<String>), Error> {
+) -> Result<(FileDigest, Option<String>, SignatureStatus), Error> {
     let sums = verified_sums(client, catalog, listing, policy).await?;
     let digest = digest_from_sums(catalog, listing, file, &sums.text)?;
-    Ok((digest, sums.signed_by))
+    Ok((digest, sums.signed_by, sums.status))
 }
 
 /// A folder's checksum file and its detached signature, exactly as fetched, once the policy's
@@ -223,6 +265,7 @@ pub(crate) struct VerifiedSums {
     /// `None` when the source publishes no signature or the check was skipped.
     pub signature: Option<Bytes>,
     pub signed_by: Option<String>,
+    pub status: SignatureStatus,
 }
 
 /// Fetches the listing's checksum file and, as `policy` says, checks its signature.
@@ -233,14 +276,19 @@ pub(crate) async fn verified_sums(
     policy: &SignaturePolicy<'_>,
 ) -> Result<VerifiedSums, Error> {
     let text = client.get_document(&listing.sums_url).await?;
-    let (signature, signed_by) = match policy {
+    let sums_name = &catalog.checksums.file;
+    let (signature, signed_by, status) = match policy {
+        // Before the policy: there is nothing to check or skip, and no other source's keys
+        // may stand in for a signature this one never makes.
         _ if catalog.signature == Signature::NotPublished => {
-            tracing::warn!(source = %catalog.name, "no signature is published by this source; relying on HTTPS and the checksums");
-            (None, None)
+            tracing::warn!(source = %catalog.name, url = %listing.sums_url,
+                "no signature published by this source for {sums_name}; relying on HTTPS and the {} digests",
+                catalog.checksums.algorithm);
+            (None, None, SignatureStatus::NotPublished)
         }
         SignaturePolicy::Skip => {
-            tracing::warn!(url = %listing.sums_url, "signature check of SHA256SUMS skipped (--no-verify-signature)");
-            (None, None)
+            tracing::warn!(url = %listing.sums_url, "signature check of {sums_name} skipped (--no-verify-signature)");
+            (None, None, SignatureStatus::Skipped)
         }
         SignaturePolicy::Require(keyring) => {
             let Some(signature_url) = &listing.signature_url else {
@@ -254,14 +302,19 @@ pub(crate) async fn verified_sums(
                 });
             };
             let good = keyring.verify_detached(&text, &signature)?;
-            tracing::info!(url = %listing.sums_url, key = %good.fingerprint, "SHA256SUMS signature verified");
-            (Some(signature), Some(good.fingerprint))
+            tracing::info!(url = %listing.sums_url, key = %good.fingerprint, "{sums_name} signature verified");
+            (
+                Some(signature),
+                Some(good.fingerprint),
+                SignatureStatus::Verified,
+            )
         }
     };
     Ok(VerifiedSums {
         text,
         signature,
         signed_by,
+        status,
     })
 }
 
@@ -271,7 +324,7 @@ pub(crate) fn digest_from_sums(
     listing: &Listing,
     file: &FileEntry,
     sums_text: &[u8],
-) -> Result<Sha256Digest, Error> {
+) -> Result<FileDigest, Error> {
     let entries =
         sums::parse(sums_text, catalog.checksums.algorithm).map_err(|source| Error::Sums {
             url: listing.sums_url.clone(),
@@ -284,17 +337,19 @@ pub(crate) fn digest_from_sums(
             url: listing.sums_url.clone(),
             name: file.name.clone(),
         })?;
-    let from_sums = entry.sha256().ok_or_else(|| {
-        Error::Usage(format!(
-            "{}: only SHA-256 checksum files can verify downloads so far",
-            listing.sums_url
-        ))
-    })?;
-    if let Some(from_streams) = file.sha256 {
-        if from_streams != from_sums {
+    // The parser accepted only this algorithm's length, so this holds; a mismatch would be a
+    // malformed file rather than a reason to panic.
+    let from_sums = entry
+        .file_digest(catalog.checksums.algorithm)
+        .ok_or_else(|| Error::NotInSums {
+            url: listing.sums_url.clone(),
+            name: file.name.clone(),
+        })?;
+    if let (Some(from_streams), FileDigest::Sha256(sums)) = (file.sha256, from_sums) {
+        if from_streams != sums {
             return Err(Error::SourcesDisagree {
                 name: file.name.clone(),
-                sums: from_sums,
+                sums,
                 streams: from_streams,
             });
         }

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use cloudimg::fetch::{Client, ClientConfig, Download, Downloaded, FetchError};
 use cloudimg::io::progress::{Reporter, Silent};
-use cloudimg::verify::digest::Sha256Digest;
+use cloudimg::verify::digest::{FileDigest, Sha256Digest, Sha512Digest};
 use cloudimg::ErrorKind;
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha512};
 use tempfile::TempDir;
 
 use crate::common::server::{Fault, Server, Times};
@@ -45,8 +45,12 @@ fn payload(size: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-fn sha256(bytes: &[u8]) -> Sha256Digest {
-    Sha256Digest(Sha256::digest(bytes).into())
+fn sha256(bytes: &[u8]) -> FileDigest {
+    FileDigest::Sha256(Sha256Digest(Sha256::digest(bytes).into()))
+}
+
+fn sha512(bytes: &[u8]) -> FileDigest {
+    FileDigest::Sha512(Sha512Digest(Sha512::digest(bytes).into()))
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -89,7 +93,7 @@ impl Fixture {
         Download {
             url: self.server.url_for(name),
             dest: self.dest(name),
-            expected_sha256: Some(sha256(bytes)),
+            expected_digest: Some(sha256(bytes)),
             expected_size: Some(bytes.len() as u64),
         }
     }
@@ -97,7 +101,7 @@ impl Fixture {
     fn assert_delivered(&self, name: &str, bytes: &[u8], done: &Downloaded) {
         let dest = self.dest(name);
         assert_eq!(done.path, dest);
-        assert_eq!(done.sha256, sha256(bytes));
+        assert_eq!(done.digest, sha256(bytes));
         assert_eq!(done.size, bytes.len() as u64);
         assert!(std::fs::read(&dest).unwrap() == bytes, "content differs");
         assert!(!with_suffix(&dest, ".part").exists(), ".part left behind");
@@ -197,10 +201,10 @@ async fn digest_mismatch_deletes_part_and_is_integrity_error() {
         FetchError::DigestMismatch {
             expected, actual, ..
         } => {
-            assert_eq!(*expected, sha256(&bytes));
+            assert_eq!(**expected, sha256(&bytes));
             let mut corrupt = bytes.clone();
             corrupt[123_457] ^= 0xff;
-            assert_eq!(*actual, sha256(&corrupt));
+            assert_eq!(**actual, sha256(&corrupt));
         }
         other => panic!("expected DigestMismatch, got {other:?}"),
     }
@@ -455,7 +459,7 @@ async fn not_found_is_final_and_optional_documents_are_none() {
     let download = Download {
         url: url.clone(),
         dest: fixture.dest("SHA256SUMS.gpg"),
-        expected_sha256: None,
+        expected_digest: None,
         expected_size: None,
     };
     let error = client.download(&download, &Silent).await.unwrap_err();
@@ -508,7 +512,7 @@ async fn existing_file_with_matching_digest_transfers_nothing() {
 
     assert!(done.up_to_date);
     assert_eq!(done.transferred, 0);
-    assert_eq!(done.sha256, sha256(&bytes));
+    assert_eq!(done.digest, sha256(&bytes));
     assert!(fixture.server.requests_for("disk.img").is_empty());
 }
 
@@ -760,4 +764,74 @@ async fn unreachable_server_gives_up_with_network_kind() {
         }
         other => panic!("expected GaveUp, got {other:?}"),
     }
+}
+
+/// Debian publishes SHA-512: the same download path must verify with it, across a resume in a
+/// later run (the part is re-hashed with SHA-512), and refuse corrupt bytes as strictly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sha512_download_resumes_in_a_later_run_and_verifies() {
+    let fixture = Fixture::new();
+    let bytes = payload(3 * MIB, 21);
+    fixture.publish("disk.qcow2", &bytes);
+    fixture
+        .server
+        .inject("disk.qcow2", Fault::DropAfter(MIB as u64), Times::Once);
+    let request = Download {
+        expected_digest: Some(sha512(&bytes)),
+        ..fixture.request("disk.qcow2", &bytes)
+    };
+    let no_retries = Client::new(ClientConfig {
+        retries: 0,
+        ..config()
+    })
+    .unwrap();
+    no_retries.download(&request, &Silent).await.unwrap_err();
+
+    let done = client().download(&request, &Silent).await.unwrap();
+
+    assert_eq!(done.digest, sha512(&bytes));
+    assert_eq!(done.resumed_from, MIB as u64);
+    assert!(std::fs::read(fixture.dest("disk.qcow2")).unwrap() == bytes);
+    // A second run finds the file by its SHA-512 and transfers nothing.
+    fixture.server.clear_log();
+    let again = client().download(&request, &Silent).await.unwrap();
+    assert!(again.up_to_date);
+    assert_eq!(again.digest, sha512(&bytes));
+    assert!(fixture.server.requests_for("disk.qcow2").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sha512_mismatch_deletes_part_and_names_the_algorithm() {
+    let fixture = Fixture::new();
+    let bytes = payload(MIB, 22);
+    fixture.publish("disk.raw", &bytes);
+    fixture
+        .server
+        .inject("disk.raw", Fault::CorruptByte(4097), Times::Always);
+    let request = Download {
+        expected_digest: Some(sha512(&bytes)),
+        ..fixture.request("disk.raw", &bytes)
+    };
+
+    let error = client().download(&request, &Silent).await.unwrap_err();
+
+    assert_eq!(error.kind(), ErrorKind::Integrity);
+    let mut corrupt = bytes.clone();
+    corrupt[4097] ^= 0xff;
+    match &error {
+        FetchError::DigestMismatch {
+            expected, actual, ..
+        } => {
+            assert_eq!(**expected, sha512(&bytes));
+            assert_eq!(**actual, sha512(&corrupt));
+        }
+        other => panic!("expected DigestMismatch, got {other:?}"),
+    }
+    let message = error.to_string();
+    assert!(message.contains("expected sha512 "), "{message}");
+    assert!(message.contains(&sha512(&corrupt).to_hex()), "{message}");
+    let dest = fixture.dest("disk.raw");
+    assert!(!dest.exists());
+    assert!(!with_suffix(&dest, ".part").exists());
+    assert!(!with_suffix(&dest, ".part.meta").exists());
 }

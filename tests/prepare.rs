@@ -12,10 +12,11 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256, Sha512};
 use tempfile::TempDir;
 
+use crate::common::glance::{get, unique, Cleanup};
 use crate::common::images::qemu_img;
 use crate::common::mirror::Knobs;
 use crate::common::site::{build_site, json, names, run, stderr, Site};
-use crate::require_tools;
+use crate::{require_glance, require_tools};
 
 const STEM: &str = "ubuntu-24.04-server-cloudimg-amd64";
 const NEWEST: &str = "20241004.1";
@@ -481,4 +482,30 @@ fn glance_incompatible_pair_is_refused_before_any_download() {
         );
         assert!(!out.exists(), "{args:?} created {:?}", names(&out));
     }
+}
+
+#[test]
+fn prepare_with_upload_puts_the_artifact_in_glance_with_matching_digests() {
+    require_tools!("qemu-img", "curl");
+    require_glance!(glance);
+    let cleanup = Cleanup::new(&glance);
+    let out = TempDir::new().unwrap();
+    let name = unique("prepare");
+    let report = json(&prepare(
+        site(),
+        out.path(),
+        &["--name", &name, "--upload", "--glance", &glance],
+    ));
+    let [(_, meta_path)] = artifact_paths(&report).try_into().unwrap();
+    let meta = metadata(&meta_path);
+    let uploaded = &report["uploaded"][0];
+    let id = cleanup.track(uploaded["id"].as_str().unwrap());
+    let image = get(&glance, &format!("/v2/images/{id}")).expect("the image exists");
+    assert_eq!(image["name"], name.as_str());
+    assert_eq!(image["status"], "active");
+    assert_eq!(image["disk_format"], "qcow2");
+    assert_eq!(image["checksum"], meta["digests"]["md5"]);
+    assert_eq!(image["os_hash_value"], meta["digests"]["sha512"]);
+    assert_eq!(image["os_distro"], "ubuntu");
+    assert_eq!(image["architecture"], "x86_64");
 }

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
+use crate::common::glance::{get, images_named, unique, Cleanup};
 use crate::common::mirror::{Knobs, Stream};
 use crate::common::server::{Fault, Times};
 use crate::common::site::{build_site, cloudimg, file_url_path, names, run, stderr, Site};
-use crate::require_tools;
+use crate::{require_glance, require_tools};
 
 const NEWEST: &str = "20241004.1";
 const ARTIFACT: &str = "ubuntu-24.04-server-cloudimg-amd64.qcow2";
@@ -90,6 +91,22 @@ fn assert_only_whole_serials(root: &Path, name: &str) {
     if let Some(serial) = current(root, name) {
         assert!(root.join(name).join(serial).is_dir());
     }
+}
+
+/// A site whose newest image download stalls for `pause` after 64 KiB, once; and that image's
+/// URL path.
+fn site_with_stalled_image(pause: Duration) -> (Site, String) {
+    let site = build_site(Knobs::default());
+    let image = file_url_path(&site, "disk1.img");
+    site.server.inject(
+        &image,
+        Fault::StallAfter {
+            bytes: 64 * 1024,
+            pause,
+        },
+        Times::Once,
+    );
+    (site, image)
 }
 
 #[test]
@@ -174,16 +191,7 @@ fn new_upstream_serial_is_published_and_old_ones_pruned() {
 #[test]
 fn killed_sync_leaves_nothing_visible_and_the_rerun_resumes_and_finishes() {
     require_tools!("qemu-img");
-    let site = build_site(Knobs::default());
-    let image = file_url_path(&site, "disk1.img");
-    site.server.inject(
-        &image,
-        Fault::StallAfter {
-            bytes: 64 * 1024,
-            pause: Duration::from_secs(60),
-        },
-        Times::Once,
-    );
+    let (site, image) = site_with_stalled_image(Duration::from_secs(60));
     let dir = TempDir::new().unwrap();
     let catalog = write_catalog(dir.path(), 2, &[NOBLE]);
     let root = dir.path().join("root");
@@ -235,16 +243,7 @@ fn killed_sync_leaves_nothing_visible_and_the_rerun_resumes_and_finishes() {
 #[test]
 fn a_waiting_sync_runs_after_the_first_one() {
     require_tools!("qemu-img");
-    let site = build_site(Knobs::default());
-    let image = file_url_path(&site, "disk1.img");
-    site.server.inject(
-        &image,
-        Fault::StallAfter {
-            bytes: 64 * 1024,
-            pause: Duration::from_secs(2),
-        },
-        Times::Once,
-    );
+    let (site, image) = site_with_stalled_image(Duration::from_secs(2));
     let dir = TempDir::new().unwrap();
     let catalog = write_catalog(dir.path(), 2, &[NOBLE]);
     let first = cloudimg(&site, &["sync", catalog.to_str().unwrap()])
@@ -377,4 +376,57 @@ fn a_full_disk_fails_cleanly_with_nothing_half_published() {
             .all(|name| name.starts_with(".cloudimg")),
         "only the lock and state files: {left}"
     );
+}
+
+#[test]
+fn sync_uploads_new_serials_and_hides_the_pruned_ones_in_glance() {
+    require_tools!("qemu-img", "curl");
+    require_glance!(glance);
+    let cleanup = Cleanup::new(&glance);
+    let mut site = build_site(Knobs::default());
+    let dir = TempDir::new().unwrap();
+    let name = unique("sync");
+    let entry = format!("name = \"{name}\"\nrelease = \"noble\"");
+    let catalog = write_catalog(dir.path(), 1, &[&entry]);
+    let mut text = std::fs::read_to_string(&catalog).unwrap();
+    // Top-level keys must precede the tables: put [glance] last.
+    text.push_str(&format!(
+        "\n[glance]\nurl = \"{glance}\"\nretire = \"hide\"\n"
+    ));
+    std::fs::write(&catalog, text).unwrap();
+
+    let first = sync(&site, &catalog, &[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let first_ids = outcome(&summary(&first), &name)["glance_ids"].clone();
+    let first_id = cleanup.track(first_ids[0].as_str().expect("an image id"));
+    let image = get(&glance, &format!("/v2/images/{first_id}")).unwrap();
+    assert_eq!(image["name"], format!("{name}-{NEWEST}"));
+    assert_eq!(image["status"], "active");
+    assert!(image["tags"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from(format!("cloudimg:{name}"))));
+
+    // Nothing new upstream: nothing new in Glance.
+    let again = sync(&site, &catalog, &[]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(outcome(&summary(&again), &name)["outcome"], "up-to-date");
+    assert_eq!(images_named(&glance, &format!("{name}-{NEWEST}")).len(), 1);
+
+    site.mirror
+        .add_serial(Stream::Released, "20250101")
+        .unwrap();
+    let newer = sync(&site, &catalog, &[]);
+    assert!(newer.status.success(), "{}", stderr(&newer));
+    let entry = outcome(&summary(&newer), &name).clone();
+    let second_id = cleanup.track(entry["glance_ids"][0].as_str().unwrap());
+    assert_eq!(entry["retired"], serde_json::json!([first_id]));
+    let old = get(&glance, &format!("/v2/images/{first_id}")).unwrap();
+    assert_eq!(
+        old["os_hidden"], true,
+        "the pruned serial's image is hidden"
+    );
+    let new = get(&glance, &format!("/v2/images/{second_id}")).unwrap();
+    assert_eq!(new["os_hidden"], false);
+    assert_eq!(new["cloudimg_serial"], "20250101");
 }

@@ -4,6 +4,8 @@ mod common;
 
 /// The binary against a loopback mirror: discovery, verified fetches, exit codes, resume.
 mod cli;
+/// `--catalog debian` against a cloud.debian.org look-alike: SHA-512, no signature, tar.xz.
+mod debian;
 /// Downloads and documents against the loopback server: resume, retries, cache, locks.
 mod fetch;
 /// Conversions through the `cloudimg` binary, checked with qemu-img.
@@ -16,5 +18,7 @@ mod prepare;
 mod seed;
 /// `sync` from user catalogs: publish, retention, kills, locks, failures, full disks.
 mod sync;
+/// `cloudimg upload` and the Glance library against a real Glance API.
+mod upload;
 /// OpenPGP verification of the generated mirror, and the mirror's own shape.
 mod verify;

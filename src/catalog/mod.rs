@@ -5,11 +5,15 @@
 //! which keys) it is signed. Built-in catalogs are compiled in; a user may load another from a
 //! file. Everything is validated at load time so that discovery never meets a bad pattern.
 //!
-//! The format is meant to carry a second distribution as one more file. Debian, for instance:
-//! `serial_separator = "-"` (`20240717-1811`), `[checksums]` with `SHA512SUMS` / `sha512`,
-//! `[signature] published = false` (no keys), streams `released` (`release_dir = "{codename}/"`)
-//! and `daily` (`"{codename}/daily/"`), `file_prefix = "debian-{version}-genericcloud-{arch}"`
-//! and kinds `qcow2`, `raw`, `tar.xz` (a `disk.raw` inside) with their Glance facts.
+//! The format carries a distribution as one file; `ubuntu` and `debian` are built in. Where the
+//! two sites differ the catalog says so, not the code:
+//! - file names: Ubuntu's are a stream `file_prefix` plus the kind's suffix; Debian's carry the
+//!   build and an image variant, so a stream may give a whole `file_name` pattern instead
+//!   (`debian-{version}-{variant}-{arch}-{serial}`), each kind naming its `variant`;
+//! - releases: Ubuntu's listings describe them in words, Debian's table listings do not, so a
+//!   catalog may declare `[[releases]]` (code name, version, the streams that carry them);
+//! - checksums and signature: `SHA512SUMS` / `sha512` and `[signature] published = false`;
+//! - `default_kind`: the file `fetch` takes when none is named.
 
 pub mod glance;
 pub mod pattern;
@@ -28,7 +32,10 @@ pub use glance::{GlancePreset, GlanceSpec};
 pub use pattern::{compare_versions, PatternError, Placeholder, Vars};
 
 /// The built-in catalogs: name and TOML text.
-const BUILTIN: &[(&str, &str)] = &[("ubuntu", include_str!("../../catalogs/ubuntu.toml"))];
+const BUILTIN: &[(&str, &str)] = &[
+    ("ubuntu", include_str!("../../catalogs/ubuntu.toml")),
+    ("debian", include_str!("../../catalogs/debian.toml")),
+];
 
 /// Upper bound for a user catalog file: real ones are a few KiB.
 const MAX_CATALOG_BYTES: u64 = 1024 * 1024;
@@ -75,23 +82,8 @@ impl CatalogError {
     }
 }
 
-/// The digest a checksum file uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DigestAlgorithm {
-    Sha256,
-    Sha512,
-}
-
-impl DigestAlgorithm {
-    /// Length of the digest in hexadecimal digits.
-    pub fn hex_len(self) -> usize {
-        match self {
-            DigestAlgorithm::Sha256 => 64,
-            DigestAlgorithm::Sha512 => 128,
-        }
-    }
-}
+/// The digest a checksum file uses (defined with the digests themselves).
+pub use crate::verify::digest::DigestAlgorithm;
 
 /// How checksum lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -172,6 +164,40 @@ pub struct SimplestreamsSpec {
     pub datatype: String,
 }
 
+/// A release the catalog declares, for sites whose listings do not describe their releases.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseSpec {
+    /// Lower-case code name, also the folder name: `bookworm`.
+    pub codename: String,
+    /// What file names call it: `12`, `sid`.
+    pub version: String,
+    /// Shown by `list`; the version when absent.
+    pub title: Option<String>,
+    /// Streams that carry it (`sid` only has daily builds); every stream when absent.
+    pub streams: Option<Vec<String>>,
+    #[serde(default = "yes")]
+    pub supported: bool,
+    /// End of support, `YYYY-MM-DD`, when known.
+    pub eol: Option<String>,
+    /// Other names accepted (`unstable`), lower case.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ReleaseSpec {
+    /// Whether the stream named `stream` carries this release.
+    pub fn in_stream(&self, stream: &str) -> bool {
+        self.streams
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == stream))
+    }
+}
+
 /// One stream: where its releases, serials and files live.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -186,9 +212,24 @@ pub struct StreamSpec {
     pub serial_dir: String,
     /// The moving alias of the newest build, relative to `release_dir` (not a serial).
     pub alias_dir: Option<String>,
-    /// File-name prefix shared by every file of one arch; the kind's suffix follows.
-    pub file_prefix: String,
+    /// File-name prefix shared by every file of one arch; the kind's suffix follows
+    /// (`{codename}-server-cloudimg-{arch}`). Either this or `file_name`.
+    pub file_prefix: Option<String>,
+    /// A whole file name but for the kind's suffix, for sites that put the build and the image
+    /// variant in it (`debian-{version}-{variant}-{arch}-{serial}`). Either this or
+    /// `file_prefix`.
+    pub file_name: Option<String>,
     pub simplestreams: Option<SimplestreamsSpec>,
+}
+
+impl StreamSpec {
+    /// The pattern a kind's suffix is appended to (validated: exactly one of the two is set).
+    pub fn name_pattern(&self) -> &str {
+        self.file_prefix
+            .as_deref()
+            .or(self.file_name.as_deref())
+            .unwrap_or_default()
+    }
 }
 
 /// What a file kind is for.
@@ -253,6 +294,8 @@ pub struct FileKind {
     pub archive: Option<ArchiveKind>,
     /// Sub-folder of the serial folder (`unpacked/`); such files are not in the checksum file.
     pub dir: Option<String>,
+    /// The image variant, for streams whose `file_name` has `{variant}`: `genericcloud`.
+    pub variant: Option<String>,
     /// Suffix eras; the first covering the release's version wins.
     pub suffixes: Vec<SuffixEra>,
 }
@@ -274,11 +317,14 @@ struct RawCatalog {
     title: String,
     base_url: String,
     serial_separator: String,
+    default_kind: Option<String>,
     checksums: ChecksumSpec,
     signature: RawSignature,
     #[serde(default)]
     keys: Vec<SigningKey>,
     arches: Vec<Arch>,
+    #[serde(default)]
+    releases: Vec<ReleaseSpec>,
     streams: BTreeMap<String, StreamSpec>,
     kinds: Vec<FileKind>,
     #[serde(default)]
@@ -294,10 +340,14 @@ pub struct Catalog {
     pub base_url: Url,
     /// Between the `YYYYMMDD` date and the respin/build counter of a serial: `.` or `-`.
     pub serial_separator: char,
+    /// The kind `fetch` takes when none is named (`disk1.img`, `genericcloud.qcow2`).
+    pub default_kind: Option<String>,
     pub checksums: ChecksumSpec,
     pub signature: Signature,
     pub keys: Vec<SigningKey>,
     pub arches: Vec<Arch>,
+    /// Declared releases, oldest first; empty when the listings describe them (Ubuntu).
+    pub releases: Vec<ReleaseSpec>,
     /// Keyed by stream name (one of [`STREAM_NAMES`]).
     pub streams: BTreeMap<String, StreamSpec>,
     pub kinds: Vec<FileKind>,
@@ -321,6 +371,20 @@ impl Catalog {
                 known: Catalog::builtin_names().join(", "),
             })?;
         Catalog::from_toml_str(text, &format!("built-in catalog {name}"))
+    }
+
+    /// What `--catalog` names: a built-in catalog by name (`debian`, any case), else a file.
+    /// A file that happens to share a built-in's name is reached as `./debian`.
+    pub fn load(name_or_path: &Path) -> Result<Catalog, CatalogError> {
+        let builtin = name_or_path.to_str().filter(|name| {
+            BUILTIN
+                .iter()
+                .any(|(known, _)| known.eq_ignore_ascii_case(name))
+        });
+        match builtin {
+            Some(name) => Catalog::builtin(name),
+            None => Catalog::from_path(name_or_path),
+        }
     }
 
     /// A user catalog file.
@@ -391,7 +455,8 @@ impl Catalog {
     }
 
     /// The name of a file of `kind` (without its `dir`), e.g.
-    /// `ubuntu-24.04-server-cloudimg-amd64.img`.
+    /// `ubuntu-24.04-server-cloudimg-amd64.img`, `debian-12-nocloud-arm64-20240717-1811.raw`.
+    /// `None` when no suffix era covers the release. The kind supplies `{variant}`.
     pub fn file_name(
         &self,
         stream: &StreamSpec,
@@ -401,7 +466,11 @@ impl Catalog {
         let Some(suffix) = kind.suffix_for(vars.version) else {
             return Ok(None);
         };
-        let mut name = pattern::expand(&stream.file_prefix, vars)?;
+        let vars = Vars {
+            variant: kind.variant.as_deref(),
+            ..*vars
+        };
+        let mut name = pattern::expand(stream.name_pattern(), &vars)?;
         name.push_str(suffix);
         Ok(Some(name))
     }
@@ -430,7 +499,7 @@ fn check_dir(field: &str, text: &str) -> Result<(), String> {
 }
 
 fn validate(raw: RawCatalog) -> Result<Catalog, String> {
-    use Placeholder::{Arch as A, Codename as C, Serial as S, Version as V};
+    use Placeholder::{Arch as A, Codename as C, Serial as S, Variant as W, Version as V};
 
     if raw.name.is_empty()
         || !raw
@@ -552,9 +621,36 @@ fn validate(raw: RawCatalog) -> Result<Catalog, String> {
             check_dir(&field("alias_dir"), alias)?;
             check_pattern(&field("alias_dir"), alias, &[])?;
         }
-        check_pattern(&field("file_prefix"), &stream.file_prefix, &[V, C, A])?;
-        if !pattern::placeholders(&stream.file_prefix).is_ok_and(|p| p.contains(&A)) {
-            return Err(format!("{}: must contain {{arch}}", field("file_prefix")));
+        let (names, allowed): (_, &[Placeholder]) = match (&stream.file_prefix, &stream.file_name) {
+            (Some(prefix), None) => (("file_prefix", prefix), &[V, C, A]),
+            (None, Some(name)) => (("file_name", name), &[V, C, A, S, W]),
+            _ => {
+                return Err(format!(
+                    "streams.{name}: exactly one of file_prefix and file_name"
+                ))
+            }
+        };
+        let (key, text) = names;
+        check_pattern(&field(key), text, allowed)?;
+        let used = pattern::placeholders(text).unwrap_or_default();
+        if !used.contains(&A) {
+            return Err(format!("{}: must contain {{arch}}", field(key)));
+        }
+        if text.contains('/') {
+            return Err(format!("{}: a file name, without '/'", field(key)));
+        }
+        if used.contains(&W) {
+            let plain = raw
+                .kinds
+                .iter()
+                .find(|k| k.dir.is_none() && k.variant.is_none());
+            if let Some(kind) = plain {
+                return Err(format!(
+                    "kind {:?}: {} needs a variant",
+                    kind.ftype,
+                    field(key)
+                ));
+            }
         }
         if let Some(streams) = &stream.simplestreams {
             check_dir(&field("simplestreams.root"), &streams.root)?;
@@ -592,16 +688,66 @@ fn validate(raw: RawCatalog) -> Result<Catalog, String> {
         if kind.role == FileRole::Disk && kind.disk_format.is_none() {
             return Err(format!("kind {:?}: a disk needs a disk_format", kind.ftype));
         }
+        let variant_ok = kind.variant.as_deref().is_none_or(|v| {
+            !v.is_empty()
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+        if !variant_ok {
+            return Err(format!(
+                "kind {:?}: variant must be a plain word",
+                kind.ftype
+            ));
+        }
+    }
+    if let Some(default) = &raw.default_kind {
+        if !raw.kinds.iter().any(|k| &k.ftype == default) {
+            return Err(format!("default_kind {default:?}: not one of the kinds"));
+        }
+    }
+    for (index, release) in raw.releases.iter().enumerate() {
+        let word = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        };
+        let lower = release
+            .codename
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !word(&release.codename) || !lower || !word(&release.version) {
+            return Err(format!(
+                "release {:?}: a lower-case code name and a plain version",
+                release.codename
+            ));
+        }
+        let earlier = &raw.releases[..index];
+        if earlier
+            .iter()
+            .any(|r| r.codename == release.codename || r.version == release.version)
+        {
+            return Err(format!("release {:?}: listed twice", release.codename));
+        }
+        for stream in release.streams.iter().flatten() {
+            if !raw.streams.contains_key(stream) {
+                return Err(format!(
+                    "release {:?}: the catalog has no {stream:?} stream",
+                    release.codename
+                ));
+            }
+        }
     }
     Ok(Catalog {
         name: raw.name,
         title: raw.title,
         base_url,
         serial_separator,
+        default_kind: raw.default_kind,
         checksums: raw.checksums,
         signature,
         keys: raw.keys,
         arches: raw.arches,
+        releases: raw.releases,
         streams: raw.streams,
         kinds: raw.kinds,
         glance: raw.glance,
@@ -712,6 +858,7 @@ mod tests {
             codename: Some(codename),
             arch: Some("amd64"),
             serial: None,
+            variant: None,
         };
         let released = catalog.stream("released").unwrap();
         let daily = catalog.stream("daily").unwrap();
@@ -750,6 +897,100 @@ mod tests {
         assert_eq!(kind(".daily.20250425.20250430.image_changelog.json"), None);
         // Files under unpacked/ are never matched in the serial folder itself.
         assert_eq!(kind("-vmlinuz-generic"), None);
+    }
+
+    #[test]
+    fn builtin_debian_is_sha512_unsigned_and_dated() {
+        let catalog = Catalog::builtin("debian").unwrap();
+        assert_eq!(
+            catalog.base_url.as_str(),
+            "https://cloud.debian.org/images/cloud/"
+        );
+        assert_eq!(catalog.checksums.file, "SHA512SUMS");
+        assert_eq!(catalog.checksums.algorithm, DigestAlgorithm::Sha512);
+        assert_eq!(catalog.signature, Signature::NotPublished);
+        assert!(catalog.keys.is_empty());
+        assert_eq!(catalog.serial_separator, '-');
+        assert_eq!(catalog.default_kind.as_deref(), Some("genericcloud.qcow2"));
+        assert_eq!(catalog.arch("ppc64le").unwrap().name, "ppc64el");
+        assert_eq!(catalog.arch("aarch64").unwrap().name, "arm64");
+        let releases: Vec<(&str, &str)> = catalog
+            .releases
+            .iter()
+            .map(|r| (r.codename.as_str(), r.version.as_str()))
+            .collect();
+        assert_eq!(
+            releases,
+            [
+                ("bullseye", "11"),
+                ("bookworm", "12"),
+                ("trixie", "13"),
+                ("forky", "14"),
+                ("sid", "sid")
+            ]
+        );
+        let sid = catalog
+            .releases
+            .iter()
+            .find(|r| r.codename == "sid")
+            .unwrap();
+        assert!(sid.in_stream("daily") && !sid.in_stream("released"));
+    }
+
+    #[test]
+    fn debian_file_names_carry_variant_arch_and_build() {
+        let catalog = Catalog::builtin("debian").unwrap();
+        let vars = Vars {
+            version: Some("12"),
+            codename: Some("bookworm"),
+            arch: Some("amd64"),
+            serial: Some("20240717-1811"),
+            variant: None,
+        };
+        let name = |stream: &str, ftype: &str| {
+            catalog
+                .file_name(
+                    catalog.stream(stream).unwrap(),
+                    catalog.kind(ftype).unwrap(),
+                    &vars,
+                )
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(
+            name("released", "genericcloud.qcow2"),
+            "debian-12-genericcloud-amd64-20240717-1811.qcow2"
+        );
+        assert_eq!(
+            name("daily", "nocloud.tar.xz"),
+            "debian-12-nocloud-amd64-daily-20240717-1811.tar.xz"
+        );
+        assert_eq!(
+            name("released", "ec2.json"),
+            "debian-12-ec2-amd64-20240717-1811.json"
+        );
+        let tar = catalog.kind("generic.tar.xz").unwrap();
+        assert_eq!(tar.archive, Some(ArchiveKind::TarXz));
+        assert_eq!(tar.disk_format.as_deref(), Some("raw"));
+        assert_eq!(catalog.kind("gce.json").unwrap().role, FileRole::Metadata);
+        assert!(catalog.kind("ec2.qcow2").is_none());
+    }
+
+    #[test]
+    fn load_takes_a_builtin_name_or_a_file() {
+        assert_eq!(Catalog::load(Path::new("DEBIAN")).unwrap().name, "debian");
+        assert_eq!(Catalog::load(Path::new("ubuntu")).unwrap().name, "ubuntu");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("debian");
+        std::fs::write(
+            &path,
+            MINIMAL.replace("title = \"Debian\"", "title = \"Mine\""),
+        )
+        .unwrap();
+        assert_eq!(Catalog::load(&path).unwrap().title, "Mine");
+        // Neither a built-in nor a file: the error is about the file.
+        let missing = Catalog::load(Path::new("debain")).unwrap_err();
+        assert!(matches!(missing, CatalogError::Read { .. }), "{missing}");
     }
 
     const MINIMAL: &str = r#"
@@ -827,6 +1068,91 @@ mod tests {
         let error = Catalog::from_toml_str(&text, "test").unwrap_err();
         assert!(matches!(error, CatalogError::Parse { .. }));
         assert_eq!(error.kind(), ErrorKind::Usage);
+    }
+
+    /// MINIMAL with Debian's real naming: a whole file name with {variant} and {serial}.
+    fn with_file_name(text: &str) -> String {
+        text.replace(
+            "file_prefix = \"debian-{version}-genericcloud-{arch}\"",
+            "file_name = \"debian-{version}-{variant}-{arch}-{serial}\"",
+        )
+        .replace(
+            "ftype = \"qcow2\"",
+            "ftype = \"genericcloud.qcow2\"\nvariant = \"genericcloud\"",
+        )
+    }
+
+    #[test]
+    fn file_name_with_variant_and_serial_is_accepted() {
+        let catalog = Catalog::from_toml_str(&with_file_name(MINIMAL), "test").unwrap();
+        let stream = catalog.stream("daily").unwrap();
+        assert_eq!(
+            stream.name_pattern(),
+            "debian-{version}-{variant}-{arch}-{serial}"
+        );
+    }
+
+    #[test]
+    fn file_prefix_and_file_name_together_are_rejected() {
+        let text = with_file_name(MINIMAL).replace(
+            "file_name = ",
+            "file_prefix = \"debian-{arch}\"\nfile_name = ",
+        );
+        assert!(invalid(&text).contains("exactly one of file_prefix and file_name"));
+    }
+
+    #[test]
+    fn kind_without_variant_under_a_variant_pattern_is_rejected() {
+        let text = with_file_name(MINIMAL).replace("variant = \"genericcloud\"\n", "");
+        assert!(invalid(&text).contains("needs a variant"));
+    }
+
+    #[test]
+    fn file_name_without_arch_or_with_a_slash_is_rejected() {
+        let text = with_file_name(MINIMAL).replace("-{arch}-{serial}", "-{serial}");
+        assert!(invalid(&text).contains("{arch}"));
+        let text = with_file_name(MINIMAL).replace("debian-{version}", "x/debian-{version}");
+        assert!(invalid(&text).contains("without '/'"));
+    }
+
+    #[test]
+    fn default_kind_must_be_a_kind() {
+        let text = MINIMAL.replace(
+            "serial_separator = \"-\"",
+            "serial_separator = \"-\"\ndefault_kind = \"qcow3\"",
+        );
+        assert!(invalid(&text).contains("default_kind"));
+        let text = MINIMAL.replace(
+            "serial_separator = \"-\"",
+            "serial_separator = \"-\"\ndefault_kind = \"qcow2\"",
+        );
+        let catalog = Catalog::from_toml_str(&text, "test").unwrap();
+        assert_eq!(catalog.default_kind.as_deref(), Some("qcow2"));
+    }
+
+    const RELEASES: &str = r#"
+        [[releases]]
+        codename = "bookworm"
+        version = "12"
+        [[releases]]
+        codename = "sid"
+        version = "sid"
+        streams = ["daily"]
+    "#;
+
+    #[test]
+    fn declared_releases_load_and_are_checked() {
+        let catalog = Catalog::from_toml_str(&format!("{MINIMAL}{RELEASES}"), "test").unwrap();
+        assert_eq!(catalog.releases.len(), 2);
+        assert!(catalog.releases[0].supported);
+        assert_eq!(catalog.releases[0].title, None);
+        let twice = format!("{MINIMAL}{RELEASES}").replace("version = \"sid\"", "version = \"12\"");
+        assert!(invalid(&twice).contains("listed twice"));
+        let no_stream = format!("{MINIMAL}{RELEASES}")
+            .replace("streams = [\"daily\"]", "streams = [\"released\"]");
+        assert!(invalid(&no_stream).contains("no \"released\" stream"));
+        let upper = format!("{MINIMAL}{RELEASES}").replace("\"bookworm\"", "\"Bookworm\"");
+        assert!(invalid(&upper).contains("lower-case"));
     }
 
     #[test]

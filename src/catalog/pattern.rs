@@ -15,8 +15,10 @@ pub enum Placeholder {
     Codename,
     /// The source's architecture name: `amd64`.
     Arch,
-    /// One build: `20240821`, `20240821.1`.
+    /// One build: `20240821`, `20240821.1`, `20240717-1811`.
     Serial,
+    /// The image variant a file kind belongs to: Debian's `genericcloud`, `nocloud`.
+    Variant,
 }
 
 impl Placeholder {
@@ -26,6 +28,7 @@ impl Placeholder {
             "codename" => Some(Placeholder::Codename),
             "arch" => Some(Placeholder::Arch),
             "serial" => Some(Placeholder::Serial),
+            "variant" => Some(Placeholder::Variant),
             _ => None,
         }
     }
@@ -36,6 +39,7 @@ impl Placeholder {
             Placeholder::Codename => "codename",
             Placeholder::Arch => "arch",
             Placeholder::Serial => "serial",
+            Placeholder::Variant => "variant",
         }
     }
 }
@@ -53,6 +57,7 @@ pub struct Vars<'a> {
     pub codename: Option<&'a str>,
     pub arch: Option<&'a str>,
     pub serial: Option<&'a str>,
+    pub variant: Option<&'a str>,
 }
 
 impl<'a> Vars<'a> {
@@ -62,6 +67,7 @@ impl<'a> Vars<'a> {
             Placeholder::Codename => self.codename,
             Placeholder::Arch => self.arch,
             Placeholder::Serial => self.serial,
+            Placeholder::Variant => self.variant,
         }
     }
 }
@@ -191,6 +197,7 @@ mod tests {
             codename: Some("noble"),
             arch: Some("amd64"),
             serial: Some("20240821"),
+            variant: None,
         };
         assert_eq!(
             expand("ubuntu-{version}-server-cloudimg-{arch}", &vars).unwrap(),
@@ -201,6 +208,26 @@ mod tests {
             "noble/20240821/"
         );
         assert_eq!(expand("", &vars).unwrap(), "");
+    }
+
+    #[test]
+    fn variant_fills_debian_file_names() {
+        let vars = Vars {
+            version: Some("12"),
+            arch: Some("amd64"),
+            serial: Some("20240717-1811"),
+            variant: Some("genericcloud"),
+            ..Vars::default()
+        };
+        assert_eq!(
+            expand("debian-{version}-{variant}-{arch}-{serial}", &vars).unwrap(),
+            "debian-12-genericcloud-amd64-20240717-1811"
+        );
+        // One letter off is not a placeholder.
+        assert!(matches!(
+            placeholders("{varient}"),
+            Err(PatternError::UnknownPlaceholder { name, .. }) if name == "varient"
+        ));
     }
 
     #[test]

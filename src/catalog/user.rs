@@ -11,31 +11,21 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{CatalogError, STREAM_NAMES};
+use crate::upload::Retire;
 
 /// Largest user catalog accepted; real ones are a few KiB.
 const MAX_USER_CATALOG_BYTES: u64 = 1 << 20;
 
-/// What happens to a Glance image of a serial that retention dropped.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RetirePolicy {
-    /// `os_hidden=true`: gone from default listings, still bootable by id.
-    #[default]
-    Hide,
-    /// Deactivated: no new servers, existing ones keep running.
-    Deactivate,
-    Delete,
-}
-
 /// Where new serials are uploaded, and how old ones are retired.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GlanceTarget {
+pub struct GlanceConfig {
     /// Image API endpoint; default from the environment (`OS_IMAGE_URL`, Keystone's catalog).
     #[serde(default)]
     pub url: Option<String>,
+    /// What becomes of the images of pruned serials: `hide` (default), `deactivate`, `delete`.
     #[serde(default)]
-    pub retire: RetirePolicy,
+    pub retire: Retire,
     /// Glance visibility of uploaded images.
     #[serde(default)]
     pub visibility: Option<String>,
@@ -120,7 +110,7 @@ pub struct UserCatalog {
     #[serde(default)]
     pub hook: Option<String>,
     #[serde(default)]
-    pub glance: Option<GlanceTarget>,
+    pub glance: Option<GlanceConfig>,
     #[serde(rename = "image")]
     pub images: Vec<ImageSpec>,
 }
@@ -317,6 +307,6 @@ mod tests {
     fn retire_policy_words() {
         let text = format!("{MINIMAL}\n[glance]\nretire = \"deactivate\"\n");
         let catalog = UserCatalog::from_toml_str(&text, "test").unwrap();
-        assert_eq!(catalog.glance.unwrap().retire, RetirePolicy::Deactivate);
+        assert_eq!(catalog.glance.unwrap().retire, Retire::Deactivate);
     }
 }

@@ -10,8 +10,10 @@ Exit codes:
   0  success
   1  any other failure (local I/O, malformed input, ...)
   2  usage error (bad option, unknown release, arch, serial or file kind)
-  3  integrity failure (checksum mismatch, bad or missing signature)
-  4  network or server failure after retries
+  3  integrity failure (checksum mismatch, bad or missing signature; upload: the file
+     changed since its metadata was written, or Glance stored different bytes)
+  4  network or server failure after retries (upload: also a failed Glance import)
+  upload: 1 when Glance refuses the bytes (format inspection), 2 for bad credentials
   sync: 5 some entries failed (the others were done), 6 another sync holds the output root
   check: 0 clean, 2 corruptions found, 3 leaked clusters only (as qemu-img check)";
 
@@ -19,7 +21,7 @@ Exit codes:
 #[command(
     name = "cloudimg",
     version,
-    about = "Discover, download, verify and convert Ubuntu cloud images",
+    about = "Discover, download, verify and convert cloud images (Ubuntu, Debian)",
     after_help = EXIT_CODES_HELP
 )]
 pub struct Cli {
@@ -31,14 +33,19 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct Global {
-    /// Base URL of the image site or of a mirror of it.
+    /// Base URL of the image site or of a mirror of it [default: the catalog's site].
     #[arg(long, global = true, env = "CLOUDIMG_MIRROR", value_name = "URL")]
     pub mirror: Option<String>,
     /// OpenPGP public keys (armored or binary) to trust instead of the catalog's built-in keys.
     #[arg(long, global = true, env = "CLOUDIMG_KEYRING", value_name = "FILE")]
     pub keyring: Option<PathBuf>,
-    /// A source catalog file to use instead of the built-in Ubuntu one.
-    #[arg(long, global = true, env = "CLOUDIMG_CATALOG", value_name = "FILE")]
+    /// The image source: a built-in catalog (ubuntu, debian) or a catalog file [default: ubuntu].
+    #[arg(
+        long,
+        global = true,
+        env = "CLOUDIMG_CATALOG",
+        value_name = "NAME|FILE"
+    )]
     pub catalog: Option<PathBuf>,
     /// Where index pages and checksum files are cached for conditional requests
     /// [default: $XDG_CACHE_HOME/cloudimg or ~/.cache/cloudimg].
@@ -70,11 +77,14 @@ pub enum LogFormat {
     Json,
 }
 
+// Built once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// List releases, or the serials and files of one release.
     List(ListArgs),
-    /// Download and verify an image (SHA256SUMS signature, then the file's SHA-256).
+    /// Download and verify an image (the checksum file's signature where the source publishes
+    /// one, then the file's SHA-256 or SHA-512).
     Fetch(FetchArgs),
     /// Fetch, verify, convert and wrap an image for Glance, with its `.glance.json` metadata.
     Prepare(PrepareArgs),
@@ -95,6 +105,8 @@ pub enum Command {
     Resize(ResizeArgs),
     /// Write a cloud-init NoCloud seed ISO (volume `cidata`) and its Glance metadata.
     Seed(SeedArgs),
+    /// Upload artifacts to OpenStack Glance from their `.glance.json` metadata.
+    Upload(UploadArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -113,7 +125,8 @@ pub enum SourceArg {
 
 #[derive(Debug, Args)]
 pub struct Selection {
-    /// Architecture (Ubuntu names: amd64, arm64, armhf, ppc64el, riscv64, s390x).
+    /// Architecture, as the source names it (amd64, arm64, ppc64el, ...) or as Glance does
+    /// (x86_64, aarch64, ppc64le, ...).
     #[arg(long, default_value = "amd64")]
     pub arch: String,
     #[arg(long, value_enum, default_value_t = StreamArg::Released)]
@@ -121,7 +134,8 @@ pub struct Selection {
     /// Discovery source; default simplestreams where the stream has the release, else HTML.
     #[arg(long, value_enum)]
     pub source: Option<SourceArg>,
-    /// A serial such as 20240821 or 20241004.1; `latest` (default) is the newest.
+    /// A serial such as 20240821 or 20241004.1 (Debian: 20240717-1811); `latest` (default) is
+    /// the newest.
     #[arg(long)]
     pub serial: Option<String>,
 }
@@ -136,18 +150,21 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct FetchArgs {
-    /// Codename or version (noble, 24.04).
+    /// Codename or version (noble, 24.04; bookworm, 12).
     pub release: String,
     #[command(flatten)]
     pub selection: Selection,
-    /// File kind, in simplestreams ftype words: disk1.img, disk-kvm.img, vmdk, ova, tar.gz,
-    /// root.tar.xz, squashfs, vhd.tar.gz, manifest, ...
-    #[arg(long = "file", default_value = "disk1.img", value_name = "KIND")]
-    pub kind: String,
+    /// File kind [default: the catalog's, disk1.img for Ubuntu, genericcloud.qcow2 for Debian].
+    /// Ubuntu: simplestreams ftype words (disk1.img, disk-kvm.img, vmdk, ova, tar.gz,
+    /// root.tar.xz, squashfs, vhd.tar.gz, manifest, ...); Debian: <variant>.<format>
+    /// (genericcloud.qcow2, nocloud.raw, generic.tar.xz, ec2.json, ...).
+    #[arg(long = "file", value_name = "KIND")]
+    pub kind: Option<String>,
     /// Output directory.
     #[arg(short = 'o', long = "output", default_value = ".", value_name = "DIR")]
     pub output: PathBuf,
-    /// Skip the OpenPGP check of SHA256SUMS (logged; checksums are still verified).
+    /// Skip the OpenPGP check of SHA256SUMS (logged; checksums are still verified). Sources
+    /// that publish no signature (Debian) are reported as such either way.
     #[arg(long)]
     pub no_verify_signature: bool,
     /// After verifying, convert the image to this disk format (raw, qcow2, vmdk, vhd, vdi).
@@ -322,6 +339,11 @@ pub struct PrepareArgs {
     /// Digest of the OVF manifest (.mf).
     #[arg(long, value_enum, default_value_t = ManifestHashArg::Sha256)]
     pub manifest_hash: ManifestHashArg,
+    /// Then upload the artifacts to Glance (credentials as for `upload`).
+    #[arg(long)]
+    pub upload: bool,
+    #[command(flatten)]
+    pub glance: GlanceArgs,
 }
 
 #[derive(Debug, Args)]
@@ -347,6 +369,41 @@ pub struct SyncArgs {
     /// Skip the OpenPGP check of checksum files (logged; checksums are still verified).
     #[arg(long)]
     pub no_verify_signature: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Credentials come from the usual OpenStack variables: OS_AUTH_URL, OS_USERNAME, OS_PASSWORD,
+OS_PROJECT_NAME or OS_PROJECT_ID, OS_USER_DOMAIN_NAME, OS_PROJECT_DOMAIN_NAME (default
+Default), OS_REGION_NAME, OS_INTERFACE; or OS_APPLICATION_CREDENTIAL_ID and _SECRET; or
+OS_CLOUD naming a cloud of clouds.yaml; or a token. Without any, Glance is called
+unauthenticated (--glance is then required).")]
+pub struct UploadArgs {
+    /// A `<artifact>.glance.json` file, or a directory: every `*.glance.json` directly in it.
+    #[arg(value_name = "DIR_OR_METADATA")]
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub glance: GlanceArgs,
+}
+
+/// How long an import may run before cloudimg stops waiting (large images on slow stores).
+pub const DEFAULT_IMPORT_TIMEOUT_SECONDS: u64 = 1800;
+
+/// Where and how artifacts are uploaded (`upload`, `prepare --upload`).
+#[derive(Debug, Args)]
+pub struct GlanceArgs {
+    /// Glance's URL, instead of the one in the Keystone service catalog.
+    #[arg(long, env = "OS_IMAGE_URL", value_name = "URL")]
+    pub glance: Option<String>,
+    /// A Keystone token sent as X-Auth-Token, instead of authenticating [env: OS_TOKEN].
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Use the interoperable import (stage, then glance-direct) instead of a direct upload.
+    #[arg(long)]
+    pub import: bool,
+    /// Give up waiting for an import after this many seconds (the image is left in place).
+    #[arg(long, default_value_t = DEFAULT_IMPORT_TIMEOUT_SECONDS, value_name = "SECONDS")]
+    pub import_timeout: u64,
 }
 
 #[derive(Debug, Args)]

@@ -23,7 +23,7 @@ pub(super) struct Context {
 impl Context {
     pub(super) fn new(global: &Global) -> Result<Context, Error> {
         let catalog = match &global.catalog {
-            Some(path) => Catalog::from_path(path)?,
+            Some(name_or_path) => Catalog::load(name_or_path)?,
             None => Catalog::builtin("ubuntu")?,
         };
         let base = global
@@ -194,10 +194,19 @@ pub fn fetch(global: &Global, args: FetchArgs) -> Result<i32, Error> {
         }
         None => None,
     };
+    let kind = match args.kind.clone().or(context.catalog.default_kind.clone()) {
+        Some(kind) => kind,
+        None => {
+            return Err(Error::Usage(format!(
+                "catalog {} names no default file kind; pass --file",
+                context.catalog.name
+            )))
+        }
+    };
     let request = FetchRequest {
         query: query(&args.release, &args.selection),
         serial: serial(&args.selection).map(str::to_owned),
-        kind: args.kind.clone(),
+        kind,
         output_dir: args.output.clone(),
         signature,
         convert,
@@ -213,7 +222,7 @@ pub fn fetch(global: &Global, args: FetchArgs) -> Result<i32, Error> {
     if global.json {
         print_json(&fetched);
     } else if !global.quiet {
-        println!("{}  {}", fetched.sha256, fetched.path.display());
+        println!("{}  {}", fetched.digest, fetched.path.display());
     }
     Ok(0)
 }

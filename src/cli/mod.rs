@@ -9,6 +9,7 @@ mod prepare;
 mod progress;
 mod seed;
 mod sync;
+mod upload;
 
 use std::io::IsTerminal;
 
@@ -54,6 +55,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Resize(args) => image::resize(&global, args),
         Command::Seed(args) => seed::seed(&global, args),
         Command::Sync(args) => sync::sync(&global, args),
+        Command::Upload(args) => upload::upload(&global, args),
         Command::Mirror(args) => mirror::mirror(&global, args),
     }
 }

@@ -10,7 +10,7 @@ use cloudimg::pipeline::{
 
 use super::args::{FirmwareArg, Global, ManifestHashArg, PrepareArgs};
 use super::fetch::{query, runtime, serial, Context};
-use super::{print_json, progress};
+use super::{print_json, progress, upload};
 
 fn property(text: &str) -> Result<(String, String), Error> {
     match text.split_once('=') {
@@ -76,16 +76,46 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
             },
         },
     };
+    // Credentials are checked before any download, not after an hour of it.
+    let upload = if args.upload {
+        Some(upload::target_and_options(global, &args.glance)?)
+    } else {
+        None
+    };
     let reporter = progress::reporter(global.quiet);
-    let prepared = runtime()?.block_on(pipeline::prepare(
+    let runtime = runtime()?;
+    let prepared = runtime.block_on(pipeline::prepare(
         &context.client,
         &context.catalog,
         &context.mirror,
         request,
         reporter.as_ref(),
     ))?;
+    let uploaded = match &upload {
+        Some((target, options)) => {
+            let files: Vec<_> = prepared
+                .artifacts
+                .iter()
+                .map(|a| a.metadata_path.clone())
+                .collect();
+            Some(runtime.block_on(cloudimg::upload::upload_artifacts(
+                target,
+                &files,
+                options,
+                reporter.as_ref(),
+            ))?)
+        }
+        None => None,
+    };
     if global.json {
-        print_json(&prepared);
+        let mut report = serde_json::to_value(&prepared).unwrap_or_default();
+        if let (Some(images), Some(fields)) = (&uploaded, report.as_object_mut()) {
+            fields.insert(
+                "uploaded".into(),
+                serde_json::to_value(images).unwrap_or_default(),
+            );
+        }
+        print_json(&report);
     } else if !global.quiet {
         for artifact in &prepared.artifacts {
             let meta = &artifact.metadata;
@@ -100,6 +130,9 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
                 println!("  {}", file.display());
             }
             println!("  {}", artifact.metadata_path.display());
+        }
+        if let Some(images) = &uploaded {
+            upload::print_uploaded(images);
         }
     }
     Ok(0)

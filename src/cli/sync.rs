@@ -7,9 +7,9 @@ use cloudimg::catalog::user::UserCatalog;
 use cloudimg::pipeline::Error;
 use cloudimg::sync::{self, Outcome, SyncError, SyncOptions};
 
-use super::args::{Global, SyncArgs};
+use super::args::{GlanceArgs, Global, SyncArgs, DEFAULT_IMPORT_TIMEOUT_SECONDS};
 use super::fetch::{runtime, Context};
-use super::{print_json, progress};
+use super::{print_json, progress, upload};
 
 /// Some entries failed; the others were done.
 pub const EXIT_SOME_FAILED: i32 = 5;
@@ -37,6 +37,21 @@ pub fn sync(global: &Global, args: SyncArgs) -> Result<i32, Error> {
             None => None,
         },
         skip_signature: args.no_verify_signature,
+        glance: match &catalog.glance {
+            Some(config) => {
+                let args = GlanceArgs {
+                    glance: config
+                        .url
+                        .clone()
+                        .or_else(|| std::env::var("OS_IMAGE_URL").ok().filter(|u| !u.is_empty())),
+                    token: None,
+                    import: false,
+                    import_timeout: DEFAULT_IMPORT_TIMEOUT_SECONDS,
+                };
+                Some(upload::target_and_options(global, &args)?)
+            }
+            None => None,
+        },
     };
     let reporter = progress::reporter(global.quiet);
     let result = runtime()?.block_on(sync::sync(

@@ -18,7 +18,7 @@ use super::{Client, ClientConfig, FetchError};
 pub(crate) const DOCUMENT_LIMIT: u64 = 64 << 20;
 
 /// Sent with every request so mirror operators can tell who is calling.
-const USER_AGENT: &str = concat!("cloudimg/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("cloudimg/", env!("CARGO_PKG_VERSION"));
 
 pub(crate) fn build_http(config: &ClientConfig) -> Result<reqwest::Client, FetchError> {
     // No overall timeout: a multi-GiB download may legitimately take an hour. Stalls are caught

@@ -2,9 +2,10 @@
 //!
 //! Bytes go to `<dest>.part`; `<dest>.part.meta` records the URL and the validator (ETag or
 //! Last-Modified) of the response that started the part, so a later run can ask for the rest
-//! with `Range` + `If-Range`. SHA-256 is computed as bytes arrive, on a blocking thread that also
-//! writes the file, fed from a small buffer pool (`sink.rs`) so hashing overlaps the network transfer and
-//! memory stays flat. On success the part is fsynced and renamed over `dest`; on a digest
+//! with `Range` + `If-Range`. The digest (SHA-256, or SHA-512 when that is what the source
+//! publishes) is computed as bytes arrive, on a blocking thread that also writes the file, fed
+//! from a small buffer pool (`sink.rs`) so hashing overlaps the network transfer and memory
+//! stays flat. On success the part is fsynced and renamed over `dest`; on a digest
 //! mismatch it is deleted; on a network error or an interruption it stays, to be resumed.
 
 use std::fs::{File, OpenOptions};
@@ -13,7 +14,6 @@ use std::path::{Path, PathBuf};
 use reqwest::header;
 use reqwest::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tracing::debug;
 use url::Url;
 
@@ -23,8 +23,9 @@ use super::lock::DestLock;
 use super::retry::{Failure, Retry};
 use super::sink::Sink;
 use super::{Client, Download, Downloaded, FetchError};
-use crate::io::hashing;
+use crate::io::hashing::{self, ContentHasher};
 use crate::io::progress::Reporter;
+use crate::verify::digest::DigestAlgorithm;
 
 /// A parsed `Content-Range: bytes first-last/total` (RFC 9110 §14.4).
 #[derive(Debug, PartialEq, Eq)]
@@ -103,10 +104,10 @@ async fn blocking<T: Send + 'static>(
         .map_err(|join| FetchError::io(path, std::io::Error::other(join.to_string())))?
 }
 
-/// SHA-256 and length of a whole file, streamed.
-fn hash_file(path: &Path) -> Result<(Sha256, u64), FetchError> {
+/// The digest state and length of a whole file, streamed.
+fn hash_file(path: &Path, algorithm: DigestAlgorithm) -> Result<(ContentHasher, u64), FetchError> {
     let mut file = File::open(path).map_err(|source| FetchError::io(path, source))?;
-    let mut hasher = Sha256::new();
+    let mut hasher = ContentHasher::new(algorithm);
     let size = hashing::hash_reader(&mut file, &mut hasher)
         .map_err(|source| FetchError::io(path, source))?;
     Ok((hasher, size))
@@ -114,11 +115,27 @@ fn hash_file(path: &Path) -> Result<(Sha256, u64), FetchError> {
 
 /// `<dest>.part` as far as this run knows it: its length, the hash of those bytes, and the
 /// validators of the response they came from.
-#[derive(Default)]
 struct Part {
     len: u64,
-    hasher: Sha256,
+    hasher: ContentHasher,
     validators: Validators,
+}
+
+impl Part {
+    fn empty(algorithm: DigestAlgorithm) -> Part {
+        Part {
+            len: 0,
+            hasher: ContentHasher::new(algorithm),
+            validators: Validators::default(),
+        }
+    }
+}
+
+/// The algorithm a download hashes with: the expected digest's, else SHA-256.
+fn algorithm_of(request: &Download) -> DigestAlgorithm {
+    request
+        .expected_digest
+        .map_or(DigestAlgorithm::Sha256, |digest| digest.algorithm())
 }
 
 struct Paths {
@@ -207,7 +224,7 @@ pub(crate) async fn run(
 
 /// The destination, if it already holds the expected bytes.
 async fn up_to_date(request: &Download) -> Result<Option<Downloaded>, FetchError> {
-    let Some(expected) = request.expected_sha256 else {
+    let Some(expected) = request.expected_digest else {
         return Ok(None);
     };
     let dest = request.dest.clone();
@@ -224,11 +241,12 @@ async fn up_to_date(request: &Download) -> Result<Option<Downloaded>, FetchError
         return Ok(None);
     }
     let path = dest.clone();
-    let (hasher, size) = blocking(&dest, move || hash_file(&path)).await?;
-    let sha256 = hashing::finish(hasher);
-    Ok((sha256 == expected).then_some(Downloaded {
+    let algorithm = expected.algorithm();
+    let (hasher, size) = blocking(&dest, move || hash_file(&path, algorithm)).await?;
+    let digest = hashing::finish(hasher);
+    Ok((digest == expected).then_some(Downloaded {
         path: dest,
-        sha256,
+        digest,
         size,
         transferred: 0,
         resumed_from: 0,
@@ -243,7 +261,8 @@ async fn recover_part(paths: &Paths, request: &Download) -> Result<Part, FetchEr
     let meta_path = paths.meta.clone();
     let url = request.url.clone();
     let expected_size = request.expected_size;
-    let expected_sha256 = request.expected_sha256;
+    let expected_digest = request.expected_digest;
+    let algorithm = algorithm_of(request);
     blocking(&paths.part, move || {
         let validators = std::fs::read(&meta_path)
             .ok()
@@ -258,11 +277,11 @@ async fn recover_part(paths: &Paths, request: &Download) -> Result<Part, FetchEr
             _ => false,
         };
         if let (true, Some(validators)) = (resumable, validators) {
-            let (hasher, len) = hash_file(&part_path)?;
+            let (hasher, len) = hash_file(&part_path, algorithm)?;
             // A part of full length is either the finished file (killed before the rename) or
             // stale bytes of the same size; only the digest tells.
             let complete_but_wrong = expected_size == Some(len)
-                && expected_sha256.is_some_and(|sha| hashing::finish(hasher.clone()) != sha);
+                && expected_digest.is_some_and(|digest| hashing::finish(hasher.clone()) != digest);
             if !complete_but_wrong {
                 debug!(path = %part_path.display(), len, "resuming partial download");
                 return Ok(Part {
@@ -274,7 +293,7 @@ async fn recover_part(paths: &Paths, request: &Download) -> Result<Part, FetchEr
         }
         remove_if_present(&part_path)?;
         remove_if_present(&meta_path)?;
-        Ok(Part::default())
+        Ok(Part::empty(algorithm))
     })
     .await
 }
@@ -312,7 +331,7 @@ impl Transfer<'_> {
             remove_if_present(&part)
         })
         .await?;
-        self.part = Part::default();
+        self.part = Part::empty(algorithm_of(self.request));
         self.resumed_from = 0;
         // The bytes counted so far are void: close the operation and open a new one from zero.
         self.reporter.finish();
@@ -419,7 +438,10 @@ impl Transfer<'_> {
             .open(&path)
             .map_err(|source| FetchError::io(&path, source))?;
         let guard = self.lock.share(&self.paths.dest)?;
-        let hasher = std::mem::take(&mut self.part.hasher);
+        let hasher = std::mem::replace(
+            &mut self.part.hasher,
+            ContentHasher::new(algorithm_of(self.request)),
+        );
         let mut sink = Sink::start(file, self.part.len, hasher, guard);
         let mut received = 0u64;
         let outcome = loop {
@@ -456,16 +478,16 @@ impl Transfer<'_> {
 
     /// Checks the complete part, then makes it the destination durably.
     async fn finalize(self) -> Result<Downloaded, FetchError> {
-        let sha256 = hashing::finish(self.part.hasher);
+        let digest = hashing::finish(self.part.hasher);
         let size = self.part.len;
         let url = Box::new(self.request.url.clone());
-        let mismatch = if let Some(expected) = self.request.expected_sha256.filter(|e| *e != sha256)
+        let mismatch = if let Some(expected) = self.request.expected_digest.filter(|e| *e != digest)
         {
             Some(FetchError::DigestMismatch {
                 path: self.paths.dest.clone(),
                 url,
-                expected,
-                actual: sha256,
+                expected: Box::new(expected),
+                actual: Box::new(digest),
             })
         } else if let Some(expected) = self.request.expected_size.filter(|e| *e != size) {
             Some(FetchError::SizeMismatch {
@@ -507,7 +529,7 @@ impl Transfer<'_> {
             resumed_from = self.resumed_from, "downloaded");
         Ok(Downloaded {
             path: dest,
-            sha256,
+            digest,
             size,
             transferred: self.transferred,
             resumed_from: self.resumed_from,
@@ -519,7 +541,8 @@ impl Transfer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verify::digest::Sha256Digest;
+    use crate::verify::digest::{FileDigest, Sha256Digest};
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn content_range_with_total_is_parsed() {
@@ -583,11 +606,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"abc").unwrap();
-        let (hasher, size) = hash_file(&path).unwrap();
+        let (hasher, size) = hash_file(&path, DigestAlgorithm::Sha256).unwrap();
         assert_eq!(size, 3);
         assert_eq!(
             hashing::finish(hasher),
-            Sha256Digest(Sha256::digest(b"abc").into())
+            FileDigest::Sha256(Sha256Digest(Sha256::digest(b"abc").into()))
+        );
+        let (hasher, _) = hash_file(&path, DigestAlgorithm::Sha512).unwrap();
+        assert_eq!(
+            hashing::finish(hasher).as_bytes(),
+            sha2::Sha512::digest(b"abc").as_slice()
         );
     }
 }

@@ -9,10 +9,10 @@
 //! Every request retries transient failures with capped exponential backoff (`retry.rs`).
 
 mod cache;
-mod client;
+pub(crate) mod client;
 mod download;
 mod lock;
-mod retry;
+pub(crate) mod retry;
 mod sink;
 
 use std::path::PathBuf;
@@ -22,7 +22,7 @@ use bytes::Bytes;
 use url::Url;
 
 use crate::io::progress::Reporter;
-use crate::verify::digest::Sha256Digest;
+use crate::verify::digest::FileDigest;
 use crate::ErrorKind;
 
 /// Network behaviour, from the CLI's global options.
@@ -57,7 +57,9 @@ pub struct Download {
     pub url: Url,
     /// Final path; bytes go to `<dest>.part` first.
     pub dest: PathBuf,
-    pub expected_sha256: Option<Sha256Digest>,
+    /// The digest the bytes must have; its algorithm is the one computed while downloading
+    /// (SHA-256 when `None`).
+    pub expected_digest: Option<FileDigest>,
     pub expected_size: Option<u64>,
 }
 
@@ -65,7 +67,8 @@ pub struct Download {
 #[derive(Clone, Debug)]
 pub struct Downloaded {
     pub path: PathBuf,
-    pub sha256: Sha256Digest,
+    /// In the expected digest's algorithm (SHA-256 when none was expected).
+    pub digest: FileDigest,
     pub size: u64,
     /// Bytes received over the network in this run.
     pub transferred: u64,
@@ -125,13 +128,14 @@ pub enum FetchError {
         #[source]
         source: std::io::Error,
     },
-    #[error("checksum mismatch for {path} from {url}: expected sha256 {expected}, got {actual}")]
+    #[error("checksum mismatch for {path} from {url}: expected {} {expected}, got {actual}", expected.algorithm())]
     DigestMismatch {
         path: PathBuf,
         /// Boxed, like `SizeMismatch`'s, to keep the error small enough to return by value.
         url: Box<Url>,
-        expected: Sha256Digest,
-        actual: Sha256Digest,
+        /// Boxed: a SHA-512 pair alone would pass the size limit.
+        expected: Box<FileDigest>,
+        actual: Box<FileDigest>,
     },
     #[error("size mismatch for {path} from {url}: expected {expected} bytes, got {actual}")]
     SizeMismatch {
@@ -216,10 +220,11 @@ impl Client {
         self.fetch_document(url).await
     }
 
-    /// Downloads one file: resume, retries, SHA-256 as bytes arrive, fsync and atomic rename.
+    /// Downloads one file: resume, retries, the digest (SHA-256 or SHA-512) as bytes arrive,
+    /// fsync and atomic rename.
     ///
     /// Holds `<dest>.lock` throughout, so a concurrent download of the same destination waits
-    /// and then finds it done. A `dest` that already has `expected_sha256` is not fetched again
+    /// and then finds it done. A `dest` that already has `expected_digest` is not fetched again
     /// (without an expected digest it always is). The `dest` directory is created if missing.
     ///
     /// The reporter sees `start` (with the bytes kept from an earlier `.part`), `advance` per

@@ -92,14 +92,27 @@ impl Retry {
         if !failure.error.is_transient() {
             return Err(failure.error);
         }
-        if self.done >= self.retries {
+        let Some(delay) = self.next_delay(failure.retry_after) else {
             return Err(FetchError::GaveUp {
                 url: url.clone(),
-                attempts: self.done + 1,
+                attempts: self.attempts(),
                 last: Box::new(failure.error),
             });
+        };
+        debug!(url = %url, retry = self.done, delay_ms = delay.as_millis() as u64,
+            error = %failure.error, "retrying");
+        tokio::time::sleep(delay).await;
+        Ok(())
+    }
+
+    /// After a transient failure: the wait before the next attempt (the server's `Retry-After`,
+    /// else the jittered backoff), counting that attempt; `None` once the retries are spent.
+    /// For callers with their own error type (the Glance client).
+    pub(crate) fn next_delay(&mut self, retry_after: Option<Duration>) -> Option<Duration> {
+        if self.done >= self.retries {
+            return None;
         }
-        let delay = match failure.retry_after {
+        let delay = match retry_after {
             Some(delay) => delay,
             None => {
                 let delay = backoff(self.base, self.done);
@@ -107,10 +120,12 @@ impl Retry {
             }
         };
         self.done += 1;
-        debug!(url = %url, retry = self.done, delay_ms = delay.as_millis() as u64,
-            error = %failure.error, "retrying");
-        tokio::time::sleep(delay).await;
-        Ok(())
+        Some(delay)
+    }
+
+    /// Attempts made so far, the first one included.
+    pub(crate) fn attempts(&self) -> u32 {
+        self.done + 1
     }
 }
 
@@ -153,6 +168,25 @@ mod tests {
         assert_eq!(parse_retry_after(later, now), Some(Duration::from_secs(10)));
         let earlier = "Sun, 06 Nov 1994 08:49:00 GMT";
         assert_eq!(parse_retry_after(earlier, now), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn next_delay_runs_out_after_the_configured_retries() {
+        let config = ClientConfig {
+            retries: 2,
+            backoff_base: Duration::from_millis(10),
+            ..ClientConfig::default()
+        };
+        let mut retry = Retry::new(&config);
+        assert_eq!(retry.attempts(), 1);
+        let first = retry.next_delay(None).expect("first retry");
+        assert!(first >= Duration::from_millis(10) && first < Duration::from_millis(12));
+        assert_eq!(
+            retry.next_delay(Some(Duration::from_secs(3))),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(retry.next_delay(None), None);
+        assert_eq!(retry.attempts(), 3);
     }
 
     #[test]

@@ -9,11 +9,10 @@
 use std::fs::File;
 use std::io::{self, Write};
 
-use sha2::Sha256;
 use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinHandle};
 
-use crate::io::hashing::HashingWriter;
+use crate::io::hashing::{ContentHasher, HashingWriter};
 
 /// Size of each pooled buffer, and so of each write to the part file. Small enough to stay in
 /// the writer core's cache while it is written and hashed (1 MiB buffers measured about twice
@@ -48,7 +47,7 @@ fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
 /// What the writer thread leaves: the hasher continued over every byte written, the count of
 /// those bytes, and the first write error if any.
 pub(crate) struct Written {
-    pub(crate) hasher: Sha256,
+    pub(crate) hasher: ContentHasher,
     pub(crate) bytes: u64,
     pub(crate) result: io::Result<()>,
 }
@@ -69,7 +68,7 @@ impl Sink {
     pub(crate) fn start<G: Send + 'static>(
         file: File,
         offset: u64,
-        hasher: Sha256,
+        hasher: ContentHasher,
         guard: G,
     ) -> Sink {
         let (full, mut full_rx) = mpsc::channel::<Vec<u8>>(POOL_BUFFERS);
@@ -160,7 +159,7 @@ impl Sink {
 mod tests {
     use super::*;
     use crate::io::hashing;
-    use sha2::Digest;
+    use sha2::{Digest, Sha256};
 
     #[tokio::test]
     async fn odd_sized_pushes_arrive_whole_and_hashed() {
@@ -169,7 +168,12 @@ mod tests {
         let data: Vec<u8> = (0..BUFFER_SIZE * 9 + 12345)
             .map(|i| (i % 251) as u8)
             .collect();
-        let mut sink = Sink::start(File::create(&path).unwrap(), 0, Sha256::new(), ());
+        let mut sink = Sink::start(
+            File::create(&path).unwrap(),
+            0,
+            ContentHasher::default(),
+            (),
+        );
         // Sizes that straddle buffer boundaries, and more data than the pool holds at once.
         for piece in data.chunks(BUFFER_SIZE / 3 + 7) {
             assert!(sink.push(piece).await);
@@ -178,8 +182,8 @@ mod tests {
         written.result.unwrap();
         assert_eq!(written.bytes, data.len() as u64);
         assert_eq!(
-            hashing::finish(written.hasher).0,
-            <[u8; 32]>::from(Sha256::digest(&data))
+            hashing::finish(written.hasher).as_bytes(),
+            Sha256::digest(&data).as_slice()
         );
         assert!(std::fs::read(&path).unwrap() == data);
     }
@@ -190,7 +194,7 @@ mod tests {
         let path = dir.path().join("part");
         std::fs::write(&path, b"").unwrap();
         // Read-only: every write fails.
-        let mut sink = Sink::start(File::open(&path).unwrap(), 0, Sha256::new(), ());
+        let mut sink = Sink::start(File::open(&path).unwrap(), 0, ContentHasher::default(), ());
         let mut accepted = true;
         for _ in 0..POOL_BUFFERS * 4 {
             accepted &= sink.push(&[0u8; BUFFER_SIZE]).await;

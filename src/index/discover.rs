@@ -20,7 +20,7 @@ use super::streams::{self, Product, Products};
 use super::{html, sums, IndexError};
 use crate::catalog::{pattern, Arch, Catalog, Signature, StreamSpec, Vars, STREAM_NAMES};
 use crate::fetch::{Client, FetchError};
-use crate::verify::digest::Sha256Digest;
+use crate::verify::digest::{Sha256Digest, Sha512Digest};
 
 /// How many known serials an "unknown serial" error quotes.
 const SERIALS_QUOTED: usize = 8;
@@ -148,6 +148,9 @@ pub struct FileEntry {
     pub size_exact: bool,
     /// From simplestreams, or from the (not yet signature-checked) checksum file.
     pub sha256: Option<Sha256Digest>,
+    /// From a SHA-512 checksum file (Debian's, unsigned).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha512: Option<Sha512Digest>,
 }
 
 /// The files of one build of one release on one arch.
@@ -235,7 +238,7 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
                 return Ok(releases_of_products(&docs.products));
             }
         }
-        self.html_releases(spec).await
+        self.html_releases(stream, spec).await
     }
 
     /// The serials of a release on an arch, newest first (aliases such as `current` excluded).
@@ -325,7 +328,8 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
             version: Some(&listing.release.version),
             codename: Some(&listing.release.codename),
             arch: Some(&listing.arch),
-            serial: None,
+            serial: Some(&listing.serial),
+            variant: None,
         };
         let name = self
             .catalog
@@ -338,6 +342,7 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
             size: None,
             size_exact: false,
             sha256: None,
+            sha512: None,
         })
     }
 
@@ -415,9 +420,16 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
         }))
     }
 
-    async fn html_releases(&self, spec: &StreamSpec) -> Result<Vec<Release>, IndexError> {
+    async fn html_releases(
+        &self,
+        stream: Stream,
+        spec: &StreamSpec,
+    ) -> Result<Vec<Release>, IndexError> {
         let url = join(&self.mirror, &spec.releases_dir)?;
         let entries = self.html_listing(&url).await?;
+        if !self.catalog.releases.is_empty() {
+            return self.declared_releases(stream, spec, &url, &entries).await;
+        }
         let mut releases: Vec<Release> = Vec::new();
         for entry in entries.iter().filter(|e| e.is_dir) {
             let Some(description) = &entry.description else {
@@ -430,6 +442,52 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
             }
         }
         release::sort_releases(&mut releases);
+        Ok(releases)
+    }
+
+    /// The catalog's releases that the stream carries and whose folder exists, in the catalog's
+    /// order (oldest first). `release_dir` is walked from the releases page one listed folder
+    /// at a time (`bookworm/`, then `daily/` in `bookworm/`), so deeper listings are fetched
+    /// only for releases the page has.
+    async fn declared_releases(
+        &self,
+        stream: Stream,
+        spec: &StreamSpec,
+        releases_url: &Url,
+        top: &[html::ListingEntry],
+    ) -> Result<Vec<Release>, IndexError> {
+        let mut releases = Vec::new();
+        for declared in &self.catalog.releases {
+            if !declared.in_stream(stream.name()) {
+                continue;
+            }
+            let vars = Vars {
+                version: Some(&declared.version),
+                codename: Some(&declared.codename),
+                ..Vars::default()
+            };
+            let dir = pattern::expand(&spec.release_dir, &vars)?;
+            let below = dir.strip_prefix(&spec.releases_dir).unwrap_or(&dir);
+            let folders: Vec<&str> = below.split('/').filter(|s| !s.is_empty()).collect();
+            let mut url = releases_url.clone();
+            let mut deeper: Option<Vec<html::ListingEntry>> = None;
+            let mut present = true;
+            for (depth, folder) in folders.iter().enumerate() {
+                let entries = deeper.as_deref().unwrap_or(top);
+                if !entries.iter().any(|e| e.is_dir && e.name == *folder) {
+                    debug!(release = %declared.codename, url = %url, folder, "not on this mirror");
+                    present = false;
+                    break;
+                }
+                url = join(&url, &format!("{folder}/"))?;
+                if depth + 1 < folders.len() {
+                    deeper = Some(self.html_listing(&url).await?);
+                }
+            }
+            if present {
+                releases.push(release::from_declared(declared));
+            }
+        }
         Ok(releases)
     }
 
@@ -487,7 +545,7 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
                 }
             }
         }
-        let releases = self.html_releases(spec).await?;
+        let releases = self.html_releases(query.stream, spec).await?;
         let found = release::resolve(&releases, &query.release)
             .ok_or_else(|| unknown(&releases))?
             .clone();
@@ -578,33 +636,38 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
             source: Box::new(source),
         })?;
         let release = &resolved.release;
-        let prefix = pattern::expand(
-            &resolved.spec.file_prefix,
-            &Vars {
-                version: Some(&release.version),
-                codename: Some(&release.codename),
-                arch: Some(&resolved.arch.name),
-                serial: None,
-            },
-        )?;
-        let mut files = Vec::new();
-        for entry in sums {
-            let Some(remainder) = entry.name.strip_prefix(prefix.as_str()) else {
+        let vars = Vars {
+            version: Some(&release.version),
+            codename: Some(&release.codename),
+            arch: Some(&resolved.arch.name),
+            serial: Some(serial),
+            variant: None,
+        };
+        let by_name: HashMap<&str, &sums::SumEntry> =
+            sums.iter().map(|e| (e.name.as_str(), e)).collect();
+        let algorithm = self.catalog.checksums.algorithm;
+        let mut files: Vec<FileEntry> = Vec::new();
+        // Each kind's name for this build, kept when the checksum file lists it; on a name two
+        // kinds share, the first kind wins.
+        for kind in self.catalog.kinds.iter().filter(|k| k.dir.is_none()) {
+            let Some(name) = self.catalog.file_name(resolved.spec, kind, &vars)? else {
                 continue;
             };
-            let Some(kind) = self
-                .catalog
-                .kind_for_remainder(remainder, Some(&release.version))
-            else {
+            let Some(entry) = by_name.get(name.as_str()) else {
                 continue;
             };
+            if files.iter().any(|f| f.name == name) {
+                continue;
+            }
+            let digest = entry.file_digest(algorithm);
             files.push(FileEntry {
-                url: file_url(&dir_url, &entry.name)?,
+                url: file_url(&dir_url, &name)?,
                 ftype: Some(kind.ftype.clone()),
-                size: sizes.get(&entry.name).copied().flatten(),
+                size: sizes.get(&name).copied().flatten(),
                 size_exact: false,
-                sha256: entry.sha256(),
-                name: entry.name,
+                sha256: digest.and_then(|d| d.sha256()),
+                sha512: digest.and_then(|d| d.sha512()),
+                name,
             });
         }
         files.sort_by(|a, b| a.name.cmp(&b.name));
@@ -689,6 +752,7 @@ fn streams_files(
             size: item.size,
             size_exact: item.size.is_some(),
             sha256: item.sha256,
+            sha512: None,
         });
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
@@ -1167,6 +1231,130 @@ mod tests {
         assert_eq!(error.kind(), ErrorKind::Usage);
         assert_eq!("HTML".parse::<SourceKind>().unwrap(), SourceKind::Html);
         assert!("ftp".parse::<SourceKind>().is_err());
+    }
+
+    /// One table-form row (Debian's Apache 2.4 `HTMLTable`): icon and name both link.
+    fn table_row(href: &str, size: &str) -> String {
+        format!(
+            "<tr class=\"odd\"><td class=\"indexcolicon\"><a href=\"{href}\"><img src=\"/icons2/folder.png\" alt=\"[DIR]\"></a></td>\
+             <td class=\"indexcolname\"><a href=\"{href}\">{href}</a></td>\
+             <td class=\"indexcollastmod\">2024-07-17 18:11  </td><td class=\"indexcolsize\">{size}</td></tr>\n"
+        )
+    }
+
+    fn table(rows: &[String]) -> String {
+        format!(
+            "<table id=\"indexlist\">\n<tr class=\"even\"><td class=\"indexcolicon\"><a href=\"/images/\"><img src=\"/icons2/go-previous.png\" alt=\"[PARENTDIR]\"></a></td>\
+             <td class=\"indexcolname\"><a href=\"/images/\">Parent Directory</a></td><td class=\"indexcollastmod\">&nbsp;</td><td class=\"indexcolsize\">  - </td></tr>\n{}</table>",
+            rows.concat()
+        )
+    }
+
+    /// bookworm with two dated builds (one day, counters 999 and 1000) and `latest/`; trixie
+    /// listed but without a `daily/` folder.
+    fn debian_mirror() -> FakeMirror {
+        let serial = "20240717-1000";
+        let names = [
+            format!("debian-12-genericcloud-amd64-{serial}.qcow2"),
+            format!("debian-12-genericcloud-amd64-{serial}.tar.xz"),
+            format!("debian-12-nocloud-amd64-{serial}.raw"),
+            format!("debian-12-genericcloud-arm64-{serial}.qcow2"),
+            // Another release's file in the same folder is nobody's kind here.
+            format!("debian-13-genericcloud-amd64-{serial}.qcow2"),
+        ];
+        let sums: String = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| format!("{}  {name}\n", format!("{i:02x}").repeat(64)))
+            .collect();
+        let mut rows: Vec<String> = names.iter().map(|n| table_row(n, "339M")).collect();
+        rows.push(table_row("SHA512SUMS", "1.2K"));
+        FakeMirror::default()
+            .with(
+                "",
+                table(&[
+                    table_row("bookworm/", "  - "),
+                    table_row("sid/", "  - "),
+                    table_row("trixie/", "  - "),
+                ]),
+            )
+            .with(
+                "bookworm/",
+                table(&[
+                    table_row("20240717-1000/", "  - "),
+                    table_row("20240717-999/", "  - "),
+                    table_row("daily/", "  - "),
+                    table_row("latest/", "  - "),
+                ]),
+            )
+            .with("sid/", table(&[table_row("daily/", "  - ")]))
+            .with("trixie/", table(&[table_row("20250811-2185/", "  - ")]))
+            .with(&format!("bookworm/{serial}/"), table(&rows))
+            .with(&format!("bookworm/{serial}/SHA512SUMS"), sums)
+    }
+
+    #[tokio::test]
+    async fn debian_table_listings_give_declared_releases_and_dated_builds() {
+        let fake = debian_mirror();
+        let catalog = Catalog::builtin("debian").unwrap();
+        let discovery = Discovery::new(&fake, &catalog, mirror());
+        let codenames =
+            |releases: Vec<Release>| releases.into_iter().map(|r| r.codename).collect::<Vec<_>>();
+        let released = discovery.releases(Stream::Released, None).await.unwrap();
+        assert_eq!(codenames(released), ["bookworm", "trixie"]);
+        // trixie/ has no daily/ folder; sid/ has only that.
+        let daily = discovery.releases(Stream::Daily, None).await.unwrap();
+        assert_eq!(codenames(daily), ["bookworm", "sid"]);
+
+        let q = query("12", "x86_64", Stream::Released, None);
+        assert_eq!(
+            discovery.serials(&q).await.unwrap(),
+            ["20240717-1000", "20240717-999"]
+        );
+        let listing = discovery.listing(&q, None).await.unwrap();
+        assert_eq!(listing.source, SourceKind::Html);
+        assert_eq!(listing.signature_url, None);
+        assert_eq!(
+            listing.sums_url.as_str(),
+            "https://mirror.test/bookworm/20240717-1000/SHA512SUMS"
+        );
+        let kinds: Vec<(&str, &str)> = listing
+            .files
+            .iter()
+            .map(|f| (f.ftype.as_deref().unwrap(), f.name.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (
+                    "genericcloud.qcow2",
+                    "debian-12-genericcloud-amd64-20240717-1000.qcow2"
+                ),
+                (
+                    "genericcloud.tar.xz",
+                    "debian-12-genericcloud-amd64-20240717-1000.tar.xz"
+                ),
+                ("nocloud.raw", "debian-12-nocloud-amd64-20240717-1000.raw"),
+            ]
+        );
+        let qcow2 = listing.file("genericcloud.qcow2").unwrap();
+        assert_eq!(qcow2.sha256, None);
+        assert_eq!(qcow2.sha512.unwrap().to_hex(), "00".repeat(64));
+        assert_eq!(qcow2.size, Some(339 << 20));
+        let raw = listing.file("nocloud.raw").unwrap();
+        assert_eq!(raw.sha512.unwrap().to_hex(), "02".repeat(64));
+        // `latest/` is an alias, not a serial.
+        let error = discovery.listing(&q, Some("latest")).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Usage);
+        // sid is declared for the daily stream only.
+        let error = discovery
+            .serials(&query("sid", "amd64", Stream::Released, None))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, IndexError::UnknownRelease { .. }),
+            "{error}"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use std::cmp::Ordering;
 
-use crate::catalog::compare_versions;
+use crate::catalog::{compare_versions, ReleaseSpec};
 
 /// A release of the distribution.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -66,6 +66,23 @@ pub fn release_from_description(folder: &str, description: &str) -> Option<Relea
         eol: None,
         aliases: Vec::new(),
     })
+}
+
+/// A release as the catalog declares it (sites whose listings carry no descriptions).
+pub fn from_declared(spec: &ReleaseSpec) -> Release {
+    Release {
+        codename: spec.codename.clone(),
+        version: spec.version.clone(),
+        title: spec.title.clone().unwrap_or_else(|| spec.version.clone()),
+        codename_title: None,
+        supported: spec.supported,
+        eol: spec.eol.clone(),
+        aliases: spec
+            .aliases
+            .iter()
+            .map(|a| a.to_ascii_lowercase())
+            .collect(),
+    }
 }
 
 /// `24.04`, `12`: digits with at most one dot between digits.

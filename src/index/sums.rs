@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use crate::catalog::DigestAlgorithm;
-use crate::verify::digest::Sha256Digest;
+use crate::verify::digest::{FileDigest, Sha256Digest};
 
 /// Upper bound for a checksum file: real ones list under a hundred files (about 7 KiB).
 pub const MAX_SUMS_BYTES: usize = 4 * 1024 * 1024;
@@ -36,6 +36,11 @@ impl SumEntry {
         <[u8; 32]>::try_from(self.digest.as_slice())
             .ok()
             .map(Sha256Digest)
+    }
+
+    /// The digest in the file's algorithm (the parser only accepts that algorithm's length).
+    pub fn file_digest(&self, algorithm: DigestAlgorithm) -> Option<FileDigest> {
+        FileDigest::from_bytes(algorithm, &self.digest)
     }
 }
 
@@ -158,9 +163,49 @@ mod tests {
         let entries = parse(line.as_bytes(), DigestAlgorithm::Sha512).unwrap();
         assert_eq!(entries[0].digest.len(), 64);
         assert_eq!(entries[0].sha256(), None);
+        let digest = entries[0].file_digest(DigestAlgorithm::Sha512).unwrap();
+        assert_eq!(digest.to_hex(), hex);
         assert_eq!(entries[0].name, "debian-12-genericcloud-amd64.qcow2");
         // The same line is not a SHA-256 line.
         assert!(parse(line.as_bytes(), DigestAlgorithm::Sha256).is_err());
+    }
+
+    /// A line as Debian writes SHA512SUMS: 128 hex digits, two spaces, no `*`.
+    fn debian_line(hex: &str) -> String {
+        format!("{hex}  debian-12-genericcloud-amd64-20240717-1811.qcow2\n")
+    }
+
+    #[test]
+    fn debian_sha512_line_and_its_one_byte_damages() {
+        let hex = "0123456789abcdef".repeat(8);
+        let good = parse(debian_line(&hex).as_bytes(), DigestAlgorithm::Sha512).unwrap();
+        assert_eq!(good[0].mode, Mode::Text);
+        assert_eq!(
+            good[0]
+                .file_digest(DigestAlgorithm::Sha512)
+                .unwrap()
+                .to_hex(),
+            hex
+        );
+        let damaged = [
+            // One digit short: the name's first character is read as a digit, then no separator.
+            debian_line(&hex[..127]),
+            // One digit too many.
+            debian_line(&format!("{hex}0")),
+            // One non-hex digit.
+            debian_line(&format!("{}x", &hex[..127])),
+            // One space instead of two.
+            format!("{hex} debian-12-genericcloud-amd64-20240717-1811.qcow2\n"),
+        ];
+        for line in damaged {
+            assert!(
+                matches!(
+                    parse(line.as_bytes(), DigestAlgorithm::Sha512),
+                    Err(SumsError::BadLine { line: 1, .. })
+                ),
+                "{line:?}"
+            );
+        }
     }
 
     fn rejected(line: &str) -> SumsError {

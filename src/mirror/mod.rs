@@ -26,14 +26,17 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use crate::catalog::user::{ImageSpec, UserCatalog};
-use crate::catalog::{pattern, Catalog, CatalogError, Signature, StreamSpec, Vars};
+use crate::catalog::{
+    pattern, Catalog, CatalogError, DigestAlgorithm, Signature, StreamSpec, Vars,
+};
 use crate::fetch::{Client, Download};
 use crate::index::release::{is_serial, sort_serials_newest_first, Release};
 use crate::index::{html, streams, Discovery, IndexError, Listing, Query, SourceKind, Stream};
+use crate::io::hashing::ContentHasher;
 use crate::io::progress::Reporter;
 use crate::pipeline::{self, SignaturePolicy, VerifiedSums};
 use crate::sync::{self, SyncError};
-use crate::verify::digest::Sha256Digest;
+use crate::verify::digest::FileDigest;
 use crate::verify::openpgp::Keyring;
 use crate::ErrorKind;
 use state::{EntryFiles, State};
@@ -140,7 +143,8 @@ pub struct MirrorOptions {
 pub struct FileReport {
     /// Relative to the mirror root.
     pub path: PathBuf,
-    pub sha256: Sha256Digest,
+    /// In the algorithm of the source's checksum file.
+    pub digest: FileDigest,
     pub size: u64,
     /// Bytes received in this run (0 when the mirror already had the file).
     pub transferred: u64,
@@ -348,26 +352,31 @@ struct Kinds {
 }
 
 impl Kinds {
-    fn of(image: &ImageSpec) -> Kinds {
+    fn of(image: &ImageSpec, source: &Catalog) -> Result<Kinds, MirrorError> {
         let format = image.disk_format.to_ascii_lowercase();
+        let amazon = matches!(format.as_str(), "ami" | "aki" | "ari");
         let mut folder = Vec::new();
-        match (format.as_str(), &image.file) {
-            // The kernel and ramdisk alone, unless a file is asked for too.
-            ("aki" | "ari", None) => {}
-            ("ami", file) => {
-                folder.push(file.clone().unwrap_or_else(|| "tar.gz".to_owned()));
-                if !folder.iter().any(|k| k == "tar.gz") {
-                    folder.push("tar.gz".to_owned());
-                }
-            }
-            (_, file) => folder.push(file.clone().unwrap_or_else(|| "disk1.img".to_owned())),
+        // aki and ari are the kernel and ramdisk alone, unless a file is asked for too.
+        if !matches!(format.as_str(), "aki" | "ari") || image.file.is_some() {
+            let kind = pipeline::upstream_kind(source, &format, image.file.as_deref()).ok_or_else(
+                || {
+                    pipeline::Error::Usage(format!(
+                        "{}: catalog {} has no default file kind; set `file`",
+                        image.name, source.name
+                    ))
+                },
+            )?;
+            folder.push(kind);
         }
-        let unpacked = if matches!(format.as_str(), "ami" | "aki" | "ari") {
+        if format == "ami" && !folder.iter().any(|k| k == "tar.gz") {
+            folder.push("tar.gz".to_owned());
+        }
+        let unpacked = if amazon {
             vec!["vmlinuz".to_owned(), "initrd".to_owned()]
         } else {
             Vec::new()
         };
-        Kinds { folder, unpacked }
+        Ok(Kinds { folder, unpacked })
     }
 }
 
@@ -451,7 +460,7 @@ impl Run<'_> {
                 stream,
                 source: None,
             },
-            kinds: Kinds::of(image),
+            kinds: Kinds::of(image, &source)?,
         };
         let keep = self.catalog.keep_for(image).max(1);
         let mut serials = entry.discovery.serials(&entry.query).await?;
@@ -509,13 +518,12 @@ impl Run<'_> {
         let release_dir = self
             .dir
             .join(safe_relative(&release_rel, "release folder")?);
-        let own_files = own_files(&entry, &listing)?;
         let mut files = EntryFiles::default();
         let mut candidate_serials = BTreeMap::new();
         let separator = source.serial_separator;
         for (serial, folder) in serial_folders(&release_dir, &entry.spec.serial_dir, separator)? {
             let folder_rel = format!("{}/{folder}", release_rel.trim_end_matches('/'));
-            for own in &own_files {
+            for own in &own_files(&entry, &listing, &serial)? {
                 let rel = format!("{folder_rel}/{own}");
                 if !serials.contains(&serial) {
                     if std::fs::symlink_metadata(self.dir.join(&rel)).is_ok() {
@@ -640,13 +648,14 @@ impl Run<'_> {
         file: &crate::index::FileEntry,
         base: &Path,
         rel: &Path,
-        expected: Sha256Digest,
+        expected: FileDigest,
     ) -> Result<FileReport, MirrorError> {
         let name = rel.file_name().unwrap_or_default();
         let dest = base.join(name);
         let present = {
             let path = dest.clone();
-            tokio::task::spawn_blocking(move || sha256_of(&path))
+            let algorithm = expected.algorithm();
+            tokio::task::spawn_blocking(move || digest_of(&path, algorithm))
                 .await
                 .map_err(|e| MirrorError::Io {
                     path: base.to_owned(),
@@ -658,7 +667,7 @@ impl Run<'_> {
             tracing::debug!(path = %rel.display(), "already mirrored");
             return Ok(FileReport {
                 path: rel.to_owned(),
-                sha256: digest,
+                digest,
                 size,
                 transferred: 0,
                 up_to_date: true,
@@ -671,7 +680,7 @@ impl Run<'_> {
                 &Download {
                     url: file.url.clone(),
                     dest: work.clone(),
-                    expected_sha256: Some(expected),
+                    expected_digest: Some(expected),
                     expected_size: file.size.filter(|_| file.size_exact),
                 },
                 self.reporter,
@@ -680,10 +689,10 @@ impl Run<'_> {
             .map_err(pipeline::Error::from)?;
         std::fs::create_dir_all(base).map_err(io_error(base))?;
         std::fs::rename(&work, &dest).map_err(io_error(&dest))?;
-        tracing::info!(path = %rel.display(), sha256 = %done.sha256, "mirrored");
+        tracing::info!(path = %rel.display(), digest = %done.digest, "mirrored");
         Ok(FileReport {
             path: rel.to_owned(),
-            sha256: done.sha256,
+            digest: done.digest,
             size: done.size,
             transferred: done.transferred,
             up_to_date: false,
@@ -1077,12 +1086,18 @@ fn point_alias(place: &AliasPlace) -> Result<(), MirrorError> {
 
 /// The entry's files inside any of its serial folders (`/`-separated, relative to the folder),
 /// as the catalog names them for this release and arch.
-fn own_files(entry: &Entry<'_>, listing: &Listing) -> Result<Vec<String>, MirrorError> {
+fn own_files(
+    entry: &Entry<'_>,
+    listing: &Listing,
+    serial: &str,
+) -> Result<Vec<String>, MirrorError> {
+    // Some sources name files after the build too (Debian's `…-{serial}`).
     let vars = Vars {
         version: Some(&listing.release.version),
         codename: Some(&listing.release.codename),
         arch: Some(&listing.arch),
-        serial: None,
+        serial: Some(serial),
+        variant: None,
     };
     let mut files = Vec::new();
     for ftype in entry.kinds.folder.iter().chain(&entry.kinds.unpacked) {
@@ -1188,14 +1203,17 @@ fn safe_name(name: &str) -> Result<&str, MirrorError> {
     }
 }
 
-/// The SHA-256 and size of a file, `None` when it does not exist.
-fn sha256_of(path: &Path) -> std::io::Result<Option<(Sha256Digest, u64)>> {
+/// The digest and size of a file, `None` when it does not exist.
+fn digest_of(
+    path: &Path,
+    algorithm: DigestAlgorithm,
+) -> std::io::Result<Option<(FileDigest, u64)>> {
     let mut file = match std::fs::File::open(path) {
         Ok(file) => file,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(error),
     };
-    let mut hasher = sha2::Sha256::default();
+    let mut hasher = ContentHasher::new(algorithm);
     let size = crate::io::hashing::hash_reader(&mut file, &mut hasher)?;
     Ok(Some((crate::io::hashing::finish(hasher), size)))
 }
@@ -1361,27 +1379,33 @@ mod tests {
 
     #[test]
     fn ami_entries_keep_the_tarball_and_the_kernel_and_initrd() {
-        let spec = |format: &str, file: Option<&str>| {
+        let ubuntu = Catalog::builtin("ubuntu").unwrap();
+        let kinds = |format: &str, file: Option<&str>| {
             let text = format!(
                 "output = \"o\"\n[[image]]\nname = \"n\"\nrelease = \"noble\"\n\
                  disk_format = \"{format}\"\n{}",
                 file.map(|f| format!("file = \"{f}\"\n"))
                     .unwrap_or_default()
             );
-            UserCatalog::from_toml_str(&text, "t").unwrap().images[0].clone()
+            let image = UserCatalog::from_toml_str(&text, "t").unwrap().images[0].clone();
+            Kinds::of(&image, &ubuntu).unwrap()
         };
-        let kinds = Kinds::of(&spec("qcow2", None));
+        let plain = kinds("qcow2", None);
         assert_eq!(
-            (kinds.folder, kinds.unpacked.len()),
+            (plain.folder, plain.unpacked.len()),
             (vec!["disk1.img".to_owned()], 0)
         );
-        let kinds = Kinds::of(&spec("ami", None));
-        assert_eq!(kinds.folder, ["tar.gz"]);
-        assert_eq!(kinds.unpacked, ["vmlinuz", "initrd"]);
-        let kinds = Kinds::of(&spec("ami", Some("disk1.img")));
-        assert_eq!(kinds.folder, ["disk1.img", "tar.gz"]);
-        let kinds = Kinds::of(&spec("vmdk", Some("ova")));
-        assert_eq!(kinds.folder, ["ova"]);
+        let ami = kinds("ami", None);
+        assert_eq!(ami.folder, ["tar.gz"]);
+        assert_eq!(ami.unpacked, ["vmlinuz", "initrd"]);
+        assert_eq!(
+            kinds("ami", Some("disk1.img")).folder,
+            ["disk1.img", "tar.gz"]
+        );
+        assert_eq!(kinds("vmdk", Some("ova")).folder, ["ova"]);
+        let kernel = kinds("aki", None);
+        assert!(kernel.folder.is_empty());
+        assert_eq!(kernel.unpacked, ["vmlinuz", "initrd"]);
     }
 
     #[test]

@@ -20,8 +20,6 @@ use crate::formats::{self, DiskFormat, Options};
 use crate::index::{Discovery, FileEntry, Listing, Query};
 use crate::io::progress::Reporter;
 
-/// Default upstream kind for disk artifacts: the qcow2 cloud image.
-const DEFAULT_DISK_KIND: &str = "disk1.img";
 /// Default upstream kind of the ami machine image: the raw disk inside the `.tar.gz`.
 const DEFAULT_AMI_KIND: &str = "tar.gz";
 /// Kinds of the kernel and ramdisk of an aki/ari/ami set.
@@ -133,7 +131,7 @@ enum Plan {
     },
 }
 
-fn plan(request: &PrepareRequest<'_>) -> Result<Plan, Error> {
+fn plan(request: &PrepareRequest<'_>, catalog: &Catalog) -> Result<Plan, Error> {
     let disk_format = request.disk_format.to_ascii_lowercase();
     container::validate(&disk_format, request.container)?;
     let usage = |text: String| Err(Error::Usage(text));
@@ -178,12 +176,7 @@ fn plan(request: &PrepareRequest<'_>) -> Result<Plan, Error> {
         "ami" => Ok(Plan::Amazon {
             kernel: true,
             ramdisk: true,
-            machine: Some(
-                request
-                    .kind
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_AMI_KIND.to_owned()),
-            ),
+            machine: upstream_kind(catalog, "ami", request.kind.as_deref()),
         }),
         name => {
             let format = DiskFormat::from_name(name)
@@ -192,15 +185,31 @@ fn plan(request: &PrepareRequest<'_>) -> Result<Plan, Error> {
                 check_vmdk_subformat(request.container, &request.convert_options)?;
             }
             Ok(Plan::Disk {
-                kind: request
-                    .kind
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_DISK_KIND.to_owned()),
+                kind: upstream_kind(catalog, &disk_format, request.kind.as_deref()).ok_or_else(
+                    || {
+                        Error::Usage(format!(
+                            "catalog {} names no default file kind; pass --file",
+                            catalog.name
+                        ))
+                    },
+                )?,
                 format,
                 container: request.container,
             })
         }
     }
+}
+
+/// The upstream file an artifact of `disk_format` starts from: the one asked for, else the raw
+/// disk of the `.tar.gz` for an ami, else the catalog's default kind.
+pub fn upstream_kind(catalog: &Catalog, disk_format: &str, asked: Option<&str>) -> Option<String> {
+    if let Some(kind) = asked {
+        return Some(kind.to_owned());
+    }
+    if disk_format.eq_ignore_ascii_case("ami") {
+        return Some(DEFAULT_AMI_KIND.to_owned());
+    }
+    catalog.default_kind.clone()
 }
 
 /// Glance's import refuses VMDKs with flat extents, and OVF packages carry one file per disk.
@@ -227,7 +236,7 @@ pub async fn prepare(
     request: PrepareRequest<'_>,
     reporter: &dyn Reporter,
 ) -> Result<Prepared, Error> {
-    let plan = plan(&request)?;
+    let plan = plan(&request, catalog)?;
     let discovery = Discovery::new(client, catalog, mirror.clone());
     let listing = discovery
         .listing(&request.query, request.serial.as_deref())
@@ -442,7 +451,12 @@ impl Describe<'_> {
         }
         metadata.set_property("cloudimg_source_url", source.url.clone());
         metadata.set_property("cloudimg_serial", listing.serial.clone());
-        metadata.set_property("cloudimg_source_sha256", source.sha256.to_string());
+        // The upstream digest in the algorithm the source publishes (Ubuntu SHA-256, Debian
+        // SHA-512).
+        metadata.set_property(
+            &format!("cloudimg_source_{}", source.digest.algorithm().name()),
+            source.digest.to_hex(),
+        );
         metadata.set_property("cloudimg_sha256", metadata.digests.sha256.clone());
         for (key, value) in &image.properties {
             metadata.set_property(key, value.clone());
@@ -576,31 +590,32 @@ fn build_disk(
         }
         spec
     };
-    match container {
+    let produce = |disk: &Path| {
+        blocking(|| {
+            produce_disk(
+                fetched,
+                kind,
+                format,
+                &options,
+                describe.catalog,
+                disk,
+                reporter,
+            )?;
+            virtual_size(disk)
+        })
+    };
+    let (path, capacity, package_files) = match container {
         ContainerFormat::Ovf => {
             // Built in a hidden sibling folder, then renamed: the package appears whole.
             let package = dir.join(&stem);
             let staging = dir.join(format!(".{stem}.ovf-partial"));
             let _ = std::fs::remove_dir_all(&staging);
             std::fs::create_dir_all(&staging).map_err(io_error(&staging))?;
-            let built = (|| {
-                let disk = staging.join(&disk_name);
-                blocking(|| {
-                    produce_disk(
-                        fetched,
-                        kind,
-                        format,
-                        &options,
-                        describe.catalog,
-                        &disk,
-                        reporter,
-                    )
-                })?;
-                let capacity = virtual_size(&disk)?;
+            let built = produce(&staging.join(&disk_name)).and_then(|capacity| {
                 let spec = ovf_spec(&disk_name, capacity);
                 ovf::write_package_files(&staging, &stem, &spec, request.machine.manifest_hash)?;
-                Ok::<u64, Error>(capacity)
-            })();
+                Ok(capacity)
+            });
             let capacity = match built {
                 Ok(capacity) => capacity,
                 Err(error) => {
@@ -609,75 +624,40 @@ fn build_disk(
                 }
             };
             replace_dir(&staging, &package)?;
-            let disk = package.join(&disk_name);
-            let metadata = describe.metadata(&disk, name, "vmdk", container, capacity, fetched)?;
-            let metadata_path = metadata.write_beside(&disk)?;
-            Ok(Artifact {
-                path: disk,
-                metadata_path,
-                package_files: vec![
-                    package.join(format!("{stem}.ovf")),
-                    package.join(format!("{stem}.mf")),
-                ],
-                metadata,
-            })
+            let files = vec![
+                package.join(format!("{stem}.ovf")),
+                package.join(format!("{stem}.mf")),
+            ];
+            (package.join(&disk_name), capacity, files)
         }
         ContainerFormat::Ova => {
             let ova_path = dir.join(format!("{stem}.ova"));
             // The disk is only an ingredient: a hidden temporary, removed whatever happens.
             let disk = dir.join(format!(".{stem}.ova-disk.vmdk"));
-            let built = blocking(|| {
-                produce_disk(
-                    fetched,
-                    kind,
-                    format,
-                    &options,
-                    describe.catalog,
-                    &disk,
-                    reporter,
-                )?;
-                let capacity = virtual_size(&disk)?;
+            let built = produce(&disk).and_then(|capacity| {
                 let spec = ovf_spec(&disk_name, capacity);
-                ova::write_ova_package(&ova_path, &spec, &disk, request.machine.manifest_hash)?;
-                Ok::<u64, Error>(capacity)
+                blocking(|| {
+                    ova::write_ova_package(&ova_path, &spec, &disk, request.machine.manifest_hash)
+                })?;
+                Ok(capacity)
             });
             let _ = std::fs::remove_file(&disk);
-            let capacity = built?;
-            let metadata =
-                describe.metadata(&ova_path, name, "vmdk", container, capacity, fetched)?;
-            let metadata_path = metadata.write_beside(&ova_path)?;
-            Ok(Artifact {
-                path: ova_path,
-                metadata_path,
-                package_files: Vec::new(),
-                metadata,
-            })
+            (ova_path, built?, Vec::new())
         }
         _ => {
             let disk = dir.join(&disk_name);
-            blocking(|| {
-                produce_disk(
-                    fetched,
-                    kind,
-                    format,
-                    &options,
-                    describe.catalog,
-                    &disk,
-                    reporter,
-                )
-            })?;
-            let capacity = virtual_size(&disk)?;
-            let metadata =
-                describe.metadata(&disk, name, format.name(), container, capacity, fetched)?;
-            let metadata_path = metadata.write_beside(&disk)?;
-            Ok(Artifact {
-                path: disk,
-                metadata_path,
-                package_files: Vec::new(),
-                metadata,
-            })
+            let capacity = produce(&disk)?;
+            (disk, capacity, Vec::new())
         }
-    }
+    };
+    let metadata = describe.metadata(&path, name, format.name(), container, capacity, fetched)?;
+    let metadata_path = metadata.write_beside(&path)?;
+    Ok(Artifact {
+        path,
+        metadata_path,
+        package_files,
+        metadata,
+    })
 }
 
 /// Puts the finished folder `staging` at `target`, replacing an older one: the old folder is
@@ -795,6 +775,10 @@ mod tests {
     use super::*;
     use crate::index::Stream;
 
+    fn ubuntu() -> Catalog {
+        Catalog::builtin("ubuntu").unwrap()
+    }
+
     fn request(disk_format: &str, container: ContainerFormat) -> PrepareRequest<'static> {
         PrepareRequest {
             query: Query {
@@ -840,13 +824,17 @@ mod tests {
 
     #[test]
     fn ami_in_a_bare_container_is_refused_before_any_download() {
-        let error = plan(&request("ami", ContainerFormat::Bare)).err().unwrap();
+        let error = plan(&request("ami", ContainerFormat::Bare), &ubuntu())
+            .err()
+            .unwrap();
         assert_eq!(error.kind(), crate::ErrorKind::Usage);
     }
 
     #[test]
     fn iso_points_to_the_seed_command() {
-        let error = plan(&request("iso", ContainerFormat::Bare)).err().unwrap();
+        let error = plan(&request("iso", ContainerFormat::Bare), &ubuntu())
+            .err()
+            .unwrap();
         assert!(error.to_string().contains("cloudimg seed"), "{error}");
     }
 
@@ -854,7 +842,7 @@ mod tests {
     fn flat_vmdk_is_refused_because_glance_would_be() {
         let mut request = request("vmdk", ContainerFormat::Bare);
         request.convert_options = Options::parse("subformat=monolithicFlat").unwrap();
-        let error = plan(&request).err().unwrap();
+        let error = plan(&request, &ubuntu()).err().unwrap();
         assert!(error.to_string().contains("flat extents"), "{error}");
     }
 
@@ -864,7 +852,7 @@ mod tests {
             kernel,
             ramdisk,
             machine,
-        } = plan(&request("ami", ContainerFormat::Ami)).unwrap()
+        } = plan(&request("ami", ContainerFormat::Ami), &ubuntu()).unwrap()
         else {
             panic!("not an amazon plan");
         };
@@ -876,6 +864,6 @@ mod tests {
     fn unknown_visibility_is_refused() {
         let mut request = request("qcow2", ContainerFormat::Bare);
         request.image.visibility = Some("everyone".into());
-        assert!(plan(&request).is_err());
+        assert!(plan(&request, &ubuntu()).is_err());
     }
 }

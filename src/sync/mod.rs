@@ -26,6 +26,7 @@ use crate::index::release::sort_serials_newest_first;
 use crate::index::{Discovery, Query, Stream};
 use crate::io::progress::Reporter;
 use crate::pipeline::{self, ImageSettings, MachineSettings, PrepareRequest, SignaturePolicy};
+use crate::upload::{Glance, GlanceTarget, ImageFilter, Retire, UploadError, UploadOptions};
 use crate::verify::openpgp::Keyring;
 use crate::ErrorKind;
 use publish::ImageTree;
@@ -69,6 +70,11 @@ pub enum SyncError {
     },
     #[error("{path}: unusable state file: {reason}")]
     BadState { path: PathBuf, reason: String },
+    #[error("Glance")]
+    Upload(#[source] Box<UploadError>),
+    /// The run could not reach Glance; kept as text because every uploading entry reports it.
+    #[error("Glance unavailable: {0}")]
+    GlanceUnavailable(String),
     #[error("{image}: hook `{command}` failed ({status})")]
     Hook {
         image: String,
@@ -83,11 +89,19 @@ impl From<pipeline::Error> for SyncError {
     }
 }
 
+impl From<UploadError> for SyncError {
+    fn from(error: UploadError) -> SyncError {
+        SyncError::Upload(Box::new(error))
+    }
+}
+
 impl SyncError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             SyncError::Pipeline(error) => error.kind(),
             SyncError::Catalog(error) => error.kind(),
+            SyncError::Upload(error) => error.kind(),
+            SyncError::GlanceUnavailable(_) => ErrorKind::Network,
             SyncError::Downgrade { .. } => ErrorKind::Integrity,
             SyncError::Io { .. }
             | SyncError::Locked { .. }
@@ -114,6 +128,8 @@ pub struct SyncOptions {
     pub keyring: Option<Keyring>,
     /// `--no-verify-signature`.
     pub skip_signature: bool,
+    /// Where new serials go when the catalog has a `[glance]` target.
+    pub glance: Option<(GlanceTarget, UploadOptions)>,
 }
 
 /// What happened to one entry.
@@ -130,6 +146,12 @@ pub enum Outcome {
         previous: Option<String>,
         pruned: Vec<String>,
         artifacts: Vec<PathBuf>,
+        /// Glance image ids of the serial, when uploading.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        glance_ids: Vec<String>,
+        /// Glance images of older serials retired (hidden, deactivated or deleted).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        retired: Vec<String>,
     },
     /// `--dry-run`: what would happen.
     WouldPublish {
@@ -277,6 +299,15 @@ pub async fn sync(
             }));
         }
     }
+    let uploads = selected.iter().any(|image| image.upload != Some(false));
+    let glance = match &options.glance {
+        Some((target, upload)) if uploads && !options.dry_run => Some(
+            Glance::connect(target, &upload.client)
+                .await
+                .map_err(|e| crate::error::chain(&e)),
+        ),
+        _ => None,
+    };
     let run = Run {
         client,
         catalog,
@@ -284,6 +315,7 @@ pub async fn sync(
         options,
         state: &state,
         reporter,
+        glance: glance.as_ref(),
     };
     let entries: Vec<EntryReport> = stream::iter(selected)
         .map(|image| run.entry(image))
@@ -303,6 +335,8 @@ struct Run<'a> {
     options: &'a SyncOptions,
     state: &'a Mutex<State>,
     reporter: &'a dyn Reporter,
+    /// The Glance session when the catalog uploads, or why there is none.
+    glance: Option<&'a Result<Glance, String>>,
 }
 
 impl Run<'_> {
@@ -371,6 +405,8 @@ impl Run<'_> {
         if already_published && previous.as_deref() == Some(serial.as_str()) {
             if !self.options.dry_run {
                 tree.prune(keep, newest_first, false)?;
+                // Idempotent: images already in Glance cost one lookup, no bytes.
+                self.glance_step(image, &tree, &serial).await?;
             }
             return Ok(Outcome::UpToDate { serial });
         }
@@ -410,9 +446,18 @@ impl Run<'_> {
                     .map(PathBuf::from)
             })
             .collect::<Vec<_>>();
+        let mut record = record;
         {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            state.record(&image.name, &serial, record, &pruned);
+            state.record(&image.name, &serial, record.clone(), &pruned);
+            state.save(&self.catalog.output)?;
+        }
+        // Published locally first: a Glance outage must not hold back local consumers.
+        let (glance_ids, retired) = self.glance_step(image, &tree, &serial).await?;
+        if !glance_ids.is_empty() {
+            record.glance_ids = glance_ids.clone();
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.record(&image.name, &serial, record, &[]);
             state.save(&self.catalog.output)?;
         }
         // The download cache only serves resuming; a published serial no longer needs it.
@@ -425,6 +470,8 @@ impl Run<'_> {
             previous,
             pruned,
             artifacts,
+            glance_ids,
+            retired,
         })
     }
 
@@ -443,7 +490,7 @@ impl Run<'_> {
             path: path.to_owned(),
             source,
         };
-        self.check_space(image, serial, listing)?;
+        self.check_space(image, source, serial, listing)?;
         // Whatever a killed run left in staging is incomplete by definition.
         let _ = std::fs::remove_dir_all(&staging);
         std::fs::create_dir_all(&staging).map_err(|e| io(&staging, e))?;
@@ -479,7 +526,12 @@ impl Run<'_> {
                     .glance
                     .as_ref()
                     .and_then(|g| g.visibility.clone()),
-                tags: image.tags.clone(),
+                tags: image
+                    .tags
+                    .iter()
+                    .cloned()
+                    .chain([glance_tag(&image.name)])
+                    .collect(),
                 preset: None,
                 properties: image
                     .properties
@@ -505,7 +557,7 @@ impl Run<'_> {
                 .iter()
                 .map(|f| UpstreamRecord {
                     url: f.url.clone(),
-                    sha256: f.sha256.to_string(),
+                    digest: f.digest,
                     size: f.size,
                     signed_by: f.signed_by.clone(),
                 })
@@ -537,27 +589,79 @@ impl Run<'_> {
         Ok(record)
     }
 
+    /// Uploads the serial's artifacts (idempotently) and retires the Glance images of serials no
+    /// longer published, never those of `serial`. Returns the serial's image ids and the
+    /// retired ones; nothing when the catalog has no Glance target or the entry opts out.
+    async fn glance_step(
+        &self,
+        image: &ImageSpec,
+        tree: &ImageTree,
+        serial: &str,
+    ) -> Result<(Vec<String>, Vec<String>), SyncError> {
+        let (Some(session), Some((_, upload))) = (self.glance, &self.options.glance) else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        if image.upload == Some(false) {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let glance = session
+            .as_ref()
+            .map_err(|e| SyncError::GlanceUnavailable(e.clone()))?;
+        let files = publish::metadata_files(&tree.serial_dir(serial))?;
+        let uploaded = glance
+            .upload_artifacts(&files, upload, self.reporter)
+            .await?;
+        let ids: Vec<String> = uploaded.iter().map(|u| u.id.clone()).collect();
+        let policy = self
+            .catalog
+            .glance
+            .as_ref()
+            .map(|g| g.retire)
+            .unwrap_or_default();
+        let kept = tree.serials()?;
+        let mut retired = Vec::new();
+        for hidden in [false, true] {
+            let filter = ImageFilter {
+                tags: vec![glance_tag(&image.name)],
+                hidden,
+                ..ImageFilter::default()
+            };
+            for candidate in glance.images(&filter).await? {
+                let Some(of_serial) = candidate.property("cloudimg_serial") else {
+                    continue;
+                };
+                let done = match policy {
+                    Retire::Hide => candidate.os_hidden,
+                    Retire::Deactivate => candidate.status == "deactivated",
+                    Retire::Delete => false,
+                };
+                if of_serial == serial || kept.iter().any(|k| k == of_serial) || done {
+                    continue;
+                }
+                glance.retire(&candidate.id, policy).await?;
+                tracing::info!(image = %image.name, id = %candidate.id, serial = of_serial,
+                    policy = ?policy, "retired from Glance");
+                retired.push(candidate.id);
+            }
+        }
+        Ok((ids, retired))
+    }
+
     /// Refuses to start a build the filesystem cannot hold: the download plus an artifact of
     /// about the same size, plus headroom. Running out later still publishes nothing.
     fn check_space(
         &self,
         image: &ImageSpec,
+        source: &Catalog,
         serial: &str,
         listing: &crate::index::Listing,
     ) -> Result<(), SyncError> {
-        let kind =
-            image
-                .file
-                .as_deref()
-                .unwrap_or(if image.disk_format.eq_ignore_ascii_case("ami") {
-                    "tar.gz"
-                } else {
-                    "disk1.img"
-                });
+        let kind = pipeline::upstream_kind(source, &image.disk_format, image.file.as_deref())
+            .unwrap_or_default();
         let download = listing
             .files
             .iter()
-            .find(|f| f.ftype.as_deref() == Some(kind))
+            .find(|f| f.ftype.as_deref() == Some(kind.as_str()))
             .and_then(|f| f.size)
             .unwrap_or(0);
         let needed = download.saturating_mul(2).saturating_add(SPACE_HEADROOM);
@@ -574,6 +678,11 @@ impl Run<'_> {
         }
         Ok(())
     }
+}
+
+/// The tag that marks an image as one of an entry's serials in Glance.
+fn glance_tag(image: &str) -> String {
+    format!("cloudimg:{image}")
 }
 
 fn now() -> u64 {

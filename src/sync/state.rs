@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::SyncError;
+use crate::verify::digest::FileDigest;
 
 /// The state file's name in the output root.
 pub const STATE_FILE: &str = ".cloudimg-state.json";
@@ -41,7 +42,9 @@ pub struct SerialRecord {
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct UpstreamRecord {
     pub url: String,
-    pub sha256: String,
+    /// `sha256:<hex>` or `sha512:<hex>`, as the source publishes.
+    #[serde(with = "digest_text")]
+    pub digest: FileDigest,
     pub size: u64,
     /// Fingerprint of the key that signed the checksums; `None` when the source signs nothing.
     pub signed_by: Option<String>,
@@ -57,6 +60,33 @@ pub struct ArtifactRecord {
     pub sha256: String,
     pub sha512: String,
     pub md5: String,
+}
+
+/// Digests as `algorithm:hex` text, so the record says which one it is.
+mod digest_text {
+    use crate::catalog::DigestAlgorithm;
+    use crate::verify::digest::FileDigest;
+
+    pub fn serialize<S: serde::Serializer>(digest: &FileDigest, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!(
+            "{}:{}",
+            digest.algorithm().name(),
+            digest.to_hex()
+        ))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<FileDigest, D::Error> {
+        let text: String = serde::Deserialize::deserialize(d)?;
+        let invalid = || serde::de::Error::custom(format!("not an algorithm:hex digest: {text:?}"));
+        let (algorithm, hex_text) = text.split_once(':').ok_or_else(invalid)?;
+        let algorithm = match algorithm {
+            "sha256" => DigestAlgorithm::Sha256,
+            "sha512" => DigestAlgorithm::Sha512,
+            _ => return Err(invalid()),
+        };
+        let bytes = hex::decode(hex_text).map_err(|_| invalid())?;
+        FileDigest::from_bytes(algorithm, &bytes).ok_or_else(invalid)
+    }
 }
 
 impl State {
@@ -134,7 +164,16 @@ mod tests {
     fn record() -> SerialRecord {
         SerialRecord {
             published_at: 1,
-            upstream: Vec::new(),
+            upstream: vec![UpstreamRecord {
+                url: "https://mirror.test/x.img".into(),
+                digest: FileDigest::from_bytes(
+                    crate::catalog::DigestAlgorithm::Sha512,
+                    &[0xab; 64],
+                )
+                .unwrap(),
+                size: 3,
+                signed_by: None,
+            }],
             artifacts: Vec::new(),
             glance_ids: Vec::new(),
         }
@@ -151,6 +190,15 @@ mod tests {
         let noble = &again.images["noble"];
         assert_eq!(noble.current.as_deref(), Some("20241004"));
         assert_eq!(noble.serials.keys().collect::<Vec<_>>(), ["20241004"]);
+        let text = std::fs::read_to_string(root.path().join(STATE_FILE)).unwrap();
+        assert!(
+            text.contains(&format!("\"sha512:{}\"", "ab".repeat(64))),
+            "{text}"
+        );
+        assert_eq!(
+            noble.serials["20241004"].upstream[0].digest,
+            record().upstream[0].digest
+        );
     }
 
     #[test]

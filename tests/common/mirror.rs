@@ -828,7 +828,7 @@ fn write_tarball(raw: &Path, inner: &str, out: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn run(command: &mut Command) -> io::Result<()> {
+pub fn run(command: &mut Command) -> io::Result<()> {
     let output = command.output().map_err(|error| {
         io::Error::new(error.kind(), format!("cannot run {command:?}: {error}"))
     })?;
@@ -859,13 +859,13 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
     }
 }
 
-fn file_name(path: &Path) -> String {
+pub fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default()
 }
 
-fn pretty(value: &Value) -> io::Result<String> {
+pub fn pretty(value: &Value) -> io::Result<String> {
     serde_json::to_string_pretty(value).map_err(io::Error::other)
 }
 

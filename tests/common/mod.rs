@@ -1,7 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod debian_mirror;
 /// Disk images built at test time.
+pub mod glance;
 pub mod images;
 pub mod mirror;
 pub mod pgp;

@@ -1,0 +1,205 @@
+//! `clouds.yaml`: the named clouds of the OpenStack client configuration (`OS_CLOUD`).
+//!
+//! Only what an upload needs is read: `auth` (password, token or application credential),
+//! `auth_type`, `region_name`, `interface` and an image endpoint override. Unknown keys are
+//! ignored; `secure.yaml` and vendor profiles are not supported.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::UploadError;
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct CloudsFile {
+    #[serde(default)]
+    clouds: BTreeMap<String, Cloud>,
+}
+
+/// One entry under `clouds:`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct Cloud {
+    #[serde(default)]
+    pub auth: CloudAuth,
+    pub auth_type: Option<String>,
+    pub region_name: Option<String>,
+    pub interface: Option<String>,
+    /// Bypasses the catalog, like `--glance`.
+    pub image_endpoint_override: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct CloudAuth {
+    pub auth_url: Option<String>,
+    pub username: Option<String>,
+    pub user_id: Option<String>,
+    pub password: Option<String>,
+    pub project_name: Option<String>,
+    pub project_id: Option<String>,
+    pub user_domain_name: Option<String>,
+    pub user_domain_id: Option<String>,
+    pub project_domain_name: Option<String>,
+    pub project_domain_id: Option<String>,
+    /// Applies to user and project when their own domain is not given.
+    pub domain_name: Option<String>,
+    pub domain_id: Option<String>,
+    pub token: Option<String>,
+    pub application_credential_id: Option<String>,
+    pub application_credential_secret: Option<String>,
+}
+
+/// Where `clouds.yaml` is looked for, in order: `$OS_CLIENT_CONFIG_FILE`, the current
+/// directory, the user's configuration directory, `/etc/openstack`.
+pub fn search_path(env: &dyn Fn(&str) -> Option<String>) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    if let Some(file) = env("OS_CLIENT_CONFIG_FILE").filter(|v| !v.is_empty()) {
+        paths.push(PathBuf::from(file));
+    }
+    paths.push(PathBuf::from("clouds.yaml"));
+    let config_home = env("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|home| Path::new(&home).join(".config")));
+    if let Some(dir) = config_home {
+        paths.push(dir.join("openstack/clouds.yaml"));
+    }
+    paths.push(PathBuf::from("/etc/openstack/clouds.yaml"));
+    paths
+}
+
+/// The cloud called `name` from the first existing file of `paths` (as the OpenStack client
+/// does: later files are not consulted).
+pub fn load(name: &str, paths: &[PathBuf]) -> Result<Cloud, UploadError> {
+    for path in paths {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(UploadError::io(path, "read", e)),
+        };
+        let file = parse(&text).map_err(|source| UploadError::CloudsYaml {
+            path: path.clone(),
+            source,
+        })?;
+        return file.clouds.get(name).cloned().ok_or_else(|| {
+            UploadError::Usage(format!(
+                "{}: no cloud named {name:?} (OS_CLOUD); it defines: {}",
+                path.display(),
+                file.clouds.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        });
+    }
+    Err(UploadError::Usage(format!(
+        "OS_CLOUD={name} but no clouds.yaml was found (looked at {})",
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
+}
+
+fn parse(text: &str) -> Result<CloudsFile, serde_yaml_ng::Error> {
+    // An empty file is an empty configuration, not an error.
+    if text.trim().is_empty() {
+        return Ok(CloudsFile::default());
+    }
+    serde_yaml_ng::from_str(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLOUDS: &str = "\
+clouds:
+  devstack:
+    auth:
+      auth_url: http://keystone.example:5000/v3
+      username: demo
+      password: secret
+      project_name: demo
+      user_domain_name: Default
+      project_domain_id: default
+    region_name: RegionOne
+    interface: internal
+    identity_api_version: 3
+  appcred:
+    auth_type: v3applicationcredential
+    auth:
+      auth_url: https://cloud.example:5000
+      application_credential_id: abc
+      application_credential_secret: xyz
+";
+
+    #[test]
+    fn named_cloud_is_read_with_auth_region_and_interface() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clouds.yaml");
+        std::fs::write(&path, CLOUDS).unwrap();
+        let cloud = load("devstack", &[dir.path().join("absent.yaml"), path.clone()]).unwrap();
+        assert_eq!(
+            cloud.auth.auth_url.as_deref(),
+            Some("http://keystone.example:5000/v3")
+        );
+        assert_eq!(cloud.auth.username.as_deref(), Some("demo"));
+        assert_eq!(cloud.auth.project_domain_id.as_deref(), Some("default"));
+        assert_eq!(cloud.region_name.as_deref(), Some("RegionOne"));
+        assert_eq!(cloud.interface.as_deref(), Some("internal"));
+        let appcred = load("appcred", &[path]).unwrap();
+        assert_eq!(
+            appcred.auth_type.as_deref(),
+            Some("v3applicationcredential")
+        );
+        assert_eq!(
+            appcred.auth.application_credential_secret.as_deref(),
+            Some("xyz")
+        );
+    }
+
+    #[test]
+    fn unknown_cloud_names_the_file_and_the_clouds_it_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clouds.yaml");
+        std::fs::write(&path, CLOUDS).unwrap();
+        let error = load("prod", &[path]).unwrap_err().to_string();
+        assert!(error.contains("no cloud named \"prod\""), "{error}");
+        assert!(error.contains("appcred, devstack"), "{error}");
+    }
+
+    #[test]
+    fn only_the_first_existing_file_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("a.yaml");
+        let second = dir.path().join("b.yaml");
+        std::fs::write(&first, "clouds: {}\n").unwrap();
+        std::fs::write(&second, CLOUDS).unwrap();
+        assert!(load("devstack", &[first, second]).is_err());
+    }
+
+    #[test]
+    fn malformed_yaml_is_reported_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clouds.yaml");
+        std::fs::write(&path, "clouds: [unclosed\n").unwrap();
+        let error = load("x", std::slice::from_ref(&path)).unwrap_err();
+        assert!(matches!(error, UploadError::CloudsYaml { .. }), "{error:?}");
+        assert!(error.to_string().contains("clouds.yaml"));
+    }
+
+    #[test]
+    fn search_path_prefers_the_explicit_file_then_cwd_then_home_then_etc() {
+        let env = |key: &str| match key {
+            "OS_CLIENT_CONFIG_FILE" => Some("/tmp/mine.yaml".to_owned()),
+            "HOME" => Some("/home/u".to_owned()),
+            _ => None,
+        };
+        assert_eq!(
+            search_path(&env),
+            vec![
+                PathBuf::from("/tmp/mine.yaml"),
+                PathBuf::from("clouds.yaml"),
+                PathBuf::from("/home/u/.config/openstack/clouds.yaml"),
+                PathBuf::from("/etc/openstack/clouds.yaml"),
+            ]
+        );
+    }
+}
