@@ -515,3 +515,91 @@ fn a_second_run_on_the_same_tree_exits_six_and_touches_nothing() {
     let output = mirror(&site, &catalog, &dir, &[]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
 }
+
+#[test]
+fn a_debian_mirror_round_trips_with_sha512_and_no_signature() {
+    use crate::common::debian_mirror::{
+        sha512_file, Build, DebianMirror, DebianMirrorBuilder, Release, Stream,
+    };
+    require_tools!("qemu-img", "mkfs.ext4");
+    let work = TempDir::new().unwrap();
+    let upstream = DebianMirrorBuilder::new(work.path().join("upstream"))
+        .build_of(Release::BOOKWORM, Stream::Released, "20240612-950")
+        .build_of(Release::BOOKWORM, Stream::Released, "20240717-1000")
+        .arches(&["amd64"])
+        .variants(&["genericcloud", "nocloud"])
+        .build()
+        .unwrap();
+    let upstream_server = Server::start(upstream.root());
+    let catalog = work.path().join("lab.toml");
+    std::fs::write(
+        &catalog,
+        format!(
+            "output = \"published\"\nkeep = 1\n\n[mirrors]\ndebian = \"{}\"\n\n[[image]]\n\
+             name = \"bookworm\"\nsource = \"debian\"\nrelease = \"12\"\n",
+            upstream_server.url()
+        ),
+    )
+    .unwrap();
+    let dir = work.path().join("tree");
+    let debian = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cloudimg"))
+            .args(["--json", "--retries", "1", "--stall-timeout", "2"])
+            .args(args)
+            .env_remove("CLOUDIMG_MIRROR")
+            .env_remove("CLOUDIMG_CATALOG")
+            .env_remove("CLOUDIMG_KEYRING")
+            .output()
+            .unwrap()
+    };
+    // The catalog's [mirrors] names the upstream: no --mirror.
+    let output = debian(&["mirror", catalog.to_str().unwrap(), dir.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let newest = Build {
+        release: Release::BOOKWORM,
+        stream: Stream::Released,
+        serial: "20240717-1000",
+    };
+    let sums = format!("{}/SHA512SUMS", DebianMirror::build_dir(&newest));
+    assert_eq!(
+        std::fs::read(dir.join(&sums)).unwrap(),
+        std::fs::read(upstream.root().join(&sums)).unwrap()
+    );
+    let image = DebianMirror::file_path(&newest, "genericcloud", "amd64", "qcow2");
+    assert_eq!(
+        sha512_file(&dir.join(&image)).unwrap(),
+        sha512_file(&upstream.root().join(&image)).unwrap()
+    );
+    // Only the catalog's default kind.
+    let nocloud = DebianMirror::file_path(&newest, "nocloud", "amd64", "qcow2");
+    assert!(!dir.join(nocloud).exists());
+
+    let served = Server::start(&dir);
+    let url = served.url();
+    let listed = ok_json(&debian(&[
+        "--catalog",
+        "debian",
+        "--mirror",
+        url.as_str(),
+        "list",
+        "12",
+    ]));
+    assert_eq!(listed["serials"], serde_json::json!(["20240717-1000"]));
+    let out = TempDir::new().unwrap();
+    let fetched = ok_json(&debian(&[
+        "--catalog",
+        "debian",
+        "--mirror",
+        url.as_str(),
+        "fetch",
+        "12",
+        "--file",
+        "genericcloud.qcow2",
+        "-o",
+        out.path().to_str().unwrap(),
+    ]));
+    assert_eq!(
+        fetched["sha512"],
+        sha512_file(&upstream.root().join(&image)).unwrap()
+    );
+}
