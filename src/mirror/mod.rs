@@ -10,8 +10,9 @@
 //! Nothing unverified reaches the tree: downloads land in the hidden work area
 //! (`.cloudimg-mirror/`) and are renamed in once verified; a new serial folder is assembled in
 //! staging and renamed in whole; documents are written under hidden temporary names and
-//! renamed. Serials beyond `keep` lose the entry's files, and a folder left without images is
-//! removed. A failing entry is reported and the others go on.
+//! renamed. Serials beyond `keep` lose the entry's files unless another entry keeps them
+//! (`state`), and a folder left without images is removed. A failing entry is reported and the
+//! others go on.
 
 pub mod listing;
 mod state;
