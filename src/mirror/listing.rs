@@ -259,8 +259,11 @@ mod tests {
     #[test]
     fn sizes_round_like_the_real_listings() {
         // Figures of the real noble/20250430/ page.
+        // Values seen in the reference listings/noble-daily-20250430.html.
         assert_eq!(apache_size(833), "833 ");
+        assert_eq!(apache_size(408), "408 ");
         assert_eq!(apache_size(5_120), "5.0K");
+        assert_eq!(apache_size(245_760), "240K");
         assert_eq!(apache_size(20_117), " 20K");
         assert_eq!(apache_size(612_368_384), "584M");
         assert_eq!(apache_size(1_288_490_189), "1.2G");

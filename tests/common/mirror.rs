@@ -33,6 +33,8 @@ use md5::{Digest as _, Md5};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
+use cloudimg::mirror::listing::apache_size;
+
 use super::pgp::{self, TestKey};
 
 /// Size of the raw disk inside every generated image: room for a small ext4 filesystem.
@@ -716,35 +718,6 @@ fn listing_html(title: &str, relative: &Path, rows: &[Row]) -> String {
     )
 }
 
-/// A size as Apache prints it: four columns, `833 `, `5.0K`, ` 20K`, `584M`.
-fn apache_size(bytes: u64) -> String {
-    // Below 973 bytes the count is exact; above, one unit up, with one decimal under 9.95 units.
-    if bytes < 973 {
-        return format!("{bytes:>3} ");
-    }
-    let mut size = bytes;
-    for unit in ['K', 'M', 'G', 'T', 'P', 'E'] {
-        let remain = size & 1023;
-        size >>= 10;
-        if size >= 973 {
-            continue;
-        }
-        if size < 9 || (size == 9 && remain < 973) {
-            let mut tenths = (remain * 5 + 256) / 512;
-            if tenths >= 10 {
-                size += 1;
-                tenths = 0;
-            }
-            return format!("{size}.{tenths}{unit}");
-        }
-        if remain >= 512 {
-            size += 1;
-        }
-        return format!("{size:>3}{unit}");
-    }
-    "****".to_owned()
-}
-
 /// `2024-08-21 12:00` for a serial `20240821` (`.N` adds N minutes), else `None`.
 fn serial_date(name: &str) -> Option<String> {
     let serial = name.strip_prefix("release-").unwrap_or(name);
@@ -867,18 +840,6 @@ pub fn file_name(path: &Path) -> String {
 
 pub fn pretty(value: &Value) -> io::Result<String> {
     serde_json::to_string_pretty(value).map_err(io::Error::other)
-}
-
-#[test]
-fn apache_size_rounds_like_the_real_listings() {
-    // Values seen in listings/noble-daily-20250430.html.
-    assert_eq!(apache_size(833), "833 ");
-    assert_eq!(apache_size(408), "408 ");
-    assert_eq!(apache_size(5_120), "5.0K");
-    assert_eq!(apache_size(20_117), " 20K");
-    assert_eq!(apache_size(245_760), "240K");
-    assert_eq!(apache_size(612_368_384), "584M");
-    assert_eq!(apache_size(1_288_490_189), "1.2G");
 }
 
 #[test]
