@@ -509,3 +509,35 @@ fn prepare_with_upload_puts_the_artifact_in_glance_with_matching_digests() {
     assert_eq!(image["os_distro"], "ubuntu");
     assert_eq!(image["architecture"], "x86_64");
 }
+
+#[test]
+fn vhd_and_vdi_artifacts_read_like_the_upstream_image() {
+    require_tools!("qemu-img");
+    let upstream_dir = TempDir::new().unwrap();
+    for (disk_format, qemu_format, preset_property) in [
+        ("vhd", "vpc", Some(("hypervisor_type", "hyperv"))),
+        ("vdi", "vdi", None),
+    ] {
+        let out = upstream_dir.path().join(disk_format);
+        let report = json(&prepare(site(), &out, &["--disk-format", disk_format]));
+        let [(artifact, meta_path)] = artifact_paths(&report).try_into().unwrap();
+        assert_eq!(artifact, out.join(format!("{STEM}.{disk_format}")));
+        assert_eq!(qemu_info(&artifact)["format"], qemu_format);
+        // qemu-img check knows vdi, not vpc.
+        if disk_format == "vdi" {
+            qemu_ok(&["check", artifact.to_str().unwrap()]);
+        }
+        let upstream = out.join(format!("{STEM}.img"));
+        qemu_ok(&[
+            "compare",
+            upstream.to_str().unwrap(),
+            artifact.to_str().unwrap(),
+        ]);
+        let meta = metadata(&meta_path);
+        assert_eq!(meta["disk_format"], disk_format);
+        if let Some((key, value)) = preset_property {
+            assert_eq!(meta["properties"][key], value);
+        }
+        assert_digests_match(&meta, &artifact);
+    }
+}

@@ -277,8 +277,27 @@ fn a_failing_entry_does_not_stop_the_others() {
     let missing = "name = \"gone\"\nrelease = \"noble\"\nfile = \"vhd.tar.gz\"";
     let catalog = write_catalog(dir.path(), 2, &[missing, NOBLE]);
     let root = dir.path().join("root");
-    let output = sync(&site, &catalog, &[]);
+    let output = run(
+        &site,
+        &[
+            "--json",
+            "--log-format",
+            "json",
+            "sync",
+            catalog.to_str().unwrap(),
+        ],
+    );
     assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+    // Logs for machines: one JSON object per line, the failure among them with its entry.
+    let logs: Vec<Value> = stderr(&output)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON log line"))
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|l| l["level"] == "ERROR" && l["fields"]["image"] == "gone"),
+        "{logs:?}"
+    );
     let report = summary(&output);
     let failed = outcome(&report, "gone");
     assert_eq!(failed["outcome"], "failed");

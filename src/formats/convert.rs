@@ -279,6 +279,7 @@ pub fn convert_file(
     let size = reader.virtual_size();
     publish(dst, dst_format, |target| {
         let writer = super::create(target, dst_format, size, options)?;
+        let writer = super::writeback::Writeback::wrap(writer, target.path);
         convert(reader.as_mut(), writer, reporter)
     })
 }

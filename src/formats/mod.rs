@@ -16,6 +16,7 @@ pub mod raw;
 pub mod vdi;
 pub mod vhd;
 pub mod vmdk;
+mod writeback;
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
