@@ -10,7 +10,9 @@ use tempfile::TempDir;
 use crate::common::mirror::{Knobs, Stream};
 use crate::common::pgp;
 use crate::common::server::{Fault, Server, Times};
-use crate::common::site::{build_site, run, sha256_file, stderr, Site, DAILY, RELEASED};
+use crate::common::site::{
+    build_site, outcome, run, sha256_file, stderr, summary, Site, DAILY, RELEASED,
+};
 use crate::require_tools;
 
 const IMAGE: &str = "ubuntu-24.04-server-cloudimg-amd64.img";
@@ -40,20 +42,6 @@ fn mirror(site: &Site, catalog: &Path, dir: &Path, extra: &[&str]) -> Output {
     ];
     args.extend_from_slice(extra);
     run(site, &args)
-}
-
-fn summary(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|_| panic!("JSON summary expected; stderr: {}", stderr(output)))
-}
-
-fn outcome<'a>(summary: &'a Value, name: &str) -> &'a Value {
-    summary["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == name)
-        .unwrap_or_else(|| panic!("{name} in {summary}"))
 }
 
 /// cloudimg reading `mirror` (the served tree), trusting the test key.

@@ -12,7 +12,9 @@ use tempfile::TempDir;
 use crate::common::glance::{get, images_named, unique, Cleanup};
 use crate::common::mirror::{Knobs, Stream};
 use crate::common::server::{Fault, Times};
-use crate::common::site::{build_site, cloudimg, file_url_path, names, run, stderr, Site};
+use crate::common::site::{
+    build_site, cloudimg, file_url_path, names, outcome, run, stderr, summary, Site,
+};
 use crate::{require_glance, require_tools};
 
 const NEWEST: &str = "20241004.1";
@@ -41,20 +43,6 @@ fn sync(site: &Site, catalog: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["--json", "sync", catalog.to_str().unwrap()];
     args.extend_from_slice(extra);
     run(site, &args)
-}
-
-fn summary(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|_| panic!("JSON summary expected; stderr: {}", stderr(output)))
-}
-
-fn outcome<'a>(summary: &'a Value, name: &str) -> &'a Value {
-    summary["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == name)
-        .unwrap_or_else(|| panic!("{name} in {summary}"))
 }
 
 fn current(root: &Path, name: &str) -> Option<String> {

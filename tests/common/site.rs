@@ -116,3 +116,19 @@ pub fn file_url_path(site: &Site, ftype: &str) -> String {
         .to_owned();
     url::Url::parse(&url).unwrap().path().to_owned()
 }
+
+/// The JSON summary a `sync` or `mirror` run printed, whatever its exit status.
+pub fn summary(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("JSON summary expected; stderr: {}", stderr(output)))
+}
+
+/// The entry called `name` in such a summary.
+pub fn outcome<'a>(summary: &'a Value, name: &str) -> &'a Value {
+    summary["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("{name} in {summary}"))
+}
