@@ -6,10 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use super::SyncError;
+use crate::catalog::DigestAlgorithm;
 use crate::container::glance::{ImageMetadata, METADATA_SUFFIX};
+use crate::io::hashing::{self, ContentHasher};
 
 /// The `current` symlink's name in each image folder.
 pub const CURRENT: &str = "current";
@@ -214,18 +214,10 @@ pub fn verify_serial(dir: &Path) -> Result<bool, SyncError> {
 }
 
 fn sha256_file(path: &Path) -> Result<String, SyncError> {
-    use std::io::Read;
     let mut file = std::fs::File::open(path).map_err(io(path))?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buffer).map_err(io(path))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
+    let mut hasher = ContentHasher::new(DigestAlgorithm::Sha256);
+    hashing::hash_reader(&mut file, &mut hasher).map_err(io(path))?;
+    Ok(hashing::finish(hasher).to_hex())
 }
 
 /// Free bytes for unprivileged users on the filesystem holding `path`.
