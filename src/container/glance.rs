@@ -211,17 +211,13 @@ impl ImageMetadata {
     /// Writes `<artifact>.glance.json` beside the artifact (temporary name, then rename).
     pub fn write_beside(&self, artifact: &Path) -> Result<PathBuf, ContainerError> {
         let path = metadata_path(artifact);
-        let mut partial = path.as_os_str().to_owned();
-        partial.push(".partial");
-        let partial = PathBuf::from(partial);
         let rendered = ImageMetadata {
             openstack_command: self.render_openstack_command(),
             ..self.clone()
         };
         let text = serde_json::to_string_pretty(&rendered)
             .map_err(|e| ContainerError::io(&path, "serialise", std::io::Error::other(e)))?;
-        std::fs::write(&partial, text + "\n")
-            .and_then(|()| std::fs::rename(&partial, &path))
+        crate::io::atomic::write(&path, (text + "\n").as_bytes())
             .map_err(|e| ContainerError::io(&path, "write", e))?;
         Ok(path)
     }

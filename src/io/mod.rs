@@ -1,4 +1,5 @@
 //! Small adapters between byte streams and the rest of the crate.
 
+pub mod atomic;
 pub mod hashing;
 pub mod progress;

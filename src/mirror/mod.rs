@@ -1223,15 +1223,13 @@ fn digest_of(
 /// bytes already there are left alone, so reruns keep modification times (and `rsync` of the
 /// tree to the lab side has nothing to do).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), MirrorError> {
+    // Unchanged documents keep their mtime, so rsync and conditional requests see no change.
     if read_own(path).ok().flatten().as_deref() == Some(bytes) {
         return Ok(());
     }
     let parent = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(io_error(parent))?;
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let temporary = parent.join(format!(".{name}.tmp"));
-    std::fs::write(&temporary, bytes).map_err(io_error(&temporary))?;
-    std::fs::rename(&temporary, path).map_err(io_error(path))
+    crate::io::atomic::write(path, bytes).map_err(io_error(path))
 }
 
 fn remove_if_present(path: &Path) -> Result<(), MirrorError> {
@@ -1245,11 +1243,7 @@ fn remove_if_present(path: &Path) -> Result<(), MirrorError> {
 fn replace_symlink(target: &Path, link: &Path) -> Result<(), MirrorError> {
     let parent = link.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(io_error(parent))?;
-    let name = link.file_name().unwrap_or_default().to_string_lossy();
-    let temporary = parent.join(format!(".{name}.link"));
-    let _ = std::fs::remove_file(&temporary);
-    std::os::unix::fs::symlink(target, &temporary).map_err(io_error(&temporary))?;
-    std::fs::rename(&temporary, link).map_err(io_error(link))
+    crate::io::atomic::replace_symlink(target, link).map_err(io_error(link))
 }
 
 /// A JSON document this tool wrote earlier; `None` when absent.

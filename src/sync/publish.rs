@@ -114,11 +114,8 @@ impl ImageTree {
     /// Points `current` at `serial` in one rename.
     pub fn switch_current(&self, serial: &str) -> Result<(), SyncError> {
         let dir = self.dir();
-        let temporary = dir.join(format!(".{CURRENT}.new"));
-        let _ = std::fs::remove_file(&temporary);
-        std::os::unix::fs::symlink(serial, &temporary).map_err(io(&temporary))?;
         let link = dir.join(CURRENT);
-        std::fs::rename(&temporary, &link).map_err(io(&link))?;
+        crate::io::atomic::replace_symlink(Path::new(serial), &link).map_err(io(&link))?;
         sync_dir(&dir)
     }
 

@@ -130,20 +130,13 @@ impl State {
 
     /// Writes the state under a temporary name, fsyncs it and renames it into place.
     pub fn save(&self, root: &Path) -> Result<(), SyncError> {
-        use std::io::Write;
         let path = root.join(STATE_FILE);
-        let temporary = root.join(format!("{STATE_FILE}.partial"));
         let io = |source| SyncError::Io {
             path: path.clone(),
             source,
         };
         let text = serde_json::to_string_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
-        let mut file = std::fs::File::create(&temporary).map_err(io)?;
-        file.write_all(text.as_bytes())
-            .and_then(|()| file.write_all(b"\n"))
-            .and_then(|()| file.sync_all())
-            .map_err(io)?;
-        std::fs::rename(&temporary, &path).map_err(io)
+        crate::io::atomic::write(&path, (text + "\n").as_bytes()).map_err(io)
     }
 
     /// Records a newly published serial as current and forgets pruned ones.
