@@ -106,6 +106,9 @@ impl std::fmt::Display for ForeignFormat {
     }
 }
 
+/// A test of a file's leading bytes.
+type HeadCheck = fn(&[u8]) -> bool;
+
 /// The foreign format `probe` holds, if any.
 pub fn probe(probe: &Probe) -> Option<ForeignFormat> {
     probe_head(&probe.head).or_else(|| is_dmg(&probe.tail).then_some(ForeignFormat::Dmg))
@@ -114,7 +117,7 @@ pub fn probe(probe: &Probe) -> Option<ForeignFormat> {
 /// The foreign format whose signature is in the leading bytes `head` (all but dmg, whose
 /// signature is a trailer); used for disks inside archives too.
 pub fn probe_head(head: &[u8]) -> Option<ForeignFormat> {
-    let checks: [(ForeignFormat, fn(&[u8]) -> bool); 7] = [
+    let checks: [(ForeignFormat, HeadCheck); 7] = [
         (ForeignFormat::Vhdx, is_vhdx),
         (ForeignFormat::Qed, is_qed),
         (ForeignFormat::Parallels, is_parallels),
