@@ -24,6 +24,8 @@ mod push;
 mod seed;
 /// `sync` from user catalogs: publish, retention, kills, locks, failures, full disks.
 mod sync;
+/// HTTPS behind a private CA: the system store, SSL_CERT_FILE, --cacert, OS_CACERT, clouds.yaml.
+mod tls;
 /// `cloudimg upload` and the Glance library against a real Glance API.
 mod upload;
 /// OpenPGP verification of the generated mirror, and the mirror's own shape.

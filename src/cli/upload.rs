@@ -21,10 +21,19 @@ pub(super) fn target_and_options(
         .clone()
         .or_else(|| std::env::var("OS_TOKEN").ok().filter(|t| !t.is_empty()));
     let target = GlanceTarget::from_env(args.glance.as_deref(), token.as_deref())?;
+    // Besides --cacert and --insecure: OS_CACERT, and clouds.yaml's cacert and verify.
+    let mut tls = super::fetch::tls(global)?;
+    if let Some(path) = &target.cacert {
+        super::fetch::add_ca_file(&mut tls, path)?;
+    }
+    if !target.verify {
+        tls.disable_verification("verify: false in clouds.yaml");
+    }
     let options = UploadOptions {
         client: ClientConfig {
             retries: global.retries,
             stall_timeout: Duration::from_secs(global.stall_timeout.max(1)),
+            tls,
             ..ClientConfig::default()
         },
         method: if args.import {

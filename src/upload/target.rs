@@ -1,6 +1,8 @@
 //! Which Glance to talk to and with what credentials: `--glance` / `--token`, the `OS_*`
 //! environment of the OpenStack client, or a named cloud of `clouds.yaml` (`OS_CLOUD`).
 
+use std::path::PathBuf;
+
 use url::Url;
 
 use super::clouds::{self, CloudAuth};
@@ -20,6 +22,10 @@ pub struct GlanceTarget {
     pub region: Option<String>,
     /// Catalog interface (`OS_INTERFACE`): `public` (default), `internal` or `admin`.
     pub interface: String,
+    /// A CA bundle to trust for Keystone and Glance (`OS_CACERT`, clouds.yaml `cacert`).
+    pub cacert: Option<PathBuf>,
+    /// `false` when clouds.yaml says `verify: false` (certificates are then not checked).
+    pub verify: bool,
 }
 
 /// How requests are authorised.
@@ -48,6 +54,8 @@ impl GlanceTarget {
             auth: Auth::None,
             region: None,
             interface: "public".to_owned(),
+            cacert: None,
+            verify: true,
         }
     }
 
@@ -67,20 +75,22 @@ impl GlanceTarget {
         token: Option<&str>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<GlanceTarget, UploadError> {
-        let (fields, auth_type, mut region, mut interface, endpoint_override) =
-            match env("OS_CLOUD") {
-                Some(name) => {
-                    let cloud = clouds::load(&name, &clouds::search_path(env))?;
-                    (
-                        cloud.auth,
-                        cloud.auth_type,
-                        cloud.region_name,
-                        cloud.interface,
-                        cloud.image_endpoint_override,
-                    )
-                }
-                None => (env_auth(env), None, None, None, None),
-            };
+        let cloud = match env("OS_CLOUD") {
+            Some(name) => clouds::load(&name, &clouds::search_path(env))?,
+            None => clouds::Cloud {
+                auth: env_auth(env),
+                ..clouds::Cloud::default()
+            },
+        };
+        let (fields, auth_type, mut region, mut interface, endpoint_override) = (
+            cloud.auth,
+            cloud.auth_type,
+            cloud.region_name,
+            cloud.interface,
+            cloud.image_endpoint_override,
+        );
+        // OS_CACERT wins over the cloud's, like the region below.
+        let cacert = env("OS_CACERT").or(cloud.cacert).map(PathBuf::from);
         // The environment's region and interface win over the cloud's, as in the CLI.
         if let Some(value) = env("OS_REGION_NAME") {
             region = Some(value);
@@ -114,6 +124,8 @@ impl GlanceTarget {
             auth,
             region,
             interface: interface.unwrap_or_else(|| "public".to_owned()),
+            cacert,
+            verify: cloud.verify.unwrap_or(true),
         })
     }
 }
