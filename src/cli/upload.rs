@@ -134,12 +134,12 @@ pub(super) fn targets(global: &Global, args: &GlanceArgs) -> Result<Vec<NamedTar
         .collect()
 }
 
+/// A cloud and a region of one target, either possibly left to the environment.
+type CloudRegion = (Option<String>, Option<String>);
+
 /// Pairs repeated `--os-cloud` and `--os-region-name`: position by position, or one of them
 /// given once and applied to each of the other.
-fn cloud_region_pairs(
-    clouds: &[String],
-    regions: &[String],
-) -> Result<Vec<(Option<String>, Option<String>)>, Error> {
+fn cloud_region_pairs(clouds: &[String], regions: &[String]) -> Result<Vec<CloudRegion>, Error> {
     let some = |v: &String| Some(v.clone());
     Ok(match (clouds.len(), regions.len()) {
         (0, _) => regions.iter().map(|r| (None, some(r))).collect(),
