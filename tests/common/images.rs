@@ -120,7 +120,11 @@ fn build() -> Images {
             "vhdx",
             &["-O", "vhdx", "-o", "subformat=dynamic,block_size=1M"],
         ),
-        ("vhdx-fixed", "vhdx", &["-O", "vhdx", "-o", "subformat=fixed"]),
+        (
+            "vhdx-fixed",
+            "vhdx",
+            &["-O", "vhdx", "-o", "subformat=fixed"],
+        ),
         ("vdi-dynamic", "vdi", &["-O", "vdi"]),
         ("vdi-static", "vdi", &["-O", "vdi", "-o", "static=on"]),
     ];

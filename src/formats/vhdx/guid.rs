@@ -76,7 +76,7 @@ pub const PARENT_LOCATOR: [u8; 16] = guid(
 pub fn random() -> [u8; 16] {
     // The text-order bytes of a v4 UUID, swapped into Microsoft's layout; a random GUID is
     // just as random in either order, but the version nibble then lands where readers look.
-    let t = crate::formats::vhd::uuid::random_v4();
+    let t = crate::formats::uuid::random_v4();
     let d1 = u32::from_be_bytes([t[0], t[1], t[2], t[3]]);
     let d2 = u16::from_be_bytes([t[4], t[5]]);
     let d3 = u16::from_be_bytes([t[6], t[7]]);

@@ -43,7 +43,12 @@ const SECTOR: u64 = 512;
 
 /// A VHDX starts with `vhdxfile`.
 pub fn probe(probe: &Probe) -> bool {
-    header::has_signature(&probe.head)
+    starts_like_vhdx(&probe.head)
+}
+
+/// Whether leading bytes (of a file, or of a disk inside an archive) are a VHDX's.
+pub fn starts_like_vhdx(head: &[u8]) -> bool {
+    header::has_signature(head)
 }
 
 pub fn open(path: &Path, file: File) -> Result<Box<dyn DiskReader>, FormatError> {

@@ -16,7 +16,7 @@ use super::header::{
 use super::log;
 use super::metadata::{self, ItemBytes, Metadata, MetadataTable};
 use super::region::{self, Region, RegionTable};
-use crate::formats::vhd::holes;
+use crate::formats::holes;
 use crate::formats::{DiskFormat, DiskReader, Extent, FormatError, ImageInfo, Mapping};
 
 /// BAT entries read at once (64 KiB).
