@@ -24,6 +24,8 @@ mod push;
 mod seed;
 /// `sync` from user catalogs: publish, retention, kills, locks, failures, full disks.
 mod sync;
+/// Several Glance targets against two real Glance APIs, one stopped half way.
+mod targets;
 /// HTTPS behind a private CA: the system store, SSL_CERT_FILE, --cacert, OS_CACERT, clouds.yaml.
 mod tls;
 /// `cloudimg upload` and the Glance library against a real Glance API.

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use url::Url;
 
+use crate::fetch::ClientConfig;
+
 use super::clouds::{self, CloudAuth};
 use super::http::Secret;
 use super::keystone::{Credentials, DomainRef, ProjectRef, UserRef};
@@ -59,6 +61,24 @@ impl GlanceTarget {
         }
     }
 
+    /// `config` with this target's trust settings added: its CA bundle (`OS_CACERT`, the cloud's
+    /// `cacert`) and the cloud's `verify: false`.
+    pub fn client_config(&self, config: &ClientConfig) -> Result<ClientConfig, UploadError> {
+        let mut config = config.clone();
+        if let Some(path) = &self.cacert {
+            config
+                .tls
+                .add_ca_file(path)
+                .map_err(|error| UploadError::Usage(crate::error::chain(&error)))?;
+        }
+        if !self.verify {
+            config
+                .tls
+                .disable_verification("verify: false in clouds.yaml");
+        }
+        Ok(config)
+    }
+
     /// From the process environment, the way the `openstack` client reads it; `glance` and
     /// `token` (the command line's `--glance`, `--token`) take precedence over it.
     pub fn from_env(
@@ -67,6 +87,27 @@ impl GlanceTarget {
     ) -> Result<GlanceTarget, UploadError> {
         let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
         GlanceTarget::from_vars(glance, token, &env)
+    }
+
+    /// A catalog target: its own `OS_*`-style settings (see
+    /// [`crate::catalog::user::GlanceConfig::os_variables`]). The process environment only
+    /// supplies what locates `clouds.yaml` (`HOME`, `XDG_CONFIG_HOME`, `OS_CLIENT_CONFIG_FILE`)
+    /// unless `inherit` (a single target with no credentials of its own): then the `OS_*`
+    /// variables fill what the target leaves out, as for `upload`.
+    pub fn from_settings(
+        settings: &[(&str, &str)],
+        inherit: bool,
+    ) -> Result<GlanceTarget, UploadError> {
+        let env = |key: &str| -> Option<String> {
+            if let Some((_, value)) = settings.iter().find(|(name, _)| *name == key) {
+                return Some((*value).to_owned());
+            }
+            let locates_clouds = !key.starts_with("OS_") || key == "OS_CLIENT_CONFIG_FILE";
+            (inherit || locates_clouds)
+                .then(|| std::env::var(key).ok().filter(|v| !v.is_empty()))
+                .flatten()
+        };
+        GlanceTarget::from_vars(None, None, &env)
     }
 
     /// [`GlanceTarget::from_env`] with the variables looked up through `env` (for tests).
