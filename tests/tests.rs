@@ -14,6 +14,8 @@ mod formats;
 mod mirror;
 /// `prepare`: artifacts for every Glance container format, checked by independent tools.
 mod prepare;
+/// qemu-img's interface: info and check layouts, repairs, exit statuses, progress lines.
+mod qemu_img;
 /// The cloud-init seed ISO, read back with isoinfo.
 mod seed;
 /// `sync` from user catalogs: publish, retention, kills, locks, failures, full disks.

@@ -30,7 +30,8 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
         keyring = context.keyring(global)?;
         SignaturePolicy::Require(&keyring)
     };
-    let mut convert_options = Options::parse(&args.convert_options.join(","))?;
+    let mut convert_options =
+        Options::parse(&args.deprecated.merged(&args.convert_options).join(","))?;
     if args.compress {
         if !args.disk_format.eq_ignore_ascii_case("qcow2") {
             return Err(Error::Usage(
@@ -119,7 +120,7 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
     } else if !global.quiet {
         for artifact in &prepared.artifacts {
             let meta = &artifact.metadata;
-            println!(
+            outln!(
                 "{} ({}/{}, {} bytes)",
                 artifact.path.display(),
                 meta.disk_format,
@@ -127,9 +128,9 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
                 meta.digests.size
             );
             for file in &artifact.package_files {
-                println!("  {}", file.display());
+                outln!("  {}", file.display());
             }
-            println!("  {}", artifact.metadata_path.display());
+            outln!("  {}", artifact.metadata_path.display());
         }
         if let Some(images) = &uploaded {
             upload::print_uploaded(images);

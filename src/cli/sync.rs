@@ -98,7 +98,7 @@ pub fn sync(global: &Global, args: SyncArgs) -> Result<i32, Error> {
                 ),
                 Outcome::Failed { error, .. } => format!("FAILED      {error}"),
             };
-            println!("{:<24} {line}", entry.name);
+            outln!("{:<24} {line}", entry.name);
         }
     }
     Ok(if summary.failed() > 0 {

@@ -44,7 +44,7 @@ pub(super) fn print_uploaded(images: &[Uploaded]) {
             Outcome::Uploaded => "",
             Outcome::AlreadyPresent => " (already present)",
         };
-        println!("{} {} {}{note}", image.name, image.id, image.status);
+        outln!("{} {} {}{note}", image.name, image.id, image.status);
     }
 }
 
