@@ -8,6 +8,8 @@ mod cli;
 mod debian;
 /// Downloads and documents against the loopback server: resume, retries, cache, locks.
 mod fetch;
+/// Formats cloudimg recognises but does not read: refused by name, never read as raw.
+mod foreign;
 /// Conversions through the `cloudimg` binary, checked with qemu-img.
 mod formats;
 /// `mirror`: a served copy of the loopback mirror, read back by list, fetch, prepare and sync.
