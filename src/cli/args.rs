@@ -15,7 +15,8 @@ Exit codes:
   4  network or server failure after retries (upload: also a failed Glance import)
   upload: 1 when Glance refuses the bytes (format inspection), 2 for bad credentials
   sync: 5 some entries failed (the others were done), 6 another sync holds the output root
-  check: 0 clean, 2 corruptions found, 3 leaked clusters only (as qemu-img check)";
+  check: 0 clean, 1 not completed, 2 corruptions, 3 leaked clusters only, 63 no checks
+     for the format (as qemu-img check)";
 
 #[derive(Debug, Parser)]
 #[command(

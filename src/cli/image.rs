@@ -39,7 +39,7 @@ pub fn info(global: &Global, args: InfoArgs) -> Result<i32, Error> {
     let filename = args.file.display().to_string();
     let nodes = qemu::file_nodes(&args.file, &info);
     if json_output(global, args.output) {
-        print_json(&qemu::info_json(&info, &filename, &nodes));
+        print_json(&qemu::Ordered(&qemu::info_json(&info, &filename, &nodes)));
     } else {
         out!("{}", qemu::info_human(&info, &filename, &nodes));
     }
@@ -124,7 +124,9 @@ pub fn check(global: &Global, args: CheckArgs) -> Result<i32, Error> {
     }
     let filename = args.file.display().to_string();
     if json_output(global, args.output) {
-        print_json(&qemu::check_json(&report, &filename, format, fixed));
+        print_json(&qemu::Ordered(&qemu::check_json(
+            &report, &filename, format, fixed,
+        )));
     } else if !global.quiet {
         out!("{}", qemu::check_human(&report, format, fixed));
     }

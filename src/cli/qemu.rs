@@ -2,9 +2,10 @@
 //!
 //! Pure functions from facts to text: `info` (JSON as qemu-img 10 prints it: the image node with
 //! its `children` file nodes, `format-specific` as `{type, data}`, `dirty-flag`; and the human
-//! form line for line), `check` (qemu's `ImageCheck` fields and messages). Key order follows
-//! qemu-img's output (serde_json keeps insertion order), and sizes in the human form are rounded
-//! as qemu's `size_to_str` rounds them. The tests in `tests/qemu_img.rs` compare both forms with
+//! form line for line), `check` (qemu's `ImageCheck` fields and messages). serde_json's maps
+//! sort their keys, so [`Ordered`] prints them in qemu-img's order instead (one rank list serves
+//! every layout: the orders never conflict); sizes in the human form are rounded as qemu's
+//! `size_to_str` rounds them. The tests in `tests/qemu_img.rs` compare both forms with
 //! qemu-img's on the same images.
 
 use std::path::Path;
@@ -12,13 +13,96 @@ use std::path::Path;
 use cloudimg::formats::{CheckReport, DiskFormat, ImageInfo};
 use serde_json::{json, Map, Value};
 
+/// Keys in the order qemu-img prints them, across `info`, `check` and `measure` output; other
+/// keys (cloudimg's own, such as an archive's `entry`) follow, sorted.
+const KEY_ORDER: &[&str] = &[
+    "children",
+    "name",
+    "info",
+    "image-end-offset",
+    "total-clusters",
+    "corruptions",
+    "check-errors",
+    "leaks",
+    "leaks-fixed",
+    "corruptions-fixed",
+    "allocated-clusters",
+    "fragmented-clusters",
+    "compressed-clusters",
+    "compressed",
+    "bitmaps",
+    "required",
+    "fully-allocated",
+    "virtual-size",
+    "filename",
+    "cluster-size",
+    "format",
+    "actual-size",
+    "format-specific",
+    "type",
+    "data",
+    "dirty-flag",
+    // qcow2's format-specific data.
+    "compat",
+    "compression-type",
+    "lazy-refcounts",
+    "refcount-bits",
+    "corrupt",
+    "extended-l2",
+    // vmdk's.
+    "cid",
+    "parent-cid",
+    "create-type",
+    "extents",
+];
+
+/// A map's entries in qemu-img's order.
+fn qemu_order(map: &Map<String, Value>) -> Vec<(&String, &Value)> {
+    let rank = |key: &str| {
+        KEY_ORDER
+            .iter()
+            .position(|k| *k == key)
+            .unwrap_or(KEY_ORDER.len())
+    };
+    let mut entries: Vec<_> = map.iter().collect();
+    // Stable: keys of equal rank (unknown ones) keep the map's sorted order.
+    entries.sort_by_key(|(key, _)| rank(key));
+    entries
+}
+
+/// Serialises a JSON value with every object's keys in qemu-img's order.
+pub struct Ordered<'a>(pub &'a Value);
+
+impl serde::Serialize for Ordered<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            Value::Object(map) => {
+                let mut out = serializer.serialize_map(Some(map.len()))?;
+                for (key, value) in qemu_order(map) {
+                    out.serialize_entry(key, &Ordered(value))?;
+                }
+                out.end()
+            }
+            Value::Array(list) => {
+                let mut out = serializer.serialize_seq(Some(list.len()))?;
+                for value in list {
+                    out.serialize_element(&Ordered(value))?;
+                }
+                out.end()
+            }
+            other => other.serialize(serializer),
+        }
+    }
+}
+
 /// One file under an image node: what qemu-img calls a protocol node (`file`, `extents.N`).
 #[derive(Clone, Debug)]
 pub struct FileNode {
     /// The child's name: `file`, or `extents.0` for a VMDK's separate extent file.
     pub name: String,
     pub filename: String,
-    /// The file's length in bytes.
+    /// The file's length in bytes, rounded up to a whole sector as qemu reports it.
     pub length: u64,
     /// Bytes the file occupies on disk (holes excluded).
     pub actual: u64,
@@ -32,7 +116,8 @@ impl FileNode {
         Some(FileNode {
             name: name.to_owned(),
             filename: path.display().to_string(),
-            length: meta.len(),
+            // qemu counts files in whole sectors.
+            length: meta.len().next_multiple_of(SECTOR),
             actual: meta.blocks() * BLOCK,
         })
     }
@@ -52,6 +137,8 @@ impl FileNode {
 
 /// `st_blocks` counts 512-byte units.
 const BLOCK: u64 = 512;
+/// qemu's block layer sizes files in sectors.
+const SECTOR: u64 = 512;
 
 /// The file nodes of an image at `path`: its extent files first (as qemu lists them), then the
 /// image file itself.
@@ -144,7 +231,7 @@ pub fn info_human(info: &ImageInfo, filename: &str, nodes: &[FileNode]) -> Strin
 
 /// qemu's `dump_qdict`: keys with dashes as spaces, composites on their own indented lines.
 fn dump_dict(out: &mut String, indent: usize, map: &Map<String, Value>) {
-    for (key, value) in map {
+    for (key, value) in qemu_order(map) {
         let key = key.replace('-', " ");
         dump_entry(out, indent, &key, value);
     }
@@ -337,11 +424,11 @@ mod tests {
     #[test]
     fn format_specific_dumps_nested_values_like_qemu() {
         let mut data = Map::new();
-        data.insert("parent-cid".into(), 4294967295u64.into());
         data.insert(
             "extents".into(),
-            json!([{ "compressed": true, "format": "" }]),
+            json!([{ "format": "", "compressed": true }]),
         );
+        data.insert("parent-cid".into(), 4294967295u64.into());
         let mut out = String::new();
         dump_dict(&mut out, 1, &data);
         assert_eq!(
@@ -356,8 +443,21 @@ mod tests {
         let report = CheckReport::default();
         let value = check_json(&report, "x.vdi", DiskFormat::Vdi, Fixed::default());
         assert_eq!(
-            value.to_string(),
+            serde_json::to_string(&Ordered(&value)).unwrap(),
             r#"{"check-errors":0,"filename":"x.vdi","format":"vdi"}"#
+        );
+        let report = CheckReport {
+            leaks: vec!["Leaked cluster 6 refcount=1 reference=0".into()],
+            total_clusters: Some(160),
+            allocated_clusters: Some(1),
+            image_end_offset: Some(458752),
+            ..CheckReport::default()
+        };
+        let value = check_json(&report, "l.qcow2", DiskFormat::Qcow2, Fixed::default());
+        // qemu-img 10's order for the same facts.
+        assert_eq!(
+            serde_json::to_string(&Ordered(&value)).unwrap(),
+            r#"{"image-end-offset":458752,"total-clusters":160,"check-errors":0,"leaks":1,"allocated-clusters":1,"filename":"l.qcow2","format":"qcow2"}"#
         );
     }
 }
