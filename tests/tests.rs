@@ -8,6 +8,8 @@ mod cli;
 mod debian;
 /// Shell completions and manual pages, parsed by the shells and groff.
 mod docs;
+/// Hostile document servers: slow drip, oversized and endless bodies, empty sources.
+mod documents;
 /// Downloads and documents against the loopback server: resume, retries, cache, locks.
 mod fetch;
 /// Formats cloudimg recognises but does not read: refused by name, never read as raw.
@@ -18,6 +20,8 @@ mod formats;
 mod mirror;
 /// `prepare`: artifacts for every Glance container format, checked by independent tools.
 mod prepare;
+/// KubeVirt containerDisks: OCI layouts pushed to a real registry, judged by skopeo.
+mod push;
 /// qemu-img's interface: info and check layouts, repairs, exit statuses, progress lines.
 mod qemu_img;
 /// The cloud-init seed ISO, read back with isoinfo.

@@ -15,6 +15,7 @@ Exit codes:
   4  network or server failure after retries (upload: also a failed Glance import)
   upload: 1 when Glance refuses the bytes (format inspection), 2 for bad credentials
   sync: 5 some entries failed (the others were done), 6 another sync holds the output root
+  push: 2 also for credentials a registry refuses, 3 a registry storing other bytes
   check: 0 clean, 1 not completed, 2 corruptions, 3 leaked clusters only, 63 no checks
      for the format (as qemu-img check)";
 
@@ -70,6 +71,17 @@ pub struct Global {
     /// Abandon and retry a transfer that receives nothing for this many seconds.
     #[arg(long, global = true, default_value_t = 30, value_name = "SECONDS")]
     pub stall_timeout: u64,
+    /// Give up on a small document (listing, checksum file, signature, simplestreams JSON)
+    /// that has not arrived whole within this many seconds, retries included. Image transfers
+    /// have no total deadline, only --stall-timeout.
+    #[arg(
+        long,
+        global = true,
+        env = "CLOUDIMG_DOCUMENT_TIMEOUT",
+        default_value_t = cloudimg::fetch::DEFAULT_DOCUMENT_TIMEOUT.as_secs(),
+        value_name = "SECONDS"
+    )]
+    pub document_timeout: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -108,6 +120,9 @@ pub enum Command {
     Seed(SeedArgs),
     /// Upload artifacts to OpenStack Glance from their `.glance.json` metadata.
     Upload(UploadArgs),
+    /// Push an OCI image layout (a KubeVirt containerDisk from `prepare --container-format
+    /// containerdisk`) to registries.
+    Push(PushArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
     /// Print the manual page, or write one page per command into a folder.
@@ -363,9 +378,13 @@ pub struct PrepareArgs {
     /// Glance disk_format: raw, qcow2, vmdk, vhd, vdi, or aki/ari/ami.
     #[arg(long, default_value = "qcow2", value_name = "FMT")]
     pub disk_format: String,
-    /// Glance container_format: bare, ovf, ova, aki, ari, ami.
+    /// Glance container_format: bare, ovf, ova, aki, ari, ami; or containerdisk (a KubeVirt
+    /// containerDisk: the output directory becomes an OCI image layout for `cloudimg push`).
     #[arg(long, default_value = "bare", value_name = "FMT")]
     pub container_format: String,
+    /// containerdisk: gzip the layer (qcow2 disks are often compressed already).
+    #[arg(long)]
+    pub gzip_layer: bool,
     /// Upstream file kind to start from [default: disk1.img; tar.gz for ami].
     #[arg(long = "file", value_name = "KIND")]
     pub kind: Option<String>,
@@ -479,6 +498,41 @@ pub struct GlanceArgs {
     /// Give up waiting for an import after this many seconds (the image is left in place).
     #[arg(long, default_value_t = DEFAULT_IMPORT_TIMEOUT_SECONDS, value_name = "SECONDS")]
     pub import_timeout: u64,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Credentials come from the containers auth files, as podman and skopeo use them:
+$REGISTRY_AUTH_FILE, else $XDG_RUNTIME_DIR/containers/auth.json,
+~/.config/containers/auth.json, ~/.docker/config.json (podman login / docker login write
+them). Registries asking for a bearer token (WWW-Authenticate: Bearer) get one from their
+token service with those credentials.
+
+Without a tag in the destination, the image gets <release>-<serial>, <release> and latest
+(moved last), from the layout's annotations.")]
+pub struct PushArgs {
+    /// The OCI image layout folder (as written by `prepare --container-format containerdisk`).
+    #[arg(value_name = "DIR")]
+    pub layout: PathBuf,
+    /// docker://REGISTRY/REPOSITORY[:TAG] (repeatable: blobs are mounted across repositories
+    /// of one registry when it allows).
+    #[arg(value_name = "DESTINATION", required = true)]
+    pub destinations: Vec<String>,
+    /// The image of the layout's index.json to push, by its ref name [default: the only one].
+    #[arg(long = "ref", value_name = "NAME")]
+    pub ref_name: Option<String>,
+    /// Another tag to set (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Talk plain HTTP to the registry (lab registries without TLS).
+    #[arg(long)]
+    pub insecure_registry: bool,
+    /// Upload blobs in chunks of this size (e.g. 64M) instead of one request each.
+    #[arg(long, value_name = "SIZE")]
+    pub chunk_size: Option<String>,
+    /// Keep this many <release>-<serial> tags; delete the manifests of older ones.
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
 }
 
 #[derive(Debug, Args)]
