@@ -64,6 +64,7 @@ fn matrix_images(dir: &Path) -> Vec<(String, std::path::PathBuf, &'static str)> 
     for input in &images().inputs {
         let qemu_format = match input.name {
             name if name.contains("tar") || name == "ova" => continue,
+            name if name.starts_with("vhdx") => "vhdx",
             name if name.starts_with("vhd") => "vpc",
             name if name.starts_with("vmdk") => "vmdk",
             name if name.starts_with("vdi") => "vdi",
@@ -142,6 +143,8 @@ fn matrix_images(dir: &Path) -> Vec<(String, std::path::PathBuf, &'static str)> 
             "vpc",
             &["-o", "subformat=dynamic,force_size=on"],
         ),
+        ("ours-vhdx", "vhdx", &[]),
+        ("ours-vhdx-fixed", "vhdx", &["-o", "subformat=fixed"]),
         ("ours-vdi", "vdi", &[]),
         ("ours-vdi-static", "vdi", &["-o", "static=on"]),
         ("ours-raw", "raw", &[]),

@@ -312,6 +312,27 @@ pub fn help(format: super::DiskFormat) -> &'static [OptionHelp] {
             ];
             OPTIONS
         }
+        DiskFormat::Vhdx => {
+            const OPTIONS: &[OptionHelp] = &[
+                option(
+                    "block_size",
+                    "size",
+                    "Block Size; min 1MB, max 256MB. 0 means auto-calculate based on image size.",
+                ),
+                option(
+                    "block_state_zero",
+                    BOOL,
+                    "Force use of payload blocks of type 'ZERO'. Non-standard, but default.",
+                ),
+                option("log_size", "size", "Log size; min 1MB."),
+                option(
+                    "subformat",
+                    "str",
+                    "VHDX format type, can be either 'dynamic' or 'fixed'. Default is 'dynamic'.",
+                ),
+            ];
+            OPTIONS
+        }
         DiskFormat::Vdi => {
             const OPTIONS: &[OptionHelp] =
                 &[option("static", BOOL, "VDI static (pre-allocated) image")];
