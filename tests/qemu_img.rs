@@ -372,3 +372,32 @@ fn convert_progress_without_a_terminal_is_qemu_img_s() {
         assert!((0.0..=100.0).contains(&percent));
     }
 }
+
+#[test]
+fn json_failures_print_an_error_object_on_stdout() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let missing = dir.path().join("missing.img");
+    let output = Command::new(env!("CARGO_BIN_EXE_cloudimg"))
+        .args(["--json", "info", s(&missing)])
+        .output()
+        .expect("the cloudimg binary runs");
+    assert_eq!(output.status.code(), Some(1));
+    let error = json(&output, "missing image");
+    assert_eq!(error["error"]["kind"], "other", "{error}");
+    assert_eq!(error["error"]["exit_status"], 1, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("missing.img")),
+        "{error}"
+    );
+    // An argument that does not parse is a usage error, in JSON too.
+    let output = Command::new(env!("CARGO_BIN_EXE_cloudimg"))
+        .args(["--json", "info", "--output=yaml", s(&missing)])
+        .output()
+        .expect("the cloudimg binary runs");
+    assert_eq!(output.status.code(), Some(2));
+    let error = json(&output, "bad option");
+    assert_eq!(error["error"]["kind"], "usage", "{error}");
+    assert_eq!(error["error"]["exit_status"], 2, "{error}");
+}

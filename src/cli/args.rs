@@ -35,6 +35,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Options every command takes, listed apart from the command's own in `--help` (see
+/// `help::command`).
 #[derive(Debug, Args)]
 pub struct Global {
     /// Base URL of the image site or of a mirror of it [default: the catalog's site].
@@ -151,6 +153,7 @@ pub struct Selection {
     /// (x86_64, aarch64, ppc64le, ...).
     #[arg(long, default_value = "amd64")]
     pub arch: String,
+    /// Image stream: released serials, daily builds, or their minimal variants (Ubuntu).
     #[arg(long, value_enum, default_value_t = StreamArg::Released)]
     pub stream: StreamArg,
     /// Discovery source; default simplestreams where the stream has the release, else HTML.
@@ -283,13 +286,6 @@ pub struct ConvertArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "\
-Exit codes (as qemu-img check):
-  0   no errors were found
-  1   the check could not be completed (unreadable or malformed image)
-  2   corruptions were found
-  3   leaked clusters were found, but no corruptions
-  63  the format has no checks (raw)")]
 pub struct CheckArgs {
     /// Input format (detected by content when omitted).
     #[arg(short = 'f', value_name = "FMT")]
