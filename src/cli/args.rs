@@ -116,6 +116,10 @@ pub enum Command {
     Convert(ConvertArgs),
     /// Check an image's structure.
     Check(CheckArgs),
+    /// Compare the guest contents of two images (as qemu-img compare).
+    Compare(CompareArgs),
+    /// Tell the size a conversion to qcow2 or raw needs (as qemu-img measure).
+    Measure(MeasureArgs),
     /// Create a blank image.
     Create(CreateArgs),
     /// Change an image's virtual size.
@@ -298,6 +302,48 @@ pub struct CheckArgs {
     pub repair: Option<RepairArg>,
     /// The image.
     pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Format of the first image (detected by content when omitted).
+    #[arg(short = 'f', value_name = "FMT")]
+    pub format: Option<String>,
+    /// Format of the second image (detected by content when omitted).
+    #[arg(short = 'F', value_name = "FMT")]
+    pub second_format: Option<String>,
+    /// Strict: images of different sizes, or with data where the other has a hole, differ.
+    #[arg(short = 's')]
+    pub strict: bool,
+    /// Show progress (as convert -p).
+    #[arg(short = 'p')]
+    pub progress: bool,
+    /// The first image.
+    pub first: PathBuf,
+    /// The second image.
+    pub second: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct MeasureArgs {
+    /// Output layout, as qemu-img measure's.
+    #[arg(long, value_enum, default_value_t = OutputArg::Human, value_name = "FMT")]
+    pub output: OutputArg,
+    /// Format of the image to measure (detected by content when omitted).
+    #[arg(short = 'f', value_name = "FMT")]
+    pub format: Option<String>,
+    /// Output format: qcow2 or raw.
+    #[arg(short = 'O', value_name = "FMT", default_value = "raw")]
+    pub output_format: String,
+    /// Output format options, comma-separated key=value (repeatable).
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    pub options: Vec<String>,
+    /// Measure a blank image of this virtual size instead of a file (K, M, G, T suffixes).
+    #[arg(long, value_name = "SIZE", conflicts_with = "file")]
+    pub size: Option<String>,
+    /// The image to measure.
+    #[arg(required_unless_present = "size")]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

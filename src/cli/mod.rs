@@ -97,6 +97,8 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Info(args) => image::info(&global, args),
         Command::Convert(args) => image::convert(&global, args),
         Command::Check(args) => image::check(&global, args),
+        Command::Compare(args) => image::compare(&global, args),
+        Command::Measure(args) => image::measure(&global, args),
         Command::Create(args) => image::create(&global, args),
         Command::Resize(args) => image::resize(&global, args),
         Command::Seed(args) => seed::seed(&global, args),
