@@ -86,6 +86,13 @@ pub struct Global {
         value_name = "SECONDS"
     )]
     pub document_timeout: u64,
+    /// Also trust the CA certificates of this PEM file (a private CA of the mirror, Keystone or
+    /// Glance; the system store, SSL_CERT_FILE and SSL_CERT_DIR are trusted already).
+    #[arg(long, global = true, env = "CLOUDIMG_CACERT", value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// Do not verify TLS certificates at all (warned on every run; prefer --cacert).
+    #[arg(long, global = true)]
+    pub insecure: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
