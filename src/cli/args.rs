@@ -211,6 +211,9 @@ pub struct ConvertArgs {
     #[arg(long)]
     pub azure: bool,
     pub source: PathBuf,
+    /// The output file, written under a temporary name beside it and renamed when complete.
+    /// A symbolic link is followed, as qemu-img does: the file it points to is replaced.
+    /// Character devices, FIFOs and folders are refused, never replaced.
     pub destination: PathBuf,
 }
 
@@ -227,6 +230,8 @@ pub struct CreateArgs {
     pub format: String,
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
+    /// The new image (as for convert's destination: symbolic links followed, devices other
+    /// than files refused).
     pub file: PathBuf,
     /// Virtual size, with an optional K, M, G or T suffix.
     pub size: String,
