@@ -18,6 +18,8 @@ mod mirror;
 mod outputs;
 /// `prepare`: artifacts for every Glance container format, checked by independent tools.
 mod prepare;
+/// KubeVirt containerDisks: OCI layouts pushed to a real registry, judged by skopeo.
+mod push;
 /// The cloud-init seed ISO, read back with isoinfo.
 mod seed;
 /// `sync` from user catalogs: publish, retention, kills, locks, failures, full disks.
