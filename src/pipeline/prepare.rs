@@ -336,7 +336,7 @@ async fn fetch(
     request: &PrepareRequest<'_>,
     reporter: &dyn Reporter,
 ) -> Result<Fetched, Error> {
-    fetch_entry(
+    let fetched = fetch_entry(
         client,
         catalog,
         listing,
@@ -348,7 +348,13 @@ async fn fetch(
         &request.signature,
         reporter,
     )
-    .await
+    .await?;
+    // The download may live elsewhere (the cache): the output folder is made once there is
+    // something verified to put in it.
+    tokio::fs::create_dir_all(&request.output_dir)
+        .await
+        .map_err(io_error(&request.output_dir))?;
+    Ok(fetched)
 }
 
 /// A file of the build's sub-folder (`unpacked/`) and the listing of that folder: its own
