@@ -107,7 +107,7 @@ pub enum Command {
     Mirror(MirrorArgs),
     /// Show an image's format, sizes and options.
     Info(InfoArgs),
-    /// Convert an image between raw, qcow2, vmdk, vhd and vdi.
+    /// Convert an image between raw, qcow2, vmdk, vhd, vhdx and vdi.
     Convert(ConvertArgs),
     /// Check an image's structure.
     Check(CheckArgs),
@@ -182,7 +182,7 @@ pub struct FetchArgs {
     /// that publish no signature (Debian) are reported as such either way.
     #[arg(long)]
     pub no_verify_signature: bool,
-    /// After verifying, convert the image to this disk format (raw, qcow2, vmdk, vhd, vdi).
+    /// After verifying, convert the image to this disk format (raw, qcow2, vmdk, vhd, vhdx, vdi).
     #[arg(long, value_name = "FMT")]
     pub convert: Option<String>,
     /// Options for --convert, as qemu-img's -o.
@@ -207,7 +207,7 @@ pub struct InfoArgs {
 pub struct ConvertArgs {
     #[arg(short = 'f', value_name = "FMT")]
     pub format: Option<String>,
-    /// Output format: raw, qcow2, vmdk, vhd (vpc), vdi.
+    /// Output format: raw, qcow2, vmdk, vhd (vpc), vhdx, vdi.
     #[arg(short = 'O', value_name = "FMT")]
     pub output_format: String,
     /// Format options, comma-separated key=value (repeatable), e.g. -o subformat=streamOptimized.
@@ -307,7 +307,7 @@ pub struct PrepareArgs {
     pub release: String,
     #[command(flatten)]
     pub selection: Selection,
-    /// Glance disk_format: raw, qcow2, vmdk, vhd, vdi, or aki/ari/ami.
+    /// Glance disk_format: raw, qcow2, vmdk, vhd, vhdx, vdi, or aki/ari/ami.
     #[arg(long, default_value = "qcow2", value_name = "FMT")]
     pub disk_format: String,
     /// Glance container_format: bare, ovf, ova, aki, ari, ami; or containerdisk (a KubeVirt
