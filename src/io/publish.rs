@@ -533,7 +533,8 @@ mod tests {
         let not_ours = old_temporary(dir.path(), ".c.img.partial");
         let not_hidden = old_temporary(dir.path(), "d.img.cloudimg-tmp");
         // As a process that started a minute after they were made.
-        let later = *RUN_START + 60;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+        let later = now + 60;
         for path in [&dead, &live, &not_ours, &not_hidden] {
             let swept = is_temporary_name(path.file_name().unwrap())
                 && remove_if_stale(path, later).unwrap();
@@ -542,7 +543,7 @@ mod tests {
         assert!(!dead.exists() && live.exists() && not_ours.exists() && not_hidden.exists());
         // Made after this run started: left for its writer even when unlocked.
         let fresh = old_temporary(dir.path(), ".e.img.00000000.cloudimg-tmp");
-        assert!(!remove_if_stale(&fresh, *RUN_START - 60).unwrap());
+        assert!(!remove_if_stale(&fresh, now - 60).unwrap());
         drop(held);
         assert!(remove_if_stale(&live, later).unwrap());
     }
