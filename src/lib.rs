@@ -10,6 +10,7 @@
 // size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod bake;
 pub mod catalog;
 pub mod container;
 pub mod error;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use url::Url;
 
+use crate::bake::BakeError;
 use crate::catalog::{Catalog, CatalogError, Signature};
 use crate::container::ContainerError;
 use crate::fetch::{Client, Download, FetchError};
@@ -41,6 +42,9 @@ pub enum Error {
     Format(#[from] FormatError),
     #[error(transparent)]
     Container(#[from] ContainerError),
+    /// Boxed: it carries the console's last lines.
+    #[error(transparent)]
+    Bake(Box<BakeError>),
     /// Boxed: its variants carry several strings each, which would double every `Result`.
     #[error(transparent)]
     Upload(Box<UploadError>),
@@ -72,6 +76,12 @@ pub enum Error {
     },
 }
 
+impl From<BakeError> for Error {
+    fn from(error: BakeError) -> Error {
+        Error::Bake(Box::new(error))
+    }
+}
+
 impl From<UploadError> for Error {
     fn from(error: UploadError) -> Error {
         Error::Upload(Box::new(error))
@@ -88,6 +98,7 @@ impl Error {
             Error::Keyring(e) => e.kind(),
             Error::Format(e) => e.kind(),
             Error::Container(e) => e.kind(),
+            Error::Bake(e) => e.kind(),
             Error::Upload(e) => e.kind(),
             Error::Sums { .. }
             | Error::SignatureMissing { .. }

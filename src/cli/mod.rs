@@ -2,6 +2,7 @@
 //! turns its outcome into an exit status.
 
 mod args;
+mod bake;
 mod fetch;
 mod image;
 mod mirror;
@@ -54,6 +55,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Create(args) => image::create(&global, args),
         Command::Resize(args) => image::resize(&global, args),
         Command::Seed(args) => seed::seed(&global, args),
+        Command::Bake(args) => bake::bake(&global, args),
         Command::Sync(args) => sync::sync(&global, args),
         Command::Upload(args) => upload::upload(&global, args),
         Command::Mirror(args) => mirror::mirror(&global, args),
