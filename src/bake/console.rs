@@ -90,6 +90,8 @@ pub struct Scanner {
     prefix: String,
     partial: Vec<u8>,
     tail: VecDeque<String>,
+    /// The tail as it was when the verdict arrived: what led to it, not the shutdown after.
+    verdict_tail: Option<Vec<String>>,
     /// Whether any byte arrived at all (a silent guest under KVM is a known failure).
     seen_output: bool,
 }
@@ -100,6 +102,7 @@ impl Scanner {
             prefix: format!("{MARKER}{nonce}:"),
             partial: Vec::new(),
             tail: VecDeque::with_capacity(TAIL_LINES),
+            verdict_tail: None,
             seen_output: false,
         }
     }
@@ -132,9 +135,12 @@ impl Scanner {
         events
     }
 
-    /// The last console lines, oldest first.
+    /// The last console lines, oldest first; once a verdict arrived, the lines up to it.
     pub fn tail(&self) -> Vec<String> {
-        self.tail.iter().cloned().collect()
+        match &self.verdict_tail {
+            Some(lines) => lines.clone(),
+            None => self.tail.iter().cloned().collect(),
+        }
     }
 
     pub fn seen_output(&self) -> bool {
@@ -144,13 +150,17 @@ impl Scanner {
     fn end_line(&mut self, events: &mut Vec<Event>) {
         let raw = std::mem::take(&mut self.partial);
         let line = clean(&raw);
-        if let Some(event) = self.classify(&line) {
-            events.push(event);
-        }
+        let event = self.classify(&line);
         if self.tail.len() == TAIL_LINES {
             self.tail.pop_front();
         }
         self.tail.push_back(line.clone());
+        if let Some(event) = event {
+            if matches!(event, Event::Verdict(_)) && self.verdict_tail.is_none() {
+                self.verdict_tail = Some(self.tail.iter().cloned().collect());
+            }
+            events.push(event);
+        }
         events.push(Event::Line(line));
     }
 
@@ -345,6 +355,20 @@ mod tests {
         let tail = scanner.tail();
         assert_eq!(tail.len(), TAIL_LINES);
         assert_eq!(tail.last().unwrap(), &format!("line {}", TAIL_LINES + 4));
+    }
+
+    #[test]
+    fn the_tail_stops_at_the_verdict() {
+        let mut scanner = Scanner::new("x");
+        scanner.feed(b"exit 7 output\ncloudimg-bake:x:result:run-failed:0 7\n");
+        scanner.feed(b"Stopped everything\n");
+        assert_eq!(
+            scanner.tail(),
+            vec![
+                "exit 7 output".to_owned(),
+                "cloudimg-bake:x:result:run-failed:0 7".to_owned()
+            ]
+        );
     }
 
     #[test]

@@ -459,8 +459,9 @@ Exit codes: 10 a --run command failed, 11 cloud-init error, 12 timeout, 13 boot 
 pub struct BakeArgs {
     /// A local image (any format cloudimg reads), or a release (noble, 24.04) fetched and
     /// verified as `fetch` does into the output's folder.
+    // Not `source`: that id is Selection's --source.
     #[arg(value_name = "SOURCE")]
-    pub source: String,
+    pub image: String,
     #[command(flatten)]
     pub selection: Selection,
     /// Source format (detected by content when omitted).

@@ -156,7 +156,7 @@ fn recipe_spec(args: &BakeArgs) -> Result<RecipeSpec, Error> {
 /// A local file as it is; otherwise a release, downloaded and verified into the output's
 /// folder (kept there, so the next bake of the same serial does not download it again).
 async fn source(global: &Global, args: &BakeArgs) -> Result<PathBuf, Error> {
-    let local = Path::new(&args.source);
+    let local = Path::new(&args.image);
     if local.exists() {
         return Ok(local.to_owned());
     }
@@ -171,7 +171,7 @@ async fn source(global: &Global, args: &BakeArgs) -> Result<PathBuf, Error> {
     let kind = context.catalog.default_kind.clone().ok_or_else(|| {
         Error::Usage(format!(
             "{} is not a file, and catalog {} names no default file kind to fetch",
-            args.source, context.catalog.name
+            args.image, context.catalog.name
         ))
     })?;
     let output_dir = match args.output.parent() {
@@ -179,7 +179,7 @@ async fn source(global: &Global, args: &BakeArgs) -> Result<PathBuf, Error> {
         _ => PathBuf::from("."),
     };
     let request = FetchRequest {
-        query: query(&args.source, &args.selection),
+        query: query(&args.image, &args.selection),
         serial: serial(&args.selection).map(str::to_owned),
         kind,
         output_dir,
