@@ -45,6 +45,8 @@ pub enum Error {
     /// Boxed: it carries the console's last lines.
     #[error(transparent)]
     Bake(Box<BakeError>),
+    #[error(transparent)]
+    Oci(#[from] crate::oci::OciError),
     /// Boxed: its variants carry several strings each, which would double every `Result`.
     #[error(transparent)]
     Upload(Box<UploadError>),
@@ -99,6 +101,7 @@ impl Error {
             Error::Format(e) => e.kind(),
             Error::Container(e) => e.kind(),
             Error::Bake(e) => e.kind(),
+            Error::Oci(e) => e.kind(),
             Error::Upload(e) => e.kind(),
             Error::Sums { .. }
             | Error::SignatureMissing { .. }

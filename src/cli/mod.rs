@@ -8,6 +8,7 @@ mod image;
 mod mirror;
 mod prepare;
 mod progress;
+mod push;
 mod seed;
 mod sync;
 mod upload;
@@ -59,6 +60,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Sync(args) => sync::sync(&global, args),
         Command::Upload(args) => upload::upload(&global, args),
         Command::Mirror(args) => mirror::mirror(&global, args),
+        Command::Push(args) => push::push(&global, args),
     }
 }
 

@@ -56,6 +56,8 @@ pub struct MachineSettings {
     pub memory_mib: u64,
     pub firmware: Firmware,
     pub manifest_hash: ManifestHash,
+    /// How a containerDisk's layer is stored (plain tar or gzip).
+    pub layer: crate::oci::layer::Compression,
 }
 
 impl Default for MachineSettings {
@@ -65,6 +67,7 @@ impl Default for MachineSettings {
             memory_mib: 2048,
             firmware: Firmware::Bios,
             manifest_hash: ManifestHash::Sha256,
+            layer: crate::oci::layer::Compression::None,
         }
     }
 }
@@ -113,6 +116,9 @@ pub struct Prepared {
     pub sources: Vec<Fetched>,
     /// In upload order: kernel and ramdisk before the machine image.
     pub artifacts: Vec<Artifact>,
+    /// `--container-format containerdisk`: the OCI image layout written (no Glance artifact).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub containerdisk: Option<crate::oci::LayoutSummary>,
 }
 
 /// What is being produced, decided before any download.
@@ -243,6 +249,7 @@ pub async fn prepare(
         .await?;
     let mut sources = Vec::new();
     let mut artifacts = Vec::new();
+    let mut containerdisk = None;
     let describe = Describe {
         catalog,
         listing: &listing,
@@ -256,9 +263,15 @@ pub async fn prepare(
         } => {
             let file = listing.file(&kind)?;
             let fetched = fetch(client, catalog, &listing, file, &request, reporter).await?;
-            let artifact = build_disk(&fetched, &kind, format, container, &describe, reporter)?;
+            if container == ContainerFormat::ContainerDisk {
+                containerdisk = Some(build_containerdisk(
+                    &fetched, &kind, format, &describe, reporter,
+                )?);
+            } else {
+                let artifact = build_disk(&fetched, &kind, format, container, &describe, reporter)?;
+                artifacts.push(artifact);
+            }
             sources.push(fetched);
-            artifacts.push(artifact);
         }
         Plan::Amazon {
             kernel,
@@ -311,6 +324,7 @@ pub async fn prepare(
         arch: listing.arch.clone(),
         sources,
         artifacts,
+        containerdisk,
     })
 }
 
@@ -658,6 +672,70 @@ fn build_disk(
         package_files,
         metadata,
     })
+}
+
+/// A KubeVirt containerDisk: the disk made as for a bare artifact (a hidden ingredient), then
+/// packed into the OCI image layout that is the output folder itself.
+fn build_containerdisk(
+    fetched: &Fetched,
+    kind: &str,
+    format: DiskFormat,
+    describe: &Describe<'_>,
+    reporter: &dyn Reporter,
+) -> Result<crate::oci::LayoutSummary, Error> {
+    use crate::oci::layout::{self, ContainerDisk, Provenance};
+    let request = describe.request;
+    let listing = describe.listing;
+    let dir = &request.output_dir;
+    let stem = upstream_stem(fetched)?;
+    // KubeVirt's examples name raw disks `.img`.
+    let extension = match format {
+        DiskFormat::Raw => "img",
+        other => other.extension(),
+    };
+    let disk = dir.join(format!(".{stem}.containerdisk.{extension}"));
+    let arch = describe
+        .catalog
+        .arch(&listing.arch)
+        .map_or_else(|| listing.arch.clone(), |arch| arch.glance.clone());
+    let spec = ContainerDisk {
+        disk: disk.clone(),
+        name: format!("{stem}.{extension}"),
+        disk_format: format.name().to_owned(),
+        arch,
+        provenance: Provenance {
+            source_url: fetched.url.clone(),
+            source_digest: format!(
+                "{}:{}",
+                fetched.digest.algorithm().name(),
+                fetched.digest.to_hex()
+            ),
+            release: listing.release.codename.clone(),
+            serial: listing.serial.clone(),
+        },
+    };
+    let ref_name = format!("{}-{}", listing.release.codename, listing.serial);
+    let built = blocking(|| {
+        produce_disk(
+            fetched,
+            kind,
+            format,
+            &request.convert_options,
+            describe.catalog,
+            &disk,
+            reporter,
+        )?;
+        layout::write_layout(
+            dir,
+            std::slice::from_ref(&spec),
+            &ref_name,
+            request.machine.layer,
+            reporter,
+        )
+        .map_err(Error::from)
+    });
+    let _ = std::fs::remove_file(&disk);
+    built
 }
 
 /// Puts the finished folder `staging` at `target`, replacing an older one: the old folder is
