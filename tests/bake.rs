@@ -41,8 +41,12 @@ fn guest() -> Option<PathBuf> {
     }
 }
 
+/// One guest at a time: emulated CPUs starved by parallel guests boot slower than serial ones.
+static ONE_GUEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// `cloudimg bake GUEST -o OUTPUT` with the test's machine settings and `args`.
 fn bake(dir: &Path, guest: &Path, output: &Path, args: &[&str]) -> Output {
+    let _turn = ONE_GUEST.lock().unwrap_or_else(|e| e.into_inner());
     Command::new(env!("CARGO_BIN_EXE_cloudimg"))
         .current_dir(dir)
         .arg("bake")

@@ -19,6 +19,18 @@ pub const MARKER: &str = "cloudimg-bake:";
 /// Longest line kept; longer runs without a newline are cut into pieces of this size.
 pub const MAX_LINE: usize = 4096;
 
+/// What Linux prints when it panics.
+const KERNEL_PANIC: &str = "Kernel panic - not syncing";
+
+/// The panic an emulated CPU starved by a loaded host causes in early boot (the timer check
+/// sees too few ticks). Nothing was written to the disk yet; booting again is safe.
+const TIMER_PANIC: &str = "timer doesn't work";
+
+/// Whether a panic message is the early timer check failing under a loaded host.
+pub fn is_transient_panic(message: &str) -> bool {
+    message.contains(TIMER_PANIC)
+}
+
 /// How many console lines an error message shows.
 pub const TAIL_LINES: usize = 25;
 
@@ -79,6 +91,8 @@ pub enum Event {
     Verdict(Verdict),
     /// A warning from cloudimg's final stage (cloud-init's recoverable errors).
     Warning(String),
+    /// The guest kernel panicked (it then hangs: nothing more will come).
+    Panic(String),
     /// A complete console line, for `-v`.
     Line(String),
 }
@@ -167,6 +181,9 @@ impl Scanner {
     fn classify(&self, line: &str) -> Option<Event> {
         if let Some(at) = line.find(&self.prefix) {
             return Some(marker(&line[at + self.prefix.len()..]));
+        }
+        if let Some(at) = line.find(KERNEL_PANIC) {
+            return Some(Event::Panic(line[at..].to_owned()));
         }
         banner(line).map(Event::Phase)
     }
@@ -355,6 +372,20 @@ mod tests {
         let tail = scanner.tail();
         assert_eq!(tail.len(), TAIL_LINES);
         assert_eq!(tail.last().unwrap(), &format!("line {}", TAIL_LINES + 4));
+    }
+
+    #[test]
+    fn kernel_panics_are_reported() {
+        let mut scanner = Scanner::new("x");
+        let events = events(
+            &mut scanner,
+            b"[    0.064000] Kernel panic - not syncing: IO-APIC + timer doesn't work!  Boot with apic=debug\n",
+        );
+        let [Event::Panic(message)] = &events[..] else {
+            panic!("{events:?}")
+        };
+        assert!(is_transient_panic(message));
+        assert!(!is_transient_panic("Kernel panic - not syncing: VFS: Unable to mount root fs"));
     }
 
     #[test]

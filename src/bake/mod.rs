@@ -48,6 +48,10 @@ const SEED_VOLUME_ID: &str = "cidata";
 /// The default `--timeout`: an emulated boot with a recipe that installs packages.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
+/// Boots of one stage when the guest's kernel panics in its early timer check, which an
+/// emulated CPU starved by a loaded host can cause before anything is written to the disk.
+const MAX_BOOT_ATTEMPTS: u32 = 3;
+
 /// Suffix of the published console log, after the output's file name.
 pub const LOG_SUFFIX: &str = ".bake.log";
 
@@ -145,9 +149,14 @@ impl BakeError {
                 (QemuError::Timeout { .. } | QemuError::KvmSilent { .. }, Stage::Bake) => {
                     ErrorKind::BakeTimeout
                 }
-                (QemuError::NoVerdict, Stage::Bake) => ErrorKind::BakeCloudInit,
+                (QemuError::NoVerdict | QemuError::KernelPanic { .. }, Stage::Bake) => {
+                    ErrorKind::BakeCloudInit
+                }
                 (
-                    QemuError::Timeout { .. } | QemuError::KvmSilent { .. } | QemuError::NoVerdict,
+                    QemuError::Timeout { .. }
+                    | QemuError::KvmSilent { .. }
+                    | QemuError::NoVerdict
+                    | QemuError::KernelPanic { .. },
                     Stage::BootTest,
                 ) => ErrorKind::BakeBootTest,
                 (QemuError::Spawn { .. } | QemuError::Io { .. } | QemuError::Exited { .. }, _) => {
@@ -485,6 +494,35 @@ struct BootResult {
 }
 
 fn run_boot(
+    stage: Stage,
+    machine: &Machine,
+    nonce: &str,
+    request: &BakeRequest,
+    log: &mut Log,
+    reporter: &dyn Reporter,
+    cancel: &AtomicBool,
+) -> Result<BootResult, BakeError> {
+    let mut attempt = 1;
+    loop {
+        match boot_once(stage, machine, nonce, request, log, reporter, cancel) {
+            Err(BakeError::Guest {
+                error: QemuError::KernelPanic { message },
+                ..
+            }) if console::is_transient_panic(&message) && attempt < MAX_BOOT_ATTEMPTS => {
+                attempt += 1;
+                warn!(
+                    "{stage}: the guest's kernel panicked in its timer check ({message}); the \
+                     emulated CPU was starved by a loaded host. Booting again (attempt {attempt} \
+                     of {MAX_BOOT_ATTEMPTS})"
+                );
+                log.separator(&format!("{stage}, attempt {attempt}"));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn boot_once(
     stage: Stage,
     machine: &Machine,
     nonce: &str,

@@ -264,6 +264,8 @@ pub enum QemuError {
     KvmSilent { after: Duration },
     #[error("the guest powered off without reporting a result")]
     NoVerdict,
+    #[error("the guest's kernel panicked: {message}")]
+    KernelPanic { message: String },
     #[error("interrupted; the guest was stopped")]
     Interrupted,
 }
@@ -338,6 +340,7 @@ struct Partial {
     verdict: Option<Verdict>,
     phases: Vec<(Phase, Duration)>,
     warnings: Vec<String>,
+    panic: Option<String>,
     elapsed: Duration,
 }
 
@@ -429,6 +432,9 @@ fn supervise(
         let elapsed = started.elapsed();
         let stop = if run.cancel.load(Ordering::Relaxed) {
             Some(QemuError::Interrupted)
+        } else if let Some(message) = partial.panic.take() {
+            // A panicked kernel hangs; waiting for the timeout would only waste it.
+            Some(QemuError::KernelPanic { message })
         } else if elapsed >= run.timeout {
             Some(QemuError::Timeout { after: run.timeout })
         } else if run.machine.accel == Accel::Kvm
@@ -467,6 +473,9 @@ fn record(partial: &mut Partial, events: Vec<Event>, started: Instant, watcher: 
                 partial.verdict.get_or_insert(verdict);
             }
             Event::Warning(text) => partial.warnings.push(text),
+            Event::Panic(message) => {
+                partial.panic.get_or_insert(message);
+            }
             Event::Line(line) => watcher.line(&line),
         }
     }
