@@ -159,13 +159,28 @@ impl RootFs {
 
 #[test]
 fn bake_applies_the_recipe_generalises_and_passes_the_boot_test() {
-    require_tools!("qemu-system-x86_64", "qemu-img", "debugfs", "sfdisk", "ssh-keygen");
+    require_tools!(
+        "qemu-system-x86_64",
+        "qemu-img",
+        "debugfs",
+        "sfdisk",
+        "ssh-keygen"
+    );
     let Some(guest) = guest() else { return };
     let dir = TempDir::new().unwrap();
     let d = dir.path();
     let key = d.join("lab");
     let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "lab@cloudimg-test", "-f"])
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "lab@cloudimg-test",
+            "-f",
+        ])
         .arg(&key)
         .status()
         .unwrap();
@@ -210,12 +225,27 @@ fn bake_applies_the_recipe_generalises_and_passes_the_boot_test() {
     // The output and its console log, nothing else: the working folder is gone.
     assert_only(&out, &["golden.qcow2", "golden.qcow2.bake.log"]);
     let log = std::fs::read_to_string(out.join("golden.qcow2.bake.log")).unwrap();
-    assert!(log.contains("===== cloudimg: boot test ====="), "no boot test in the log");
-    assert_eq!(log.matches(":result:ok").count(), 2, "two verdicts expected");
+    assert!(
+        log.contains("===== cloudimg: boot test ====="),
+        "no boot test in the log"
+    );
+    assert_eq!(
+        log.matches(":result:ok").count(),
+        2,
+        "two verdicts expected"
+    );
 
     // qemu-img agrees the image is sound, and a plain qemu-img convert is no smaller.
-    let check = Command::new("qemu-img").arg("check").arg(&output_path).output().unwrap();
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    let check = Command::new("qemu-img")
+        .arg("check")
+        .arg(&output_path)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
     let reference = d.join("reference.qcow2");
     let status = Command::new("qemu-img")
         .args(["convert", "-O", "qcow2"])
@@ -230,14 +260,21 @@ fn bake_applies_the_recipe_generalises_and_passes_the_boot_test() {
 
     let root = RootFs::open(&output_path, d);
     // The recipe is in the image.
-    assert_eq!(root.cat("/home/lab/.ssh/authorized_keys").trim(), public_key.trim());
+    assert_eq!(
+        root.cat("/home/lab/.ssh/authorized_keys").trim(),
+        public_key.trim()
+    );
     assert_eq!(root.cat("/etc/motd-cloudimg"), "baked by cloudimg\n");
     assert_eq!(root.size_and_mode("/etc/motd-cloudimg").1, "0640");
     assert_eq!(root.cat("/etc/from-user-data"), "user data\n");
     assert_eq!(root.cat("/var/lib/cloudimg-test"), "step1\nstep2\n");
     assert!(root.cat("/etc/passwd").contains("\nlab:"), "no user lab");
     // Generalised: no identity of the bake boot is left.
-    assert_eq!(root.size_and_mode("/etc/machine-id").0, 0, "machine-id not empty");
+    assert_eq!(
+        root.size_and_mode("/etc/machine-id").0,
+        0,
+        "machine-id not empty"
+    );
     let host_keys: Vec<String> = root
         .names("/etc/ssh")
         .into_iter()
@@ -246,8 +283,16 @@ fn bake_applies_the_recipe_generalises_and_passes_the_boot_test() {
     assert!(host_keys.is_empty(), "SSH host keys left: {host_keys:?}");
     let cloud = root.names("/var/lib/cloud");
     assert!(cloud.is_empty(), "cloud-init instance data left: {cloud:?}");
-    if root.names("/var/log").iter().any(|name| name == "cloud-init.log") {
-        assert_eq!(root.size_and_mode("/var/log/cloud-init.log").0, 0, "log not emptied");
+    if root
+        .names("/var/log")
+        .iter()
+        .any(|name| name == "cloud-init.log")
+    {
+        assert_eq!(
+            root.size_and_mode("/var/log/cloud-init.log").0,
+            0,
+            "log not emptied"
+        );
     }
 }
 
@@ -274,13 +319,18 @@ fn a_failing_run_command_exits_with_its_status_and_publishes_nothing() {
     let text = stderr(&output);
     assert_eq!(output.status.code(), Some(EXIT_RECIPE), "{text}");
     assert!(
-        text.contains("recipe command 2 (\"echo failing on purpose; exit 7\") failed with exit status 7"),
+        text.contains(
+            "recipe command 2 (\"echo failing on purpose; exit 7\") failed with exit status 7"
+        ),
         "{text}"
     );
     // The console's tail and the log's place are in the error.
     assert!(text.contains("last lines of the guest's console"), "{text}");
     assert!(text.contains("golden.qcow2.bake.log"), "{text}");
-    assert!(text.contains("failing on purpose"), "the command's output is in the tail: {text}");
+    assert!(
+        text.contains("failing on purpose"),
+        "the command's output is in the tail: {text}"
+    );
     assert_only(dir.path(), &["golden.qcow2.bake.log"]);
 }
 
@@ -316,7 +366,14 @@ fn invalid_cloud_config_is_refused_before_booting_and_by_seed() {
     let output = Command::new(env!("CARGO_BIN_EXE_cloudimg"))
         .current_dir(d)
         .env("PATH", "")
-        .args(["bake", "disk.img", "-o", "golden.qcow2", "--user-data", "user-data"])
+        .args([
+            "bake",
+            "disk.img",
+            "-o",
+            "golden.qcow2",
+            "--user-data",
+            "user-data",
+        ])
         .output()
         .unwrap();
     let text = stderr(&output);

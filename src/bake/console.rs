@@ -319,7 +319,10 @@ mod tests {
     fn run_failure_carries_index_and_status() {
         let mut scanner = Scanner::new("x");
         assert_eq!(
-            events(&mut scanner, b"[  42.1] cloud-init[612]: cloudimg-bake:x:result:run-failed:1 7\n"),
+            events(
+                &mut scanner,
+                b"[  42.1] cloud-init[612]: cloudimg-bake:x:result:run-failed:1 7\n"
+            ),
             vec![Event::Verdict(Verdict::RunFailed {
                 index: 1,
                 status: 7
@@ -385,7 +388,9 @@ mod tests {
             panic!("{events:?}")
         };
         assert!(is_transient_panic(message));
-        assert!(!is_transient_panic("Kernel panic - not syncing: VFS: Unable to mount root fs"));
+        assert!(!is_transient_panic(
+            "Kernel panic - not syncing: VFS: Unable to mount root fs"
+        ));
     }
 
     #[test]

@@ -128,9 +128,15 @@ pub enum BakeError {
         console: ConsoleTail,
     },
     #[error("cloud-init reported an error: {detail}{console}")]
-    CloudInit { detail: String, console: ConsoleTail },
+    CloudInit {
+        detail: String,
+        console: ConsoleTail,
+    },
     #[error("boot test failed: {reason}{console}")]
-    BootTest { reason: String, console: ConsoleTail },
+    BootTest {
+        reason: String,
+        console: ConsoleTail,
+    },
     #[error("interrupted; the guest was stopped and the working copy removed")]
     Interrupted,
 }
@@ -282,11 +288,24 @@ pub fn bake(
 
     let work = WorkDir::create(&request.output)?;
     let mut log = Log::create(&work.path.join("console.log"), &request.output)?;
-    let result = run_steps(request, &work, &mut log, &seed, &nonce, &test_nonce, &test_seed, reporter, cancel);
+    let result = run_steps(
+        request,
+        &work,
+        &mut log,
+        &seed,
+        &nonce,
+        &test_nonce,
+        &test_seed,
+        reporter,
+        cancel,
+    );
     let published_log = log.publish();
     drop(work);
     if let Err(error) = &published_log {
-        warn!("cannot publish the console log: {}", crate::error::chain(error));
+        warn!(
+            "cannot publish the console log: {}",
+            crate::error::chain(error)
+        );
     }
     let (timings, conversion, mut warnings) = match result {
         Ok(value) => value,
@@ -341,8 +360,19 @@ fn run_steps(
     let seed_path = work.path.join("seed.iso");
     write_seed(&seed_path, seed)?;
     let bake_machine = machine(request, &disk, &seed_path, false);
-    info!(accel = request.machine.accel.name(), "booting the guest to apply the recipe");
-    let outcome = run_boot(Stage::Bake, &bake_machine, nonce, request, log, reporter, cancel)?;
+    info!(
+        accel = request.machine.accel.name(),
+        "booting the guest to apply the recipe"
+    );
+    let outcome = run_boot(
+        Stage::Bake,
+        &bake_machine,
+        nonce,
+        request,
+        log,
+        reporter,
+        cancel,
+    )?;
     timings.bake_boot = step.elapsed().as_secs_f64();
     timings.bake_phases = outcome
         .phases
@@ -385,7 +415,15 @@ fn run_steps(
         let test_machine = machine(request, &disk, &test_seed_path, true);
         info!("boot test: booting the result from a throwaway overlay");
         log.separator("boot test");
-        let outcome = run_boot(Stage::BootTest, &test_machine, test_nonce, request, log, reporter, cancel)?;
+        let outcome = run_boot(
+            Stage::BootTest,
+            &test_machine,
+            test_nonce,
+            request,
+            log,
+            reporter,
+            cancel,
+        )?;
         let expected = recipe::boot_test_instance_id(test_nonce);
         let reason = match outcome.verdict {
             Verdict::Ok { detail } if detail == expected => None,
@@ -436,8 +474,17 @@ fn working_copy(
             )));
         }
     }
-    let mut reader = Cancellable { inner: reader, cancel };
-    convert::convert_into_file(&mut reader, disk, DiskFormat::Qcow2, &Options::default(), reporter)?;
+    let mut reader = Cancellable {
+        inner: reader,
+        cancel,
+    };
+    convert::convert_into_file(
+        &mut reader,
+        disk,
+        DiskFormat::Qcow2,
+        &Options::default(),
+        reporter,
+    )?;
     if let Some(wanted) = request.disk_size.filter(|&wanted| wanted > size) {
         formats::resize(disk, Some(DiskFormat::Qcow2), wanted, false)?;
     }
@@ -452,7 +499,10 @@ fn compact(
     cancel: &AtomicBool,
 ) -> Result<ConvertStats, BakeError> {
     let reader = formats::open(disk, Some(DiskFormat::Qcow2))?;
-    let mut reader = Cancellable { inner: reader, cancel };
+    let mut reader = Cancellable {
+        inner: reader,
+        cancel,
+    };
     Ok(convert::convert_into_file(
         &mut reader,
         &request.output,
@@ -465,7 +515,10 @@ fn compact(
 fn write_seed(path: &Path, seed: &Seed) -> Result<(), BakeError> {
     iso::write_seed(
         path,
-        &[("user-data", &seed.user_data), ("meta-data", &seed.meta_data)],
+        &[
+            ("user-data", &seed.user_data),
+            ("meta-data", &seed.meta_data),
+        ],
         SEED_VOLUME_ID,
     )?;
     Ok(())
@@ -601,7 +654,10 @@ struct WorkDir {
 impl WorkDir {
     fn create(output: &Path) -> Result<WorkDir, BakeError> {
         let name = output.file_name().ok_or_else(|| {
-            BakeError::Usage(format!("{}: the output needs a file name", output.display()))
+            BakeError::Usage(format!(
+                "{}: the output needs a file name",
+                output.display()
+            ))
         })?;
         let mut work_name = std::ffi::OsString::from(".");
         work_name.push(name);
@@ -667,8 +723,7 @@ impl Log {
     /// [`qemu::MAX_LOG_BYTES`], so reading it back is bounded too.
     fn publish(self) -> Result<PathBuf, BakeError> {
         drop(self.file);
-        let bytes =
-            std::fs::read(&self.path).map_err(|e| BakeError::io(&self.path, "read", e))?;
+        let bytes = std::fs::read(&self.path).map_err(|e| BakeError::io(&self.path, "read", e))?;
         crate::io::atomic::write(&self.published, &bytes)
             .map_err(|e| BakeError::io(&self.published, "write", e))?;
         Ok(self.published)
@@ -809,7 +864,13 @@ mod tests {
         };
         let text = tail.to_string();
         assert!(text.contains("\na\nb\n"), "{text}");
-        assert!(text.ends_with("full console log: /o/x.qcow2.bake.log"), "{text}");
-        assert_eq!(log_path(Path::new("/o/x.qcow2")), PathBuf::from("/o/x.qcow2.bake.log"));
+        assert!(
+            text.ends_with("full console log: /o/x.qcow2.bake.log"),
+            "{text}"
+        );
+        assert_eq!(
+            log_path(Path::new("/o/x.qcow2")),
+            PathBuf::from("/o/x.qcow2.bake.log")
+        );
     }
 }

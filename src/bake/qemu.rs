@@ -562,7 +562,10 @@ mod tests {
         let mut machine = machine();
         machine.arch = Arch::Aarch64;
         let line = joined(&machine);
-        assert!(line.contains(&format!("-machine virt -bios {AARCH64_FIRMWARE}")), "{line}");
+        assert!(
+            line.contains(&format!("-machine virt -bios {AARCH64_FIRMWARE}")),
+            "{line}"
+        );
         assert_eq!(Arch::Aarch64.binary(), "qemu-system-aarch64");
     }
 
@@ -575,6 +578,9 @@ mod tests {
     #[test]
     fn a_missing_binary_names_the_package() {
         let error = spawn("cloudimg-no-such-qemu", &[], Arch::X86_64).unwrap_err();
-        assert!(error.to_string().contains("apt install qemu-system-x86"), "{error}");
+        assert!(
+            error.to_string().contains("apt install qemu-system-x86"),
+            "{error}"
+        );
     }
 }

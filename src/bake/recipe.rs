@@ -88,7 +88,11 @@ pub enum RecipeError {
         source: std::io::Error,
     },
     #[error("{path}: {size} bytes is more than the {limit} a recipe file may hold")]
-    TooLarge { path: PathBuf, size: u64, limit: u64 },
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
     #[error("{path}: not a valid recipe")]
     Toml {
         path: PathBuf,
@@ -323,7 +327,11 @@ pub fn compose(recipe: &Recipe, nonce: &str) -> Result<Seed, RecipeError> {
             .entry(string("package_update"))
             .or_insert(Value::Bool(true));
     }
-    append(&mut config, "write_files", recipe.files.iter().map(write_file));
+    append(
+        &mut config,
+        "write_files",
+        recipe.files.iter().map(write_file),
+    );
     if let Some(hostname) = &recipe.hostname {
         config.insert(string("hostname"), string(hostname));
     }
@@ -433,14 +441,15 @@ fn add_user(config: &mut Mapping, recipe: &Recipe) {
             }
             // A `users` list replaces the image's default user unless it names `default`.
             if !matches!(config.get("users"), Some(Value::Sequence(_))) {
-                config.insert(
-                    string("users"),
-                    Value::Sequence(vec![string("default")]),
-                );
+                config.insert(string("users"), Value::Sequence(vec![string("default")]));
             }
             append(config, "users", std::iter::once(Value::Mapping(user)));
         }
-        None => append(config, "ssh_authorized_keys", recipe.ssh_keys.iter().map(string)),
+        None => append(
+            config,
+            "ssh_authorized_keys",
+            recipe.ssh_keys.iter().map(string),
+        ),
     }
 }
 
@@ -454,7 +463,10 @@ fn write_file(file: &GuestFile) -> Value {
     );
     entry.insert(string("owner"), string("root:root"));
     if let Some(mode) = &file.mode {
-        entry.insert(string("permissions"), string(format!("0{}", mode.trim_start_matches('0'))));
+        entry.insert(
+            string("permissions"),
+            string(format!("0{}", mode.trim_start_matches('0'))),
+        );
     }
     Value::Mapping(entry)
 }
@@ -617,7 +629,10 @@ mod tests {
         assert_eq!(stage[0].as_str(), Some("systemd-run"));
         assert_eq!(stage.last().unwrap().as_str(), Some("abc"));
         assert_eq!(runcmd[1].as_str(), Some("echo user"));
-        assert!(runcmd[2].as_str().unwrap().contains(r"sh -c 'echo '\''it'\'''\''s'\'' > /x'"));
+        assert!(runcmd[2]
+            .as_str()
+            .unwrap()
+            .contains(r"sh -c 'echo '\''it'\'''\''s'\'' > /x'"));
         let users = config["users"].as_sequence().unwrap();
         assert_eq!(users[0].as_str(), Some("default"));
         assert_eq!(users[1]["name"].as_str(), Some("lab"));
@@ -627,8 +642,14 @@ mod tests {
         );
         assert_eq!(config["packages"][0].as_str(), Some("htop"));
         assert_eq!(config["package_update"].as_bool(), Some(true));
-        assert_eq!(config["write_files"][0]["content"].as_str(), Some("aGVsbG8K"));
-        assert_eq!(config["write_files"][0]["permissions"].as_str(), Some("0644"));
+        assert_eq!(
+            config["write_files"][0]["content"].as_str(),
+            Some("aGVsbG8K")
+        );
+        assert_eq!(
+            config["write_files"][0]["permissions"].as_str(),
+            Some("0644")
+        );
         assert_eq!(config["hostname"].as_str(), Some("golden"));
         assert_eq!(config["ssh_genkeytypes"][0].as_str(), Some("ed25519"));
         assert_eq!(seed.meta_data, b"instance-id: cloudimg-bake-abc\n");
@@ -642,7 +663,10 @@ mod tests {
         };
         let config = parsed(&compose(&recipe, "n").unwrap());
         assert!(config.get("users").is_none());
-        assert_eq!(config["ssh_authorized_keys"][0].as_str(), Some("ssh-ed25519 AAAA"));
+        assert_eq!(
+            config["ssh_authorized_keys"][0].as_str(),
+            Some("ssh-ed25519 AAAA")
+        );
     }
 
     #[test]
@@ -658,7 +682,10 @@ mod tests {
             user_data: Some(b"#cloud-config\npower_state: {mode: reboot}\n".to_vec()),
             ..Recipe::default()
         };
-        assert!(matches!(compose(&recipe, "n"), Err(RecipeError::PowerState)));
+        assert!(matches!(
+            compose(&recipe, "n"),
+            Err(RecipeError::PowerState)
+        ));
     }
 
     #[test]
@@ -688,7 +715,10 @@ mod tests {
         let local = dir.path().join("motd");
         std::fs::write(&local, b"hi").unwrap();
         let file = GuestFile::load(&format!("{}:/etc/motd:0600", local.display())).unwrap();
-        assert_eq!((file.path.as_str(), file.mode.as_deref()), ("/etc/motd", Some("0600")));
+        assert_eq!(
+            (file.path.as_str(), file.mode.as_deref()),
+            ("/etc/motd", Some("0600"))
+        );
         let file = GuestFile::load(&format!("{}:/etc/motd", local.display())).unwrap();
         assert_eq!(file.mode, None);
         assert!(GuestFile::load(&format!("{}:etc/motd", local.display())).is_err());

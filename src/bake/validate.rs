@@ -147,7 +147,10 @@ pub enum ValidationError {
         "{what} starts with {first_line:?}; cloud-init reads `#cloud-config` YAML, a `#!` \
          script, `#include`, `#cloud-boothook`, `#part-handler` or a MIME multipart"
     )]
-    UnknownKind { what: &'static str, first_line: String },
+    UnknownKind {
+        what: &'static str,
+        first_line: String,
+    },
     #[error("{what} must be `#cloud-config` YAML here, not {kind}")]
     NotCloudConfig { what: &'static str, kind: String },
     #[error("{what} is not valid YAML")]
@@ -157,7 +160,10 @@ pub enum ValidationError {
         source: serde_yaml_ng::Error,
     },
     #[error("{what} must be a YAML mapping of keys to values, not {found}")]
-    NotMapping { what: &'static str, found: &'static str },
+    NotMapping {
+        what: &'static str,
+        found: &'static str,
+    },
     #[error("{what}: `{key}` must be a list, not {found}")]
     NotList {
         what: &'static str,
@@ -302,7 +308,8 @@ mod tests {
 
     #[test]
     fn cloud_config_parses_to_its_mapping() {
-        let checked = user_data(b"#cloud-config\npackages: [htop]\nruncmd:\n  - echo hi\n").unwrap();
+        let checked =
+            user_data(b"#cloud-config\npackages: [htop]\nruncmd:\n  - echo hi\n").unwrap();
         let UserData::CloudConfig(mapping) = checked.user_data else {
             panic!("not cloud-config")
         };
@@ -320,7 +327,10 @@ mod tests {
     fn header_is_required() {
         // One byte off the header: `#cloud-confi` then `g` missing.
         let error = user_data(b"#cloud-confi\npackages: [htop]\n").unwrap_err();
-        assert!(matches!(error, ValidationError::UnknownKind { .. }), "{error}");
+        assert!(
+            matches!(error, ValidationError::UnknownKind { .. }),
+            "{error}"
+        );
         assert!(matches!(
             user_data(b"packages: [htop]\n").unwrap_err(),
             ValidationError::UnknownKind { .. }
@@ -346,7 +356,10 @@ mod tests {
     #[test]
     fn a_list_at_top_level_is_refused() {
         let error = user_data(b"#cloud-config\n- packages\n").unwrap_err();
-        assert!(matches!(error, ValidationError::NotMapping { .. }), "{error}");
+        assert!(
+            matches!(error, ValidationError::NotMapping { .. }),
+            "{error}"
+        );
     }
 
     #[test]
@@ -361,14 +374,21 @@ mod tests {
     #[test]
     fn write_files_entries_need_a_path() {
         let error = user_data(b"#cloud-config\nwrite_files:\n  - content: x\n").unwrap_err();
-        assert!(matches!(error, ValidationError::WriteFileWithoutPath { index: 0, .. }));
+        assert!(matches!(
+            error,
+            ValidationError::WriteFileWithoutPath { index: 0, .. }
+        ));
     }
 
     #[test]
     fn unknown_keys_are_warned_about() {
         let checked = user_data(b"#cloud-config\npackges: [htop]\nhostname: a\n").unwrap();
         assert_eq!(checked.warnings.len(), 1);
-        assert!(checked.warnings[0].contains("packges"), "{:?}", checked.warnings);
+        assert!(
+            checked.warnings[0].contains("packges"),
+            "{:?}",
+            checked.warnings
+        );
     }
 
     #[test]

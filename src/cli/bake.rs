@@ -60,8 +60,12 @@ pub fn bake(global: &Global, args: BakeArgs) -> Result<i32, Error> {
             parse_size(text).ok_or_else(|| Error::Usage(format!("invalid --disk-size {text:?}")))
         })
         .transpose()?;
-    let timeout = bake::parse_duration(&args.timeout)
-        .ok_or_else(|| Error::Usage(format!("invalid --timeout {:?}; e.g. 900, 90s, 20m, 1h", args.timeout)))?;
+    let timeout = bake::parse_duration(&args.timeout).ok_or_else(|| {
+        Error::Usage(format!(
+            "invalid --timeout {:?}; e.g. 900, 90s, 20m, 1h",
+            args.timeout
+        ))
+    })?;
     let network = if args.no_network {
         Network::None
     } else if args.restrict_network {

@@ -174,7 +174,12 @@ impl Reporter for Phases {
     }
 
     fn finish(&self) {
-        if let Some(spinner) = self.spinner.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(spinner) = self
+            .spinner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             spinner.finish_and_clear();
         }
         self.bytes.finish();
