@@ -407,3 +407,21 @@ fn a_missing_qemu_is_named_with_its_package() {
     assert!(text.contains("apt install qemu-system-x86"), "{text}");
     assert_only(d, &["disk.img"]);
 }
+
+#[test]
+fn help_documents_the_exit_statuses() {
+    let output = Command::new(env!("CARGO_BIN_EXE_cloudimg"))
+        .args(["bake", "--help"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for needle in [
+        "10 a --run command failed",
+        "12 timeout",
+        "14 QEMU missing",
+        "CLOUDIMG_ACCEL",
+    ] {
+        assert!(help.contains(needle), "{needle:?} not in:\n{help}");
+    }
+}

@@ -450,10 +450,25 @@ fn supervise(
             return Err(error);
         }
     }
-    let status = child.wait().map_err(|source| QemuError::Io {
-        what: "waiting for QEMU".into(),
-        source,
-    })?;
+    // The console closed: QEMU is exiting. Its exit is still bounded by the same deadline.
+    let status = loop {
+        let exited = child.try_wait().map_err(|source| QemuError::Io {
+            what: "waiting for QEMU".into(),
+            source,
+        })?;
+        if let Some(status) = exited {
+            break status;
+        }
+        if run.cancel.load(Ordering::Relaxed) || started.elapsed() >= run.timeout {
+            kill(child);
+            return Err(if run.cancel.load(Ordering::Relaxed) {
+                QemuError::Interrupted
+            } else {
+                QemuError::Timeout { after: run.timeout }
+            });
+        }
+        std::thread::sleep(TICK);
+    };
     partial.elapsed = started.elapsed();
     let _ = run.log.flush();
     Ok((status, partial))

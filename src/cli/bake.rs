@@ -17,6 +17,9 @@ use super::args::{AccelArg, BakeArgs, Global};
 use super::fetch::{query, runtime, serial, Context};
 use super::{print_json, progress};
 
+/// How often a download in progress looks at the Ctrl-C flag.
+const CANCEL_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
 pub fn bake(global: &Global, args: BakeArgs) -> Result<i32, Error> {
     // The recipe first: a bad one is refused before anything is downloaded or booted.
     let recipe = recipe_spec(&args)?.load().map_err(BakeError::from)?;
@@ -91,7 +94,11 @@ pub fn bake(global: &Global, args: BakeArgs) -> Result<i32, Error> {
                 flag.store(true, Ordering::Relaxed);
             }
         });
-        let source = source(global, &args).await?;
+        // Ctrl-C during a release download stops it (the part file is kept for a resume).
+        let source = tokio::select! {
+            source = source(global, &args) => source?,
+            () = cancelled(&cancel) => return Err(BakeError::Interrupted.into()),
+        };
         let request = BakeRequest {
             source,
             source_format,
@@ -134,6 +141,13 @@ pub fn bake(global: &Global, args: BakeArgs) -> Result<i32, Error> {
         println!("{}", baked.log.display());
     }
     Ok(0)
+}
+
+/// Returns once the Ctrl-C flag is set.
+async fn cancelled(flag: &AtomicBool) {
+    while !flag.load(Ordering::Relaxed) {
+        tokio::time::sleep(CANCEL_POLL).await;
+    }
 }
 
 /// The recipe file, if any, followed by the command-line shorthands.
