@@ -127,13 +127,8 @@ fn fetch_verifies_and_publishes_only_the_final_file() {
     assert_eq!(result["serial"], "20241004.1");
     assert_eq!(result["sha256"], sha256_file(&path));
     assert_eq!(result["signed_by"], pgp::signing_key().fingerprint());
-    assert_eq!(
-        names(out.path())
-            .iter()
-            .filter(|n| !n.ends_with(".lock"))
-            .count(),
-        1
-    );
+    // Only the image: its lock is in the cache, not in the output folder.
+    assert_eq!(names(out.path()), [IMAGE]);
     // The bytes are a real qcow2 image.
     let info = Command::new("qemu-img")
         .arg("info")
@@ -212,10 +207,7 @@ fn wrong_checksum_exits_3_names_everything_and_publishes_nothing() {
     for fact in [IMAGE, "http://", "expected", "got"] {
         assert!(message.contains(fact), "message lacks {fact:?}: {message}");
     }
-    let left: Vec<_> = names(out.path())
-        .into_iter()
-        .filter(|n| !n.ends_with(".lock"))
-        .collect();
+    let left = names(out.path());
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
@@ -474,7 +466,8 @@ fn fetch_with_convert_leaves_a_verified_download_and_an_identical_conversion() {
     let site = shared_site();
     let out = TempDir::new().unwrap();
     let dir = out.path().to_str().unwrap();
-    let result = json(&run(
+    // `-O` is the old spelling of --convert-options: still accepted, with a warning.
+    let output = run(
         site,
         &[
             "--json",
@@ -487,7 +480,13 @@ fn fetch_with_convert_leaves_a_verified_download_and_an_identical_conversion() {
             "-o",
             dir,
         ],
-    ));
+    );
+    assert!(
+        stderr(&output).contains("-O OPTIONS is deprecated"),
+        "{}",
+        stderr(&output)
+    );
+    let result = json(&output);
     let converted = out.path().join("ubuntu-24.04-server-cloudimg-amd64.vmdk");
     assert_eq!(result["converted"], converted.to_str().unwrap());
     let compare = Command::new("qemu-img")

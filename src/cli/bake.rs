@@ -137,8 +137,8 @@ pub fn bake(global: &Global, args: BakeArgs) -> Result<i32, Error> {
                 .map_or_else(|| "skipped".to_owned(), |s| format!("{s:.0} s")),
             t.compaction
         );
-        println!("{}", baked.output.display());
-        println!("{}", baked.log.display());
+        outln!("{}", baked.output.display());
+        outln!("{}", baked.log.display());
     }
     Ok(0)
 }

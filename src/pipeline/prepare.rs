@@ -149,10 +149,10 @@ fn plan(request: &PrepareRequest<'_>, catalog: &Catalog) -> Result<Plan, Error> 
                     .into(),
             )
         }
-        "vhdx" | "ploop" => {
+        "ploop" => {
             return usage(format!(
                 "disk format {disk_format}: Glance knows it but cloudimg does not write it; \
-                 pick raw, qcow2, vmdk, vhd or vdi"
+                 pick raw, qcow2, vmdk, vhd, vhdx or vdi"
             ))
         }
         _ => {}
@@ -336,7 +336,7 @@ async fn fetch(
     request: &PrepareRequest<'_>,
     reporter: &dyn Reporter,
 ) -> Result<Fetched, Error> {
-    fetch_entry(
+    let fetched = fetch_entry(
         client,
         catalog,
         listing,
@@ -348,7 +348,13 @@ async fn fetch(
         &request.signature,
         reporter,
     )
-    .await
+    .await?;
+    // The download may live elsewhere (the cache): the output folder is made once there is
+    // something verified to put in it.
+    tokio::fs::create_dir_all(&request.output_dir)
+        .await
+        .map_err(io_error(&request.output_dir))?;
+    Ok(fetched)
 }
 
 /// A file of the build's sub-folder (`unpacked/`) and the listing of that folder: its own
@@ -487,7 +493,7 @@ fn blocking<T>(work: impl FnOnce() -> T) -> T {
 /// The name an artifact takes from its upstream file: `x.img` → `x`, `x.tar.gz` → `x`
 /// (`x.vhd.tar.gz` → `x`, but the dots of `ubuntu-24.04-…` are not extensions).
 fn stem(file_name: &str) -> &str {
-    const DISK_EXTENSIONS: [&str; 6] = ["img", "raw", "qcow2", "vmdk", "vhd", "vdi"];
+    const DISK_EXTENSIONS: [&str; 7] = ["img", "raw", "qcow2", "vmdk", "vhd", "vhdx", "vdi"];
     let strip_disk_extension = |name: &'_ str| -> Option<usize> {
         let (stem, extension) = name.rsplit_once('.')?;
         (!stem.is_empty() && DISK_EXTENSIONS.contains(&extension)).then_some(stem.len())
