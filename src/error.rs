@@ -29,13 +29,20 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// The kind's name in JSON error objects (`usage`, `integrity`, `network`, `other`).
+    /// The kind's name in JSON error objects (`usage`, `integrity`, `network`, `other`,
+    /// `bake-recipe`, …).
     pub fn name(self) -> &'static str {
         match self {
             ErrorKind::Usage => "usage",
             ErrorKind::Integrity => "integrity",
             ErrorKind::Network => "network",
             ErrorKind::Other => "other",
+            ErrorKind::BakeRecipe => "bake-recipe",
+            ErrorKind::BakeCloudInit => "bake-cloud-init",
+            ErrorKind::BakeTimeout => "bake-timeout",
+            ErrorKind::BakeBootTest => "bake-boot-test",
+            ErrorKind::QemuMissing => "qemu-missing",
+            ErrorKind::Interrupted => "interrupted",
         }
     }
 
