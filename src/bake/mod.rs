@@ -17,8 +17,9 @@
 //! 6. compaction and conversion of the working copy into the output by the native engine
 //!    (trimmed blocks are holes, zero clusters are dropped), published atomically.
 //!
-//! The serial console of both boots is published as `<output>.bake.log`, also when the bake
-//! fails, so the error's console tail can be read in full.
+//! The serial console of both boots is streamed into a publication of `<output>.bake.log`
+//! (`io::publish`) and committed also when the bake fails, so the error's console tail can be
+//! read in full.
 
 pub mod console;
 pub mod qemu;
@@ -36,6 +37,7 @@ use crate::container::{iso, ContainerError};
 use crate::formats::convert::{self, ConvertStats};
 use crate::formats::{self, DiskFormat, DiskReader, FormatError, ImageInfo, Mapping, Options};
 use crate::io::progress::Reporter;
+use crate::io::publish::{Publication, PublishError};
 use crate::ErrorKind;
 
 use console::{Phase, Scanner, Verdict};
@@ -105,6 +107,8 @@ pub enum BakeError {
     Format(#[from] FormatError),
     #[error(transparent)]
     Container(#[from] ContainerError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
     #[error("{path}: cannot {action}")]
     Io {
         path: PathBuf,
@@ -148,6 +152,7 @@ impl BakeError {
             BakeError::Recipe(_) | BakeError::Usage(_) => ErrorKind::Usage,
             BakeError::Format(e) => e.kind(),
             BakeError::Container(e) => e.kind(),
+            BakeError::Publish(e) => e.kind(),
             BakeError::Io { .. } => ErrorKind::Other,
             BakeError::Guest { stage, error, .. } => match (error, stage) {
                 (QemuError::Missing { .. }, _) => ErrorKind::QemuMissing,
@@ -287,7 +292,7 @@ pub fn bake(
     }
 
     let work = WorkDir::create(&request.output)?;
-    let mut log = Log::create(&work.path.join("console.log"), &request.output)?;
+    let mut log = Log::create(&request.output)?;
     let result = run_steps(
         request,
         &work,
@@ -591,7 +596,7 @@ fn boot_once(
         machine,
         timeout: request.timeout,
         cancel,
-        log: &mut log.file,
+        log: &mut log.publication.file(),
         log_written: &mut log.written,
     };
     let result = qemu::boot(run, &mut scanner, &mut watcher);
@@ -688,45 +693,42 @@ impl Drop for WorkDir {
     }
 }
 
-/// The console log being written in the working folder, published beside the output.
+/// The console log, streamed into a publication of `<output>.bake.log` (a hidden temporary
+/// beside it) and committed at the end, whatever the bake's outcome.
 struct Log {
-    file: std::fs::File,
-    path: PathBuf,
+    publication: Publication,
     written: u64,
-    published: PathBuf,
 }
 
 impl Log {
-    fn create(path: &Path, output: &Path) -> Result<Log, BakeError> {
-        let file = std::fs::File::create(path).map_err(|e| BakeError::io(path, "create", e))?;
+    fn create(output: &Path) -> Result<Log, BakeError> {
         Ok(Log {
-            file,
-            path: path.to_owned(),
+            publication: Publication::begin(&log_path(output))?,
             written: 0,
-            published: log_path(output),
         })
+    }
+
+    /// Where the log is being written.
+    fn writer(&self) -> &std::fs::File {
+        self.publication.file()
     }
 
     fn separator(&mut self, title: &str) {
         use std::io::Write;
-        let _ = writeln!(self.file, "\n===== cloudimg: {title} =====");
+        let _ = writeln!(self.writer(), "\n===== cloudimg: {title} =====");
     }
 
     fn tail(&self, lines: &[String]) -> ConsoleTail {
         ConsoleTail {
             lines: lines.to_vec(),
-            log: Some(self.published.clone()),
+            log: Some(self.publication.final_path().to_owned()),
         }
     }
 
-    /// Copies the log to `<output>.bake.log` through the atomic writer. The log is bounded by
-    /// [`qemu::MAX_LOG_BYTES`], so reading it back is bounded too.
     fn publish(self) -> Result<PathBuf, BakeError> {
-        drop(self.file);
-        let bytes = std::fs::read(&self.path).map_err(|e| BakeError::io(&self.path, "read", e))?;
-        crate::io::atomic::write(&self.published, &bytes)
-            .map_err(|e| BakeError::io(&self.published, "write", e))?;
-        Ok(self.published)
+        let path = self.publication.final_path().to_owned();
+        self.publication.commit()?;
+        Ok(path)
     }
 }
 

@@ -293,7 +293,7 @@ pub struct Run<'a> {
     pub timeout: Duration,
     pub cancel: &'a AtomicBool,
     /// The console log (appended to, up to [`MAX_LOG_BYTES`] in total).
-    pub log: &'a mut std::fs::File,
+    pub log: &'a mut dyn Write,
     pub log_written: &'a mut u64,
 }
 
@@ -496,7 +496,7 @@ fn record(partial: &mut Partial, events: Vec<Event>, started: Instant, watcher: 
     }
 }
 
-fn write_log(log: &mut std::fs::File, written: &mut u64, bytes: &[u8]) {
+fn write_log(log: &mut dyn Write, written: &mut u64, bytes: &[u8]) {
     let room = MAX_LOG_BYTES.saturating_sub(*written);
     if room == 0 {
         return;
