@@ -77,7 +77,8 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
         keyring = context.keyring(global)?;
         SignaturePolicy::Require(&keyring)
     };
-    let mut convert_options = Options::parse(&args.convert_options.join(","))?;
+    let mut convert_options =
+        Options::parse(&args.deprecated.merged(&args.convert_options).join(","))?;
     if args.compress {
         if !args.disk_format.eq_ignore_ascii_case("qcow2") {
             return Err(Error::Usage(
@@ -137,10 +138,16 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
         ));
     }
     // Credentials are checked before any download, not after an hour of it.
-    let upload = if args.upload {
+    let multi = args.upload && args.glance.names_targets();
+    let upload = if args.upload && !multi {
         Some(upload::target_and_options(global, &args.glance)?)
     } else {
         None
+    };
+    let targets = if multi {
+        upload::targets(global, &args.glance)?
+    } else {
+        Vec::new()
     };
     let reporter = progress::reporter(global.quiet);
     let runtime = runtime()?;
@@ -152,24 +159,36 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
         reporter.as_ref(),
     ))?;
     prune_downloads(&prepared, downloads.as_deref());
-    let uploaded = match &upload {
-        Some((target, options)) => {
-            let files: Vec<_> = prepared
-                .artifacts
-                .iter()
-                .map(|a| a.metadata_path.clone())
-                .collect();
-            Some(runtime.block_on(cloudimg::upload::upload_artifacts(
-                target,
-                &files,
-                options,
-                reporter.as_ref(),
-            ))?)
-        }
-        None => None,
+    let files: Vec<_> = prepared
+        .artifacts
+        .iter()
+        .map(|a| a.metadata_path.clone())
+        .collect();
+    let uploaded =
+        match &upload {
+            Some((target, options)) => Some(runtime.block_on(
+                cloudimg::upload::upload_artifacts(target, &files, options, reporter.as_ref()),
+            )?),
+            None => None,
+        };
+    let rows = if multi {
+        Some(runtime.block_on(cloudimg::upload::upload_to_targets(
+            &targets,
+            &files,
+            &upload::upload_options(global, &args.glance)?,
+            reporter.as_ref(),
+        ))?)
+    } else {
+        None
     };
     if global.json {
         let mut report = serde_json::to_value(&prepared).unwrap_or_default();
+        if let (Some(rows), Some(fields)) = (&rows, report.as_object_mut()) {
+            fields.insert(
+                "targets".into(),
+                serde_json::to_value(rows).unwrap_or_default(),
+            );
+        }
         if let (Some(images), Some(fields)) = (&uploaded, report.as_object_mut()) {
             fields.insert(
                 "uploaded".into(),
@@ -180,7 +199,7 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
     } else if !global.quiet {
         for artifact in &prepared.artifacts {
             let meta = &artifact.metadata;
-            println!(
+            outln!(
                 "{} ({}/{}, {} bytes)",
                 artifact.path.display(),
                 meta.disk_format,
@@ -188,27 +207,32 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
                 meta.digests.size
             );
             for file in &artifact.package_files {
-                println!("  {}", file.display());
+                outln!("  {}", file.display());
             }
-            println!("  {}", artifact.metadata_path.display());
+            outln!("  {}", artifact.metadata_path.display());
         }
         if let Some(layout) = &prepared.containerdisk {
-            println!(
+            outln!(
                 "{} ({} {})",
                 layout.path.display(),
                 layout.ref_name,
                 layout.digest
             );
             for manifest in &layout.manifests {
-                println!(
+                outln!(
                     "  {} {} ({} bytes layer)",
-                    manifest.architecture, manifest.disk, manifest.layer_size
+                    manifest.architecture,
+                    manifest.disk,
+                    manifest.layer_size
                 );
             }
         }
         if let Some(images) = &uploaded {
             upload::print_uploaded(images);
         }
+        if let Some(rows) = &rows {
+            upload::print_target_uploads(rows);
+        }
     }
-    Ok(0)
+    Ok(rows.as_deref().map_or(0, upload::targets_status))
 }

@@ -37,21 +37,24 @@ pub fn sync(global: &Global, args: SyncArgs) -> Result<i32, Error> {
             None => None,
         },
         skip_signature: args.no_verify_signature,
-        glance: match &catalog.glance {
-            Some(config) => {
-                let args = GlanceArgs {
-                    glance: config
-                        .url
-                        .clone()
-                        .or_else(|| std::env::var("OS_IMAGE_URL").ok().filter(|u| !u.is_empty())),
-                    token: None,
-                    import: false,
-                    import_timeout: DEFAULT_IMPORT_TIMEOUT_SECONDS,
-                };
-                Some(upload::target_and_options(global, &args)?)
-            }
-            None => None,
-        },
+        glance: catalog
+            .glance
+            .iter()
+            .map(|config| upload::catalog_target(config, catalog.glance.len() == 1))
+            .collect::<Result<_, _>>()?,
+        upload: upload::upload_options(
+            global,
+            &GlanceArgs {
+                glance: None,
+                token: None,
+                import: false,
+                import_timeout: DEFAULT_IMPORT_TIMEOUT_SECONDS,
+                os_cloud: Vec::new(),
+                os_region_name: Vec::new(),
+                targets: Vec::new(),
+                user_catalog: None,
+            },
+        )?,
     };
     let reporter = progress::reporter(global.quiet);
     let result = runtime()?.block_on(sync::sync(
@@ -76,7 +79,7 @@ pub fn sync(global: &Global, args: SyncArgs) -> Result<i32, Error> {
     } else if !global.quiet {
         for entry in &summary.entries {
             let line = match &entry.outcome {
-                Outcome::UpToDate { serial } => format!("up to date  {serial}"),
+                Outcome::UpToDate { serial, .. } => format!("up to date  {serial}"),
                 Outcome::Published { serial, pruned, .. } if pruned.is_empty() => {
                     format!("published   {serial}")
                 }
@@ -98,7 +101,25 @@ pub fn sync(global: &Global, args: SyncArgs) -> Result<i32, Error> {
                 ),
                 Outcome::Failed { error, .. } => format!("FAILED      {error}"),
             };
-            println!("{:<24} {line}", entry.name);
+            outln!("{:<24} {line}", entry.name);
+            if let Outcome::UpToDate { targets, .. } | Outcome::Published { targets, .. } =
+                &entry.outcome
+            {
+                for target in targets {
+                    match &target.error {
+                        Some(error) => {
+                            outln!("{:<24}   glance {}: FAILED {error}", "", target.target)
+                        }
+                        None => outln!(
+                            "{:<24}   glance {}: {} image(s), {} retired",
+                            "",
+                            target.target,
+                            target.ids.len(),
+                            target.retired.len()
+                        ),
+                    }
+                }
+            }
         }
     }
     Ok(if summary.failed() > 0 {

@@ -26,7 +26,7 @@ use crate::index::release::sort_serials_newest_first;
 use crate::index::{Discovery, Query, Stream};
 use crate::io::progress::Reporter;
 use crate::pipeline::{self, ImageSettings, MachineSettings, PrepareRequest, SignaturePolicy};
-use crate::upload::{Glance, GlanceTarget, ImageFilter, Retire, UploadError, UploadOptions};
+use crate::upload::{Glance, ImageFilter, NamedTarget, Retire, UploadError, UploadOptions};
 use crate::verify::openpgp::Keyring;
 use crate::ErrorKind;
 use publish::ImageTree;
@@ -128,8 +128,32 @@ pub struct SyncOptions {
     pub keyring: Option<Keyring>,
     /// `--no-verify-signature`.
     pub skip_signature: bool,
-    /// Where new serials go when the catalog has a `[glance]` target.
-    pub glance: Option<(GlanceTarget, UploadOptions)>,
+    /// The catalog's Glance targets, each independent: one that fails fails its own row.
+    pub glance: Vec<NamedTarget>,
+    /// How uploads are made (retries, method, import timeout).
+    pub upload: UploadOptions,
+}
+
+/// What one Glance target did for an entry.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TargetOutcome {
+    pub target: String,
+    /// `ok` or `failed`.
+    pub status: &'static str,
+    /// Glance image ids of the serial there.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<String>,
+    /// Images of older serials retired there.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl TargetOutcome {
+    pub fn failed(&self) -> bool {
+        self.error.is_some()
+    }
 }
 
 /// What happened to one entry.
@@ -139,6 +163,9 @@ pub enum Outcome {
     /// The newest serial is published and verifies: nothing transferred.
     UpToDate {
         serial: String,
+        /// Per Glance target (an up-to-date serial still catches up a target that missed it).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        targets: Vec<TargetOutcome>,
     },
     /// A new serial was published (or a published one finished after an interrupted run).
     Published {
@@ -152,6 +179,9 @@ pub enum Outcome {
         /// Glance images of older serials retired (hidden, deactivated or deleted).
         #[serde(skip_serializing_if = "Vec::is_empty")]
         retired: Vec<String>,
+        /// Per Glance target: ids, retired images, or why it failed.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        targets: Vec<TargetOutcome>,
     },
     /// `--dry-run`: what would happen.
     WouldPublish {
@@ -162,6 +192,19 @@ pub enum Outcome {
     Failed {
         error: String,
     },
+}
+
+impl Outcome {
+    /// Failed, or published but missing from a Glance target.
+    pub fn failed(&self) -> bool {
+        match self {
+            Outcome::Failed { .. } => true,
+            Outcome::UpToDate { targets, .. } | Outcome::Published { targets, .. } => {
+                targets.iter().any(TargetOutcome::failed)
+            }
+            Outcome::WouldPublish { .. } => false,
+        }
+    }
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -178,11 +221,9 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Entries that failed, or whose serial did not reach every Glance target.
     pub fn failed(&self) -> usize {
-        self.entries
-            .iter()
-            .filter(|e| matches!(e.outcome, Outcome::Failed { .. }))
-            .count()
+        self.entries.iter().filter(|e| e.outcome.failed()).count()
     }
 }
 
@@ -300,14 +341,18 @@ pub async fn sync(
         }
     }
     let uploads = selected.iter().any(|image| image.upload != Some(false));
-    let glance = match &options.glance {
-        Some((target, upload)) if uploads && !options.dry_run => Some(
-            Glance::connect(target, &upload.client)
+    let mut glance = Vec::new();
+    if uploads && !options.dry_run {
+        for named in &options.glance {
+            let session = Glance::connect(&named.target, &options.upload.client)
                 .await
-                .map_err(|e| crate::error::chain(&e)),
-        ),
-        _ => None,
-    };
+                .map_err(|e| crate::error::chain(&e));
+            if let Err(error) = &session {
+                tracing::error!(target = %named.name, "{error}");
+            }
+            glance.push(session);
+        }
+    }
     let run = Run {
         client,
         catalog,
@@ -315,7 +360,7 @@ pub async fn sync(
         options,
         state: &state,
         reporter,
-        glance: glance.as_ref(),
+        glance: &glance,
     };
     let entries: Vec<EntryReport> = stream::iter(selected)
         .map(|image| run.entry(image))
@@ -335,8 +380,9 @@ struct Run<'a> {
     options: &'a SyncOptions,
     state: &'a Mutex<State>,
     reporter: &'a dyn Reporter,
-    /// The Glance session when the catalog uploads, or why there is none.
-    glance: Option<&'a Result<Glance, String>>,
+    /// A session per Glance target (as `options.glance`) when the catalog uploads, or why
+    /// there is none; empty when nothing uploads.
+    glance: &'a [Result<Glance, String>],
 }
 
 impl Run<'_> {
@@ -350,7 +396,7 @@ impl Run<'_> {
             }
         };
         match &outcome {
-            Outcome::UpToDate { serial } => {
+            Outcome::UpToDate { serial, .. } => {
                 tracing::info!(image = %image.name, serial, "up to date")
             }
             Outcome::Published { serial, pruned, .. } => {
@@ -405,10 +451,15 @@ impl Run<'_> {
         if already_published && previous.as_deref() == Some(serial.as_str()) {
             if !self.options.dry_run {
                 tree.prune(keep, newest_first, false)?;
-                // Idempotent: images already in Glance cost one lookup, no bytes.
-                self.glance_step(image, &tree, &serial).await?;
+                // Idempotent: images already in Glance cost one lookup, no bytes; a target
+                // that missed the serial catches up.
+                let targets = self.glance_step(image, &tree, &serial).await?;
+                return Ok(Outcome::UpToDate { serial, targets });
             }
-            return Ok(Outcome::UpToDate { serial });
+            return Ok(Outcome::UpToDate {
+                serial,
+                targets: Vec::new(),
+            });
         }
         if self.options.dry_run {
             // Retention as it would be once `serial` exists and is current.
@@ -453,7 +504,9 @@ impl Run<'_> {
             state.save(&self.catalog.output)?;
         }
         // Published locally first: a Glance outage must not hold back local consumers.
-        let (glance_ids, retired) = self.glance_step(image, &tree, &serial).await?;
+        let targets = self.glance_step(image, &tree, &serial).await?;
+        let glance_ids: Vec<String> = targets.iter().flat_map(|t| t.ids.clone()).collect();
+        let retired: Vec<String> = targets.iter().flat_map(|t| t.retired.clone()).collect();
         if !glance_ids.is_empty() {
             record.glance_ids = glance_ids.clone();
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -472,6 +525,7 @@ impl Run<'_> {
             artifacts,
             glance_ids,
             retired,
+            targets,
         })
     }
 
@@ -524,7 +578,7 @@ impl Run<'_> {
                 visibility: self
                     .catalog
                     .glance
-                    .as_ref()
+                    .first()
                     .and_then(|g| g.visibility.clone()),
                 tags: image
                     .tags
@@ -589,36 +643,73 @@ impl Run<'_> {
         Ok(record)
     }
 
-    /// Uploads the serial's artifacts (idempotently) and retires the Glance images of serials no
-    /// longer published, never those of `serial`. Returns the serial's image ids and the
-    /// retired ones; nothing when the catalog has no Glance target or the entry opts out.
+    /// Uploads the serial's artifacts (idempotently) to every Glance target and retires there
+    /// the images of serials no longer published, never those of `serial`. One row per target;
+    /// a target that fails (down, refusing) fails its row only. Nothing when the catalog has no
+    /// Glance target or the entry opts out.
     async fn glance_step(
         &self,
         image: &ImageSpec,
         tree: &ImageTree,
         serial: &str,
-    ) -> Result<(Vec<String>, Vec<String>), SyncError> {
-        let (Some(session), Some((_, upload))) = (self.glance, &self.options.glance) else {
-            return Ok((Vec::new(), Vec::new()));
-        };
-        if image.upload == Some(false) {
-            return Ok((Vec::new(), Vec::new()));
+    ) -> Result<Vec<TargetOutcome>, SyncError> {
+        if image.upload == Some(false) || self.glance.is_empty() {
+            return Ok(Vec::new());
         }
-        let glance = session
-            .as_ref()
-            .map_err(|e| SyncError::GlanceUnavailable(e.clone()))?;
         let files = publish::metadata_files(&tree.serial_dir(serial))?;
+        let kept = tree.serials()?;
+        let mut rows = Vec::new();
+        for (named, session) in self.options.glance.iter().zip(self.glance) {
+            let result = match session {
+                Ok(glance) => {
+                    self.glance_target(image, glance, named, &files, serial, &kept)
+                        .await
+                }
+                Err(error) => Err(SyncError::GlanceUnavailable(error.clone())),
+            };
+            rows.push(match result {
+                Ok((ids, retired)) => TargetOutcome {
+                    target: named.name.clone(),
+                    status: "ok",
+                    ids,
+                    retired,
+                    error: None,
+                },
+                Err(error) => {
+                    let text = crate::error::chain(&error);
+                    tracing::error!(image = %image.name, target = %named.name, "{text}");
+                    TargetOutcome {
+                        target: named.name.clone(),
+                        status: "failed",
+                        ids: Vec::new(),
+                        retired: Vec::new(),
+                        error: Some(text),
+                    }
+                }
+            });
+        }
+        Ok(rows)
+    }
+
+    /// [`Run::glance_step`] for one target: the serial's image ids and the retired ones.
+    async fn glance_target(
+        &self,
+        image: &ImageSpec,
+        glance: &Glance,
+        named: &NamedTarget,
+        files: &[PathBuf],
+        serial: &str,
+        kept: &[String],
+    ) -> Result<(Vec<String>, Vec<String>), SyncError> {
+        let upload = UploadOptions {
+            visibility: named.visibility.clone(),
+            ..self.options.upload.clone()
+        };
         let uploaded = glance
-            .upload_artifacts(&files, upload, self.reporter)
+            .upload_artifacts(files, &upload, self.reporter)
             .await?;
         let ids: Vec<String> = uploaded.iter().map(|u| u.id.clone()).collect();
-        let policy = self
-            .catalog
-            .glance
-            .as_ref()
-            .map(|g| g.retire)
-            .unwrap_or_default();
-        let kept = tree.serials()?;
+        let policy = named.retire;
         let mut retired = Vec::new();
         for hidden in [false, true] {
             let filter = ImageFilter {
@@ -639,8 +730,8 @@ impl Run<'_> {
                     continue;
                 }
                 glance.retire(&candidate.id, policy).await?;
-                tracing::info!(image = %image.name, id = %candidate.id, serial = of_serial,
-                    policy = ?policy, "retired from Glance");
+                tracing::info!(image = %image.name, target = %named.name, id = %candidate.id,
+                    serial = of_serial, policy = ?policy, "retired from Glance");
                 retired.push(candidate.id);
             }
         }
