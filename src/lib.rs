@@ -19,6 +19,7 @@ pub mod index;
 pub mod io;
 pub mod mirror;
 pub mod pipeline;
+pub mod runner;
 pub mod sync;
 pub mod upload;
 pub mod verify;

@@ -22,7 +22,7 @@ mod prepare;
 
 pub(crate) use prepare::unpacked_file;
 pub use prepare::{
-    prepare, upstream_kind, Artifact, ImageSettings, MachineSettings, PrepareRequest, Prepared,
+    prepare, prepare_listing, upstream_kind, Artifact, ImageSettings, MachineSettings, PrepareRequest, Prepared,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,7 @@ mod image;
 mod mirror;
 mod prepare;
 mod progress;
+mod runs;
 mod seed;
 mod sync;
 mod upload;

@@ -236,16 +236,32 @@ pub async fn prepare(
     request: PrepareRequest<'_>,
     reporter: &dyn Reporter,
 ) -> Result<Prepared, Error> {
-    let plan = plan(&request, catalog)?;
+    // Refused combinations fail before any request.
+    plan(&request, catalog)?;
     let discovery = Discovery::new(client, catalog, mirror.clone());
     let listing = discovery
         .listing(&request.query, request.serial.as_deref())
         .await?;
+    prepare_listing(client, catalog, &discovery, &listing, request, reporter).await
+}
+
+/// [`prepare`] of a build already discovered: `listing` is used as it is (`sync` resolved it
+/// to decide whether there is anything to do), and `discovery` only locates the files of its
+/// `unpacked/` folder.
+pub async fn prepare_listing(
+    client: &Client,
+    catalog: &Catalog,
+    discovery: &Discovery<'_>,
+    listing: &Listing,
+    request: PrepareRequest<'_>,
+    reporter: &dyn Reporter,
+) -> Result<Prepared, Error> {
+    let plan = plan(&request, catalog)?;
     let mut sources = Vec::new();
     let mut artifacts = Vec::new();
     let describe = Describe {
         catalog,
-        listing: &listing,
+        listing,
         request: &request,
     };
     match plan {
@@ -255,7 +271,7 @@ pub async fn prepare(
             container,
         } => {
             let file = listing.file(&kind)?;
-            let fetched = fetch(client, catalog, &listing, file, &request, reporter).await?;
+            let fetched = fetch(client, catalog, listing, file, &request, reporter).await?;
             let artifact = build_disk(&fetched, &kind, format, container, &describe, reporter)?;
             sources.push(fetched);
             artifacts.push(artifact);
@@ -273,7 +289,7 @@ pub async fn prepare(
                 (ramdisk, RAMDISK_KIND, AmazonRole::Ramdisk),
             ] {
                 if wanted {
-                    let (sub_listing, file) = unpacked_file(&discovery, &listing, kind)?;
+                    let (sub_listing, file) = unpacked_file(discovery, listing, kind)?;
                     let fetched =
                         fetch(client, catalog, &sub_listing, &file, &request, reporter).await?;
                     parts.push((role, fetched));
@@ -282,7 +298,7 @@ pub async fn prepare(
             let machine_source = match &machine {
                 Some(kind) => {
                     let file = listing.file(kind)?;
-                    Some(fetch(client, catalog, &listing, file, &request, reporter).await?)
+                    Some(fetch(client, catalog, listing, file, &request, reporter).await?)
                 }
                 None => None,
             };

@@ -9,13 +9,10 @@
 pub mod publish;
 pub mod state;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Mutex;
 
 use futures_util::stream::{self, StreamExt};
-use url::Url;
 
 use crate::catalog::user::{ImageSpec, UserCatalog};
 use crate::catalog::{Catalog, CatalogError};
@@ -23,17 +20,22 @@ use crate::container::ContainerFormat;
 use crate::fetch::Client;
 use crate::formats::Options;
 use crate::index::release::sort_serials_newest_first;
-use crate::index::{Discovery, Query, Stream};
+use crate::index::{Discovery, Query};
 use crate::io::progress::Reporter;
-use crate::pipeline::{self, ImageSettings, MachineSettings, PrepareRequest, SignaturePolicy};
+use crate::pipeline::{self, ImageSettings, MachineSettings, PrepareRequest};
+use crate::runner::{self, EntryOutcome, EntrySource, LockSpec, RunnerError, SourceOptions};
 use crate::upload::{Glance, GlanceTarget, ImageFilter, Retire, UploadError, UploadOptions};
-use crate::verify::openpgp::Keyring;
 use crate::ErrorKind;
 use publish::ImageTree;
 use state::{ArtifactRecord, SerialRecord, State, UpstreamRecord};
 
 /// The lock file in the output root.
 pub const LOCK_FILE: &str = ".cloudimg-sync.lock";
+const LOCK: LockSpec = LockSpec {
+    file: LOCK_FILE,
+    command: "sync",
+    hint: ", or pass --wait to queue behind it",
+};
 /// Room kept free beyond the estimate, for metadata and the filesystem's own needs.
 const SPACE_HEADROOM: u64 = 64 << 20;
 
@@ -49,8 +51,8 @@ pub enum SyncError {
     Catalog(#[from] CatalogError),
     #[error(transparent)]
     Pipeline(Box<pipeline::Error>),
-    #[error("another sync holds {path}; try again later, or pass --wait to queue behind it")]
-    Locked { path: PathBuf },
+    #[error(transparent)]
+    Runner(#[from] RunnerError),
     #[error(
         "{image}: the mirror's newest serial {offered} is older than the published {published} \
          (a stale or replayed mirror?); pass --allow-downgrade to accept it"
@@ -83,6 +85,16 @@ pub enum SyncError {
     },
 }
 
+impl runner::RunFailure for SyncError {
+    fn kind(&self) -> ErrorKind {
+        SyncError::kind(self)
+    }
+
+    fn is_locked(&self) -> bool {
+        matches!(self, SyncError::Runner(error) if error.is_locked())
+    }
+}
+
 impl From<pipeline::Error> for SyncError {
     fn from(error: pipeline::Error) -> SyncError {
         SyncError::Pipeline(Box::new(error))
@@ -100,11 +112,11 @@ impl SyncError {
         match self {
             SyncError::Pipeline(error) => error.kind(),
             SyncError::Catalog(error) => error.kind(),
+            SyncError::Runner(error) => error.kind(),
             SyncError::Upload(error) => error.kind(),
             SyncError::GlanceUnavailable(_) => ErrorKind::Network,
             SyncError::Downgrade { .. } => ErrorKind::Integrity,
             SyncError::Io { .. }
-            | SyncError::Locked { .. }
             | SyncError::NoSpace { .. }
             | SyncError::BadState { .. }
             | SyncError::Hook { .. } => ErrorKind::Other,
@@ -122,12 +134,8 @@ pub struct SyncOptions {
     /// Wait for a running sync instead of exiting.
     pub wait: bool,
     pub allow_downgrade: bool,
-    /// `--mirror`: used for every source instead of the catalog's mirrors.
-    pub mirror: Option<Url>,
-    /// `--keyring`: trusted instead of each source's built-in keys.
-    pub keyring: Option<Keyring>,
-    /// `--no-verify-signature`.
-    pub skip_signature: bool,
+    /// `--mirror`, `--keyring`, `--no-verify-signature`.
+    pub source: SourceOptions,
     /// Where new serials go when the catalog has a `[glance]` target.
     pub glance: Option<(GlanceTarget, UploadOptions)>,
 }
@@ -164,12 +172,13 @@ pub enum Outcome {
     },
 }
 
-#[derive(Debug, serde::Serialize)]
-pub struct EntryReport {
-    pub name: String,
-    #[serde(flatten)]
-    pub outcome: Outcome,
+impl EntryOutcome for Outcome {
+    fn is_failure(&self) -> bool {
+        matches!(self, Outcome::Failed { .. })
+    }
 }
+
+pub type EntryReport = runner::EntryReport<Outcome>;
 
 #[derive(Debug, serde::Serialize)]
 pub struct Summary {
@@ -179,94 +188,7 @@ pub struct Summary {
 
 impl Summary {
     pub fn failed(&self) -> usize {
-        self.entries
-            .iter()
-            .filter(|e| matches!(e.outcome, Outcome::Failed { .. }))
-            .count()
-    }
-}
-
-/// Holds a root's lock for a run.
-pub(crate) struct RootLock {
-    _file: File,
-}
-
-/// Takes the lock file `name` in `root` (created with `root` if missing); `wait` queues behind
-/// a run holding it, otherwise that is [`SyncError::Locked`].
-pub(crate) async fn lock_root(root: &Path, name: &str, wait: bool) -> Result<RootLock, SyncError> {
-    let path = root.join(name);
-    let io = |path: &Path, source| SyncError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    std::fs::create_dir_all(root).map_err(|e| io(root, e))?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| io(&path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(RootLock { _file: file }),
-        Err(std::fs::TryLockError::WouldBlock) if wait => {
-            tracing::info!(path = %path.display(), "another run holds the lock; waiting for it");
-            tokio::task::spawn_blocking(move || file.lock().map(|()| RootLock { _file: file }))
-                .await
-                .map_err(|e| io(&path, std::io::Error::other(e.to_string())))?
-                .map_err(|e| io(&path, e))
-        }
-        Err(std::fs::TryLockError::WouldBlock) => Err(SyncError::Locked { path }),
-        Err(std::fs::TryLockError::Error(source)) => Err(io(&path, source)),
-    }
-}
-
-/// The source catalog of an entry: a built-in name, or a file relative to the user catalog.
-pub(crate) fn source_catalog(image: &ImageSpec, catalog_dir: &Path) -> Result<Catalog, SyncError> {
-    let looks_like_path = image.source.contains('/') || image.source.ends_with(".toml");
-    Ok(if looks_like_path {
-        Catalog::from_path(&catalog_dir.join(&image.source))?
-    } else {
-        Catalog::builtin(&image.source)?
-    })
-}
-
-/// Where `source` is read from: `--mirror` for every source, else the user catalog's mirror
-/// for it, else its own base URL.
-pub(crate) fn mirror_url(
-    catalog: &UserCatalog,
-    source: &Catalog,
-    cli_mirror: Option<&Url>,
-) -> Result<Url, SyncError> {
-    let text = match (cli_mirror, catalog.mirrors.get(&source.name)) {
-        (Some(url), _) => return Ok(url.clone()),
-        (None, Some(text)) => text.as_str(),
-        (None, None) => return Ok(source.base_url.clone()),
-    };
-    let mut url = Url::parse(text).map_err(|e| CatalogError::Invalid {
-        origin: "mirrors".into(),
-        reason: format!("{}: {text:?}: {e}", source.name),
-    })?;
-    if !url.path().ends_with('/') {
-        url.set_path(&format!("{}/", url.path()));
-    }
-    Ok(url)
-}
-
-/// The keys trusted for `source`: `--keyring` when given, else the source's built-in keys.
-pub(crate) fn keyring_for(
-    source: &Catalog,
-    cli_keyring: Option<&Keyring>,
-) -> Result<Keyring, SyncError> {
-    match cli_keyring {
-        Some(keyring) => Ok(keyring.clone()),
-        None => Ok(Keyring::from_armored_texts(
-            &source
-                .keys
-                .iter()
-                .map(|k| k.armored.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .map_err(pipeline::Error::from)?),
+        runner::failed(&self.entries)
     }
 }
 
@@ -280,25 +202,13 @@ pub async fn sync(
     reporter: &dyn Reporter,
 ) -> Result<Summary, SyncError> {
     let root = &catalog.output;
+    let selected = runner::select(catalog, &options.only)?;
     let _lock = if options.dry_run {
         None
     } else {
-        Some(lock_root(root, LOCK_FILE, options.wait).await?)
+        Some(runner::lock_root(root, LOCK, options.wait).await?)
     };
     let state = Mutex::new(State::load(root)?);
-    let selected: Vec<&ImageSpec> = catalog
-        .images
-        .iter()
-        .filter(|image| options.only.is_empty() || options.only.contains(&image.name))
-        .collect();
-    for name in &options.only {
-        if !catalog.images.iter().any(|image| &image.name == name) {
-            return Err(SyncError::Catalog(CatalogError::Invalid {
-                origin: "--only".into(),
-                reason: format!("no image named {name:?} in the catalog"),
-            }));
-        }
-    }
     let uploads = selected.iter().any(|image| image.upload != Some(false));
     let glance = match &options.glance {
         Some((target, upload)) if uploads && !options.dry_run => Some(
@@ -368,22 +278,15 @@ impl Run<'_> {
     }
 
     async fn sync_image(&self, image: &ImageSpec) -> Result<Outcome, SyncError> {
-        let source = source_catalog(image, self.catalog_dir)?;
-        let mirror = mirror_url(self.catalog, &source, self.options.mirror.as_ref())?;
-        let stream = Stream::from_str(&image.stream).map_err(pipeline::Error::from)?;
-        let query = Query {
-            release: image.release.clone(),
-            arch: image.arch.clone(),
-            stream,
-            source: None,
-        };
-        let discovery = Discovery::new(self.client, &source, mirror.clone());
+        let source =
+            EntrySource::resolve(image, self.catalog, self.catalog_dir, &self.options.source)?;
+        let discovery = source.discovery(self.client);
         let listing = discovery
-            .listing(&query, None)
+            .listing(&runner::query(image)?, None)
             .await
             .map_err(pipeline::Error::from)?;
         let serial = listing.serial.clone();
-        let separator = source.serial_separator;
+        let separator = source.catalog.serial_separator;
         let newest_first = |serials: &mut [String]| sort_serials_newest_first(serials, separator);
         let tree = ImageTree::new(&self.catalog.output, &image.name);
         let previous = tree.current();
@@ -433,7 +336,7 @@ impl Run<'_> {
                 glance_ids: Vec::new(),
             }
         } else {
-            self.build(image, &source, &mirror, &tree, &serial, &listing)
+            self.build(image, &source, &discovery, &tree, &listing)
                 .await?
         };
         tree.switch_current(&serial)?;
@@ -479,28 +382,21 @@ impl Run<'_> {
     async fn build(
         &self,
         image: &ImageSpec,
-        source: &Catalog,
-        mirror: &Url,
+        source: &EntrySource,
+        discovery: &Discovery<'_>,
         tree: &ImageTree,
-        serial: &str,
         listing: &crate::index::Listing,
     ) -> Result<SerialRecord, SyncError> {
+        let serial = listing.serial.as_str();
         let staging = tree.staging_dir(serial);
         let io = |path: &Path, source| SyncError::Io {
             path: path.to_owned(),
             source,
         };
-        self.check_space(image, source, serial, listing)?;
+        self.check_space(image, &source.catalog, serial, listing)?;
         // Whatever a killed run left in staging is incomplete by definition.
         let _ = std::fs::remove_dir_all(&staging);
         std::fs::create_dir_all(&staging).map_err(|e| io(&staging, e))?;
-        let keyring;
-        let signature = if self.options.skip_signature {
-            SignaturePolicy::Skip
-        } else {
-            keyring = keyring_for(source, self.options.keyring.as_ref())?;
-            SignaturePolicy::Require(&keyring)
-        };
         let request = PrepareRequest {
             query: Query {
                 release: image.release.clone(),
@@ -515,7 +411,7 @@ impl Run<'_> {
                 .map_err(pipeline::Error::from)?,
             output_dir: staging.clone(),
             download_dir: Some(tree.download_dir()),
-            signature,
+            signature: source.signature(),
             convert_options: Options::parse(image.options.as_deref().unwrap_or(""))
                 .map_err(pipeline::Error::from)?,
             image: ImageSettings {
@@ -542,8 +438,16 @@ impl Run<'_> {
             },
             machine: MachineSettings::default(),
         };
-        let prepared =
-            match pipeline::prepare(self.client, source, mirror, request, self.reporter).await {
+        let prepared = pipeline::prepare_listing(
+            self.client,
+            &source.catalog,
+            discovery,
+            listing,
+            request,
+            self.reporter,
+        )
+        .await;
+        let prepared = match prepared {
                 Ok(prepared) => prepared,
                 Err(error) => {
                     let _ = std::fs::remove_dir_all(&staging);
