@@ -89,7 +89,7 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
         &context.catalog,
         &context.mirror,
         request,
-        reporter.as_ref(),
+        reporter.clone(),
     ))?;
     let uploaded = match &upload {
         Some((target, options)) => {

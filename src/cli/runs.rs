@@ -31,7 +31,7 @@ pub(super) fn source_options(
 
 /// The exit status of a run that could not start: [`EXIT_LOCKED`] when another run holds the
 /// root, else the error's kind.
-pub(super) fn not_started(error: &(dyn runner::RunFailure)) -> i32 {
+pub(super) fn not_started(error: &dyn runner::RunFailure) -> i32 {
     tracing::error!("{}", cloudimg::error::chain(error));
     if error.is_locked() {
         EXIT_LOCKED

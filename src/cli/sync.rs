@@ -44,11 +44,11 @@ pub fn sync(global: &Global, args: SyncArgs) -> Result<i32, Error> {
     };
     let reporter = progress::reporter(global.quiet);
     let result = runtime()?.block_on(sync::sync(
-        &context.client,
-        &catalog,
-        &catalog_dir,
-        &options,
-        reporter.as_ref(),
+        std::sync::Arc::new(context.client),
+        catalog,
+        catalog_dir,
+        options,
+        reporter,
     ));
     let summary = match result {
         Ok(summary) => summary,

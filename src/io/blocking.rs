@@ -24,12 +24,16 @@ where
     T: Send + 'static,
     E: Send + 'static + From<TaskFailed>,
 {
-    tokio::task::spawn_blocking(work).await.map_err(|error| {
-        E::from(TaskFailed {
-            path: path.to_owned(),
-            reason: error.to_string(),
-        })
-    })?
+    // Log lines of the work carry the caller's context (the `sync` entry it belongs to).
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(work))
+        .await
+        .map_err(|error| {
+            E::from(TaskFailed {
+                path: path.to_owned(),
+                reason: error.to_string(),
+            })
+        })?
 }
 
 #[cfg(test)]

@@ -21,7 +21,6 @@ pub mod subset;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use serde_json::{Map, Value};
 use url::Url;
@@ -32,7 +31,7 @@ use crate::catalog::{
 };
 use crate::fetch::{Client, Download};
 use crate::index::release::{is_serial, sort_serials_newest_first, Release};
-use crate::index::{html, streams, Discovery, IndexError, Listing, Query, SourceKind, Stream};
+use crate::index::{html, streams, Discovery, IndexError, Listing, SourceKind};
 use crate::io::hashing::ContentHasher;
 use crate::io::progress::Reporter;
 use crate::pipeline::{self, SignaturePolicy, VerifiedSums};

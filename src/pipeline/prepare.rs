@@ -6,6 +6,7 @@
 //! when complete; its `<artifact>.glance.json` is written last.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use url::Url;
 
@@ -18,6 +19,7 @@ use crate::container::{self, ova, ContainerFormat};
 use crate::fetch::Client;
 use crate::formats::{self, DiskFormat, Options};
 use crate::index::{Discovery, FileEntry, Listing, Query};
+use crate::io::blocking;
 use crate::io::progress::Reporter;
 
 /// Default upstream kind of the ami machine image: the raw disk inside the `.tar.gz`.
@@ -234,7 +236,7 @@ pub async fn prepare(
     catalog: &Catalog,
     mirror: &Url,
     request: PrepareRequest<'_>,
-    reporter: &dyn Reporter,
+    reporter: Arc<dyn Reporter>,
 ) -> Result<Prepared, Error> {
     // Refused combinations fail before any request.
     plan(&request, catalog)?;
@@ -254,15 +256,30 @@ pub async fn prepare_listing(
     discovery: &Discovery<'_>,
     listing: &Listing,
     request: PrepareRequest<'_>,
-    reporter: &dyn Reporter,
+    reporter: Arc<dyn Reporter>,
 ) -> Result<Prepared, Error> {
     let plan = plan(&request, catalog)?;
     let mut sources = Vec::new();
     let mut artifacts = Vec::new();
+    // Building moves to a blocking thread: it owns what it reads.
     let describe = Describe {
-        catalog,
-        listing,
-        request: &request,
+        catalog: catalog.clone(),
+        listing: listing.clone(),
+        request: BuildSettings {
+            output_dir: request.output_dir.clone(),
+            convert_options: request.convert_options.clone(),
+            image: request.image.clone(),
+            machine: request.machine,
+        },
+        reporter: reporter.clone(),
+    };
+    let reporter = reporter.as_ref();
+    let downloads = Downloads {
+        dir: request
+            .download_dir
+            .as_deref()
+            .unwrap_or(&request.output_dir),
+        signature: &request.signature,
     };
     match plan {
         Plan::Disk {
@@ -271,8 +288,11 @@ pub async fn prepare_listing(
             container,
         } => {
             let file = listing.file(&kind)?;
-            let fetched = fetch(client, catalog, listing, file, &request, reporter).await?;
-            let artifact = build_disk(&fetched, &kind, format, container, &describe, reporter)?;
+            let fetched = fetch(client, catalog, listing, file, &downloads, reporter).await?;
+            let artifact = on_blocking(&describe, &fetched, move |describe, fetched| {
+                build_disk(fetched, &kind, format, container, describe)
+            })
+            .await?;
             sources.push(fetched);
             artifacts.push(artifact);
         }
@@ -291,20 +311,23 @@ pub async fn prepare_listing(
                 if wanted {
                     let (sub_listing, file) = unpacked_file(discovery, listing, kind)?;
                     let fetched =
-                        fetch(client, catalog, &sub_listing, &file, &request, reporter).await?;
+                        fetch(client, catalog, &sub_listing, &file, &downloads, reporter).await?;
                     parts.push((role, fetched));
                 }
             }
             let machine_source = match &machine {
                 Some(kind) => {
                     let file = listing.file(kind)?;
-                    Some(fetch(client, catalog, listing, file, &request, reporter).await?)
+                    Some(fetch(client, catalog, listing, file, &downloads, reporter).await?)
                 }
                 None => None,
             };
             let mut links = (None, None);
             for (role, fetched) in parts {
-                let artifact = build_amazon_part(&fetched, role, &describe)?;
+                let artifact = on_blocking(&describe, &fetched, move |describe, fetched| {
+                    build_amazon_part(fetched, role, describe)
+                })
+                .await?;
                 let file_name = artifact.metadata.file.clone();
                 match role {
                     AmazonRole::Kernel => links.0 = Some(file_name),
@@ -314,7 +337,10 @@ pub async fn prepare_listing(
                 artifacts.push(artifact);
             }
             if let Some(fetched) = machine_source {
-                let artifact = build_machine_image(&fetched, links, &describe, reporter)?;
+                let artifact = on_blocking(&describe, &fetched, move |describe, fetched| {
+                    build_machine_image(fetched, links, describe)
+                })
+                .await?;
                 sources.push(fetched);
                 artifacts.push(artifact);
             }
@@ -330,12 +356,19 @@ pub async fn prepare_listing(
     })
 }
 
+/// Where a request's upstream files go, and how their checksum file is trusted: what fetching
+/// needs of the request (the rest stays off the awaiting task).
+struct Downloads<'a> {
+    dir: &'a Path,
+    signature: &'a SignaturePolicy<'a>,
+}
+
 async fn fetch(
     client: &Client,
     catalog: &Catalog,
     listing: &Listing,
     file: &FileEntry,
-    request: &PrepareRequest<'_>,
+    downloads: &Downloads<'_>,
     reporter: &dyn Reporter,
 ) -> Result<Fetched, Error> {
     fetch_entry(
@@ -343,11 +376,8 @@ async fn fetch(
         catalog,
         listing,
         file,
-        request
-            .download_dir
-            .as_deref()
-            .unwrap_or(&request.output_dir),
-        &request.signature,
+        downloads.dir,
+        downloads.signature,
         reporter,
     )
     .await
@@ -384,14 +414,40 @@ pub(crate) fn unpacked_file(
     Ok((sub_listing, file))
 }
 
-/// The shared facts every artifact's metadata is made from.
-struct Describe<'a> {
-    catalog: &'a Catalog,
-    listing: &'a Listing,
-    request: &'a PrepareRequest<'a>,
+/// Runs one artifact's build (conversion, container, metadata) on a blocking thread, with its
+/// own copy of what it reads (not a borrow: `Options` may not be shared between threads).
+fn on_blocking(
+    describe: &Describe,
+    fetched: &Fetched,
+    build: impl FnOnce(&Describe, &Fetched) -> Result<Artifact, Error> + Send + 'static,
+) -> impl std::future::Future<Output = Result<Artifact, Error>> + Send + 'static {
+    let (describe, fetched) = (describe.clone(), fetched.clone());
+    async move {
+        let path = fetched.path.clone();
+        blocking::run(&path, move || build(&describe, &fetched)).await
+    }
 }
 
-impl Describe<'_> {
+/// What of the request the artifacts are built from.
+#[derive(Clone)]
+struct BuildSettings {
+    output_dir: PathBuf,
+    convert_options: Options,
+    image: ImageSettings,
+    machine: MachineSettings,
+}
+
+/// The shared facts every artifact's metadata is made from, owned so that building can move to
+/// a blocking thread (each build its own copy: `Options` is not shared between threads).
+#[derive(Clone)]
+struct Describe {
+    catalog: Catalog,
+    listing: Listing,
+    request: BuildSettings,
+    reporter: Arc<dyn Reporter>,
+}
+
+impl Describe {
     fn default_name(&self, stem: &str) -> String {
         format!("{stem}-{}", self.listing.serial)
     }
@@ -438,7 +494,7 @@ impl Describe<'_> {
                 metadata.set_property(key, value.clone());
             }
         }
-        let listing = self.listing;
+        let listing = &self.listing;
         metadata.set_property("os_version", listing.release.version.clone());
         if let Some(arch) = self.catalog.arch(&listing.arch) {
             metadata.set_property("architecture", arch.glance.clone());
@@ -479,11 +535,6 @@ impl Describe<'_> {
         }
         Ok(metadata)
     }
-}
-
-/// Runs synchronous format or container work from the async flow.
-fn blocking<T>(work: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(work)
 }
 
 /// The name an artifact takes from its upstream file: `x.img` → `x`, `x.tar.gz` → `x`
@@ -575,10 +626,9 @@ fn build_disk(
     kind: &str,
     format: DiskFormat,
     container: ContainerFormat,
-    describe: &Describe<'_>,
-    reporter: &dyn Reporter,
+    describe: &Describe,
 ) -> Result<Artifact, Error> {
-    let request = describe.request;
+    let request = &describe.request;
     let dir = &request.output_dir;
     let stem = upstream_stem(fetched)?;
     let name = request
@@ -607,18 +657,16 @@ fn build_disk(
         spec
     };
     let produce = |disk: &Path| {
-        blocking(|| {
-            produce_disk(
-                fetched,
-                kind,
-                format,
-                &options,
-                describe.catalog,
-                disk,
-                reporter,
-            )?;
-            virtual_size(disk)
-        })
+        produce_disk(
+            fetched,
+            kind,
+            format,
+            &options,
+            &describe.catalog,
+            disk,
+            describe.reporter.as_ref(),
+        )?;
+        virtual_size(disk)
     };
     let (path, capacity, package_files) = match container {
         ContainerFormat::Ovf => {
@@ -652,9 +700,7 @@ fn build_disk(
             let disk = dir.join(format!(".{stem}.ova-disk.vmdk"));
             let built = produce(&disk).and_then(|capacity| {
                 let spec = ovf_spec(&disk_name, capacity);
-                blocking(|| {
-                    ova::write_ova_package(&ova_path, &spec, &disk, request.machine.manifest_hash)
-                })?;
+                ova::write_ova_package(&ova_path, &spec, &disk, request.machine.manifest_hash)?;
                 Ok(capacity)
             });
             let _ = std::fs::remove_file(&disk);
@@ -702,7 +748,7 @@ enum AmazonRole {
 }
 
 /// Name of an aki/ari image: the ami's name plus a suffix when the user named the set.
-fn part_name(describe: &Describe<'_>, stem: &str, suffix: &str) -> String {
+fn part_name(describe: &Describe, stem: &str, suffix: &str) -> String {
     match &describe.request.image.name {
         Some(name) => format!("{name}-{suffix}"),
         None => describe.default_name(stem),
@@ -712,7 +758,7 @@ fn part_name(describe: &Describe<'_>, stem: &str, suffix: &str) -> String {
 fn build_amazon_part(
     fetched: &Fetched,
     role: AmazonRole,
-    describe: &Describe<'_>,
+    describe: &Describe,
 ) -> Result<Artifact, Error> {
     let (format, suffix) = match role {
         AmazonRole::Kernel => ("aki", "kernel"),
@@ -751,10 +797,9 @@ fn build_amazon_part(
 fn build_machine_image(
     fetched: &Fetched,
     (kernel, ramdisk): (Option<String>, Option<String>),
-    describe: &Describe<'_>,
-    reporter: &dyn Reporter,
+    describe: &Describe,
 ) -> Result<Artifact, Error> {
-    let request = describe.request;
+    let request = &describe.request;
     let stem = upstream_stem(fetched)?;
     let name = request
         .image
@@ -762,16 +807,14 @@ fn build_machine_image(
         .clone()
         .unwrap_or_else(|| describe.default_name(&stem));
     let path = request.output_dir.join(format!("{stem}.ami"));
-    blocking(|| {
-        formats::convert::convert_file(
-            &fetched.path,
-            None,
-            &path,
-            DiskFormat::Raw,
-            &request.convert_options,
-            reporter,
-        )
-    })?;
+    formats::convert::convert_file(
+        &fetched.path,
+        None,
+        &path,
+        DiskFormat::Raw,
+        &request.convert_options,
+        describe.reporter.as_ref(),
+    )?;
     let capacity = virtual_size(&path)?;
     let mut metadata =
         describe.metadata(&path, name, "ami", ContainerFormat::Ami, capacity, fetched)?;
