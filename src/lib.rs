@@ -3,7 +3,8 @@
 //! The library is layered: `index` discovers what a mirror offers, `fetch` moves bytes over
 //! HTTP (async), `verify` checks digests and OpenPGP signatures, `formats` reads and writes disk
 //! images (synchronous), and `pipeline` strings them together for the CLI;
-//! `upload` sends prepared artifacts to OpenStack Glance (async). Progress and logging
+//! `upload` sends prepared artifacts to OpenStack Glance (async); `oci` writes KubeVirt
+//! containerDisks as OCI image layouts and pushes them to registries (async). Progress and logging
 //! are injected (`io::progress::Reporter`, `tracing`): nothing here prints.
 
 // Errors carry their facts (URLs, paths, digests) by value; they are the cold path, so their
@@ -18,6 +19,7 @@ pub mod formats;
 pub mod index;
 pub mod io;
 pub mod mirror;
+pub mod oci;
 pub mod pipeline;
 pub mod runner;
 pub mod sync;

@@ -44,6 +44,8 @@ pub enum Error {
     Format(#[from] FormatError),
     #[error(transparent)]
     Container(#[from] ContainerError),
+    #[error(transparent)]
+    Oci(#[from] crate::oci::OciError),
     /// Boxed: its variants carry several strings each, which would double every `Result`.
     #[error(transparent)]
     Upload(Box<UploadError>),
@@ -93,6 +95,7 @@ impl Error {
             Error::Keyring(e) => e.kind(),
             Error::Format(e) => e.kind(),
             Error::Container(e) => e.kind(),
+            Error::Oci(e) => e.kind(),
             Error::Upload(e) => e.kind(),
             Error::Sums { .. }
             | Error::SignatureMissing { .. }

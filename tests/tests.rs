@@ -8,12 +8,16 @@ mod cli;
 mod debian;
 /// Downloads and documents against the loopback server: resume, retries, cache, locks.
 mod fetch;
+/// Formats cloudimg recognises but does not read: refused by name, never read as raw.
+mod foreign;
 /// Conversions through the `cloudimg` binary, checked with qemu-img.
 mod formats;
 /// `mirror`: a served copy of the loopback mirror, read back by list, fetch, prepare and sync.
 mod mirror;
 /// `prepare`: artifacts for every Glance container format, checked by independent tools.
 mod prepare;
+/// KubeVirt containerDisks: OCI layouts pushed to a real registry, judged by skopeo.
+mod push;
 /// The cloud-init seed ISO, read back with isoinfo.
 mod seed;
 /// `sync` from user catalogs: publish, retention, kills, locks, failures, full disks.

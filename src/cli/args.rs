@@ -15,6 +15,7 @@ Exit codes:
   4  network or server failure after retries (upload: also a failed Glance import)
   upload: 1 when Glance refuses the bytes (format inspection), 2 for bad credentials
   sync: 5 some entries failed (the others were done), 6 another sync holds the output root
+  push: 2 also for credentials a registry refuses, 3 a registry storing other bytes
   check: 0 clean, 2 corruptions found, 3 leaked clusters only (as qemu-img check)";
 
 #[derive(Debug, Parser)]
@@ -107,6 +108,9 @@ pub enum Command {
     Seed(SeedArgs),
     /// Upload artifacts to OpenStack Glance from their `.glance.json` metadata.
     Upload(UploadArgs),
+    /// Push an OCI image layout (a KubeVirt containerDisk from `prepare --container-format
+    /// containerdisk`) to registries.
+    Push(PushArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -290,9 +294,13 @@ pub struct PrepareArgs {
     /// Glance disk_format: raw, qcow2, vmdk, vhd, vdi, or aki/ari/ami.
     #[arg(long, default_value = "qcow2", value_name = "FMT")]
     pub disk_format: String,
-    /// Glance container_format: bare, ovf, ova, aki, ari, ami.
+    /// Glance container_format: bare, ovf, ova, aki, ari, ami; or containerdisk (a KubeVirt
+    /// containerDisk: the output directory becomes an OCI image layout for `cloudimg push`).
     #[arg(long, default_value = "bare", value_name = "FMT")]
     pub container_format: String,
+    /// containerdisk: gzip the layer (qcow2 disks are often compressed already).
+    #[arg(long)]
+    pub gzip_layer: bool,
     /// Upstream file kind to start from [default: disk1.img; tar.gz for ami].
     #[arg(long = "file", value_name = "KIND")]
     pub kind: Option<String>,
@@ -404,6 +412,41 @@ pub struct GlanceArgs {
     /// Give up waiting for an import after this many seconds (the image is left in place).
     #[arg(long, default_value_t = DEFAULT_IMPORT_TIMEOUT_SECONDS, value_name = "SECONDS")]
     pub import_timeout: u64,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Credentials come from the containers auth files, as podman and skopeo use them:
+$REGISTRY_AUTH_FILE, else $XDG_RUNTIME_DIR/containers/auth.json,
+~/.config/containers/auth.json, ~/.docker/config.json (podman login / docker login write
+them). Registries asking for a bearer token (WWW-Authenticate: Bearer) get one from their
+token service with those credentials.
+
+Without a tag in the destination, the image gets <release>-<serial>, <release> and latest
+(moved last), from the layout's annotations.")]
+pub struct PushArgs {
+    /// The OCI image layout folder (as written by `prepare --container-format containerdisk`).
+    #[arg(value_name = "DIR")]
+    pub layout: PathBuf,
+    /// docker://REGISTRY/REPOSITORY[:TAG] (repeatable: blobs are mounted across repositories
+    /// of one registry when it allows).
+    #[arg(value_name = "DESTINATION", required = true)]
+    pub destinations: Vec<String>,
+    /// The image of the layout's index.json to push, by its ref name [default: the only one].
+    #[arg(long = "ref", value_name = "NAME")]
+    pub ref_name: Option<String>,
+    /// Another tag to set (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Talk plain HTTP to the registry (lab registries without TLS).
+    #[arg(long)]
+    pub insecure_registry: bool,
+    /// Upload blobs in chunks of this size (e.g. 64M) instead of one request each.
+    #[arg(long, value_name = "SIZE")]
+    pub chunk_size: Option<String>,
+    /// Keep this many <release>-<serial> tags; delete the manifests of older ones.
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
 }
 
 #[derive(Debug, Args)]

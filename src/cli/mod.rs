@@ -7,6 +7,7 @@ mod image;
 mod mirror;
 mod prepare;
 mod progress;
+mod push;
 mod runs;
 mod seed;
 mod sync;
@@ -58,6 +59,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Sync(args) => sync::sync(&global, args),
         Command::Upload(args) => upload::upload(&global, args),
         Command::Mirror(args) => mirror::mirror(&global, args),
+        Command::Push(args) => push::push(&global, args),
     }
 }
 

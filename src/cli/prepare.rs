@@ -4,6 +4,7 @@ use cloudimg::container::manifest::ManifestHash;
 use cloudimg::container::ovf::Firmware;
 use cloudimg::container::ContainerFormat;
 use cloudimg::formats::Options;
+use cloudimg::oci::layer::Compression;
 use cloudimg::pipeline::{
     self, Error, ImageSettings, MachineSettings, PrepareRequest, SignaturePolicy,
 };
@@ -74,8 +75,20 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
                 ManifestHashArg::Sha256 => ManifestHash::Sha256,
                 ManifestHashArg::Sha1 => ManifestHash::Sha1,
             },
+            layer: if args.gzip_layer {
+                Compression::Gzip
+            } else {
+                Compression::None
+            },
         },
     };
+    if args.upload && request.container == ContainerFormat::ContainerDisk {
+        return Err(Error::Usage(
+            "a containerdisk goes to a registry, not Glance: `cloudimg push DIR \
+             docker://REGISTRY/REPO`"
+                .into(),
+        ));
+    }
     // Credentials are checked before any download, not after an hour of it.
     let upload = if args.upload {
         Some(upload::target_and_options(global, &args.glance)?)
@@ -130,6 +143,20 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
                 println!("  {}", file.display());
             }
             println!("  {}", artifact.metadata_path.display());
+        }
+        if let Some(layout) = &prepared.containerdisk {
+            println!(
+                "{} ({} {})",
+                layout.path.display(),
+                layout.ref_name,
+                layout.digest
+            );
+            for manifest in &layout.manifests {
+                println!(
+                    "  {} {} ({} bytes layer)",
+                    manifest.architecture, manifest.disk, manifest.layer_size
+                );
+            }
         }
         if let Some(images) = &uploaded {
             upload::print_uploaded(images);

@@ -34,7 +34,7 @@ pub enum ContainerError {
         value: String,
         reason: String,
     },
-    #[error("unknown container format {name:?}; expected one of: bare, ovf, ova, aki, ari, ami")]
+    #[error("unknown container format {name:?}; expected one of: bare, ovf, ova, aki, ari, ami, containerdisk")]
     UnknownContainerFormat { name: String },
     #[error(
         "unknown disk format {name:?}; expected one of: ami, ari, aki, vhd, vhdx, vmdk, raw, \
@@ -106,17 +106,21 @@ pub enum ContainerFormat {
     Ari,
     /// Amazon machine image (root file system).
     Ami,
+    /// A KubeVirt containerDisk: an OCI image whose layer holds `disk/<name>` (cloudimg's word,
+    /// for registries; Glance's own `docker` is something else).
+    ContainerDisk,
 }
 
 impl ContainerFormat {
     /// Every variant, in the order the CLI lists them.
-    pub const ALL: [ContainerFormat; 6] = [
+    pub const ALL: [ContainerFormat; 7] = [
         ContainerFormat::Bare,
         ContainerFormat::Ovf,
         ContainerFormat::Ova,
         ContainerFormat::Aki,
         ContainerFormat::Ari,
         ContainerFormat::Ami,
+        ContainerFormat::ContainerDisk,
     ];
 
     /// Parses Glance's word for the container format, case-insensitively.
@@ -138,6 +142,7 @@ impl ContainerFormat {
             ContainerFormat::Aki => "aki",
             ContainerFormat::Ari => "ari",
             ContainerFormat::Ami => "ami",
+            ContainerFormat::ContainerDisk => "containerdisk",
         }
     }
 }
@@ -182,6 +187,9 @@ pub fn validate(disk_format: &str, container: ContainerFormat) -> Result<(), Con
     match container {
         ContainerFormat::Ovf | ContainerFormat::Ova if disk != "vmdk" => Err(incompatible(
             "OVF packages are only built around VMDK disks (convert to vmdk first)",
+        )),
+        ContainerFormat::ContainerDisk if !matches!(disk, "qcow2" | "raw") => Err(incompatible(
+            "KubeVirt containerDisks hold qcow2 or raw disks",
         )),
         _ => Ok(()),
     }
@@ -297,6 +305,18 @@ mod tests {
         for disk in ["raw", "qcow2", "iso", "vhd"] {
             assert!(validate(disk, ContainerFormat::Ova).is_err(), "{disk}");
             assert!(validate(disk, ContainerFormat::Ovf).is_err(), "{disk}");
+        }
+    }
+
+    #[test]
+    fn containerdisk_holds_qcow2_or_raw_only() {
+        assert!(validate("qcow2", ContainerFormat::ContainerDisk).is_ok());
+        assert!(validate("raw", ContainerFormat::ContainerDisk).is_ok());
+        for disk in ["vmdk", "vhd", "vdi", "iso"] {
+            assert!(
+                validate(disk, ContainerFormat::ContainerDisk).is_err(),
+                "{disk}"
+            );
         }
     }
 

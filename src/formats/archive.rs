@@ -29,9 +29,6 @@ const USTAR_MAGIC_OFFSET: usize = 257;
 /// A VHD footer's cookie; a fixed VHD is the disk followed by a 512-byte footer.
 const VHD_COOKIE: &[u8] = b"conectix";
 const VHD_FOOTER_LEN: u64 = 512;
-/// Offset of the big-endian disk type in a VHD footer; 2 is a fixed disk.
-const VHD_DISK_TYPE_OFFSET: usize = 60;
-const VHD_DISK_TYPE_FIXED: u32 = 2;
 /// Magics of formats that need random access and so cannot be read out of a stream.
 const QCOW2_MAGIC: &[u8] = b"QFI\xfb";
 const VMDK_SPARSE_MAGIC: &[u8] = b"KDMV";
@@ -158,6 +155,8 @@ fn inner_format(head: &[u8], entry: &EntryMeta) -> Result<Inner, &'static str> {
         .is_some_and(|signature| signature == VDI_SIGNATURE)
     {
         Err("a VDI image")
+    } else if let Some(foreign) = super::foreign::probe_head(head) {
+        Err(foreign.described())
     } else if name.ends_with(".vhd") {
         Ok(Inner::FixedVhd)
     } else if name.ends_with(".vmdk") {
@@ -492,28 +491,19 @@ impl StreamDisk {
         Ok(())
     }
 
+    /// Applies the plain file's rule to the footer ([`super::vhd::check_fixed_footer`]), and
+    /// requires its guest size to be the data streamed before it (the size already given out).
     fn check_footer(&mut self) -> Result<(), FormatError> {
         let mut footer = [0u8; VHD_FOOTER_LEN as usize];
         let at = self.position;
         self.read_exact(&mut footer)?;
-        let disk_type = footer
-            .get(VHD_DISK_TYPE_OFFSET..VHD_DISK_TYPE_OFFSET + 4)
-            .and_then(|b| b.try_into().ok())
-            .map(u32::from_be_bytes);
-        if !footer.starts_with(VHD_COOKIE) {
+        let guest_size = super::vhd::check_fixed_footer(&self.path, at, &footer)?;
+        if guest_size != at {
             return Err(FormatError::malformed(
                 &self.path,
                 "vhd",
                 at,
-                "the entry is named .vhd but does not end with a conectix footer",
-            ));
-        }
-        if disk_type != Some(VHD_DISK_TYPE_FIXED) {
-            return Err(FormatError::malformed(
-                &self.path,
-                "vhd",
-                at + VHD_DISK_TYPE_OFFSET as u64,
-                format!("footer disk type {disk_type:?}, expected {VHD_DISK_TYPE_FIXED} (fixed)"),
+                format!("footer gives {guest_size} bytes, but the entry holds {at} bytes of data"),
             ));
         }
         Ok(())
@@ -753,13 +743,22 @@ mod tests {
         }
     }
 
-    /// A fixed VHD footer: only the fields the reader looks at are filled.
-    fn vhd_footer(disk_type: u32) -> Vec<u8> {
+    /// A valid VHD footer for `size` bytes of data, all fields big-endian.
+    fn vhd_footer(disk_type: u32, size: u64) -> Vec<u8> {
         let mut footer = vec![0u8; 512];
-        // Cookie.
-        footer[..8].copy_from_slice(b"conectix");
-        // Disk type, big-endian, at 60.
-        footer[60..64].copy_from_slice(&disk_type.to_be_bytes());
+        footer[..8].copy_from_slice(b"conectix"); // cookie
+        footer[8..12].copy_from_slice(&2u32.to_be_bytes()); // features: reserved bit
+        footer[12..16].copy_from_slice(&0x0001_0000u32.to_be_bytes()); // version 1.0
+        footer[16..24].copy_from_slice(&u64::MAX.to_be_bytes()); // data offset: none (fixed)
+        footer[28..32].copy_from_slice(b"qem2"); // creator: size is current_size
+        footer[40..48].copy_from_slice(&size.to_be_bytes()); // original size
+        footer[48..56].copy_from_slice(&size.to_be_bytes()); // current size
+        footer[56..60].copy_from_slice(&[0x01, 0x00, 0x10, 0x3f]); // geometry C/H/S
+        footer[60..64].copy_from_slice(&disk_type.to_be_bytes()); // disk type
+        let sum = footer
+            .iter()
+            .fold(0u32, |sum, b| sum.wrapping_add(u32::from(*b)));
+        footer[64..68].copy_from_slice(&(!sum).to_be_bytes()); // checksum
         footer
     }
 
@@ -768,7 +767,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data = disk_bytes(2 << 20);
         let mut file = data.clone();
-        file.extend(vhd_footer(2));
+        file.extend(vhd_footer(2, 2 << 20));
         std::fs::write(dir.path().join("livecd.azure.vhd"), &file).unwrap();
         tar(dir.path(), &["-czf", "a.tar.gz", "livecd.azure.vhd"]);
         let mut disk = open_path(&dir.path().join("a.tar.gz")).unwrap();
@@ -784,7 +783,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for (name, footer) in [
             ("nocookie.vhd", vec![0u8; 512]),
-            ("dynamic.vhd", vhd_footer(3)),
+            ("dynamic.vhd", vhd_footer(3, 1 << 20)),
+            ("other-size.vhd", vhd_footer(2, 1 << 19)),
+            ("bad-checksum.vhd", {
+                let mut footer = vhd_footer(2, 1 << 20);
+                footer[67] ^= 1;
+                footer
+            }),
         ] {
             let mut file = disk_bytes(1 << 20);
             file.extend(footer);

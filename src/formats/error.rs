@@ -37,6 +37,12 @@ pub enum FormatError {
         offset: u64,
         position: u64,
     },
+    /// A format qemu-img knows that cloudimg does not read (unknown is not raw).
+    #[error("{path}: {described} (format {format}), which cloudimg does not read; {advice}", described = format.described(), advice = format.advice())]
+    Foreign {
+        path: PathBuf,
+        format: super::ForeignFormat,
+    },
     #[error("{path}: new size {requested} is smaller than the current {current}; pass --shrink to allow losing data")]
     ShrinkRefused {
         path: PathBuf,
@@ -50,6 +56,13 @@ impl FormatError {
         FormatError::Io {
             path: path.to_owned(),
             source,
+        }
+    }
+
+    pub fn foreign(path: &Path, format: super::ForeignFormat) -> FormatError {
+        FormatError::Foreign {
+            path: path.to_owned(),
+            format,
         }
     }
 
@@ -69,9 +82,9 @@ impl FormatError {
 
     pub fn kind(&self) -> ErrorKind {
         match self {
-            FormatError::InvalidOption { .. } | FormatError::ShrinkRefused { .. } => {
-                ErrorKind::Usage
-            }
+            FormatError::InvalidOption { .. }
+            | FormatError::ShrinkRefused { .. }
+            | FormatError::Foreign { .. } => ErrorKind::Usage,
             FormatError::Io { .. }
             | FormatError::Malformed { .. }
             | FormatError::Unsupported { .. }

@@ -10,9 +10,12 @@
 pub mod archive;
 pub mod convert;
 mod error;
+pub mod foreign;
+pub(crate) mod holes;
 pub mod options;
 pub mod qcow2;
 pub mod raw;
+pub(crate) mod uuid;
 pub mod vdi;
 pub mod vhd;
 pub mod vmdk;
@@ -23,6 +26,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 pub use error::FormatError;
+pub use foreign::ForeignFormat;
 pub use options::Options;
 
 /// Disk formats, named as Glance names them (`disk_format`).
@@ -222,8 +226,9 @@ pub struct Probe {
     pub len: u64,
 }
 
-/// How many leading bytes a probe reads.
-const PROBE_HEAD: usize = 4096;
+/// How many leading bytes a probe reads: through the first ISO 9660 volume descriptor (sector
+/// 16 of 2 KiB), the deepest signature any probe looks for.
+const PROBE_HEAD: usize = 0x8000 + 2048;
 /// How many trailing bytes a probe reads (a VHD footer is the last 512).
 const PROBE_TAIL: usize = 512;
 
@@ -241,14 +246,17 @@ impl Probe {
     }
 }
 
-/// What `detect` found: a disk format, or an archive that holds one.
+/// What `detect` found: a disk format, an archive that holds one, or a format cloudimg
+/// recognises but does not read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Detected {
     Disk(DiskFormat),
     Archive(archive::ArchiveKind),
+    Foreign(ForeignFormat),
 }
 
-/// Recognises a file by its content. Raw is the answer when nothing else matches.
+/// Recognises a file by its content. Raw is the answer only when no format qemu-img knows
+/// (supported or [foreign](foreign)) matches.
 pub fn detect(probe: &Probe) -> Detected {
     if qcow2::probe(probe) {
         Detected::Disk(DiskFormat::Qcow2)
@@ -258,6 +266,8 @@ pub fn detect(probe: &Probe) -> Detected {
         Detected::Disk(DiskFormat::Vdi)
     } else if vhd::probe(probe) {
         Detected::Disk(DiskFormat::Vhd)
+    } else if let Some(foreign) = foreign::probe(probe) {
+        Detected::Foreign(foreign)
     } else if let Some(kind) = archive::probe(probe) {
         Detected::Archive(kind)
     } else {
@@ -280,6 +290,7 @@ pub fn open(path: &Path, format: Option<DiskFormat>) -> Result<Box<dyn DiskReade
         Detected::Disk(DiskFormat::Vhd) => vhd::open(path, file),
         Detected::Disk(DiskFormat::Vdi) => vdi::open(path, file),
         Detected::Archive(kind) => archive::open(path, file, kind),
+        Detected::Foreign(format) => Err(FormatError::foreign(path, format)),
     }
 }
 
@@ -350,5 +361,6 @@ fn disk_format(
             path: path.to_owned(),
             what: format!("{action} an archive; convert it to a disk format first"),
         }),
+        Detected::Foreign(format) => Err(FormatError::foreign(path, format)),
     }
 }

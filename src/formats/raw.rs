@@ -5,7 +5,6 @@
 //! skips as a hole unless preallocation is asked for.
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -13,6 +12,7 @@ use super::{
     CheckReport, DiskFormat, DiskReader, DiskWriter, Extent, FormatError, ImageInfo, Mapping,
     Options, Probe, Target,
 };
+use crate::io::sys::{self, Seek};
 
 /// The unit the raw writer asks for. Any size works for raw; 4 KiB is the filesystem block and
 /// qemu-img convert's default hole grain (`-S 4k`), so all-zero blocks stay holes as with qemu.
@@ -44,34 +44,6 @@ struct RawReader {
     size: u64,
 }
 
-/// Where the next data or hole starts, per `lseek(2)`.
-enum Seek {
-    /// The offset `lseek` returned.
-    At(u64),
-    /// `ENXIO`: no data at or after the offset (only possible for `SEEK_DATA`).
-    NoMore,
-    /// The filesystem or kernel does not support hole queries.
-    Unsupported,
-}
-
-fn seek_hole_data(file: &File, offset: u64, whence: libc::c_int) -> Result<Seek, std::io::Error> {
-    let Ok(off) = libc::off_t::try_from(offset) else {
-        return Ok(Seek::Unsupported);
-    };
-    // SAFETY: lseek on a valid, owned descriptor has no memory effects; the copy loop reads
-    // with pread, so moving the file position is harmless.
-    let found = unsafe { libc::lseek(file.as_raw_fd(), off, whence) };
-    if found >= 0 {
-        return Ok(Seek::At(found as u64));
-    }
-    let error = std::io::Error::last_os_error();
-    match error.raw_os_error() {
-        Some(libc::ENXIO) => Ok(Seek::NoMore),
-        Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => Ok(Seek::Unsupported),
-        _ => Err(error),
-    }
-}
-
 impl DiskReader for RawReader {
     fn virtual_size(&self) -> u64 {
         self.size
@@ -80,7 +52,7 @@ impl DiskReader for RawReader {
     fn map(&mut self, offset: u64) -> Result<Mapping, FormatError> {
         let rest = self.size.saturating_sub(offset);
         let io = |source| FormatError::io(&self.path, source);
-        let data_start = match seek_hole_data(&self.file, offset, libc::SEEK_DATA).map_err(io)? {
+        let data_start = match sys::seek_data(&self.file, offset).map_err(io)? {
             Seek::Unsupported => offset,
             Seek::NoMore => {
                 return Ok(Mapping {
@@ -96,7 +68,7 @@ impl DiskReader for RawReader {
                 len: (data_start - offset).min(rest),
             });
         }
-        let data_end = match seek_hole_data(&self.file, offset, libc::SEEK_HOLE).map_err(io)? {
+        let data_end = match sys::seek_hole(&self.file, offset).map_err(io)? {
             Seek::At(end) if end > offset => end,
             _ => self.size,
         };
@@ -151,7 +123,7 @@ pub fn create(
     file.set_len(virtual_size).map_err(io)?;
     match preallocation {
         Preallocation::Off => {}
-        Preallocation::Falloc => fallocate(&file, virtual_size).map_err(io)?,
+        Preallocation::Falloc => sys::allocate(&file, virtual_size).map_err(io)?,
         Preallocation::Full => zero_fill(&file, virtual_size).map_err(io)?,
     }
     Ok(Box::new(RawWriter {
@@ -159,19 +131,6 @@ pub fn create(
         file,
         size: virtual_size,
     }))
-}
-
-fn fallocate(file: &File, len: u64) -> Result<(), std::io::Error> {
-    if len == 0 {
-        return Ok(());
-    }
-    let len = libc::off_t::try_from(len)
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    // SAFETY: plain syscall on an owned descriptor; posix_fallocate returns the error number.
-    match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) } {
-        0 => Ok(()),
-        errno => Err(std::io::Error::from_raw_os_error(errno)),
-    }
 }
 
 fn zero_fill(file: &File, len: u64) -> Result<(), std::io::Error> {

@@ -35,20 +35,11 @@ impl Writeback {
         })
     }
 
-    #[cfg(target_os = "linux")]
     fn kick(&self) {
-        use std::os::fd::AsRawFd;
-        let Some(file) = &self.file else {
-            return;
-        };
-        // SAFETY: a valid descriptor; offset 0 and length 0 mean "the whole file"; WRITE only
-        // starts write-back and never waits for it. A failure only loses the overlap.
-        let _ =
-            unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+        if let Some(file) = &self.file {
+            crate::io::sys::start_writeback(file, 0, 0);
+        }
     }
-
-    #[cfg(not(target_os = "linux"))]
-    fn kick(&self) {}
 }
 
 impl DiskWriter for Writeback {

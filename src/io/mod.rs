@@ -4,3 +4,4 @@ pub mod atomic;
 pub mod blocking;
 pub mod hashing;
 pub mod progress;
+pub mod sys;

@@ -58,6 +58,8 @@ pub struct MachineSettings {
     pub memory_mib: u64,
     pub firmware: Firmware,
     pub manifest_hash: ManifestHash,
+    /// How a containerDisk's layer is stored (plain tar or gzip).
+    pub layer: crate::oci::layer::Compression,
 }
 
 impl Default for MachineSettings {
@@ -67,6 +69,7 @@ impl Default for MachineSettings {
             memory_mib: 2048,
             firmware: Firmware::Bios,
             manifest_hash: ManifestHash::Sha256,
+            layer: crate::oci::layer::Compression::None,
         }
     }
 }
@@ -115,6 +118,9 @@ pub struct Prepared {
     pub sources: Vec<Fetched>,
     /// In upload order: kernel and ramdisk before the machine image.
     pub artifacts: Vec<Artifact>,
+    /// `--container-format containerdisk`: the OCI image layout written (no Glance artifact).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub containerdisk: Option<crate::oci::LayoutSummary>,
 }
 
 /// What is being produced, decided before any download.
@@ -261,6 +267,7 @@ pub async fn prepare_listing(
     let plan = plan(&request, catalog)?;
     let mut sources = Vec::new();
     let mut artifacts = Vec::new();
+    let mut containerdisk = None;
     // Building moves to a blocking thread: it owns what it reads.
     let describe = Describe {
         catalog: catalog.clone(),
@@ -289,12 +296,18 @@ pub async fn prepare_listing(
         } => {
             let file = listing.file(&kind)?;
             let fetched = fetch(client, catalog, listing, file, &downloads, reporter).await?;
-            let artifact = on_blocking(&describe, &fetched, move |describe, fetched| {
-                build_disk(fetched, &kind, format, container, describe)
-            })
-            .await?;
+            if container == ContainerFormat::ContainerDisk {
+                let built = on_blocking(&describe, &fetched, move |describe, fetched| {
+                    build_containerdisk(fetched, &kind, format, describe)
+                });
+                containerdisk = Some(built.await?);
+            } else {
+                let artifact = on_blocking(&describe, &fetched, move |describe, fetched| {
+                    build_disk(fetched, &kind, format, container, describe)
+                });
+                artifacts.push(artifact.await?);
+            }
             sources.push(fetched);
-            artifacts.push(artifact);
         }
         Plan::Amazon {
             kernel,
@@ -353,6 +366,7 @@ pub async fn prepare_listing(
         arch: listing.arch.clone(),
         sources,
         artifacts,
+        containerdisk,
     })
 }
 
@@ -416,11 +430,11 @@ pub(crate) fn unpacked_file(
 
 /// Runs one artifact's build (conversion, container, metadata) on a blocking thread, with its
 /// own copy of what it reads (not a borrow: `Options` may not be shared between threads).
-fn on_blocking(
+fn on_blocking<T: Send + 'static>(
     describe: &Describe,
     fetched: &Fetched,
-    build: impl FnOnce(&Describe, &Fetched) -> Result<Artifact, Error> + Send + 'static,
-) -> impl std::future::Future<Output = Result<Artifact, Error>> + Send + 'static {
+    build: impl FnOnce(&Describe, &Fetched) -> Result<T, Error> + Send + 'static,
+) -> impl std::future::Future<Output = Result<T, Error>> + Send + 'static {
     let (describe, fetched) = (describe.clone(), fetched.clone());
     async move {
         let path = fetched.path.clone();
@@ -720,6 +734,70 @@ fn build_disk(
         package_files,
         metadata,
     })
+}
+
+/// A KubeVirt containerDisk: the disk made as for a bare artifact (a hidden ingredient), then
+/// packed into the OCI image layout that is the output folder itself.
+fn build_containerdisk(
+    fetched: &Fetched,
+    kind: &str,
+    format: DiskFormat,
+    describe: &Describe,
+) -> Result<crate::oci::LayoutSummary, Error> {
+    use crate::oci::layout::{self, ContainerDisk, Provenance};
+    let request = &describe.request;
+    let listing = &describe.listing;
+    let reporter = describe.reporter.as_ref();
+    let dir = &request.output_dir;
+    let stem = upstream_stem(fetched)?;
+    // KubeVirt's examples name raw disks `.img`.
+    let extension = match format {
+        DiskFormat::Raw => "img",
+        other => other.extension(),
+    };
+    let disk = dir.join(format!(".{stem}.containerdisk.{extension}"));
+    let arch = describe
+        .catalog
+        .arch(&listing.arch)
+        .map_or_else(|| listing.arch.clone(), |arch| arch.glance.clone());
+    let spec = ContainerDisk {
+        disk: disk.clone(),
+        name: format!("{stem}.{extension}"),
+        disk_format: format.name().to_owned(),
+        arch,
+        provenance: Provenance {
+            source_url: fetched.url.clone(),
+            source_digest: format!(
+                "{}:{}",
+                fetched.digest.algorithm().name(),
+                fetched.digest.to_hex()
+            ),
+            release: listing.release.codename.clone(),
+            serial: listing.serial.clone(),
+        },
+    };
+    let ref_name = format!("{}-{}", listing.release.codename, listing.serial);
+    let built = produce_disk(
+        fetched,
+        kind,
+        format,
+        &request.convert_options,
+        &describe.catalog,
+        &disk,
+        reporter,
+    )
+    .and_then(|()| {
+        layout::write_layout(
+            dir,
+            std::slice::from_ref(&spec),
+            &ref_name,
+            request.machine.layer,
+            reporter,
+        )
+        .map_err(Error::from)
+    });
+    let _ = std::fs::remove_file(&disk);
+    built
 }
 
 /// Puts the finished folder `staging` at `target`, replacing an older one: the old folder is

@@ -7,6 +7,7 @@ pub mod glance;
 pub mod images;
 pub mod mirror;
 pub mod pgp;
+pub mod registry;
 pub mod server;
 pub mod site;
 pub mod tools;

@@ -88,6 +88,7 @@ pub fn check(path: &Path, file: File) -> Result<CheckReport, FormatError> {
     let head = read(path, &file, 0, 4096.min(file_len))?;
     let header = Header::parse(&head).map_err(|d| d.at(path))?;
     header.check_supported().map_err(|d| d.at(path))?;
+    super::reader::check_extensions(path, &file, file_len, &header)?;
     if header.nb_snapshots != 0 {
         return Err(Defect::Unsupported("checking images with internal snapshots".into()).at(path));
     }

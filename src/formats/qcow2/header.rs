@@ -34,6 +34,10 @@ pub const INCOMPAT_EXTL2: u64 = 1 << 4;
 const KNOWN_INCOMPAT: u64 =
     INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_DATA_FILE | INCOMPAT_COMPRESSION | INCOMPAT_EXTL2;
 
+/// A header extension starts with a big-endian u32 type and a u32 length.
+const EXTENSION_HEADER_LEN: usize = 8;
+/// The extension type that ends the list.
+const EXTENSION_END: u32 = 0;
 /// Header extension type of the feature name table qemu writes after the v3 header.
 pub const EXT_FEATURE_TABLE: u32 = 0x6803_f857;
 /// Feature table entries qemu 10 writes: (type 0 incompat / 1 compat / 2 autoclear, bit, name).
@@ -231,6 +235,50 @@ impl Header {
         Ok(header)
     }
 
+    /// Where the header extensions must end, as qemu reads them: the backing file name when
+    /// there is one, else the end of the first cluster.
+    pub fn extensions_end(&self) -> u64 {
+        if self.backing_file_offset != 0 {
+            self.backing_file_offset.min(self.cluster_size())
+        } else {
+            self.cluster_size()
+        }
+    }
+
+    /// Walks the header extensions in `area` (the file's leading bytes, up to
+    /// [`extensions_end`](Header::extensions_end) or the end of the file) the way qemu does and
+    /// refuses an extension whose length passes that end ("Header extension too large"), or
+    /// one that the file is too short to hold.
+    pub fn check_extensions(&self, area: &[u8]) -> Result<(), Defect> {
+        let end = self.extensions_end();
+        let mut offset = u64::from(self.header_length);
+        while offset < end {
+            let at = offset as usize;
+            let Some(ext) = area.get(at..at + EXTENSION_HEADER_LEN) else {
+                return Err(malformed(
+                    offset,
+                    "header extension past the end of the file",
+                ));
+            };
+            let kind = be32(ext, 0);
+            let len = u64::from(be32(ext, 4));
+            offset += EXTENSION_HEADER_LEN as u64;
+            if offset > end || len > end - offset {
+                return Err(malformed(
+                    offset - 4,
+                    format!(
+                        "header extension {kind:#x} of {len:#x} bytes passes the end of the header area at {end:#x}"
+                    ),
+                ));
+            }
+            if kind == EXTENSION_END {
+                return Ok(());
+            }
+            offset += len.next_multiple_of(8);
+        }
+        Ok(())
+    }
+
     /// Refuses what cloudimg does not handle: backing files, encryption, external data,
     /// dirty or corrupt images, unknown incompatible features.
     pub fn check_supported(&self) -> Result<(), Defect> {
@@ -364,6 +412,49 @@ pub(super) mod tests {
         h.extend_from_slice(&112u32.to_be_bytes()); // header_length
         h.extend_from_slice(&[0; 8]); // compression_type zlib + padding
         h
+    }
+
+    /// The 112-byte header, then the extensions, padded to `len` bytes.
+    fn with_extensions(extensions: &[u8], len: usize) -> Vec<u8> {
+        let mut area = v3_header();
+        area.extend_from_slice(extensions);
+        area.resize(len, 0);
+        area
+    }
+
+    #[test]
+    fn header_extensions_must_end_inside_the_header_cluster() {
+        let h = Header::parse(&v3_header()).unwrap();
+        let cluster = h.cluster_size() as usize;
+        // An end marker right after the header.
+        h.check_extensions(&with_extensions(&[0; 8], cluster))
+            .unwrap();
+        // A feature name table of 48 bytes, then the end marker.
+        let mut table = 0x6803_f857u32.to_be_bytes().to_vec(); // type: feature name table
+        table.extend_from_slice(&48u32.to_be_bytes()); // length
+        table.extend_from_slice(&[0; 48]);
+        table.extend_from_slice(&[0; 8]); // end marker
+        h.check_extensions(&with_extensions(&table, cluster))
+            .unwrap();
+        // Length 0xFFFFFFF0 (qemu: "Header extension too large").
+        let mut huge = table.clone();
+        huge[4..8].copy_from_slice(&0xFFFF_FFF0u32.to_be_bytes());
+        assert!(matches!(
+            h.check_extensions(&with_extensions(&huge, cluster)),
+            Err(Defect::Malformed { offset: 0x74, .. })
+        ));
+        // One byte past the cluster is too large; exactly to the end is not.
+        let room = (cluster - 112 - 8) as u32;
+        let mut fits = 0x6803_f857u32.to_be_bytes().to_vec();
+        fits.extend_from_slice(&room.to_be_bytes());
+        h.check_extensions(&with_extensions(&fits, cluster))
+            .unwrap();
+        fits[4..8].copy_from_slice(&(room + 1).to_be_bytes());
+        assert!(h
+            .check_extensions(&with_extensions(&fits, cluster))
+            .is_err());
+        // A file that ends before the extension list does.
+        assert!(h.check_extensions(&with_extensions(&table, 120)).is_err());
     }
 
     #[test]

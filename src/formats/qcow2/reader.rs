@@ -63,6 +63,19 @@ pub struct Qcow2Reader {
     spare: Vec<u8>,
 }
 
+/// Reads the header area (at most one cluster, 2 MiB) and walks its extensions as qemu does.
+pub(super) fn check_extensions(
+    path: &Path,
+    file: &File,
+    file_len: u64,
+    header: &Header,
+) -> Result<(), FormatError> {
+    let mut area = vec![0; header.extensions_end().min(file_len) as usize];
+    file.read_exact_at(&mut area, 0)
+        .map_err(|e| FormatError::io(path, e))?;
+    header.check_extensions(&area).map_err(|d| d.at(path))
+}
+
 impl Qcow2Reader {
     pub fn open(path: &Path, file: File) -> Result<Qcow2Reader, FormatError> {
         let file_len = file.metadata().map_err(|e| FormatError::io(path, e))?.len();
@@ -71,6 +84,7 @@ impl Qcow2Reader {
             .map_err(|e| FormatError::io(path, e))?;
         let header = Header::parse(&head).map_err(|d| d.at(path))?;
         header.check_supported().map_err(|d| d.at(path))?;
+        check_extensions(path, &file, file_len, &header)?;
         let l1 = read_l1(path, &file, file_len, &header)?;
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())

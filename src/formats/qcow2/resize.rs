@@ -85,6 +85,7 @@ pub fn resize(path: &Path, file: File, new_size: u64, shrink: bool) -> Result<()
         .map_err(|e| FormatError::io(path, e))?;
     let header = Header::parse(&head).map_err(|d| d.at(path))?;
     header.check_supported().map_err(|d| d.at(path))?;
+    super::reader::check_extensions(path, &file, file_len, &header)?;
     if header.nb_snapshots != 0 {
         return Err(Defect::Unsupported("resizing images with internal snapshots".into()).at(path));
     }

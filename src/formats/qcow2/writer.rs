@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -867,14 +866,7 @@ impl DiskWriter for Qcow2Writer {
         file.set_len(len)
             .map_err(|e| FormatError::io(&self.path, e))?;
         if self.prealloc == Prealloc::Falloc {
-            // SAFETY: plain syscall on an open descriptor with in-range arguments.
-            let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
-            if rc != 0 {
-                return Err(FormatError::io(
-                    &self.path,
-                    std::io::Error::from_raw_os_error(rc),
-                ));
-            }
+            crate::io::sys::allocate(file, len).map_err(|e| FormatError::io(&self.path, e))?;
         }
         Ok(())
     }

@@ -16,7 +16,7 @@ use std::path::Path;
 
 pub use error::VdiError;
 
-use super::vhd::uuid;
+use super::uuid;
 use super::{CheckReport, DiskReader, DiskWriter, FormatError, Options, Probe, Target};
 use header::{swap_guid, VdiHeader, BLOCK_SIZE, MAX_BLOCKS};
 

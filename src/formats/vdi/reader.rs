@@ -5,7 +5,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::header::{VdiHeader, BLOCK_SIZE, HEADER_AREA, ZERO};
-use crate::formats::vhd::holes;
+use crate::formats::holes;
 use crate::formats::{DiskFormat, DiskReader, Extent, FormatError, ImageInfo, Mapping};
 
 /// Longest data run one `map` answer covers, in blocks: keeps each answer cheap.

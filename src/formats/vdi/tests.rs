@@ -36,8 +36,8 @@ fn same_uuids(theirs: &Path, opts: &str) -> Options {
     let h = header_of(theirs);
     Options::parse(&format!(
         "{opts},uuid={},uuid_last_snap={}",
-        crate::formats::vhd::uuid::format(&swap_guid(&h.uuid_image)),
-        crate::formats::vhd::uuid::format(&swap_guid(&h.uuid_last_snap)),
+        crate::formats::uuid::format(&swap_guid(&h.uuid_image)),
+        crate::formats::uuid::format(&swap_guid(&h.uuid_last_snap)),
     ))
     .unwrap()
 }

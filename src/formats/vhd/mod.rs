@@ -8,12 +8,10 @@ mod dynamic;
 mod error;
 mod footer;
 mod geometry;
-pub(crate) mod holes;
 mod maintain;
 mod reader;
 #[cfg(test)]
 pub(crate) mod tests;
-pub(crate) mod uuid;
 mod writer;
 
 use std::fs::{File, OpenOptions};
@@ -21,7 +19,9 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use error::VhdError;
+pub(crate) use reader::check_fixed_footer;
 
+use super::uuid;
 use super::{CheckReport, DiskReader, DiskWriter, FormatError, Options, Probe, Target};
 use footer::{DiskType, Footer};
 use geometry::{MAX_CHS, MAX_SECTORS};

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::dynamic::{self, DynamicHeader, HEADER_SIZE, UNALLOCATED};
 use super::footer::{self, DiskType, Footer, FOOTER_SIZE};
 use super::geometry::MAX_SECTORS;
-use super::holes;
+use crate::formats::holes;
 use crate::formats::{DiskFormat, DiskReader, Extent, FormatError, ImageInfo, Mapping};
 
 /// The structures of an opened VHD, checksums verified and BAT bounds checked.
@@ -74,24 +74,10 @@ pub fn load(path: &Path, file: &File) -> Result<Layout, FormatError> {
         (footer, true)
     };
     let guest_size = footer.guest_size();
-    if guest_size / 512 > MAX_SECTORS {
-        return Err(FormatError::Unsupported {
-            path: path.to_owned(),
-            what: format!("VHD of {guest_size} bytes, beyond the 2040 GiB limit"),
-        });
-    }
+    check_guest_size(path, guest_size)?;
     let dynamic = match footer.disk_type {
         DiskType::Fixed => {
-            if guest_size > footer_offset {
-                return Err(FormatError::malformed(
-                    path,
-                    "vhd",
-                    footer_offset,
-                    format!(
-                        "fixed disk of {guest_size} bytes has only {footer_offset} bytes of data"
-                    ),
-                ));
-            }
+            check_fixed_data(path, footer_offset, guest_size)?;
             None
         }
         DiskType::Dynamic => Some(load_dynamic(path, file, &footer, len, guest_size)?),
@@ -103,6 +89,54 @@ pub fn load(path: &Path, file: &File) -> Result<Layout, FormatError> {
         guest_size,
         dynamic,
     })
+}
+
+/// The one rule for the footer of a fixed disk, whether in a file or streamed out of an
+/// archive: the footer at `footer_offset` (after that many bytes of data) is valid (cookie,
+/// checksum), says fixed, and its guest size fits the data. Returns the guest size.
+pub(crate) fn check_fixed_footer(
+    path: &Path,
+    footer_offset: u64,
+    bytes: &[u8; FOOTER_SIZE],
+) -> Result<u64, FormatError> {
+    let footer = Footer::parse(bytes).map_err(|e| e.at(path, footer_offset))?;
+    if footer.disk_type != DiskType::Fixed {
+        return Err(FormatError::malformed(
+            path,
+            "vhd",
+            footer_offset,
+            format!(
+                "footer says a {:?} disk where a fixed one ends",
+                footer.disk_type
+            ),
+        ));
+    }
+    let guest_size = footer.guest_size();
+    check_guest_size(path, guest_size)?;
+    check_fixed_data(path, footer_offset, guest_size)?;
+    Ok(guest_size)
+}
+
+fn check_guest_size(path: &Path, guest_size: u64) -> Result<(), FormatError> {
+    if guest_size / 512 > MAX_SECTORS {
+        return Err(FormatError::Unsupported {
+            path: path.to_owned(),
+            what: format!("VHD of {guest_size} bytes, beyond the 2040 GiB limit"),
+        });
+    }
+    Ok(())
+}
+
+fn check_fixed_data(path: &Path, footer_offset: u64, guest_size: u64) -> Result<(), FormatError> {
+    if guest_size > footer_offset {
+        return Err(FormatError::malformed(
+            path,
+            "vhd",
+            footer_offset,
+            format!("fixed disk of {guest_size} bytes has only {footer_offset} bytes of data"),
+        ));
+    }
+    Ok(())
 }
 
 fn load_dynamic(

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::flat::{flat_extent, read_descriptor_file};
+use super::flat::{check_extent_fits, flat_extent, read_descriptor_file};
 use super::grain::read_table;
 use super::header::{SparseHeader, HEADER_LEN, SECTOR};
 use super::marker::{Marker, GRAIN_MARKER_LEN};
@@ -230,12 +230,13 @@ fn check_compressed(
 
 pub fn check_flat(path: &Path, file: &File) -> Result<CheckReport, FormatError> {
     let d = read_descriptor_file(path, file)?;
-    let (extent, _, _) = flat_extent(path, &d)?;
+    let (extent, size, base) = flat_extent(path, &d)?;
     let mut report = CheckReport::default();
-    if let Err(e) = std::fs::metadata(&extent) {
-        report
+    match std::fs::metadata(&extent) {
+        Ok(metadata) => check_extent_fits(path, &extent, size, base, metadata.len())?,
+        Err(e) => report
             .corruptions
-            .push(format!("extent {}: {e}", extent.display()));
+            .push(format!("extent {}: {e}", extent.display())),
     }
     Ok(report)
 }

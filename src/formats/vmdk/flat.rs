@@ -78,6 +78,43 @@ pub fn flat_extent(path: &Path, d: &Descriptor) -> Result<(PathBuf, u64, u64), F
     ))
 }
 
+/// Largest disk a descriptor may describe: file offsets are signed 64-bit (`off_t`).
+const MAX_FLAT_BYTES: u64 = i64::MAX as u64;
+
+/// Refuses a descriptor whose disk (`size` bytes from `base` in the extent) does not fit in
+/// the extent file of `extent_len` bytes, or passes 2^63 bytes. Named after the descriptor
+/// (`path`), the file the user gave.
+pub fn check_extent_fits(
+    path: &Path,
+    extent_path: &Path,
+    size: u64,
+    base: u64,
+    extent_len: u64,
+) -> Result<(), FormatError> {
+    let end = base.checked_add(size).filter(|end| *end <= MAX_FLAT_BYTES);
+    let Some(end) = end else {
+        return Err(FormatError::malformed(
+            path,
+            FORMAT,
+            0,
+            format!("extent of {size} bytes at {base:#x} passes 2^63 bytes"),
+        ));
+    };
+    if end > extent_len {
+        return Err(FormatError::malformed(
+            path,
+            FORMAT,
+            0,
+            format!(
+                "the descriptor claims {} sectors but extent {} holds {extent_len} bytes",
+                size / SECTOR,
+                extent_path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub struct FlatReader {
     extent_path: PathBuf,
     extent: File,
@@ -98,6 +135,7 @@ impl FlatReader {
             .metadata()
             .map_err(|e| FormatError::io(&extent_path, e))?
             .len();
+        check_extent_fits(path, &extent_path, size, base, extent_len)?;
         Ok(FlatReader {
             extent_path,
             extent,
@@ -134,8 +172,8 @@ impl DiskReader for FlatReader {
                 "read past the virtual size",
             ));
         }
-        // The extent may be shorter than the disk (a sparse file truncated short): the rest
-        // reads as zeroes, as qemu does.
+        // `open` checked that the extent holds the whole disk; should the file shrink while
+        // it is read, the rest reads as zeroes rather than failing half-way.
         let start = self.base.saturating_add(offset);
         let avail = self.extent_len.saturating_sub(start).min(buf.len() as u64) as usize;
         let (head, tail) = buf.split_at_mut(avail);

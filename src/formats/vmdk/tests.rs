@@ -532,6 +532,37 @@ fn flat_descriptor_escaping_its_folder_is_refused() {
     assert!(matches!(open(&d), Err(FormatError::Unsupported { .. })));
 }
 
+/// A monolithicFlat descriptor `d.vmdk` claiming `sectors` over a 4 KiB extent `d-flat.vmdk`.
+fn flat_claiming(dir: &Path, sectors: u64) -> PathBuf {
+    std::fs::write(dir.join("d-flat.vmdk"), [0x11u8; 4096]).unwrap();
+    let d = dir.join("d.vmdk");
+    let text = format!("# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\nRW {sectors} FLAT \"d-flat.vmdk\" 0\n");
+    std::fs::write(&d, text).unwrap();
+    d
+}
+
+#[test]
+fn flat_extent_claiming_more_than_its_file_is_refused_naming_the_descriptor() {
+    let dir = tempfile::tempdir().unwrap();
+    // 8 sectors are exactly the 4 KiB extent: fine.
+    let d = flat_claiming(dir.path(), 8);
+    assert_eq!(open(&d).unwrap().virtual_size(), 4096);
+    crate::formats::check(&d, None).unwrap();
+    // One sector more than the file holds, and the 2^55 - 1 sectors (16 EiB).
+    for sectors in [9, 36028797018963967] {
+        let d = flat_claiming(dir.path(), sectors);
+        for error in [
+            open(&d).err().unwrap(),
+            crate::formats::check(&d, None).unwrap_err(),
+        ] {
+            assert!(
+                matches!(&error, FormatError::Malformed { path, .. } if *path == d),
+                "{sectors}: {error}"
+            );
+        }
+    }
+}
+
 #[test]
 fn resize_grows_sparse_and_refuses_streams() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,158 @@
+//! A real OCI registry for the push tests: Debian's `docker-registry` (the CNCF distribution
+//! registry 2.8) on 127.0.0.1, storing under a temporary folder, with deletes enabled and,
+//! optionally, htpasswd basic auth. `skopeo` is the independent client that judges a push.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// User and password of the registry started with auth.
+pub const USER: &str = "lab";
+pub const PASSWORD: &str = "s3cret-pass";
+/// How long the registry may take to listen.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub struct Registry {
+    pub dir: TempDir,
+    child: Child,
+    /// `127.0.0.1:<port>`.
+    pub addr: String,
+    /// A containers auth file with the credentials (when started with auth).
+    pub auth_file: Option<PathBuf>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Registry {
+    /// Starts a registry; with `auth`, htpasswd (bcrypt) basic auth for [`USER`].
+    pub fn start(auth: bool) -> Registry {
+        let dir = TempDir::new().unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
+             storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+             http:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        let mut auth_file = None;
+        if auth {
+            let output = Command::new("htpasswd")
+                .args(["-Bbn", USER, PASSWORD])
+                .output()
+                .expect("run htpasswd");
+            assert!(output.status.success(), "htpasswd failed");
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, &output.stdout).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: cloudimg-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+            let file = dir.path().join("auth.json");
+            std::fs::write(
+                &file,
+                format!(r#"{{"auths": {{"{addr}": {{"auth": "{token}"}}}}}}"#),
+            )
+            .unwrap();
+            auth_file = Some(file);
+        }
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("registry.log")).unwrap())
+            .spawn()
+            .expect("start docker-registry");
+        let registry = Registry {
+            dir,
+            child,
+            addr,
+            auth_file,
+        };
+        let started = Instant::now();
+        while TcpStream::connect(&registry.addr).is_err() {
+            assert!(
+                started.elapsed() < START_TIMEOUT,
+                "docker-registry did not listen: {}",
+                registry.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        registry
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// `docker://127.0.0.1:<port>/<path>`.
+    pub fn reference(&self, path: &str) -> String {
+        format!("docker://{}/{path}", self.addr)
+    }
+
+    /// skopeo's credential flags for this registry.
+    fn creds(&self, flag: &str) -> Vec<String> {
+        match self.auth_file {
+            Some(_) => vec![flag.to_owned(), format!("{USER}:{PASSWORD}")],
+            None => Vec::new(),
+        }
+    }
+
+    /// `skopeo inspect` of `path` (`repo:tag`): `None` when it fails (no such tag).
+    pub fn inspect(&self, path: &str, raw: bool) -> Option<Value> {
+        let mut command = Command::new("skopeo");
+        command
+            .arg("inspect")
+            .arg("--tls-verify=false")
+            .args(self.creds("--creds"));
+        if raw {
+            command.arg("--raw");
+        }
+        let output = command
+            .arg(self.reference(path))
+            .output()
+            .expect("run skopeo");
+        output
+            .status
+            .success()
+            .then(|| serde_json::from_slice(&output.stdout).expect("skopeo JSON"))
+    }
+
+    /// `skopeo copy docker://…/<path> dir:<out>`.
+    pub fn pull(&self, path: &str, out: &Path) -> Output {
+        let output = Command::new("skopeo")
+            .args(["copy", "--src-tls-verify=false"])
+            .args(self.creds("--src-creds"))
+            .arg(self.reference(path))
+            .arg(format!("dir:{}", out.display()))
+            .output()
+            .expect("run skopeo");
+        assert!(
+            output.status.success(),
+            "skopeo copy: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

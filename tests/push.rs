@@ -1,0 +1,277 @@
+//! KubeVirt containerDisks: `prepare --container-format containerdisk` writes an OCI layout,
+//! `push` sends it to a real registry (Debian's docker-registry on 127.0.0.1), and skopeo, an
+//! independent client, judges the result: the tags, the platform, and a pull whose layer holds
+//! `disk/<name>.qcow2` owned by 107:107 with mode 0440 and the upstream bytes exactly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::common::registry::Registry;
+use crate::common::site::{cloudimg, json, run, sha256_file, shared_site, stderr, Site};
+use crate::require_tools;
+
+const STEM: &str = "ubuntu-24.04-server-cloudimg-amd64";
+const NEWEST: &str = "20241004.1";
+const OLDER: &str = "20240821";
+
+/// `prepare noble --container-format containerdisk -o <dir>/<serial>` and its JSON report.
+fn prepare_containerdisk(site: &Site, dir: &Path, serial: &str) -> (PathBuf, Value) {
+    let out = dir.join(serial);
+    let report = json(&run(
+        site,
+        &[
+            "--json",
+            "prepare",
+            "noble",
+            "--serial",
+            serial,
+            "--container-format",
+            "containerdisk",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    ));
+    (out, report)
+}
+
+fn push(site: &Site, layout: &Path, args: &[&str], auth_file: Option<&Path>) -> Output {
+    let mut full = vec![
+        "--json",
+        "push",
+        layout.to_str().unwrap(),
+        "--insecure-registry",
+    ];
+    full.extend_from_slice(args);
+    let mut command = cloudimg(site, &full);
+    // Never the developer's own credentials.
+    command.env_remove("XDG_RUNTIME_DIR").env("HOME", layout);
+    match auth_file {
+        Some(file) => command.env("REGISTRY_AUTH_FILE", file),
+        None => command.env("REGISTRY_AUTH_FILE", layout.join("no-auth.json")),
+    };
+    command.output().expect("run cloudimg push")
+}
+
+/// The layer of a `skopeo copy … dir:` pull, listed and unpacked by GNU tar.
+fn unpack_layer(pulled: &Path) -> (String, PathBuf) {
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(pulled.join("manifest.json")).unwrap()).unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1, "one layer: {manifest}");
+    let digest = layers[0]["digest"].as_str().unwrap();
+    let blob = pulled.join(digest.strip_prefix("sha256:").unwrap());
+    assert_eq!(format!("sha256:{}", sha256_file(&blob)), digest);
+    let listing = Command::new("tar")
+        .args(["--numeric-owner", "-tvf"])
+        .arg(&blob)
+        .output()
+        .unwrap();
+    assert!(listing.status.success());
+    let unpacked = pulled.join("unpacked");
+    std::fs::create_dir(&unpacked).unwrap();
+    let status = Command::new("tar")
+        .arg("-xf")
+        .arg(&blob)
+        .arg("-C")
+        .arg(&unpacked)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    (
+        String::from_utf8_lossy(&listing.stdout).into_owned(),
+        unpacked,
+    )
+}
+
+fn upstream(layout: &Path) -> PathBuf {
+    layout.join(format!("{STEM}.img"))
+}
+
+#[test]
+fn containerdisk_pushed_without_auth_pulls_back_byte_for_byte() {
+    require_tools!("docker-registry", "skopeo", "tar");
+    let site = shared_site();
+    let dir = TempDir::new().unwrap();
+    let (layout, report) = prepare_containerdisk(site, dir.path(), NEWEST);
+    let written = &report["containerdisk"];
+    assert_eq!(written["ref_name"], format!("noble-{NEWEST}"));
+    assert!(report["artifacts"].as_array().unwrap().is_empty());
+    // skopeo reads the layout as is.
+    let local = Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci:{}", layout.display()))
+        .output()
+        .unwrap();
+    assert!(
+        local.status.success(),
+        "{}",
+        String::from_utf8_lossy(&local.stderr)
+    );
+    let local: Value = serde_json::from_slice(&local.stdout).unwrap();
+    assert_eq!(local["Architecture"], "amd64");
+    assert_eq!(local["Os"], "linux");
+
+    let registry = Registry::start(false);
+    let destination = registry.reference("lab/noble");
+    let output = push(site, &layout, &[&destination], None);
+    let pushed = json(&output);
+    let pushed = &pushed[0];
+    assert_eq!(pushed["digest"], written["digest"]);
+    assert_eq!(pushed["blobs_uploaded"], 2);
+    assert_eq!(
+        pushed["tags_set"],
+        serde_json::json!([format!("noble-{NEWEST}"), "noble", "latest"])
+    );
+
+    let inspected = registry.inspect("lab/noble:latest", false).expect("latest");
+    assert_eq!(inspected["Digest"], written["digest"]);
+    assert_eq!(inspected["Architecture"], "amd64");
+    let labels = registry
+        .inspect("lab/noble:noble", true)
+        .expect("raw manifest");
+    assert_eq!(labels["annotations"]["io.cloudimg.serial"], NEWEST);
+    assert!(labels["annotations"]["io.cloudimg.source.url"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("{STEM}.img")));
+
+    let pulled = dir.path().join("pulled");
+    registry.pull(&format!("lab/noble:noble-{NEWEST}"), &pulled);
+    let (listing, unpacked) = unpack_layer(&pulled);
+    let line = listing
+        .lines()
+        .find(|line| line.ends_with(&format!("disk/{STEM}.qcow2")))
+        .unwrap_or_else(|| panic!("disk in the layer: {listing}"));
+    assert!(line.starts_with("-r--r----- 107/107 "), "{line}");
+    assert_eq!(
+        sha256_file(&unpacked.join(format!("disk/{STEM}.qcow2"))),
+        sha256_file(&upstream(&layout))
+    );
+
+    // A second push sends nothing and moves no tag.
+    let again = json(&push(site, &layout, &[&destination], None));
+    assert_eq!(again[0]["blobs_uploaded"], 0);
+    assert_eq!(again[0]["blobs_present"], 2);
+    assert_eq!(again[0]["tags_set"], serde_json::json!([]));
+}
+
+#[test]
+fn basic_auth_comes_from_the_containers_auth_file() {
+    require_tools!("docker-registry", "skopeo", "htpasswd");
+    let site = shared_site();
+    let dir = TempDir::new().unwrap();
+    let (layout, report) = prepare_containerdisk(site, dir.path(), NEWEST);
+    let registry = Registry::start(true);
+    let first = registry.reference("lab/noble:v1");
+
+    let refused = push(site, &layout, &[&first], None);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("credentials"),
+        "{}",
+        stderr(&refused)
+    );
+    let wrong = dir.path().join("wrong.json");
+    // bGFiOndyb25n = lab:wrong
+    std::fs::write(
+        &wrong,
+        format!(
+            r#"{{"auths": {{"{}": {{"auth": "bGFiOndyb25n"}}}}}}"#,
+            registry.addr
+        ),
+    )
+    .unwrap();
+    let refused = push(site, &layout, &[&first], Some(&wrong));
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+
+    // Chunked uploads into the first repository; the second mounts the blobs from it.
+    let second = registry.reference("mirror/noble:v1");
+    let output = push(
+        site,
+        &layout,
+        &[&first, &second, "--chunk-size", "64K"],
+        registry.auth_file.as_deref(),
+    );
+    let pushed = json(&output);
+    assert_eq!(pushed[0]["blobs_uploaded"], 2);
+    assert_eq!(pushed[1]["blobs_uploaded"], 0);
+    assert_eq!(pushed[1]["blobs_mounted"], 2);
+    for path in ["lab/noble:v1", "mirror/noble:v1"] {
+        let inspected = registry.inspect(path, false).expect(path);
+        assert_eq!(inspected["Digest"], report["containerdisk"]["digest"]);
+    }
+    let pulled = dir.path().join("pulled");
+    registry.pull("mirror/noble:v1", &pulled);
+    let (_, unpacked) = unpack_layer(&pulled);
+    assert_eq!(
+        sha256_file(&unpacked.join(format!("disk/{STEM}.qcow2"))),
+        sha256_file(&upstream(&layout))
+    );
+}
+
+#[test]
+fn a_new_serial_retires_old_serial_tags_beyond_keep() {
+    require_tools!("docker-registry", "skopeo");
+    let site = shared_site();
+    let dir = TempDir::new().unwrap();
+    let (older, _) = prepare_containerdisk(site, dir.path(), OLDER);
+    let (newer, report) = prepare_containerdisk(site, dir.path(), NEWEST);
+    let registry = Registry::start(false);
+    let destination = registry.reference("lab/noble");
+    json(&push(site, &older, &[&destination, "--keep", "1"], None));
+    assert!(registry
+        .inspect(&format!("lab/noble:noble-{OLDER}"), false)
+        .is_some());
+    let pushed = json(&push(site, &newer, &[&destination, "--keep", "1"], None));
+    assert_eq!(
+        pushed[0]["retired"],
+        serde_json::json!([format!("noble-{OLDER}")])
+    );
+    assert!(registry
+        .inspect(&format!("lab/noble:noble-{OLDER}"), false)
+        .is_none());
+    let latest = registry.inspect("lab/noble:latest", false).expect("latest");
+    assert_eq!(latest["Digest"], report["containerdisk"]["digest"]);
+    assert!(registry
+        .inspect(&format!("lab/noble:noble-{NEWEST}"), false)
+        .is_some());
+}
+
+#[test]
+fn containerdisk_refuses_formats_kubevirt_cannot_boot() {
+    let dir = TempDir::new().unwrap();
+    let output = run(
+        shared_site(),
+        &[
+            "prepare",
+            "noble",
+            "--container-format",
+            "containerdisk",
+            "--disk-format",
+            "vmdk",
+            "-o",
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("qcow2 or raw"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn push_of_a_folder_that_is_not_a_layout_is_a_usage_error() {
+    let dir = TempDir::new().unwrap();
+    let output = push(
+        shared_site(),
+        dir.path(),
+        &["docker://127.0.0.1:1/x/y:z"],
+        None,
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+}
