@@ -28,18 +28,80 @@ impl ErrorKind {
     }
 }
 
-/// An error and its causes on one line: "outer: inner: innermost".
+/// An error and its causes on one line: "outer: inner: innermost". A cause that starts with a
+/// URL or path the line already names ("http://…/SHA256SUMS: HTTP 503") drops that repetition,
+/// so each URL appears once.
 pub fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        let cause_text = cause.to_string();
+        let full = cause.to_string();
+        let cause_text = without_repeated_subject(&text, &full);
         // thiserror `transparent` wrappers repeat their inner message; show it once.
-        if !text.ends_with(&cause_text) {
+        if !text.ends_with(cause_text) {
             text.push_str(": ");
-            text.push_str(&cause_text);
+            text.push_str(cause_text);
         }
         source = cause.source();
     }
     text
+}
+
+/// `message` without its leading `"<subject>: "` when the subject is a URL or an absolute path
+/// that `so_far` already contains.
+fn without_repeated_subject<'m>(so_far: &str, message: &'m str) -> &'m str {
+    let Some((subject, rest)) = message.split_once(": ") else {
+        return message;
+    };
+    let names_a_place = subject.contains("://") || subject.starts_with('/');
+    if names_a_place && so_far.contains(subject) {
+        rest
+    } else {
+        message
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct Layer(String, #[source] Option<Box<Layer>>);
+
+    fn layers(messages: &[&str]) -> Layer {
+        messages
+            .iter()
+            .rev()
+            .fold(None, |inner, text| {
+                Some(Layer(text.to_string(), inner.map(Box::new)))
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn a_url_is_named_once() {
+        let error = layers(&[
+            "cannot fetch http://m/x/SHA256SUMS",
+            "http://m/x/SHA256SUMS: gave up after 6 attempts",
+            "http://m/x/SHA256SUMS: HTTP 503",
+        ]);
+        assert_eq!(
+            chain(&error),
+            "cannot fetch http://m/x/SHA256SUMS: gave up after 6 attempts: HTTP 503"
+        );
+    }
+
+    #[test]
+    fn other_subjects_and_new_urls_are_kept() {
+        let error = layers(&[
+            "reading catalog",
+            "key: invalid value",
+            "http://b/: HTTP 404",
+        ]);
+        assert_eq!(
+            chain(&error),
+            "reading catalog: key: invalid value: http://b/: HTTP 404"
+        );
+    }
 }

@@ -110,7 +110,6 @@ fn names(dir: &Path) -> Vec<String> {
         .map(|entries| {
             entries
                 .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.ends_with(".lock"))
                 .collect()
         })
         .unwrap_or_default();

@@ -21,6 +21,7 @@ fn config() -> ClientConfig {
     ClientConfig {
         retries: 3,
         stall_timeout: Duration::from_millis(300),
+        document_timeout: Duration::from_secs(60),
         connect_timeout: Duration::from_secs(2),
         backoff_base: Duration::from_millis(10),
         cache_dir: None,

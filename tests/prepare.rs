@@ -70,6 +70,32 @@ fn artifact_paths(report: &Value) -> Vec<(PathBuf, PathBuf)> {
         .collect()
 }
 
+/// The verified upstream file a report names, by its file name.
+fn source_of(report: &Value, name: &std::ffi::OsStr) -> PathBuf {
+    report["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|source| PathBuf::from(source["path"].as_str().unwrap()))
+        .find(|path| path.file_name() == Some(name))
+        .unwrap_or_else(|| panic!("{name:?} among the sources of {report}"))
+}
+
+/// The upstream disk image of a report. It is kept in the cache, never in the output folder,
+/// whose only files are the artifacts (no download, no lock).
+fn upstream_of(report: &Value, out: &Path) -> PathBuf {
+    let name = format!("{STEM}.img");
+    let upstream = source_of(report, name.as_ref());
+    assert!(!upstream.starts_with(out), "download in the output folder");
+    assert!(!out.join(&name).exists(), "download in the output folder");
+    let locks: Vec<_> = names(out)
+        .into_iter()
+        .filter(|n| n.ends_with(".lock"))
+        .collect();
+    assert!(locks.is_empty(), "locks in the output folder: {locks:?}");
+    upstream
+}
+
 fn qemu_ok(args: &[&str]) {
     let output = qemu_img(args);
     assert!(
@@ -94,7 +120,7 @@ fn bare_qcow2_is_the_verified_image_with_full_glance_metadata() {
     assert_eq!(report["serial"], NEWEST);
     let [(artifact, meta_path)] = artifact_paths(&report).try_into().unwrap();
     assert_eq!(artifact, out.path().join(format!("{STEM}.qcow2")));
-    let upstream = out.path().join(format!("{STEM}.img"));
+    let upstream = upstream_of(&report, out.path());
     qemu_ok(&["check", artifact.to_str().unwrap()]);
     // Already qcow2: no conversion, the verified bytes themselves.
     assert_eq!(
@@ -155,7 +181,7 @@ fn bare_raw_is_converted_and_reads_like_the_upstream_image() {
     ));
     let [(artifact, meta_path)] = artifact_paths(&report).try_into().unwrap();
     assert_eq!(artifact, out.path().join(format!("{STEM}.raw")));
-    let upstream = out.path().join(format!("{STEM}.img"));
+    let upstream = upstream_of(&report, out.path());
     qemu_ok(&[
         "compare",
         upstream.to_str().unwrap(),
@@ -274,7 +300,7 @@ fn ovf_package_holds_descriptor_stream_optimized_disk_and_manifest() {
             format!("{STEM}.vmdk.glance.json"),
         ]
     );
-    let upstream = out.path().join(format!("{STEM}.img"));
+    let upstream = upstream_of(&report, out.path());
     qemu_ok(&["check", disk.to_str().unwrap()]);
     qemu_ok(&[
         "compare",
@@ -353,7 +379,7 @@ fn ova_is_one_tar_with_descriptor_first_then_manifest_then_disk() {
     let manifest = std::fs::read_to_string(unpacked.path().join(format!("{STEM}.mf"))).unwrap();
     assert_manifest_matches(&manifest, unpacked.path(), true);
     let disk = unpacked.path().join(format!("{STEM}.vmdk"));
-    let upstream = out.path().join(format!("{STEM}.img"));
+    let upstream = upstream_of(&report, out.path());
     qemu_ok(&[
         "compare",
         upstream.to_str().unwrap(),
@@ -401,7 +427,11 @@ fn ami_set_links_kernel_and_ramdisk_to_the_machine_image() {
     // The aki is the verified download under its Glance name.
     assert_eq!(
         std::fs::read(&kernel).unwrap(),
-        std::fs::read(kernel.with_extension("")).unwrap()
+        std::fs::read(source_of(
+            &report,
+            kernel.with_extension("").file_name().unwrap()
+        ))
+        .unwrap()
     );
     assert!(std::fs::read_to_string(&kernel)
         .unwrap()
@@ -527,7 +557,7 @@ fn vhd_and_vdi_artifacts_read_like_the_upstream_image() {
         if disk_format == "vdi" {
             qemu_ok(&["check", artifact.to_str().unwrap()]);
         }
-        let upstream = out.join(format!("{STEM}.img"));
+        let upstream = upstream_of(&report, &out);
         qemu_ok(&[
             "compare",
             upstream.to_str().unwrap(),

@@ -6,6 +6,8 @@ mod common;
 mod cli;
 /// `--catalog debian` against a cloud.debian.org look-alike: SHA-512, no signature, tar.xz.
 mod debian;
+/// Hostile document servers: slow drip, oversized and endless bodies, empty sources.
+mod documents;
 /// Downloads and documents against the loopback server: resume, retries, cache, locks.
 mod fetch;
 /// Formats cloudimg recognises but does not read: refused by name, never read as raw.

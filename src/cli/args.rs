@@ -70,6 +70,17 @@ pub struct Global {
     /// Abandon and retry a transfer that receives nothing for this many seconds.
     #[arg(long, global = true, default_value_t = 30, value_name = "SECONDS")]
     pub stall_timeout: u64,
+    /// Give up on a small document (listing, checksum file, signature, simplestreams JSON)
+    /// that has not arrived whole within this many seconds, retries included. Image transfers
+    /// have no total deadline, only --stall-timeout.
+    #[arg(
+        long,
+        global = true,
+        env = "CLOUDIMG_DOCUMENT_TIMEOUT",
+        default_value_t = cloudimg::fetch::DEFAULT_DOCUMENT_TIMEOUT.as_secs(),
+        value_name = "SECONDS"
+    )]
+    pub document_timeout: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -39,6 +39,7 @@ impl Context {
         let client = Client::new(ClientConfig {
             retries: global.retries,
             stall_timeout: Duration::from_secs(global.stall_timeout.max(1)),
+            document_timeout: Duration::from_secs(global.document_timeout.max(1)),
             cache_dir: global.cache_dir.clone().or_else(default_cache_dir),
             ..ClientConfig::default()
         })?;
@@ -72,7 +73,7 @@ impl Context {
 
 /// `$XDG_CACHE_HOME/cloudimg`, else `~/.cache/cloudimg`: where index pages and checksum files
 /// are kept for conditional requests when `--cache-dir` is not given.
-fn default_cache_dir() -> Option<std::path::PathBuf> {
+pub(super) fn default_cache_dir() -> Option<std::path::PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(std::path::PathBuf::from)

@@ -64,8 +64,8 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
 }
 
 /// Log lines go to stderr: `-q` errors only, default info, `-v` debug, `-vv` trace. `RUST_LOG`
-/// overrides. Text lines are short and untimed (cron mail, journald add their own time); JSON
-/// lines carry a timestamp and the fields.
+/// overrides. Text lines on a terminal are short and untimed; text lines to anything else (cron
+/// mail, a log file, journald) start with a timestamp; JSON lines always carry one.
 fn init_tracing(quiet: bool, verbose: u8, format: args::LogFormat) {
     let level = match (quiet, verbose) {
         (true, _) => "error",
@@ -81,10 +81,11 @@ fn init_tracing(quiet: bool, verbose: u8, format: args::LogFormat) {
         .with_target(false);
     match format {
         args::LogFormat::Json => builder.json().init(),
-        args::LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        args::LogFormat::Text if std::io::stderr().is_terminal() => builder
+            .with_ansi(std::env::var_os("NO_COLOR").is_none())
             .without_time()
             .init(),
+        args::LogFormat::Text => builder.with_ansi(false).init(),
     }
 }
 

@@ -9,9 +9,18 @@ use cloudimg::pipeline::{
     self, Error, ImageSettings, MachineSettings, PrepareRequest, SignaturePolicy,
 };
 
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
 use super::args::{FirmwareArg, Global, ManifestHashArg, PrepareArgs};
-use super::fetch::{query, runtime, serial, Context};
+use super::fetch::{default_cache_dir, query, runtime, serial, Context};
 use super::{print_json, progress, upload};
+
+/// The cache folder holding `prepare`'s upstream downloads.
+const DOWNLOADS_DIR: &str = "downloads";
+/// Bytes of the output folder's hash that name its download folder.
+const DOWNLOAD_KEY_BYTES: usize = 16;
 
 fn property(text: &str) -> Result<(String, String), Error> {
     match text.split_once('=') {
@@ -19,6 +28,43 @@ fn property(text: &str) -> Result<(String, String), Error> {
         _ => Err(Error::Usage(format!(
             "--property {text:?}: expected KEY=VALUE"
         ))),
+    }
+}
+
+/// Where the upstream files of `prepare -o OUTPUT` are downloaded: a folder of the cache for
+/// that output folder (`<cache>/downloads/<hash of OUTPUT>/`), so the output holds only the
+/// artifacts, a failed run resumes where it stopped, a repeated run finds the verified file,
+/// and two outputs never share (or prune) a download. Without a cache folder, the output
+/// folder itself.
+fn download_dir(global: &Global, output: &Path) -> Option<PathBuf> {
+    let cache = global.cache_dir.clone().or_else(default_cache_dir)?;
+    let absolute = std::path::absolute(output).unwrap_or_else(|_| output.to_owned());
+    let digest = Sha256::digest(absolute.as_os_str().as_encoded_bytes());
+    Some(
+        cache
+            .join(DOWNLOADS_DIR)
+            .join(hex::encode(&digest[..DOWNLOAD_KEY_BYTES])),
+    )
+}
+
+/// After a successful run: keeps this run's downloads in the cache (the next run of the same
+/// release and serial needs no transfer) and removes whatever else that folder holds (older
+/// serials, abandoned `.part` files), so it never grows beyond one build's files. A file that
+/// cannot be removed is only a warning.
+fn prune_downloads(prepared: &pipeline::Prepared, download_dir: Option<&Path>) {
+    let Some(entries) = download_dir.and_then(|dir| std::fs::read_dir(dir).ok()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let ours = prepared.sources.iter().any(|source| source.path == path);
+        let is_file = entry.file_type().is_ok_and(|kind| kind.is_file());
+        if ours || !is_file {
+            continue;
+        }
+        if let Err(error) = std::fs::remove_file(&path) {
+            tracing::warn!(path = %path.display(), %error, "cannot remove an old download");
+        }
     }
 }
 
@@ -42,6 +88,7 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
         }
         convert_options.set("compress", "on");
     }
+    let downloads = download_dir(global, &args.output);
     let request = PrepareRequest {
         query: query(&args.release, &args.selection),
         serial: serial(&args.selection).map(str::to_owned),
@@ -49,7 +96,7 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
         disk_format: args.disk_format.to_ascii_lowercase(),
         container: ContainerFormat::from_name(&args.container_format)?,
         output_dir: args.output.clone(),
-        download_dir: None,
+        download_dir: downloads.clone(),
         signature,
         convert_options,
         image: ImageSettings {
@@ -104,6 +151,7 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
         request,
         reporter.clone(),
     ))?;
+    prune_downloads(&prepared, downloads.as_deref());
     let uploaded = match &upload {
         Some((target, options)) => {
             let files: Vec<_> = prepared

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use reqwest::header::{self, HeaderMap};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -13,9 +13,12 @@ use super::cache::DocumentCache;
 use super::retry::{self, Failure, Retry};
 use super::{Client, ClientConfig, FetchError};
 
-/// Largest document `get_document` accepts. Listings, SHA256SUMS, signatures and simplestreams
-/// JSON are at most a few MiB; anything bigger is a wrong URL or a hostile server.
-pub(crate) const DOCUMENT_LIMIT: u64 = 64 << 20;
+/// Largest document `get_document` accepts, checked against Content-Length and again while
+/// receiving, so a bigger or endless body is cut off at this many bytes whatever its size.
+/// Real listings are tens of KiB, SHA256SUMS a few KiB, Ubuntu's released products file about
+/// 0.5 MiB; 8 MiB leaves room for growth while keeping the process under 32 MiB whatever a
+/// server sends (the parsers are bounded too, see `index::html`).
+pub const DOCUMENT_LIMIT: u64 = 8 << 20;
 
 /// Sent with every request so mirror operators can tell who is calling.
 pub(crate) const USER_AGENT: &str = concat!("cloudimg/", env!("CARGO_PKG_VERSION"));
@@ -28,6 +31,39 @@ pub(crate) fn build_http(config: &ClientConfig) -> Result<reqwest::Client, Fetch
         .connect_timeout(config.connect_timeout)
         .build()
         .map_err(|source| FetchError::Setup { source })
+}
+
+/// A failed request as an error that names the URL once (reqwest's own message repeats it), and
+/// that names the proxy when the connection that failed was the one to the proxy.
+fn network_error(url: &Url, source: reqwest::Error) -> FetchError {
+    let source = source.without_url();
+    if source.is_connect() {
+        if let Some(proxy) = proxy_for(url) {
+            return FetchError::Proxy {
+                url: url.clone(),
+                proxy: proxy.into(),
+                source,
+            };
+        }
+    }
+    FetchError::Network {
+        url: url.clone(),
+        source,
+    }
+}
+
+/// The proxy the environment sets for `url`, decided by the same rules reqwest applies
+/// (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY` and their lowercase forms), as
+/// `scheme://host:port` without credentials.
+pub(crate) fn proxy_for(url: &Url) -> Option<String> {
+    let uri: http::Uri = url.as_str().parse().ok()?;
+    let intercept = hyper_util::client::proxy::matcher::Matcher::from_env().intercept(&uri)?;
+    let proxy = intercept.uri();
+    let host_port = proxy.authority()?.as_str().rsplit('@').next()?.to_owned();
+    Some(format!(
+        "{}://{host_port}",
+        proxy.scheme_str().unwrap_or("http")
+    ))
 }
 
 /// What identifies a version of a resource: the values to send back in conditional requests.
@@ -112,10 +148,7 @@ impl Client {
         let limit = self.config.connect_timeout + self.config.stall_timeout;
         match tokio::time::timeout(limit, request.send()).await {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(source)) => Err(FetchError::Network {
-                url: url.clone(),
-                source,
-            }),
+            Ok(Err(source)) => Err(network_error(url, source)),
             Err(_) => Err(FetchError::Stalled {
                 url: url.clone(),
                 timeout: limit,
@@ -134,10 +167,7 @@ impl Client {
         let timeout = self.config.stall_timeout;
         match tokio::time::timeout(timeout, response.chunk()).await {
             Ok(Ok(chunk)) => Ok(chunk),
-            Ok(Err(source)) => Err(FetchError::Network {
-                url: url.clone(),
-                source,
-            }),
+            Ok(Err(source)) => Err(network_error(url, source)),
             Err(_) => Err(FetchError::Stalled {
                 url: url.clone(),
                 timeout,
@@ -146,8 +176,19 @@ impl Client {
         }
     }
 
-    /// A document with retries; `None` for 404.
+    /// A document with retries, all within the document deadline; `None` for 404.
     pub(crate) async fn fetch_document(&self, url: &Url) -> Result<Option<Bytes>, FetchError> {
+        let timeout = self.config.document_timeout;
+        match tokio::time::timeout(timeout, self.fetch_document_retrying(url)).await {
+            Ok(result) => result,
+            Err(_) => Err(FetchError::DocumentDeadline {
+                url: url.clone(),
+                timeout,
+            }),
+        }
+    }
+
+    async fn fetch_document_retrying(&self, url: &Url) -> Result<Option<Bytes>, FetchError> {
         let cache = self.config.cache_dir.as_deref().map(DocumentCache::new);
         let cached = match &cache {
             Some(cache) => cache.validators(url).await,
@@ -198,33 +239,33 @@ impl Client {
         Ok(Some(body))
     }
 
-    /// Reads a whole body of at most `limit` bytes, checking it against Content-Length.
+    /// Reads a whole body of at most `limit` bytes, checking it against Content-Length. The
+    /// buffer grows by at most doubling and never past `limit`, so an endless body costs at
+    /// most `limit` bytes (plus one chunk) before it is refused.
     async fn read_capped(
         &self,
         url: &Url,
         response: &mut Response,
         limit: u64,
     ) -> Result<Bytes, FetchError> {
+        let too_large = |size| FetchError::TooLarge {
+            url: url.clone(),
+            limit,
+            size,
+        };
         let announced = response.content_length();
         if let Some(size) = announced.filter(|&size| size > limit) {
-            return Err(FetchError::TooLarge {
-                url: url.clone(),
-                limit,
-                size,
-            });
+            return Err(too_large(size));
         }
         // Bounded by `limit` just above.
         let capacity = usize::try_from(announced.unwrap_or(0)).unwrap_or(0);
-        let mut body = BytesMut::with_capacity(capacity);
+        let mut body = Vec::with_capacity(capacity);
         while let Some(chunk) = self.next_chunk(url, response, body.len() as u64).await? {
             let size = body.len() as u64 + chunk.len() as u64;
             if size > limit {
-                return Err(FetchError::TooLarge {
-                    url: url.clone(),
-                    limit,
-                    size,
-                });
+                return Err(too_large(size));
             }
+            reserve_bounded(&mut body, chunk.len(), limit);
             body.extend_from_slice(&chunk);
         }
         let actual = body.len() as u64;
@@ -234,14 +275,39 @@ impl Client {
                 expected,
                 actual,
             }),
-            _ => Ok(body.freeze()),
+            _ => Ok(Bytes::from(body)),
         }
     }
+}
+
+/// Makes room for `more` bytes: doubling, but never beyond `limit` (which the caller has
+/// checked `len + more` against), so the buffer of a document at the limit is the limit.
+fn reserve_bounded(body: &mut Vec<u8>, more: usize, limit: u64) {
+    let needed = body.len() + more;
+    if needed <= body.capacity() {
+        return;
+    }
+    let cap = usize::try_from(limit).unwrap_or(usize::MAX);
+    let target = (body.capacity() * 2).clamp(needed, cap.max(needed));
+    body.reserve_exact(target - body.len());
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buffer_growth_doubles_but_stops_at_the_limit() {
+        let mut body = Vec::new();
+        reserve_bounded(&mut body, 10, 100);
+        assert!(body.capacity() >= 10);
+        body.extend_from_slice(&[0; 10]);
+        reserve_bounded(&mut body, 60, 100);
+        body.extend_from_slice(&[0; 60]);
+        assert!(body.capacity() >= 70 && body.capacity() <= 100);
+        reserve_bounded(&mut body, 30, 100);
+        assert_eq!(body.capacity(), 100);
+    }
 
     #[test]
     fn if_range_prefers_a_strong_etag() {

@@ -189,7 +189,7 @@ pub(crate) async fn run(
             .await
             .map_err(|source| FetchError::io(parent, source))?;
     }
-    let lock = DestLock::acquire(&dest).await?;
+    let lock = DestLock::acquire(&dest, client.config().cache_dir.as_deref()).await?;
     if let Some(done) = up_to_date(request).await? {
         debug!(path = %dest.display(), "already up to date");
         return Ok(done);
@@ -437,7 +437,7 @@ impl Transfer<'_> {
             .append(true)
             .open(&path)
             .map_err(|source| FetchError::io(&path, source))?;
-        let guard = self.lock.share(&self.paths.dest)?;
+        let guard = self.lock.share()?;
         let hasher = std::mem::replace(
             &mut self.part.hasher,
             ContentHasher::new(algorithm_of(self.request)),

@@ -1,28 +1,49 @@
 //! One exclusive lock per destination, so concurrent downloads of the same file (other tasks or
 //! other processes) take turns instead of interleaving writes into one `.part`.
 //!
-//! The lock is `std::fs::File::lock` (flock on Unix) on `<dest>.lock`; it is released when the
-//! file is closed, including when the process dies. The lock file itself is never removed:
-//! another process may be waiting on it, and removing it would let a third lock a new inode.
+//! The lock is `std::fs::File::lock` (flock on Unix) on a lock file; it is released when the
+//! file is closed, including when the process dies. Lock files live in the cache
+//! (`<cache>/locks/<sha256 of the destination's absolute path>.lock`), not beside the
+//! destination: the output folder holds only what the user asked for. Without a cache folder the
+//! lock is `<dest>.lock`. A lock file is never removed: another process may be waiting on it,
+//! and removing it would let a third lock a new inode.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
 use tracing::debug;
 
 use super::FetchError;
 
+/// The folder of the cache that holds lock files.
+const LOCK_DIR: &str = "locks";
+
 /// Held for the whole download; dropping it releases the lock.
 #[derive(Debug)]
 pub(crate) struct DestLock {
-    _file: File,
+    file: File,
+    path: PathBuf,
 }
 
-/// `<dest>.lock`.
-pub(crate) fn lock_path(dest: &Path) -> PathBuf {
-    let mut path = dest.as_os_str().to_owned();
-    path.push(".lock");
-    PathBuf::from(path)
+/// The lock file for `dest`: in `<cache>/locks/` when there is a cache, named by a hash of the
+/// destination's absolute path (its folder canonicalised, so two spellings of one folder share
+/// a lock), else `<dest>.lock`. The destination's folder must exist.
+pub(crate) fn lock_path(dest: &Path, cache_dir: Option<&Path>) -> PathBuf {
+    let Some(cache_dir) = cache_dir else {
+        let mut path = dest.as_os_str().to_owned();
+        path.push(".lock");
+        return PathBuf::from(path);
+    };
+    let folder = match dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => parent.canonicalize().unwrap_or_else(|_| parent.to_owned()),
+        None => std::env::current_dir().unwrap_or_default(),
+    };
+    let absolute = folder.join(dest.file_name().unwrap_or(dest.as_os_str()));
+    let digest = Sha256::digest(absolute.as_os_str().as_encoded_bytes());
+    cache_dir
+        .join(LOCK_DIR)
+        .join(format!("{}.lock", hex::encode(&digest[..16])))
 }
 
 impl DestLock {
@@ -30,18 +51,29 @@ impl DestLock {
     /// flock treats as one holder): the lock is released when the last handle is dropped. The
     /// writer thread holds one, so a cancelled download keeps the lock until its last buffered
     /// bytes are written.
-    pub(crate) fn share(&self, dest: &Path) -> Result<DestLock, FetchError> {
+    pub(crate) fn share(&self) -> Result<DestLock, FetchError> {
         let file = self
-            ._file
+            .file
             .try_clone()
-            .map_err(|source| FetchError::io(lock_path(dest), source))?;
-        Ok(DestLock { _file: file })
+            .map_err(|source| FetchError::io(&self.path, source))?;
+        Ok(DestLock {
+            file,
+            path: self.path.clone(),
+        })
     }
 
-    /// Waits (off the async runtime) until the destination is ours.
-    pub(crate) async fn acquire(dest: &Path) -> Result<DestLock, FetchError> {
-        let path = lock_path(dest);
+    /// Waits (off the async runtime) until the lock of `dest` ([`lock_path`]) is ours; the
+    /// lock's folder is created if missing.
+    pub(crate) async fn acquire(
+        dest: &Path,
+        cache_dir: Option<&Path>,
+    ) -> Result<DestLock, FetchError> {
+        let (dest, cache_dir) = (dest.to_owned(), cache_dir.map(Path::to_owned));
         tokio::task::spawn_blocking(move || {
+            let path = lock_path(&dest, cache_dir.as_deref());
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|source| FetchError::io(parent, source))?;
+            }
             let file = OpenOptions::new()
                 .create(true)
                 .truncate(false)
@@ -59,10 +91,10 @@ impl DestLock {
                     return Err(FetchError::io(&path, source))
                 }
             }
-            Ok(DestLock { _file: file })
+            Ok(DestLock { file, path })
         })
         .await
-        .map_err(|join| FetchError::io(dest, std::io::Error::other(join.to_string())))?
+        .map_err(|join| FetchError::io("lock", std::io::Error::other(join.to_string())))?
     }
 }
 
@@ -74,10 +106,10 @@ mod tests {
     async fn second_lock_waits_for_the_first() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("image.img");
-        let first = DestLock::acquire(&dest).await.unwrap();
+        let first = DestLock::acquire(&dest, None).await.unwrap();
         let second = tokio::spawn({
             let dest = dest.clone();
-            async move { DestLock::acquire(&dest).await }
+            async move { DestLock::acquire(&dest, None).await }
         });
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         assert!(
@@ -89,19 +121,19 @@ mod tests {
             .await
             .unwrap();
         assert!(second.unwrap().is_ok());
-        assert!(lock_path(&dest).exists());
+        assert!(lock_path(&dest, None).exists());
     }
 
     #[tokio::test]
     async fn shared_lock_is_held_until_the_last_handle_drops() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("image.img");
-        let first = DestLock::acquire(&dest).await.unwrap();
-        let shared = first.share(&dest).unwrap();
+        let first = DestLock::acquire(&dest, None).await.unwrap();
+        let shared = first.share().unwrap();
         drop(first);
         let second = tokio::spawn({
             let dest = dest.clone();
-            async move { DestLock::acquire(&dest).await }
+            async move { DestLock::acquire(&dest, None).await }
         });
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         assert!(
@@ -113,5 +145,21 @@ mod tests {
             .await
             .unwrap();
         assert!(second.unwrap().is_ok());
+    }
+
+    #[test]
+    fn with_a_cache_the_lock_is_in_the_cache_and_one_per_destination() {
+        let out = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let dest = out.path().join("image.img");
+        let path = lock_path(&dest, Some(cache.path()));
+        assert_eq!(path.parent().unwrap(), cache.path().join(LOCK_DIR));
+        // Another spelling of the same folder shares the lock; another file does not.
+        let dotted = out.path().join(".").join("image.img");
+        assert_eq!(lock_path(&dotted, Some(cache.path())), path);
+        assert_ne!(
+            lock_path(&out.path().join("other.img"), Some(cache.path())),
+            path
+        );
     }
 }

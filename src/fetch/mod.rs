@@ -25,6 +25,12 @@ use crate::io::progress::Reporter;
 use crate::verify::digest::FileDigest;
 use crate::ErrorKind;
 
+/// The default total deadline for one small document: far more than a listing or a products
+/// file needs on a slow link, far less than a server dripping one byte a second would take.
+pub const DEFAULT_DOCUMENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub use client::DOCUMENT_LIMIT;
+
 /// Network behaviour, from the CLI's global options.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -32,6 +38,9 @@ pub struct ClientConfig {
     pub retries: u32,
     /// A transfer that receives nothing for this long is abandoned and retried.
     pub stall_timeout: Duration,
+    /// The whole of a small document (listing, checksum file, signature, simplestreams JSON),
+    /// retries included, must arrive within this; image downloads have no total deadline.
+    pub document_timeout: Duration,
     pub connect_timeout: Duration,
     /// First retry delay; doubled each time.
     pub backoff_base: Duration,
@@ -44,6 +53,7 @@ impl Default for ClientConfig {
         ClientConfig {
             retries: 5,
             stall_timeout: Duration::from_secs(30),
+            document_timeout: DEFAULT_DOCUMENT_TIMEOUT,
             connect_timeout: Duration::from_secs(15),
             backoff_base: Duration::from_millis(500),
             cache_dir: None,
@@ -88,6 +98,14 @@ pub enum FetchError {
         #[source]
         source: reqwest::Error,
     },
+    #[error("{url}: cannot reach the proxy {proxy} (set by HTTP_PROXY, HTTPS_PROXY or ALL_PROXY)")]
+    Proxy {
+        url: Url,
+        /// Scheme, host and port only: never the credentials.
+        proxy: Box<str>,
+        #[source]
+        source: reqwest::Error,
+    },
     #[error("{url}: no data received for {timeout:?} (after {received} bytes)")]
     Stalled {
         url: Url,
@@ -100,6 +118,8 @@ pub enum FetchError {
         expected: u64,
         actual: u64,
     },
+    #[error("{url}: document not received within {timeout:?} (the document deadline)")]
+    DocumentDeadline { url: Url, timeout: Duration },
     #[error("{url}: document larger than the {limit}-byte limit (at least {size} bytes)")]
     TooLarge { url: Url, limit: u64, size: u64 },
     #[error(
@@ -151,9 +171,11 @@ impl FetchError {
         match self {
             FetchError::Status { .. }
             | FetchError::Network { .. }
+            | FetchError::Proxy { .. }
             | FetchError::Stalled { .. }
             | FetchError::Truncated { .. }
             | FetchError::TooLarge { .. }
+            | FetchError::DocumentDeadline { .. }
             | FetchError::BadContentRange { .. }
             | FetchError::GaveUp { .. } => ErrorKind::Network,
             FetchError::DigestMismatch { .. } | FetchError::SizeMismatch { .. } => {
@@ -168,11 +190,14 @@ impl FetchError {
     pub fn is_transient(&self) -> bool {
         match self {
             FetchError::Status { status, .. } => retry::status_is_transient(*status),
-            FetchError::Network { source, .. } => !(source.is_builder() || source.is_redirect()),
+            FetchError::Network { source, .. } | FetchError::Proxy { source, .. } => {
+                !(source.is_builder() || source.is_redirect())
+            }
             FetchError::Stalled { .. }
             | FetchError::Truncated { .. }
             | FetchError::BadContentRange { .. } => true,
             FetchError::TooLarge { .. }
+            | FetchError::DocumentDeadline { .. }
             | FetchError::GaveUp { .. }
             | FetchError::Setup { .. }
             | FetchError::Io { .. }
@@ -203,8 +228,9 @@ impl Client {
         Ok(Client { config, http })
     }
 
-    /// A small document (listing, SHA256SUMS, signature, JSON), size-bounded, with retries and,
-    /// when a cache directory is set, a conditional request.
+    /// A small document (listing, SHA256SUMS, signature, JSON), at most [`DOCUMENT_LIMIT`]
+    /// bytes (refused while receiving), within the document deadline (retries included), and,
+    /// when a cache directory is set, through a conditional request.
     pub async fn get_document(&self, url: &Url) -> Result<Bytes, FetchError> {
         match self.fetch_document(url).await? {
             Some(body) => Ok(body),

@@ -7,7 +7,7 @@
 use std::time::{Duration, SystemTime};
 
 use rand::Rng;
-use tracing::debug;
+use tracing::info;
 use url::Url;
 
 use super::{ClientConfig, FetchError};
@@ -47,6 +47,15 @@ pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration
         }
     };
     Some(delay.min(MAX_RETRY_DELAY))
+}
+
+/// Why an attempt failed, without the URL the retry line already names.
+fn reason(error: &FetchError, url: &Url) -> String {
+    let text = crate::error::chain(error);
+    let prefix = format!("{url}: ");
+    text.strip_prefix(&prefix)
+        .map(str::to_owned)
+        .unwrap_or(text)
 }
 
 /// A failed attempt, with the server's requested wait if it sent one.
@@ -99,8 +108,14 @@ impl Retry {
                 last: Box::new(failure.error),
             });
         };
-        debug!(url = %url, retry = self.done, delay_ms = delay.as_millis() as u64,
-            error = %failure.error, "retrying");
+        // Said at the default level: a retrying download must not look hung.
+        info!(
+            "{url}: attempt {} of {} failed ({}); retrying in {:.1}s",
+            self.done,
+            self.retries + 1,
+            reason(&failure.error, url),
+            delay.as_secs_f64()
+        );
         tokio::time::sleep(delay).await;
         Ok(())
     }

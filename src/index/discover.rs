@@ -233,9 +233,18 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
     ) -> Result<Vec<Release>, IndexError> {
         let spec = self.stream_spec(stream)?;
         if source != Some(SourceKind::Html) {
-            let docs = self.streams_docs(stream, spec, source.is_some()).await?;
-            if let Some(docs) = docs {
-                return Ok(releases_of_products(&docs.products));
+            let required = source.is_some();
+            if let Some(docs) = self.streams_docs(stream, spec, required).await? {
+                let releases = releases_of_products(&docs.products);
+                if !releases.is_empty() {
+                    return Ok(releases);
+                }
+                if required {
+                    return Err(IndexError::NoReleases {
+                        url: docs.products_url,
+                    });
+                }
+                debug!(url = %docs.products_url, "no products in simplestreams; using the listings");
             }
         }
         self.html_releases(stream, spec).await
@@ -448,6 +457,8 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
         }))
     }
 
+    /// The releases the listings show; a source that shows none at all is broken (an empty or
+    /// maintenance page), which is its fault, not the user's.
     async fn html_releases(
         &self,
         stream: Stream,
@@ -455,21 +466,14 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
     ) -> Result<Vec<Release>, IndexError> {
         let url = join(&self.mirror, &spec.releases_dir)?;
         let entries = self.html_listing(&url).await?;
-        if !self.catalog.releases.is_empty() {
-            return self.declared_releases(stream, spec, &url, &entries).await;
+        let releases = if self.catalog.releases.is_empty() {
+            described_releases(&entries)
+        } else {
+            self.declared_releases(stream, spec, &url, &entries).await?
+        };
+        if releases.is_empty() {
+            return Err(IndexError::NoReleases { url });
         }
-        let mut releases: Vec<Release> = Vec::new();
-        for entry in entries.iter().filter(|e| e.is_dir) {
-            let Some(description) = &entry.description else {
-                continue;
-            };
-            if let Some(found) = release::release_from_description(&entry.name, description) {
-                if !releases.iter().any(|r| r.codename == found.codename) {
-                    releases.push(found);
-                }
-            }
-        }
-        release::sort_releases(&mut releases);
         Ok(releases)
     }
 
@@ -555,6 +559,11 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
             let required = query.source == Some(SourceKind::Streams);
             if let Some(docs) = self.streams_docs(query.stream, spec, required).await? {
                 let releases = releases_of_products(&docs.products);
+                if releases.is_empty() && required {
+                    return Err(IndexError::NoReleases {
+                        url: docs.products_url,
+                    });
+                }
                 match release::resolve(&releases, &query.release) {
                     Some(found) => {
                         let (found, stream) = (found.clone(), query.stream);
@@ -794,6 +803,23 @@ fn streams_files(
         None => products_url.clone(),
     };
     Ok((dir_url, files))
+}
+
+/// Releases from the descriptions of a listing's folders (Ubuntu's top page), oldest first.
+fn described_releases(entries: &[html::ListingEntry]) -> Vec<Release> {
+    let mut releases: Vec<Release> = Vec::new();
+    for entry in entries.iter().filter(|e| e.is_dir) {
+        let Some(description) = &entry.description else {
+            continue;
+        };
+        if let Some(found) = release::release_from_description(&entry.name, description) {
+            if !releases.iter().any(|r| r.codename == found.codename) {
+                releases.push(found);
+            }
+        }
+    }
+    release::sort_releases(&mut releases);
+    releases
 }
 
 /// One release per code name, from the products (the first product's facts), oldest first.

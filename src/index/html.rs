@@ -4,14 +4,36 @@
 //! Only entries of the listed folder itself are kept: sort links (`?C=N;O=D`), absolute links
 //! (the parent, `/noble/`), links with a scheme (off-site) and links reaching into other folders
 //! are skipped. Sizes are Apache's rounded figures, so only approximate. Garbage gives an empty
-//! list, never an error or a panic.
+//! list, never a panic.
+//!
+//! The page is read by html5ever's tokenizer, fed in small pieces, with no document tree: a
+//! [`Rows`] sink follows just enough state (inside `<pre>`, inside the index table, which cell)
+//! to pick out rows as their tokens pass. Memory is the page itself plus the entries, and the
+//! entries are capped ([`MAX_LISTING_ENTRIES`]), so a hostile page of 100 000 links costs a few
+//! MiB and an error rather than a tree of 100 000 nodes.
 
+use std::cell::RefCell;
 use std::fmt;
 
-use scraper::{ElementRef, Html, Node, Selector};
+use html5ever::tendril::StrTendril;
+use html5ever::tokenizer::{
+    BufferQueue, Tag, TagKind, Token, TokenSink, TokenSinkResult, Tokenizer, TokenizerOpts,
+};
 
-/// Upper bound for a listing page: the biggest real ones are tens of KiB.
-pub const MAX_LISTING_BYTES: usize = 8 * 1024 * 1024;
+/// Upper bound for a listing page: the biggest real ones are tens of KiB. The same as the
+/// network's document limit, so a page fetched whole is never refused here.
+pub const MAX_LISTING_BYTES: usize = crate::fetch::DOCUMENT_LIMIT as usize;
+
+/// Upper bound on the rows of one listing. The busiest real folders (a release's serials, a
+/// serial's files) have a few hundred; more is a hostile or broken page.
+pub const MAX_LISTING_ENTRIES: usize = 10_000;
+
+/// Text kept after a link in a `<pre>` row or in one table cell: dates, sizes and descriptions
+/// are a few dozen characters.
+const MAX_COLUMN_TEXT: usize = 1024;
+
+/// Bytes handed to the tokenizer at a time, so it never holds a copy of the whole page.
+const FEED_CHUNK: usize = 64 << 10;
 
 /// A "Last modified" stamp, minute precision, server time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -51,6 +73,8 @@ pub struct ListingEntry {
 pub enum HtmlError {
     #[error("listing is {size} bytes, more than the {limit}-byte limit")]
     TooLarge { size: usize, limit: usize },
+    #[error("listing has more than {limit} entries")]
+    TooManyEntries { limit: usize },
 }
 
 /// Parses a listing page.
@@ -61,89 +85,282 @@ pub fn parse_listing(bytes: &[u8]) -> Result<Vec<ListingEntry>, HtmlError> {
             limit: MAX_LISTING_BYTES,
         });
     }
-    let document = Html::parse_document(&String::from_utf8_lossy(bytes));
-    let mut entries = table_rows(&document);
-    if entries.is_empty() {
-        entries = pre_rows(&document);
+    let tokenizer = Tokenizer::new(Rows::default(), TokenizerOpts::default());
+    let queue = BufferQueue::default();
+    let mut rest = bytes;
+    while !rest.is_empty() && !tokenizer.sink.overflowed() {
+        let (piece, after) = rest.split_at(utf8_split(rest, FEED_CHUNK));
+        queue.push_back(StrTendril::from_slice(&String::from_utf8_lossy(piece)));
+        // The sink never asks for a script to run, so feeding always runs to the end.
+        let _ = tokenizer.feed(&queue);
+        rest = after;
     }
-    Ok(entries)
+    tokenizer.end();
+    tokenizer.sink.into_entries()
 }
 
-fn selector(text: &str) -> Option<Selector> {
-    Selector::parse(text).ok()
+/// Where to cut `bytes` to at most `max` bytes without splitting a UTF-8 sequence (when it is
+/// well-formed there; garbage is cut anywhere, and decoded lossily either way).
+fn utf8_split(bytes: &[u8], max: usize) -> usize {
+    if bytes.len() <= max {
+        return bytes.len();
+    }
+    let is_continuation = |at: usize| bytes.get(at).is_some_and(|b| b & 0xC0 == 0x80);
+    (max.saturating_sub(3)..=max)
+        .rev()
+        .find(|&at| at > 0 && !is_continuation(at))
+        .unwrap_or(max)
 }
 
-/// `<table id="indexlist">`: one row per entry, the name cell's link is authoritative (the icon
-/// cell repeats it).
-fn table_rows(document: &Html) -> Vec<ListingEntry> {
-    let (Some(rows), Some(name), Some(date), Some(size), Some(desc)) = (
-        selector("table#indexlist tr"),
-        selector("td.indexcolname a[href]"),
-        selector("td.indexcollastmod"),
-        selector("td.indexcolsize"),
-        selector("td.indexcoldesc"),
-    ) else {
-        return Vec::new();
-    };
-    let text_of = |row: ElementRef<'_>, sel: &Selector| {
-        row.select(sel)
-            .next()
-            .map(|cell| cell.text().collect::<String>())
-    };
-    document
-        .select(&rows)
-        .filter_map(|row| {
-            let href = row.select(&name).next()?.value().attr("href")?;
-            let mut entry = entry_for_href(href)?;
-            if let Some(text) = text_of(row, &date) {
-                entry.modified = parse_date_time(text.trim());
-            }
-            if let Some(text) = text_of(row, &size) {
-                entry.approx_size = parse_size(text.trim());
-            }
-            entry.description = text_of(row, &desc).and_then(non_empty);
-            Some(entry)
+/// Elements with no end tag: they never open a nesting level.
+const VOID_ELEMENTS: [&str; 8] = ["img", "br", "hr", "input", "meta", "link", "wbr", "col"];
+
+/// Which column of an index-table row text belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cell {
+    Name,
+    Date,
+    Size,
+    Description,
+    Other,
+}
+
+/// A table row being read.
+#[derive(Default)]
+struct TableRow {
+    href: Option<String>,
+    date: String,
+    size: String,
+    description: Option<String>,
+}
+
+/// The tokenizer's sink: the state needed to find rows, and the rows found.
+#[derive(Default)]
+struct Rows {
+    state: RefCell<RowState>,
+}
+
+#[derive(Default)]
+struct RowState {
+    /// Elements open inside the current `<pre>` (void elements aside); `None` outside.
+    pre_open: Option<Vec<String>>,
+    /// The href of a link that is a direct child of `<pre>` while its element is open.
+    pre_link: Option<String>,
+    /// A `<pre>` row whose link has closed: the text after it, up to the end of the line.
+    pre_line: Option<(ListingEntry, String)>,
+    /// Depth of `<table id="indexlist">` nesting: rows are read while it is positive.
+    in_index_table: u32,
+    row: Option<TableRow>,
+    cell: Option<Cell>,
+    table: Vec<ListingEntry>,
+    pre: Vec<ListingEntry>,
+    overflowed: bool,
+}
+
+impl Rows {
+    fn overflowed(&self) -> bool {
+        self.state.borrow().overflowed
+    }
+
+    /// The table's rows when the page has them, else the `<pre>` rows.
+    fn into_entries(self) -> Result<Vec<ListingEntry>, HtmlError> {
+        let state = self.state.into_inner();
+        if state.overflowed {
+            return Err(HtmlError::TooManyEntries {
+                limit: MAX_LISTING_ENTRIES,
+            });
+        }
+        Ok(if state.table.is_empty() {
+            state.pre
+        } else {
+            state.table
         })
-        .collect()
+    }
 }
 
-/// FancyIndexing in `<pre>`: `<img> <a href=NAME>NAME</a>   DATE TIME  SIZE  DESCRIPTION\n`.
-/// The columns are the text following the link up to the end of the line.
-fn pre_rows(document: &Html) -> Vec<ListingEntry> {
-    let Some(pre) = selector("pre") else {
-        return Vec::new();
-    };
-    let mut entries = Vec::new();
-    for block in document.select(&pre) {
-        for child in block.children() {
-            let Some(link) = ElementRef::wrap(child) else {
-                continue;
-            };
-            if link.value().name() != "a" {
-                continue;
+impl TokenSink for Rows {
+    type Handle = ();
+
+    fn process_token(&self, token: Token, _line: u64) -> TokenSinkResult<()> {
+        let mut state = self.state.borrow_mut();
+        match token {
+            Token::TagToken(tag) => state.tag(&tag),
+            Token::CharacterTokens(text) => state.text(&text),
+            Token::EOFToken => {
+                state.end_pre_line();
+                state.end_row();
             }
-            let Some(entry) = link.value().attr("href").and_then(entry_for_href) else {
-                continue;
-            };
-            let mut line = String::new();
-            let mut sibling = child.next_sibling();
-            while let Some(node) = sibling {
-                let Node::Text(text) = node.value() else {
-                    break;
-                };
-                match text.find('\n') {
-                    Some(end) => {
-                        line.push_str(&text[..end]);
-                        break;
-                    }
-                    None => line.push_str(text),
-                }
-                sibling = node.next_sibling();
-            }
-            entries.push(fill_columns(entry, &line));
+            _ => {}
+        }
+        TokenSinkResult::Continue
+    }
+}
+
+fn attr<'t>(tag: &'t Tag, name: &str) -> Option<&'t str> {
+    tag.attrs
+        .iter()
+        .find(|a| &*a.name.local == name)
+        .map(|a| &*a.value)
+}
+
+fn has_class(tag: &Tag, class: &str) -> bool {
+    attr(tag, "class").is_some_and(|value| value.split_ascii_whitespace().any(|c| c == class))
+}
+
+impl RowState {
+    fn tag(&mut self, tag: &Tag) {
+        // Any tag ends the text of a `<pre>` row.
+        self.end_pre_line();
+        let name = &*tag.name;
+        match tag.kind {
+            TagKind::StartTag => self.start_tag(name, tag),
+            TagKind::EndTag => self.end_tag(name),
         }
     }
-    entries
+
+    fn start_tag(&mut self, name: &str, tag: &Tag) {
+        match name {
+            "pre" if self.pre_open.is_none() => {
+                self.pre_open = Some(Vec::new());
+                return;
+            }
+            "table" if self.in_index_table > 0 || attr(tag, "id") == Some("indexlist") => {
+                self.in_index_table += 1;
+            }
+            "tr" if self.in_index_table > 0 => {
+                self.end_row();
+                self.row = Some(TableRow::default());
+            }
+            "td" if self.row.is_some() => self.cell = Some(cell_of(tag)),
+            "th" if self.row.is_some() => self.cell = Some(Cell::Other),
+            "a" => self.start_link(tag),
+            _ => {}
+        }
+        let void = tag.self_closing || VOID_ELEMENTS.contains(&name);
+        if let Some(open) = self.pre_open.as_mut().filter(|_| !void) {
+            open.push(name.to_owned());
+        }
+    }
+
+    fn start_link(&mut self, tag: &Tag) {
+        let Some(href) = attr(tag, "href") else {
+            return;
+        };
+        if self.pre_open.as_ref().is_some_and(Vec::is_empty) {
+            self.pre_link = Some(href.to_owned());
+        }
+        if let (Some(row), Some(Cell::Name)) = (self.row.as_mut(), self.cell) {
+            row.href.get_or_insert_with(|| href.to_owned());
+        }
+    }
+
+    fn end_tag(&mut self, name: &str) {
+        match name {
+            "table" if self.in_index_table > 0 => {
+                self.end_row();
+                self.in_index_table -= 1;
+            }
+            "tr" => self.end_row(),
+            "td" | "th" => self.cell = None,
+            _ => {}
+        }
+        let Some(open) = self.pre_open.as_mut() else {
+            return;
+        };
+        if name == "pre" && open.is_empty() {
+            self.pre_open = None;
+            self.pre_link = None;
+            return;
+        }
+        if let Some(at) = open.iter().rposition(|n| n == name) {
+            open.truncate(at);
+            if name == "a" && open.is_empty() {
+                if let Some(entry) = self.pre_link.take().and_then(|h| entry_for_href(&h)) {
+                    self.pre_line = Some((entry, String::new()));
+                }
+            }
+        }
+    }
+
+    fn text(&mut self, text: &str) {
+        if let Some((_, line)) = self.pre_line.as_mut() {
+            match text.find('\n') {
+                Some(end) => {
+                    push_bounded(line, &text[..end]);
+                    self.end_pre_line();
+                }
+                None => push_bounded(line, text),
+            }
+        }
+        let (Some(row), Some(cell)) = (self.row.as_mut(), self.cell) else {
+            return;
+        };
+        match cell {
+            Cell::Date => push_bounded(&mut row.date, text),
+            Cell::Size => push_bounded(&mut row.size, text),
+            Cell::Description => push_bounded(row.description.get_or_insert_default(), text),
+            Cell::Name | Cell::Other => {}
+        }
+    }
+
+    fn end_pre_line(&mut self) {
+        if let Some((entry, line)) = self.pre_line.take() {
+            let entry = fill_columns(entry, &line);
+            self.push(entry, false);
+        }
+    }
+
+    fn end_row(&mut self) {
+        self.cell = None;
+        let Some(row) = self.row.take() else {
+            return;
+        };
+        let Some(mut entry) = row.href.as_deref().and_then(entry_for_href) else {
+            return;
+        };
+        entry.modified = parse_date_time(row.date.trim());
+        entry.approx_size = parse_size(row.size.trim());
+        entry.description = row.description.and_then(non_empty);
+        self.push(entry, true);
+    }
+
+    fn push(&mut self, entry: ListingEntry, table: bool) {
+        let list = if table {
+            &mut self.table
+        } else {
+            &mut self.pre
+        };
+        if list.len() >= MAX_LISTING_ENTRIES {
+            self.overflowed = true;
+            return;
+        }
+        list.push(entry);
+    }
+}
+
+/// The column a `<td>` holds, by Apache's class names.
+fn cell_of(tag: &Tag) -> Cell {
+    if has_class(tag, "indexcolname") {
+        Cell::Name
+    } else if has_class(tag, "indexcollastmod") {
+        Cell::Date
+    } else if has_class(tag, "indexcolsize") {
+        Cell::Size
+    } else if has_class(tag, "indexcoldesc") {
+        Cell::Description
+    } else {
+        Cell::Other
+    }
+}
+
+/// Appends up to [`MAX_COLUMN_TEXT`] bytes in all, cut at a character boundary.
+fn push_bounded(text: &mut String, more: &str) {
+    let room = MAX_COLUMN_TEXT.saturating_sub(text.len());
+    let mut end = room.min(more.len());
+    while !more.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.push_str(&more[..end]);
 }
 
 /// Reads `DATE TIME SIZE DESCRIPTION` (each part optional) into the entry.
@@ -421,6 +638,49 @@ mod tests {
             let entries = parse_listing(&page).unwrap();
             assert!(entries.len() <= 70);
         }
+    }
+
+    #[test]
+    fn too_many_links_are_refused_not_truncated() {
+        let mut page = String::from("<pre>");
+        for i in 0..=MAX_LISTING_ENTRIES {
+            page.push_str(&format!("<a href=\"f{i}\">f{i}</a> 2024-01-01 10:00 1K\n"));
+        }
+        assert_eq!(
+            parse_listing(page.as_bytes()),
+            Err(HtmlError::TooManyEntries {
+                limit: MAX_LISTING_ENTRIES
+            })
+        );
+    }
+
+    #[test]
+    fn rows_split_across_feed_chunks_are_whole() {
+        // Pad so that rows straddle the tokenizer's feed boundaries, one of them inside a
+        // two-byte character.
+        let mut page = String::from("<pre>");
+        let mut count = 0;
+        while page.len() < 3 * FEED_CHUNK {
+            page.push_str(&format!(
+                "<a href=\"n\u{e9}{count}.img\">n\u{e9}{count}.img</a>  2024-01-01 10:00  5.0K  caf\u{e9}\n"
+            ));
+            count += 1;
+        }
+        let entries = parse_listing(page.as_bytes()).unwrap();
+        assert_eq!(entries.len(), count);
+        assert!(entries.iter().all(|e| e.approx_size == Some(5120)));
+        assert!(entries
+            .iter()
+            .all(|e| e.description.as_deref() == Some("caf\u{e9}")));
+    }
+
+    #[test]
+    fn utf8_split_keeps_characters_whole() {
+        let text = "a\u{e9}b".as_bytes(); // 61 c3 a9 62
+        assert_eq!(utf8_split(text, 2), 1);
+        assert_eq!(utf8_split(text, 3), 3);
+        assert_eq!(utf8_split(text, 10), 4);
+        assert_eq!(utf8_split(&[0x80; 8], 4), 4);
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub enum IndexError {
         serial: String,
         known: String,
     },
+    #[error("{url}: the source offers no releases at all (an empty or maintenance page?)")]
+    NoReleases { url: Url },
     #[error("{url}: no build of {release} is listed")]
     NoSerials { url: Url, release: String },
     #[error("{url}: no {arch} files in this build")]
@@ -109,9 +111,12 @@ impl IndexError {
             | IndexError::UnknownSerial { .. }
             | IndexError::UnknownFileKind { .. } => ErrorKind::Usage,
             IndexError::Fetch { source, .. } => source.kind(),
+            // The source's fault: no releases at all, or a listing too large to be one (garbage
+            // parses as an empty listing), like a document the network layer refuses as too
+            // large.
+            IndexError::NoReleases { .. } | IndexError::Html { .. } => ErrorKind::Network,
             IndexError::NoSerials { .. }
             | IndexError::NoFiles { .. }
-            | IndexError::Html { .. }
             | IndexError::Sums { .. }
             | IndexError::Streams { .. }
             | IndexError::Url { .. }

@@ -13,8 +13,9 @@ use url::Url;
 
 use crate::verify::digest::Sha256Digest;
 
-/// Upper bound for a simplestreams document (the released products file is about 0.5 MiB).
-pub const MAX_STREAMS_BYTES: usize = 64 * 1024 * 1024;
+/// Upper bound for a simplestreams document (the released products file is about 0.5 MiB): the
+/// network's document limit, so a document fetched whole is never refused here.
+pub const MAX_STREAMS_BYTES: usize = crate::fetch::DOCUMENT_LIMIT as usize;
 
 /// The only index format understood.
 const INDEX_FORMAT: &str = "index:1.0";

@@ -287,6 +287,7 @@ pub async fn prepare_listing(
             .as_deref()
             .unwrap_or(&request.output_dir),
         signature: &request.signature,
+        output_dir: &request.output_dir,
     };
     match plan {
         Plan::Disk {
@@ -375,6 +376,8 @@ pub async fn prepare_listing(
 struct Downloads<'a> {
     dir: &'a Path,
     signature: &'a SignaturePolicy<'a>,
+    /// Where the artifacts go.
+    output_dir: &'a Path,
 }
 
 async fn fetch(
@@ -385,7 +388,7 @@ async fn fetch(
     downloads: &Downloads<'_>,
     reporter: &dyn Reporter,
 ) -> Result<Fetched, Error> {
-    fetch_entry(
+    let fetched = fetch_entry(
         client,
         catalog,
         listing,
@@ -394,7 +397,13 @@ async fn fetch(
         downloads.signature,
         reporter,
     )
-    .await
+    .await?;
+    // The download may live elsewhere (the cache): the output folder is made once there is
+    // something verified to put in it.
+    tokio::fs::create_dir_all(downloads.output_dir)
+        .await
+        .map_err(io_error(downloads.output_dir))?;
+    Ok(fetched)
 }
 
 /// A file of the build's sub-folder (`unpacked/`) and the listing of that folder: its own

@@ -62,6 +62,56 @@ pub enum Fault {
     IgnoreRange,
     /// Flip every bit of the byte at this file offset when sending it.
     CorruptByte(u64),
+    /// Send the body one byte at a time, this long apart (a slow-drip server).
+    Drip(Duration),
+    /// Answer 200 with a generated body instead of the file (oversized-document servers).
+    Generated(Generated),
+}
+
+/// A generated body: `head`, then `row` repeated (`{i}` in it replaced by the row's number),
+/// then `tail`. With `rows: None` the body is endless and sent without Content-Length; the
+/// server stops when the client hangs up or after [`ENDLESS_CAP`] bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Generated {
+    pub head: String,
+    pub row: String,
+    pub rows: Option<u64>,
+    pub tail: String,
+}
+
+/// Where an "endless" body stops anyway, so a test server never runs away.
+pub const ENDLESS_CAP: u64 = 1 << 30;
+
+impl Generated {
+    /// An Apache FancyIndexing page of `rows` links (`None`: endless).
+    pub fn listing(rows: Option<u64>) -> Generated {
+        Generated {
+            head: "<html><body><pre>".into(),
+            row: "<a href=\"file-{i}.img\">file-{i}.img</a>   2024-08-21 10:00  584M  \n".into(),
+            rows,
+            tail: "</pre></body></html>\n".into(),
+        }
+    }
+
+    /// A listing of at least `bytes` bytes.
+    pub fn listing_of_size(bytes: u64) -> Generated {
+        let row = Generated::listing(None).row.len() as u64;
+        Generated::listing(Some(bytes / row + 1))
+    }
+
+    fn row(&self, index: u64) -> String {
+        self.row.replace("{i}", &index.to_string())
+    }
+
+    /// The exact length, when finite.
+    fn length(&self) -> Option<u64> {
+        let rows = self.rows?;
+        let mut length = (self.head.len() + self.tail.len()) as u64;
+        for index in 0..rows {
+            length += self.row(index).len() as u64;
+        }
+        Some(length)
+    }
 }
 
 /// For how many of the next requests of the path a fault applies.
@@ -380,6 +430,14 @@ fn serve_connection(shared: &Shared, mut stream: TcpStream) {
     if request.method != "GET" && request.method != "HEAD" {
         return reply(shared, &mut stream, entry, 405, "Allow: GET, HEAD\r\n");
     }
+    if let Some(generated) = faults.iter().find_map(|fault| match fault {
+        Fault::Generated(generated) => Some(generated.clone()),
+        _ => None,
+    }) {
+        entry.status = 200;
+        let index = shared.record(entry);
+        return send_generated(shared, index, &mut stream, &generated);
+    }
     let Some(path) = resolve(&shared.root, &request.path) else {
         return reply(shared, &mut stream, entry, 404, "");
     };
@@ -488,6 +546,10 @@ fn send_body(
             _ => None,
         })
         .collect();
+    let drip = faults.iter().find_map(|fault| match fault {
+        Fault::Drip(interval) => Some(*interval),
+        _ => None,
+    });
     let limit = drop_after.map_or(length, |bytes| bytes.min(length));
     let mut sent = 0u64;
     let mut buffer = vec![0u8; SEND_BLOCK];
@@ -502,7 +564,8 @@ fn send_body(
         if let Some((at, _)) = stall.filter(|(at, _)| *at > sent) {
             block_end = block_end.min(at);
         }
-        let want = (block_end - sent).min(SEND_BLOCK as u64) as usize;
+        let block = if drip.is_some() { 1 } else { SEND_BLOCK as u64 };
+        let want = (block_end - sent).min(block) as usize;
         let Ok(read) = file.read(&mut buffer[..want]) else {
             return;
         };
@@ -521,6 +584,48 @@ fn send_body(
             return;
         }
         sent += read as u64;
+        if let Some(interval) = drip {
+            let _ = stream.flush();
+            std::thread::sleep(interval);
+        }
+    }
+    let _ = stream.flush();
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+}
+
+/// Sends a generated body (see [`Generated`]), until done, the client hangs up, or the cap.
+fn send_generated(shared: &Shared, index: usize, stream: &mut TcpStream, body: &Generated) {
+    let length = body
+        .length()
+        .map(|length| format!("Content-Length: {length}\r\n"))
+        .unwrap_or_default();
+    let head =
+        format!("HTTP/1.1 200 OK\r\n{length}Content-Type: text/html\r\nConnection: close\r\n\r\n");
+    if stream.write_all(head.as_bytes()).is_err() {
+        return;
+    }
+    let mut block = body.head.clone();
+    let mut sent = 0u64;
+    let mut row = 0u64;
+    loop {
+        let finished = body.rows.is_some_and(|rows| row >= rows) || sent >= ENDLESS_CAP;
+        if finished {
+            block.push_str(&body.tail);
+        } else {
+            block.push_str(&body.row(row));
+            row += 1;
+        }
+        if finished || block.len() >= SEND_BLOCK {
+            shared.add_sent(index, block.len() as u64);
+            if stream.write_all(block.as_bytes()).is_err() {
+                return;
+            }
+            sent += block.len() as u64;
+            block.clear();
+        }
+        if finished {
+            break;
+        }
     }
     let _ = stream.flush();
     let _ = stream.shutdown(std::net::Shutdown::Write);
