@@ -1,6 +1,6 @@
 //! Formats qemu-img knows and cloudimg does not read are refused by name, never read as raw.
 //!
-//! The images are made by qemu-img itself (vhdx, qed, parallels, luks) and by `cloudimg seed`
+//! The images are made by qemu-img itself (qed, parallels, luks) and by `cloudimg seed`
 //! (an ISO 9660 volume, which the seed tests check with isoinfo); bochs, cloop and dmg have
 //! byte-literal probe tests beside the probe (src/formats/foreign.rs).
 
@@ -72,8 +72,7 @@ fn assert_refused(image: &Path, format: &str) {
 #[test]
 fn qemu_made_foreign_images_are_refused_by_name() {
     require_tools!("qemu-img");
-    let cases: [(&str, &[&str]); 4] = [
-        ("vhdx", &[]),
+    let cases: [(&str, &[&str]); 3] = [
         ("qed", &[]),
         ("parallels", &[]),
         (

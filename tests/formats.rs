@@ -186,6 +186,24 @@ const OUTPUTS: &[OutputKind] = &[
         expect: &[("/format", "vpc"), ("/virtual-size", "51380224")],
     },
     OutputKind {
+        name: "vhdx-dynamic",
+        format: "vhdx",
+        options: None,
+        compress: false,
+        qemu_format: "vhdx",
+        check: true,
+        expect: &[("/format", "vhdx"), ("/cluster-size", "8388608")],
+    },
+    OutputKind {
+        name: "vhdx-fixed",
+        format: "vhdx",
+        options: Some("subformat=fixed,block_state_zero=off,block_size=1M"),
+        compress: false,
+        qemu_format: "vhdx",
+        check: true,
+        expect: &[("/format", "vhdx"), ("/cluster-size", "1048576")],
+    },
+    OutputKind {
         name: "vdi-dynamic",
         format: "vdi",
         options: None,
@@ -330,6 +348,8 @@ matrix_tests! {
     matrix_from_vmdk_stream => "vmdk-stream",
     matrix_from_vhd_fixed => "vhd-fixed",
     matrix_from_vhd_dynamic => "vhd-dynamic",
+    matrix_from_vhdx_dynamic => "vhdx-dynamic",
+    matrix_from_vhdx_fixed => "vhdx-fixed",
     matrix_from_vdi_dynamic => "vdi-dynamic",
     matrix_from_vdi_static => "vdi-static",
     matrix_from_raw_tar_gz => "raw-tar-gz",
@@ -427,6 +447,7 @@ fn create_makes_a_blank_image_of_every_format() {
         ("qcow2", "qcow2", true),
         ("vmdk", "vmdk", true),
         ("vhd", "vpc", false),
+        ("vhdx", "vhdx", true),
         ("vdi", "vdi", true),
     ] {
         let path = dir.path().join(format!("blank.{format}"));
@@ -470,6 +491,8 @@ fn info_and_check_describe_the_inputs() {
         ("qcow2", "qcow2"),
         ("vmdk-sparse", "vmdk"),
         ("vhd-dynamic", "vhd"),
+        ("vhdx-dynamic", "vhdx"),
+        ("vhdx-fixed", "vhdx"),
         ("vdi-dynamic", "vdi"),
         ("raw-tar-gz", "raw"),
     ] {
@@ -511,6 +534,7 @@ fn hostile_inputs_fail_cleanly() {
         ),
         ("noise.qcow2", noise_after(b"QFI\xfb\0\0\0\x03", 256 << 10)),
         ("noise.vmdk", noise_after(b"KDMV\x01\0\0\0", 256 << 10)),
+        ("noise.vhdx", noise_after(b"vhdxfile", 2 << 20)),
         (
             "noise.tar.gz",
             noise_after(&[0x1f, 0x8b, 0x08, 0x00], 64 << 10),

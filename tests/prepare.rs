@@ -541,11 +541,12 @@ fn prepare_with_upload_puts_the_artifact_in_glance_with_matching_digests() {
 }
 
 #[test]
-fn vhd_and_vdi_artifacts_read_like_the_upstream_image() {
+fn vhd_vhdx_and_vdi_artifacts_read_like_the_upstream_image() {
     require_tools!("qemu-img");
     let upstream_dir = TempDir::new().unwrap();
     for (disk_format, qemu_format, preset_property) in [
         ("vhd", "vpc", Some(("hypervisor_type", "hyperv"))),
+        ("vhdx", "vhdx", Some(("hypervisor_type", "hyperv"))),
         ("vdi", "vdi", None),
     ] {
         let out = upstream_dir.path().join(disk_format);
@@ -553,8 +554,8 @@ fn vhd_and_vdi_artifacts_read_like_the_upstream_image() {
         let [(artifact, meta_path)] = artifact_paths(&report).try_into().unwrap();
         assert_eq!(artifact, out.join(format!("{STEM}.{disk_format}")));
         assert_eq!(qemu_info(&artifact)["format"], qemu_format);
-        // qemu-img check knows vdi, not vpc.
-        if disk_format == "vdi" {
+        // qemu-img check knows vdi and vhdx, not vpc.
+        if disk_format != "vhd" {
             qemu_ok(&["check", artifact.to_str().unwrap()]);
         }
         let upstream = upstream_of(&report, &out);

@@ -86,8 +86,13 @@ fn unpack_layer(pulled: &Path) -> (String, PathBuf) {
     )
 }
 
-fn upstream(layout: &Path) -> PathBuf {
-    layout.join(format!("{STEM}.img"))
+/// The verified upstream file a prepare report names.
+fn upstream(report: &Value) -> PathBuf {
+    PathBuf::from(
+        report["sources"][0]["path"]
+            .as_str()
+            .expect("a source path"),
+    )
 }
 
 #[test]
@@ -148,7 +153,7 @@ fn containerdisk_pushed_without_auth_pulls_back_byte_for_byte() {
     assert!(line.starts_with("-r--r----- 107/107 "), "{line}");
     assert_eq!(
         sha256_file(&unpacked.join(format!("disk/{STEM}.qcow2"))),
-        sha256_file(&upstream(&layout))
+        sha256_file(&upstream(&report))
     );
 
     // A second push sends nothing and moves no tag.
@@ -208,7 +213,7 @@ fn basic_auth_comes_from_the_containers_auth_file() {
     let (_, unpacked) = unpack_layer(&pulled);
     assert_eq!(
         sha256_file(&unpacked.join(format!("disk/{STEM}.qcow2"))),
-        sha256_file(&upstream(&layout))
+        sha256_file(&upstream(&report))
     );
 }
 

@@ -24,6 +24,8 @@ mod push;
 mod seed;
 /// `sync` from user catalogs: publish, retention, kills, locks, failures, full disks.
 mod sync;
+/// Several Glance targets against two real Glance APIs, one stopped half way.
+mod targets;
 /// `cloudimg upload` and the Glance library against a real Glance API.
 mod upload;
 /// OpenPGP verification of the generated mirror, and the mirror's own shape.

@@ -26,19 +26,114 @@ pub enum Retire {
     Delete,
 }
 
-/// Where new serials are uploaded, and how old ones are retired.
-#[derive(Clone, Debug, Deserialize)]
+/// One Glance that new serials are uploaded to, and how old ones are retired there. A catalog
+/// names one (`[glance]`) or several (`[[glance]]`, each with a `name`); each is independent.
+///
+/// Credentials: `cloud` names a cloud of `clouds.yaml`; otherwise the `OS_*`-style fields
+/// (`auth_url`, `username`, `password`, `project_name`, …). With neither, a single target uses
+/// the process environment as the `openstack` client does; named targets never borrow it.
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GlanceConfig {
+    /// How summaries, `--target` and logs call this Glance; default `glance`.
+    #[serde(default)]
+    pub name: Option<String>,
     /// Image API endpoint; default from the environment (`OS_IMAGE_URL`, Keystone's catalog).
     #[serde(default)]
     pub url: Option<String>,
+    /// A cloud of `clouds.yaml` (as `OS_CLOUD`).
+    #[serde(default)]
+    pub cloud: Option<String>,
+    /// Catalog region (as `OS_REGION_NAME`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Catalog interface (as `OS_INTERFACE`): `public`, `internal` or `admin`.
+    #[serde(default)]
+    pub interface: Option<String>,
+    #[serde(default)]
+    pub auth_url: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub project_name: Option<String>,
+    #[serde(default)]
+    pub project_id: Option<String>,
+    #[serde(default)]
+    pub user_domain_name: Option<String>,
+    #[serde(default)]
+    pub project_domain_name: Option<String>,
+    #[serde(default)]
+    pub application_credential_id: Option<String>,
+    #[serde(default)]
+    pub application_credential_secret: Option<String>,
     /// What becomes of the images of pruned serials: `hide` (default), `deactivate`, `delete`.
     #[serde(default)]
     pub retire: Retire,
     /// Glance visibility of uploaded images.
     #[serde(default)]
     pub visibility: Option<String>,
+}
+
+/// The name of a Glance target when the catalog gives none.
+pub const DEFAULT_GLANCE_NAME: &str = "glance";
+
+impl GlanceConfig {
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or(DEFAULT_GLANCE_NAME)
+    }
+
+    /// Whether the target names its own credentials (a cloud or `OS_*`-style fields) rather
+    /// than taking them from the process environment.
+    pub fn has_own_credentials(&self) -> bool {
+        self.cloud.is_some() || self.auth_url.is_some() || self.application_credential_id.is_some()
+    }
+
+    /// The target's settings under the `OS_*` names the OpenStack client reads.
+    pub fn os_variables(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("OS_CLOUD", &self.cloud),
+            ("OS_IMAGE_URL", &self.url),
+            ("OS_REGION_NAME", &self.region),
+            ("OS_INTERFACE", &self.interface),
+            ("OS_AUTH_URL", &self.auth_url),
+            ("OS_USERNAME", &self.username),
+            ("OS_PASSWORD", &self.password),
+            ("OS_PROJECT_NAME", &self.project_name),
+            ("OS_PROJECT_ID", &self.project_id),
+            ("OS_USER_DOMAIN_NAME", &self.user_domain_name),
+            ("OS_PROJECT_DOMAIN_NAME", &self.project_domain_name),
+            (
+                "OS_APPLICATION_CREDENTIAL_ID",
+                &self.application_credential_id,
+            ),
+            (
+                "OS_APPLICATION_CREDENTIAL_SECRET",
+                &self.application_credential_secret,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| value.as_deref().map(|value| (key, value)))
+        .collect()
+    }
+}
+
+/// `[glance]` (one table) or `[[glance]]` (several).
+fn one_or_many<'de, D>(deserializer: D) -> Result<Vec<GlanceConfig>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(Box<GlanceConfig>),
+        Many(Vec<GlanceConfig>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(config) => vec![*config],
+        OneOrMany::Many(configs) => configs,
+    })
 }
 
 /// One image to keep current.
@@ -77,7 +172,7 @@ pub struct ImageSpec {
     /// Minimum RAM in MiB.
     #[serde(default)]
     pub min_ram: Option<u64>,
-    /// Upload to the catalog's Glance target (default true when there is one).
+    /// Upload to the catalog's Glance targets (default true when there are some).
     #[serde(default)]
     pub upload: Option<bool>,
     /// Command run (by `sh -c`) after a new serial is published; overrides the catalog's.
@@ -119,8 +214,9 @@ pub struct UserCatalog {
     /// Command run (by `sh -c`) after any image publishes a new serial.
     #[serde(default)]
     pub hook: Option<String>,
-    #[serde(default)]
-    pub glance: Option<GlanceConfig>,
+    /// Glance targets, each independent.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub glance: Vec<GlanceConfig>,
     #[serde(rename = "image")]
     pub images: Vec<ImageSpec>,
 }
@@ -205,6 +301,21 @@ impl UserCatalog {
         if self.keep == 0 {
             return Err("keep must be at least 1 (the current serial)".into());
         }
+        for (index, target) in self.glance.iter().enumerate() {
+            if self.glance.len() > 1 && target.name.is_none() {
+                return Err("several [[glance]] targets: each needs a name".into());
+            }
+            check_image_name(target.name()).map_err(|e| format!("glance target: {e}"))?;
+            if self.glance[..index]
+                .iter()
+                .any(|t| t.name() == target.name())
+            {
+                return Err(format!(
+                    "glance target {:?} is declared twice",
+                    target.name()
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -255,7 +366,7 @@ mod tests {
         assert_eq!(image.name, "noble-amd64");
         assert_eq!(image.file.as_deref(), Some("disk1.img"));
         assert_eq!(catalog.keep_for(image), 2);
-        assert!(catalog.glance.is_none());
+        assert!(catalog.glance.is_empty());
     }
 
     #[test]
@@ -317,6 +428,29 @@ mod tests {
     fn retire_policy_words() {
         let text = format!("{MINIMAL}\n[glance]\nretire = \"deactivate\"\n");
         let catalog = UserCatalog::from_toml_str(&text, "test").unwrap();
-        assert_eq!(catalog.glance.unwrap().retire, Retire::Deactivate);
+        assert_eq!(catalog.glance[0].retire, Retire::Deactivate);
+        assert_eq!(catalog.glance[0].name(), DEFAULT_GLANCE_NAME);
+    }
+
+    #[test]
+    fn several_glance_targets_each_with_a_name() {
+        let text = format!(
+            "{MINIMAL}\n[[glance]]\nname = \"dev\"\ncloud = \"dev\"\nregion = \"RegionOne\"\n\
+             [[glance]]\nname = \"prod\"\nauth_url = \"https://keystone:5000/v3\"\n\
+             username = \"u\"\npassword = \"p\"\nproject_name = \"lab\"\nretire = \"delete\"\n"
+        );
+        let catalog = UserCatalog::from_toml_str(&text, "test").unwrap();
+        assert_eq!(catalog.glance.len(), 2);
+        assert_eq!(catalog.glance[0].name(), "dev");
+        assert_eq!(
+            catalog.glance[0].os_variables(),
+            vec![("OS_CLOUD", "dev"), ("OS_REGION_NAME", "RegionOne")]
+        );
+        assert!(catalog.glance[1].has_own_credentials());
+        assert_eq!(catalog.glance[1].retire, Retire::Delete);
+        let unnamed = text.replace("name = \"prod\"\n", "");
+        assert!(UserCatalog::from_toml_str(&unnamed, "test").is_err());
+        let twice = text.replace("\"prod\"", "\"dev\"");
+        assert!(UserCatalog::from_toml_str(&twice, "test").is_err());
     }
 }

@@ -15,6 +15,8 @@ Exit codes:
   4  network or server failure after retries (upload: also a failed Glance import)
   upload: 1 when Glance refuses the bytes (format inspection), 2 for bad credentials
   sync: 5 some entries failed (the others were done), 6 another sync holds the output root
+  upload, prepare --upload, sync: 5 also when some Glance targets failed (the others have
+     the images)
   push: 2 also for credentials a registry refuses, 3 a registry storing other bytes
   check: 0 clean, 2 corruptions found, 3 leaked clusters only (as qemu-img check)";
 
@@ -107,7 +109,7 @@ pub enum Command {
     Mirror(MirrorArgs),
     /// Show an image's format, sizes and options.
     Info(InfoArgs),
-    /// Convert an image between raw, qcow2, vmdk, vhd and vdi.
+    /// Convert an image between raw, qcow2, vmdk, vhd, vhdx and vdi.
     Convert(ConvertArgs),
     /// Check an image's structure.
     Check(CheckArgs),
@@ -182,7 +184,7 @@ pub struct FetchArgs {
     /// that publish no signature (Debian) are reported as such either way.
     #[arg(long)]
     pub no_verify_signature: bool,
-    /// After verifying, convert the image to this disk format (raw, qcow2, vmdk, vhd, vdi).
+    /// After verifying, convert the image to this disk format (raw, qcow2, vmdk, vhd, vhdx, vdi).
     #[arg(long, value_name = "FMT")]
     pub convert: Option<String>,
     /// Options for --convert, as qemu-img's -o.
@@ -207,7 +209,7 @@ pub struct InfoArgs {
 pub struct ConvertArgs {
     #[arg(short = 'f', value_name = "FMT")]
     pub format: Option<String>,
-    /// Output format: raw, qcow2, vmdk, vhd (vpc), vdi.
+    /// Output format: raw, qcow2, vmdk, vhd (vpc), vhdx, vdi.
     #[arg(short = 'O', value_name = "FMT")]
     pub output_format: String,
     /// Format options, comma-separated key=value (repeatable), e.g. -o subformat=streamOptimized.
@@ -302,7 +304,7 @@ pub struct PrepareArgs {
     pub release: String,
     #[command(flatten)]
     pub selection: Selection,
-    /// Glance disk_format: raw, qcow2, vmdk, vhd, vdi, or aki/ari/ami.
+    /// Glance disk_format: raw, qcow2, vmdk, vhd, vhdx, vdi, or aki/ari/ami.
     #[arg(long, default_value = "qcow2", value_name = "FMT")]
     pub disk_format: String,
     /// Glance container_format: bare, ovf, ova, aki, ari, ami; or containerdisk (a KubeVirt
@@ -396,7 +398,11 @@ Credentials come from the usual OpenStack variables: OS_AUTH_URL, OS_USERNAME, O
 OS_PROJECT_NAME or OS_PROJECT_ID, OS_USER_DOMAIN_NAME, OS_PROJECT_DOMAIN_NAME (default
 Default), OS_REGION_NAME, OS_INTERFACE; or OS_APPLICATION_CREDENTIAL_ID and _SECRET; or
 OS_CLOUD naming a cloud of clouds.yaml; or a token. Without any, Glance is called
-unauthenticated (--glance is then required).")]
+unauthenticated (--glance is then required).
+
+Several targets: --os-cloud repeated (and/or --os-region-name), or --target NAME naming
+[[glance]] tables of a user catalog (--user-catalog). Each target is independent: one that
+fails is reported in its row and the others still get the images (exit 5).")]
 pub struct UploadArgs {
     /// A `<artifact>.glance.json` file, or a directory: every `*.glance.json` directly in it.
     #[arg(value_name = "DIR_OR_METADATA")]
@@ -423,6 +429,26 @@ pub struct GlanceArgs {
     /// Give up waiting for an import after this many seconds (the image is left in place).
     #[arg(long, default_value_t = DEFAULT_IMPORT_TIMEOUT_SECONDS, value_name = "SECONDS")]
     pub import_timeout: u64,
+    /// A cloud of clouds.yaml to upload to, as OS_CLOUD (repeatable: one target each).
+    #[arg(long = "os-cloud", value_name = "CLOUD")]
+    pub os_cloud: Vec<String>,
+    /// A region, as OS_REGION_NAME (repeatable: with one --os-cloud, one target per region;
+    /// otherwise paired with the --os-cloud of the same position).
+    #[arg(long = "os-region-name", value_name = "REGION")]
+    pub os_region_name: Vec<String>,
+    /// A [[glance]] target of the user catalog named by --user-catalog (repeatable).
+    #[arg(long = "target", value_name = "NAME", requires = "user_catalog")]
+    pub targets: Vec<String>,
+    /// The user catalog whose [[glance]] targets --target names.
+    #[arg(long, env = "CLOUDIMG_USER_CATALOG", value_name = "FILE")]
+    pub user_catalog: Option<PathBuf>,
+}
+
+impl GlanceArgs {
+    /// Whether the targets were named (one or several), so results are shown per target.
+    pub fn names_targets(&self) -> bool {
+        !(self.os_cloud.is_empty() && self.os_region_name.is_empty() && self.targets.is_empty())
+    }
 }
 
 #[derive(Debug, Args)]

@@ -13,7 +13,7 @@ use super::{print_json, progress};
 fn disk_format(name: &str) -> Result<DiskFormat, Error> {
     DiskFormat::from_name(name).ok_or_else(|| {
         Error::Usage(format!(
-            "unknown disk format {name:?}; expected raw, qcow2, vmdk, vhd (vpc) or vdi"
+            "unknown disk format {name:?}; expected raw, qcow2, vmdk, vhd (vpc), vhdx or vdi"
         ))
     })
 }

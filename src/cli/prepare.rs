@@ -137,10 +137,16 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
         ));
     }
     // Credentials are checked before any download, not after an hour of it.
-    let upload = if args.upload {
+    let multi = args.upload && args.glance.names_targets();
+    let upload = if args.upload && !multi {
         Some(upload::target_and_options(global, &args.glance)?)
     } else {
         None
+    };
+    let targets = if multi {
+        upload::targets(global, &args.glance)?
+    } else {
+        Vec::new()
     };
     let reporter = progress::reporter(global.quiet);
     let runtime = runtime()?;
@@ -152,24 +158,36 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
         reporter.clone(),
     ))?;
     prune_downloads(&prepared, downloads.as_deref());
-    let uploaded = match &upload {
-        Some((target, options)) => {
-            let files: Vec<_> = prepared
-                .artifacts
-                .iter()
-                .map(|a| a.metadata_path.clone())
-                .collect();
-            Some(runtime.block_on(cloudimg::upload::upload_artifacts(
-                target,
-                &files,
-                options,
-                reporter.as_ref(),
-            ))?)
-        }
-        None => None,
+    let files: Vec<_> = prepared
+        .artifacts
+        .iter()
+        .map(|a| a.metadata_path.clone())
+        .collect();
+    let uploaded =
+        match &upload {
+            Some((target, options)) => Some(runtime.block_on(
+                cloudimg::upload::upload_artifacts(target, &files, options, reporter.as_ref()),
+            )?),
+            None => None,
+        };
+    let rows = if multi {
+        Some(runtime.block_on(cloudimg::upload::upload_to_targets(
+            &targets,
+            &files,
+            &upload::upload_options(global, &args.glance),
+            reporter.as_ref(),
+        ))?)
+    } else {
+        None
     };
     if global.json {
         let mut report = serde_json::to_value(&prepared).unwrap_or_default();
+        if let (Some(rows), Some(fields)) = (&rows, report.as_object_mut()) {
+            fields.insert(
+                "targets".into(),
+                serde_json::to_value(rows).unwrap_or_default(),
+            );
+        }
         if let (Some(images), Some(fields)) = (&uploaded, report.as_object_mut()) {
             fields.insert(
                 "uploaded".into(),
@@ -209,6 +227,9 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
         if let Some(images) = &uploaded {
             upload::print_uploaded(images);
         }
+        if let Some(rows) = &rows {
+            upload::print_target_uploads(rows);
+        }
     }
-    Ok(0)
+    Ok(rows.as_deref().map_or(0, upload::targets_status))
 }

@@ -26,21 +26,24 @@ pub fn sync(global: &Global, args: SyncArgs) -> Result<i32, Error> {
         wait: args.wait,
         allow_downgrade: args.allow_downgrade,
         source: runs::source_options(global, &context, args.no_verify_signature)?,
-        glance: match &catalog.glance {
-            Some(config) => {
-                let args = GlanceArgs {
-                    glance: config
-                        .url
-                        .clone()
-                        .or_else(|| std::env::var("OS_IMAGE_URL").ok().filter(|u| !u.is_empty())),
-                    token: None,
-                    import: false,
-                    import_timeout: DEFAULT_IMPORT_TIMEOUT_SECONDS,
-                };
-                Some(upload::target_and_options(global, &args)?)
-            }
-            None => None,
-        },
+        glance: catalog
+            .glance
+            .iter()
+            .map(|config| upload::catalog_target(config, catalog.glance.len() == 1))
+            .collect::<Result<_, _>>()?,
+        upload: upload::upload_options(
+            global,
+            &GlanceArgs {
+                glance: None,
+                token: None,
+                import: false,
+                import_timeout: DEFAULT_IMPORT_TIMEOUT_SECONDS,
+                os_cloud: Vec::new(),
+                os_region_name: Vec::new(),
+                targets: Vec::new(),
+                user_catalog: None,
+            },
+        ),
     };
     let reporter = progress::reporter(global.quiet);
     let result = runtime()?.block_on(sync::sync(
@@ -54,32 +57,47 @@ pub fn sync(global: &Global, args: SyncArgs) -> Result<i32, Error> {
         Ok(summary) => summary,
         Err(error) => return Ok(runs::not_started(&error)),
     };
-    Ok(runs::finished(
-        global,
-        &summary,
-        &summary.entries,
-        |outcome| match outcome {
-            Outcome::UpToDate { serial } => format!("up to date  {serial}"),
-            Outcome::Published { serial, pruned, .. } if pruned.is_empty() => {
-                format!("published   {serial}")
-            }
-            Outcome::Published { serial, pruned, .. } => {
-                format!("published   {serial} (pruned {})", pruned.join(", "))
-            }
-            Outcome::WouldPublish {
-                serial,
-                would_prune,
-                ..
-            } if would_prune.is_empty() => format!("would publish {serial}"),
-            Outcome::WouldPublish {
-                serial,
-                would_prune,
-                ..
-            } => format!(
-                "would publish {serial} (and prune {})",
-                would_prune.join(", ")
-            ),
-            Outcome::Failed { error, .. } => format!("FAILED      {error}"),
-        },
-    ))
+    Ok(runs::finished(global, &summary, &summary.entries, lines))
+}
+
+/// An entry's line, then one line per Glance target.
+fn lines(outcome: &Outcome) -> String {
+    let mut text = match outcome {
+        Outcome::UpToDate { serial, .. } => format!("up to date  {serial}"),
+        Outcome::Published { serial, pruned, .. } if pruned.is_empty() => {
+            format!("published   {serial}")
+        }
+        Outcome::Published { serial, pruned, .. } => {
+            format!("published   {serial} (pruned {})", pruned.join(", "))
+        }
+        Outcome::WouldPublish {
+            serial,
+            would_prune,
+            ..
+        } if would_prune.is_empty() => format!("would publish {serial}"),
+        Outcome::WouldPublish {
+            serial,
+            would_prune,
+            ..
+        } => format!(
+            "would publish {serial} (and prune {})",
+            would_prune.join(", ")
+        ),
+        Outcome::Failed { error, .. } => format!("FAILED      {error}"),
+    };
+    if let Outcome::UpToDate { targets, .. } | Outcome::Published { targets, .. } = outcome {
+        for target in targets {
+            let row = match &target.error {
+                Some(error) => format!("glance {}: FAILED {error}", target.target),
+                None => format!(
+                    "glance {}: {} image(s), {} retired",
+                    target.target,
+                    target.ids.len(),
+                    target.retired.len()
+                ),
+            };
+            text.push_str(&format!("\n{:<24}   {row}", ""));
+        }
+    }
+    text
 }

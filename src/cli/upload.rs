@@ -3,9 +3,13 @@
 
 use std::time::Duration;
 
+use cloudimg::catalog::user::{GlanceConfig, UserCatalog};
 use cloudimg::fetch::ClientConfig;
 use cloudimg::pipeline::Error;
-use cloudimg::upload::{self, GlanceTarget, Outcome, UploadMethod, UploadOptions, Uploaded};
+use cloudimg::upload::{
+    self, GlanceTarget, NamedTarget, Outcome, Retire, TargetUpload, UploadMethod, UploadOptions,
+    Uploaded,
+};
 
 use super::args::{GlanceArgs, Global, UploadArgs};
 use super::{print_json, progress};
@@ -21,7 +25,12 @@ pub(super) fn target_and_options(
         .clone()
         .or_else(|| std::env::var("OS_TOKEN").ok().filter(|t| !t.is_empty()));
     let target = GlanceTarget::from_env(args.glance.as_deref(), token.as_deref())?;
-    let options = UploadOptions {
+    Ok((target, upload_options(global, args)))
+}
+
+/// Retries, method and import timeout of uploads.
+pub(super) fn upload_options(global: &Global, args: &GlanceArgs) -> UploadOptions {
+    UploadOptions {
         client: ClientConfig {
             retries: global.retries,
             stall_timeout: Duration::from_secs(global.stall_timeout.max(1)),
@@ -33,8 +42,155 @@ pub(super) fn target_and_options(
             UploadMethod::Direct
         },
         import_timeout: Duration::from_secs(args.import_timeout),
-    };
-    Ok((target, options))
+        visibility: None,
+    }
+}
+
+/// A catalog's `[[glance]]` table as a target. A lone target without credentials of its own
+/// takes them from the environment, as `upload` does; named ones never borrow them.
+pub(super) fn catalog_target(config: &GlanceConfig, lone: bool) -> Result<NamedTarget, Error> {
+    let inherit = lone && !config.has_own_credentials();
+    let target = GlanceTarget::from_settings(&config.os_variables(), inherit)?;
+    Ok(NamedTarget {
+        name: config.name().to_owned(),
+        target,
+        retire: config.retire,
+        visibility: config.visibility.clone(),
+    })
+}
+
+/// The targets `--target`, `--os-cloud` and `--os-region-name` name, else the one the
+/// environment (and `--glance`, `--token`) describes.
+pub(super) fn targets(global: &Global, args: &GlanceArgs) -> Result<Vec<NamedTarget>, Error> {
+    if !args.targets.is_empty() {
+        let path = args
+            .user_catalog
+            .as_ref()
+            .ok_or_else(|| Error::Usage("--target needs --user-catalog FILE".into()))?;
+        let catalog = UserCatalog::from_path(path)?;
+        let lone = catalog.glance.len() == 1;
+        return args
+            .targets
+            .iter()
+            .map(|name| {
+                let config = catalog
+                    .glance
+                    .iter()
+                    .find(|config| config.name() == name)
+                    .ok_or_else(|| {
+                        Error::Usage(format!(
+                            "--target {name:?}: {} names {}",
+                            path.display(),
+                            if catalog.glance.is_empty() {
+                                "no [[glance]] targets".to_owned()
+                            } else {
+                                catalog
+                                    .glance
+                                    .iter()
+                                    .map(|c| c.name().to_owned())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            }
+                        ))
+                    })?;
+                catalog_target(config, lone)
+            })
+            .collect();
+    }
+    let pairs = cloud_region_pairs(&args.os_cloud, &args.os_region_name)?;
+    if pairs.is_empty() {
+        let (target, _) = target_and_options(global, args)?;
+        return Ok(vec![NamedTarget {
+            name: cloudimg::catalog::user::DEFAULT_GLANCE_NAME.to_owned(),
+            target,
+            retire: Retire::default(),
+            visibility: None,
+        }]);
+    }
+    pairs
+        .into_iter()
+        .map(|(cloud, region)| {
+            let mut settings = Vec::new();
+            if let Some(cloud) = &cloud {
+                settings.push(("OS_CLOUD", cloud.as_str()));
+            }
+            if let Some(region) = &region {
+                settings.push(("OS_REGION_NAME", region.as_str()));
+            }
+            // Regions alone split the environment's cloud or credentials.
+            let target = GlanceTarget::from_settings(&settings, cloud.is_none())?;
+            let name = match (&cloud, &region) {
+                (Some(cloud), Some(region)) => format!("{cloud}/{region}"),
+                (Some(name), None) | (None, Some(name)) => name.clone(),
+                (None, None) => cloudimg::catalog::user::DEFAULT_GLANCE_NAME.to_owned(),
+            };
+            Ok(NamedTarget {
+                name,
+                target,
+                retire: Retire::default(),
+                visibility: None,
+            })
+        })
+        .collect()
+}
+
+/// A cloud and a region of one target, either possibly left to the environment.
+type CloudRegion = (Option<String>, Option<String>);
+
+/// Pairs repeated `--os-cloud` and `--os-region-name`: position by position, or one of them
+/// given once and applied to each of the other.
+fn cloud_region_pairs(clouds: &[String], regions: &[String]) -> Result<Vec<CloudRegion>, Error> {
+    let some = |v: &String| Some(v.clone());
+    Ok(match (clouds.len(), regions.len()) {
+        (0, _) => regions.iter().map(|r| (None, some(r))).collect(),
+        (_, 0) => clouds.iter().map(|c| (some(c), None)).collect(),
+        (1, _) => regions
+            .iter()
+            .map(|r| (some(&clouds[0]), some(r)))
+            .collect(),
+        (_, 1) => clouds
+            .iter()
+            .map(|c| (some(c), some(&regions[0])))
+            .collect(),
+        (c, r) if c == r => clouds
+            .iter()
+            .zip(regions)
+            .map(|(c, r)| (some(c), some(r)))
+            .collect(),
+        (c, r) => {
+            return Err(Error::Usage(format!(
+                "{c} --os-cloud and {r} --os-region-name: give them in pairs, or one of them once"
+            )))
+        }
+    })
+}
+
+/// One line per target and image; failed targets with their reason.
+pub(super) fn print_target_uploads(rows: &[TargetUpload]) {
+    for row in rows {
+        match &row.error {
+            Some(error) => println!("{}: FAILED {error}", row.target),
+            None => {
+                println!("{}:", row.target);
+                for image in &row.images {
+                    let note = match image.outcome {
+                        Outcome::Uploaded => "",
+                        Outcome::AlreadyPresent => " (already present)",
+                    };
+                    println!("  {} {} {}{note}", image.name, image.id, image.status);
+                }
+            }
+        }
+    }
+}
+
+/// The exit status of a multi-target upload: 5 when some target failed.
+pub(super) fn targets_status(rows: &[TargetUpload]) -> i32 {
+    if rows.iter().any(|row| row.error.is_some()) {
+        super::runs::EXIT_SOME_FAILED
+    } else {
+        0
+    }
 }
 
 /// One `name id status` line per image.
@@ -49,6 +205,24 @@ pub(super) fn print_uploaded(images: &[Uploaded]) {
 }
 
 pub fn upload(global: &Global, args: UploadArgs) -> Result<i32, Error> {
+    if args.glance.names_targets() {
+        let targets = targets(global, &args.glance)?;
+        let options = upload_options(global, &args.glance);
+        let files = upload::metadata_files(&args.path)?;
+        let reporter = progress::reporter(global.quiet);
+        let rows = super::fetch::runtime()?.block_on(upload::upload_to_targets(
+            &targets,
+            &files,
+            &options,
+            reporter.as_ref(),
+        ))?;
+        if global.json {
+            print_json(&rows);
+        } else {
+            print_target_uploads(&rows);
+        }
+        return Ok(targets_status(&rows));
+    }
     let (target, options) = target_and_options(global, &args.glance)?;
     let files = upload::metadata_files(&args.path)?;
     let reporter = progress::reporter(global.quiet);

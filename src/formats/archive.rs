@@ -155,6 +155,8 @@ fn inner_format(head: &[u8], entry: &EntryMeta) -> Result<Inner, &'static str> {
         .is_some_and(|signature| signature == VDI_SIGNATURE)
     {
         Err("a VDI image")
+    } else if super::vhdx::starts_like_vhdx(head) {
+        Err("a VHDX image")
     } else if let Some(foreign) = super::foreign::probe_head(head) {
         Err(foreign.described())
     } else if name.ends_with(".vhd") {

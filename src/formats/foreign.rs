@@ -5,14 +5,12 @@
 //! format's spec) checks: a magic number plus, where the format has one, a version field, so a
 //! raw disk that merely starts with the magic text is not mistaken for the format.
 //!
-//! To add native support for one of these (VHDX next), give it a [`super::DiskFormat`] variant
-//! and a probe in its own module, call that probe in [`super::detect`] before
-//! [`probe`], and drop its variant here.
+//! To add native support for one of these, give it a [`super::DiskFormat`] variant and a probe
+//! in its own module, call that probe in [`super::detect`] before [`probe`], and drop its
+//! variant here (as VHDX was: [`super::vhdx`]).
 
 use super::Probe;
 
-/// VHDX file type identifier (MS-VHDX 2.2.1), at offset 0.
-const VHDX_SIGNATURE: &[u8] = b"vhdxfile";
 /// QED header magic `QED\0` (qemu docs/interop/qed_spec), little-endian u32 at offset 0.
 const QED_MAGIC: &[u8] = b"QED\0";
 /// Parallels header magics (qemu block/parallels.c), 16 bytes at offset 0, followed by a
@@ -45,7 +43,6 @@ const ISO_IDENTIFIER: &[u8] = b"CD001";
 /// A format recognised by content that cloudimg does not read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ForeignFormat {
-    Vhdx,
     Qed,
     Parallels,
     Dmg,
@@ -61,7 +58,6 @@ impl ForeignFormat {
     /// qemu-img's name for the format (Glance's `iso` for ISO 9660).
     pub fn name(self) -> &'static str {
         match self {
-            ForeignFormat::Vhdx => "vhdx",
             ForeignFormat::Qed => "qed",
             ForeignFormat::Parallels => "parallels",
             ForeignFormat::Dmg => "dmg",
@@ -72,10 +68,9 @@ impl ForeignFormat {
         }
     }
 
-    /// "a VHDX image", for messages.
+    /// "a QED image", for messages.
     pub fn described(self) -> &'static str {
         match self {
-            ForeignFormat::Vhdx => "a VHDX image",
             ForeignFormat::Qed => "a QED image",
             ForeignFormat::Parallels => "a Parallels image",
             ForeignFormat::Dmg => "a dmg image",
@@ -117,8 +112,7 @@ pub fn probe(probe: &Probe) -> Option<ForeignFormat> {
 /// The foreign format whose signature is in the leading bytes `head` (all but dmg, whose
 /// signature is a trailer); used for disks inside archives too.
 pub fn probe_head(head: &[u8]) -> Option<ForeignFormat> {
-    let checks: [(ForeignFormat, HeadCheck); 7] = [
-        (ForeignFormat::Vhdx, is_vhdx),
+    let checks: [(ForeignFormat, HeadCheck); 6] = [
         (ForeignFormat::Qed, is_qed),
         (ForeignFormat::Parallels, is_parallels),
         (ForeignFormat::Luks, is_luks),
@@ -138,10 +132,6 @@ fn u32_le(bytes: &[u8], at: usize) -> Option<u32> {
 
 fn u32_be(bytes: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn is_vhdx(head: &[u8]) -> bool {
-    head.starts_with(VHDX_SIGNATURE)
 }
 
 fn is_qed(head: &[u8]) -> bool {
@@ -309,18 +299,18 @@ mod tests {
         assert_eq!(detect_head(&qed), Some(ForeignFormat::Qed));
         each_flip_is_rejected(&qed, 4, &[]);
 
+        // VHDX is read natively now: no longer foreign.
         let mut vhdx = b"vhdxfile".to_vec();
         vhdx.resize(64, 0);
-        assert_eq!(detect_head(&vhdx), Some(ForeignFormat::Vhdx));
-        each_flip_is_rejected(&vhdx, 8, &[]);
+        assert_eq!(detect_head(&vhdx), None);
     }
 
     #[test]
     fn foreign_disks_inside_archives_are_named() {
         let mut head = vec![0u8; 512];
-        head[..8].copy_from_slice(b"vhdxfile");
-        assert_eq!(probe_head(&head), Some(ForeignFormat::Vhdx));
-        head[0] = b'V';
+        head[..4].copy_from_slice(b"QED\0");
+        assert_eq!(probe_head(&head), Some(ForeignFormat::Qed));
+        head[0] = b'q';
         assert_eq!(probe_head(&head), None);
     }
 

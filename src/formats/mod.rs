@@ -18,6 +18,7 @@ pub mod raw;
 pub(crate) mod uuid;
 pub mod vdi;
 pub mod vhd;
+pub mod vhdx;
 pub mod vmdk;
 mod writeback;
 
@@ -37,15 +38,17 @@ pub enum DiskFormat {
     Qcow2,
     Vmdk,
     Vhd,
+    Vhdx,
     Vdi,
 }
 
 impl DiskFormat {
-    pub const ALL: [DiskFormat; 5] = [
+    pub const ALL: [DiskFormat; 6] = [
         DiskFormat::Raw,
         DiskFormat::Qcow2,
         DiskFormat::Vmdk,
         DiskFormat::Vhd,
+        DiskFormat::Vhdx,
         DiskFormat::Vdi,
     ];
 
@@ -56,6 +59,7 @@ impl DiskFormat {
             "qcow2" => Some(DiskFormat::Qcow2),
             "vmdk" => Some(DiskFormat::Vmdk),
             "vhd" | "vpc" => Some(DiskFormat::Vhd),
+            "vhdx" => Some(DiskFormat::Vhdx),
             "vdi" => Some(DiskFormat::Vdi),
             _ => None,
         }
@@ -68,6 +72,7 @@ impl DiskFormat {
             DiskFormat::Qcow2 => "qcow2",
             DiskFormat::Vmdk => "vmdk",
             DiskFormat::Vhd => "vhd",
+            DiskFormat::Vhdx => "vhdx",
             DiskFormat::Vdi => "vdi",
         }
     }
@@ -262,6 +267,8 @@ pub fn detect(probe: &Probe) -> Detected {
         Detected::Disk(DiskFormat::Qcow2)
     } else if vmdk::probe(probe) {
         Detected::Disk(DiskFormat::Vmdk)
+    } else if vhdx::probe(probe) {
+        Detected::Disk(DiskFormat::Vhdx)
     } else if vdi::probe(probe) {
         Detected::Disk(DiskFormat::Vdi)
     } else if vhd::probe(probe) {
@@ -288,6 +295,7 @@ pub fn open(path: &Path, format: Option<DiskFormat>) -> Result<Box<dyn DiskReade
         Detected::Disk(DiskFormat::Qcow2) => qcow2::open(path, file),
         Detected::Disk(DiskFormat::Vmdk) => vmdk::open(path, file),
         Detected::Disk(DiskFormat::Vhd) => vhd::open(path, file),
+        Detected::Disk(DiskFormat::Vhdx) => vhdx::open(path, file),
         Detected::Disk(DiskFormat::Vdi) => vdi::open(path, file),
         Detected::Archive(kind) => archive::open(path, file, kind),
         Detected::Foreign(format) => Err(FormatError::foreign(path, format)),
@@ -307,6 +315,7 @@ pub fn create(
         DiskFormat::Qcow2 => qcow2::create(target, virtual_size, options),
         DiskFormat::Vmdk => vmdk::create(target, virtual_size, options),
         DiskFormat::Vhd => vhd::create(target, virtual_size, options),
+        DiskFormat::Vhdx => vhdx::create(target, virtual_size, options),
         DiskFormat::Vdi => vdi::create(target, virtual_size, options),
     }
 }
@@ -319,6 +328,7 @@ pub fn check(path: &Path, format: Option<DiskFormat>) -> Result<CheckReport, For
         DiskFormat::Qcow2 => qcow2::check(path, file),
         DiskFormat::Vmdk => vmdk::check(path, file),
         DiskFormat::Vhd => vhd::check(path, file),
+        DiskFormat::Vhdx => vhdx::check(path, file),
         DiskFormat::Vdi => vdi::check(path, file),
     }
 }
@@ -340,6 +350,7 @@ pub fn resize(
         DiskFormat::Qcow2 => qcow2::resize(path, file, new_size, shrink),
         DiskFormat::Vmdk => vmdk::resize(path, file, new_size, shrink),
         DiskFormat::Vhd => vhd::resize(path, file, new_size, shrink),
+        DiskFormat::Vhdx => vhdx::resize(path, file, new_size, shrink),
         DiskFormat::Vdi => vdi::resize(path, file, new_size, shrink),
     }
 }

@@ -151,10 +151,10 @@ fn plan(request: &PrepareRequest<'_>, catalog: &Catalog) -> Result<Plan, Error> 
                     .into(),
             )
         }
-        "vhdx" | "ploop" => {
+        "ploop" => {
             return usage(format!(
                 "disk format {disk_format}: Glance knows it but cloudimg does not write it; \
-                 pick raw, qcow2, vmdk, vhd or vdi"
+                 pick raw, qcow2, vmdk, vhd, vhdx or vdi"
             ))
         }
         _ => {}
@@ -563,7 +563,7 @@ impl Describe {
 /// The name an artifact takes from its upstream file: `x.img` → `x`, `x.tar.gz` → `x`
 /// (`x.vhd.tar.gz` → `x`, but the dots of `ubuntu-24.04-…` are not extensions).
 fn stem(file_name: &str) -> &str {
-    const DISK_EXTENSIONS: [&str; 6] = ["img", "raw", "qcow2", "vmdk", "vhd", "vdi"];
+    const DISK_EXTENSIONS: [&str; 7] = ["img", "raw", "qcow2", "vmdk", "vhd", "vhdx", "vdi"];
     let strip_disk_extension = |name: &'_ str| -> Option<usize> {
         let (stem, extension) = name.rsplit_once('.')?;
         (!stem.is_empty() && DISK_EXTENSIONS.contains(&extension)).then_some(stem.len())

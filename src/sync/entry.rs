@@ -70,7 +70,7 @@ impl Run {
             }
         };
         match &outcome {
-            Outcome::UpToDate { serial } => {
+            Outcome::UpToDate { serial, .. } => {
                 tracing::info!(image = %image.name, serial, "up to date")
             }
             Outcome::Published { serial, pruned, .. } => {
@@ -96,17 +96,20 @@ impl Run {
         let serial = found.serial().to_owned();
         let keep = self.catalog.keep_for(image);
         if found.published && found.previous.as_deref() == Some(serial.as_str()) {
+            let mut targets = Vec::new();
             if !self.options.dry_run {
                 let (tree, order) = (found.tree.clone(), found.source.catalog.serial_separator);
                 blocking::run(&found.tree.dir(), move || {
                     tree.prune(keep, |s| sort_serials_newest_first(s, order), false)
                 })
                 .await?;
-                // Idempotent: images already in Glance cost one lookup, no bytes.
-                self.glance_step(image, &found.tree, &serial, reporter.as_ref())
+                // Idempotent: images already in Glance cost one lookup, no bytes; a target
+                // that missed the serial catches up.
+                targets = self
+                    .glance_step(image, &found.tree, &serial, reporter.as_ref())
                     .await?;
             }
-            return Ok(Outcome::UpToDate { serial });
+            return Ok(Outcome::UpToDate { serial, targets });
         }
         if self.options.dry_run {
             // Retention as it would be once `serial` exists and is current.
@@ -137,9 +140,11 @@ impl Run {
         };
         let (pruned, artifacts) = self.switch(image, &found, keep, record.clone()).await?;
         // Published locally first: a Glance outage must not hold back local consumers.
-        let (glance_ids, retired) = self
+        let targets = self
             .glance_step(image, &found.tree, &serial, reporter.as_ref())
             .await?;
+        let glance_ids: Vec<String> = targets.iter().flat_map(|t| t.ids.clone()).collect();
+        let retired: Vec<String> = targets.iter().flat_map(|t| t.retired.clone()).collect();
         if !glance_ids.is_empty() {
             record.glance_ids = glance_ids.clone();
             let (run, name, serial) = (self.clone(), image.name.clone(), serial.clone());
@@ -165,6 +170,7 @@ impl Run {
             artifacts,
             glance_ids,
             retired,
+            targets,
         })
     }
 
@@ -337,7 +343,7 @@ impl Run {
                 visibility: self
                     .catalog
                     .glance
-                    .as_ref()
+                    .first()
                     .and_then(|g| g.visibility.clone()),
                 tags: image
                     .tags

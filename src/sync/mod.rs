@@ -35,7 +35,7 @@ use crate::io::blocking::{self, TaskFailed};
 use crate::io::progress::Reporter;
 use crate::pipeline;
 use crate::runner::{self, EntryOutcome, LockSpec, RunnerError, SourceOptions};
-use crate::upload::{Glance, GlanceTarget, UploadError, UploadOptions};
+use crate::upload::{Glance, NamedTarget, UploadError, UploadOptions};
 use crate::ErrorKind;
 use state::State;
 
@@ -150,8 +150,32 @@ pub struct SyncOptions {
     pub allow_downgrade: bool,
     /// `--mirror`, `--keyring`, `--no-verify-signature`.
     pub source: SourceOptions,
-    /// Where new serials go when the catalog has a `[glance]` target.
-    pub glance: Option<(GlanceTarget, UploadOptions)>,
+    /// The catalog's Glance targets, each independent: one that fails fails its own row.
+    pub glance: Vec<NamedTarget>,
+    /// How uploads are made (retries, method, import timeout).
+    pub upload: UploadOptions,
+}
+
+/// What one Glance target did for an entry.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TargetOutcome {
+    pub target: String,
+    /// `ok` or `failed`.
+    pub status: &'static str,
+    /// Glance image ids of the serial there.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<String>,
+    /// Images of older serials retired there.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl TargetOutcome {
+    pub fn failed(&self) -> bool {
+        self.error.is_some()
+    }
 }
 
 /// What happened to one entry.
@@ -161,6 +185,9 @@ pub enum Outcome {
     /// The newest serial is published and verifies: nothing transferred.
     UpToDate {
         serial: String,
+        /// Per Glance target (an up-to-date serial still catches up a target that missed it).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        targets: Vec<TargetOutcome>,
     },
     /// A new serial was published (or a published one finished after an interrupted run).
     Published {
@@ -174,6 +201,9 @@ pub enum Outcome {
         /// Glance images of older serials retired (hidden, deactivated or deleted).
         #[serde(skip_serializing_if = "Vec::is_empty")]
         retired: Vec<String>,
+        /// Per Glance target: ids, retired images, or why it failed.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        targets: Vec<TargetOutcome>,
     },
     /// `--dry-run`: what would happen.
     WouldPublish {
@@ -186,9 +216,22 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// Failed, or published but missing from a Glance target.
+    pub fn failed(&self) -> bool {
+        match self {
+            Outcome::Failed { .. } => true,
+            Outcome::UpToDate { targets, .. } | Outcome::Published { targets, .. } => {
+                targets.iter().any(TargetOutcome::failed)
+            }
+            Outcome::WouldPublish { .. } => false,
+        }
+    }
+}
+
 impl EntryOutcome for Outcome {
     fn is_failure(&self) -> bool {
-        matches!(self, Outcome::Failed { .. })
+        self.failed()
     }
 }
 
@@ -201,6 +244,7 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Entries that failed, or whose serial did not reach every Glance target.
     pub fn failed(&self) -> usize {
         runner::failed(&self.entries)
     }
@@ -230,14 +274,18 @@ pub async fn sync(
         blocking::run(&root.join(state::STATE_FILE), move || State::load(&root)).await?
     };
     let uploads = selected.iter().any(|image| image.upload != Some(false));
-    let glance = match &options.glance {
-        Some((target, upload)) if uploads && !options.dry_run => Some(
-            Glance::connect(target, &upload.client)
+    let mut glance = Vec::new();
+    if uploads && !options.dry_run {
+        for named in &options.glance {
+            let session = Glance::connect(&named.target, &options.upload.client)
                 .await
-                .map_err(|e| crate::error::chain(&e)),
-        ),
-        _ => None,
-    };
+                .map_err(|e| crate::error::chain(&e));
+            if let Err(error) = &session {
+                tracing::error!(target = %named.name, "{error}");
+            }
+            glance.push(session);
+        }
+    }
     let jobs = options.jobs;
     let run = Arc::new(Run {
         client,
@@ -285,8 +333,9 @@ struct Run {
     options: SyncOptions,
     state: Mutex<State>,
     reporter: Arc<dyn Reporter>,
-    /// The Glance session when the catalog uploads, or why there is none.
-    glance: Option<Result<Glance, String>>,
+    /// A session per Glance target (as `options.glance`) when the catalog uploads, or why
+    /// there is none; empty when nothing uploads.
+    glance: Vec<Result<Glance, String>>,
     /// Download-cache folders the entries of this run used (kept, whatever happened).
     download_caches: Mutex<BTreeSet<String>>,
 }

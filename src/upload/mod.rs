@@ -58,6 +58,8 @@ pub struct UploadOptions {
     pub method: UploadMethod,
     /// How long an import may take before the upload gives up waiting (the image is left).
     pub import_timeout: Duration,
+    /// Glance visibility instead of the metadata's (a catalog target's own).
+    pub visibility: Option<String>,
 }
 
 impl Default for UploadOptions {
@@ -66,6 +68,7 @@ impl Default for UploadOptions {
             client: ClientConfig::default(),
             method: UploadMethod::Direct,
             import_timeout: Duration::from_secs(30 * 60),
+            visibility: None,
         }
     }
 }
@@ -145,6 +148,70 @@ pub async fn upload_artifacts(
     let plan = plan(metadata_files)?;
     let glance = Glance::connect(target, &options.client).await?;
     glance.upload_plan(&plan, options, reporter).await
+}
+
+/// One of several Glance targets: its name (for summaries and logs), where and as whom, and
+/// how old images are retired there.
+#[derive(Clone, Debug)]
+pub struct NamedTarget {
+    pub name: String,
+    pub target: GlanceTarget,
+    pub retire: Retire,
+    /// Visibility of the images uploaded there, instead of the metadata's.
+    pub visibility: Option<String>,
+}
+
+/// What one target did with a set of artifacts, as printed with `--json`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TargetUpload {
+    pub target: String,
+    /// `ok` or `failed`.
+    pub status: &'static str,
+    pub images: Vec<Uploaded>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Uploads the artifacts to every target, one after the other; a target that fails (down,
+/// refusing credentials) is reported in its row and does not stop the others.
+pub async fn upload_to_targets(
+    targets: &[NamedTarget],
+    metadata_files: &[PathBuf],
+    options: &UploadOptions,
+    reporter: &dyn Reporter,
+) -> Result<Vec<TargetUpload>, UploadError> {
+    // A bad metadata file is the same mistake for every target: report it once.
+    plan(metadata_files)?;
+    let mut rows = Vec::new();
+    for named in targets {
+        let options = UploadOptions {
+            visibility: named
+                .visibility
+                .clone()
+                .or_else(|| options.visibility.clone()),
+            ..options.clone()
+        };
+        let result = upload_artifacts(&named.target, metadata_files, &options, reporter).await;
+        rows.push(match result {
+            Ok(images) => TargetUpload {
+                target: named.name.clone(),
+                status: "ok",
+                images,
+                error: None,
+            },
+            Err(error) => {
+                let text = crate::error::chain(&error);
+                tracing::error!(target = %named.name, "{text}");
+                TargetUpload {
+                    target: named.name.clone(),
+                    status: "failed",
+                    images: Vec::new(),
+                    error: Some(text),
+                }
+            }
+        });
+    }
+    Ok(rows)
 }
 
 /// One artifact to upload: where its metadata was read and what it says.
@@ -314,6 +381,21 @@ impl Glance {
                 });
             }
         }
+        let overridden: Vec<Item>;
+        let plan = match &options.visibility {
+            Some(visibility) => {
+                overridden = plan
+                    .iter()
+                    .cloned()
+                    .map(|mut item| {
+                        item.metadata.visibility = visibility.clone();
+                        item
+                    })
+                    .collect();
+                &overridden[..]
+            }
+            None => plan,
+        };
         let mut ids: HashMap<String, String> = HashMap::new();
         let mut done = Vec::new();
         for item in plan {

@@ -61,6 +61,27 @@ impl GlanceTarget {
         GlanceTarget::from_vars(glance, token, &env)
     }
 
+    /// A catalog target: its own `OS_*`-style settings (see
+    /// [`crate::catalog::user::GlanceConfig::os_variables`]). The process environment only
+    /// supplies what locates `clouds.yaml` (`HOME`, `XDG_CONFIG_HOME`, `OS_CLIENT_CONFIG_FILE`)
+    /// unless `inherit` (a single target with no credentials of its own): then the `OS_*`
+    /// variables fill what the target leaves out, as for `upload`.
+    pub fn from_settings(
+        settings: &[(&str, &str)],
+        inherit: bool,
+    ) -> Result<GlanceTarget, UploadError> {
+        let env = |key: &str| -> Option<String> {
+            if let Some((_, value)) = settings.iter().find(|(name, _)| *name == key) {
+                return Some((*value).to_owned());
+            }
+            let locates_clouds = !key.starts_with("OS_") || key == "OS_CLIENT_CONFIG_FILE";
+            (inherit || locates_clouds)
+                .then(|| std::env::var(key).ok().filter(|v| !v.is_empty()))
+                .flatten()
+        };
+        GlanceTarget::from_vars(None, None, &env)
+    }
+
     /// [`GlanceTarget::from_env`] with the variables looked up through `env` (for tests).
     pub fn from_vars(
         glance: Option<&str>,

@@ -115,6 +115,16 @@ fn build() -> Images {
             "vhd",
             &["-O", "vpc", "-o", "subformat=dynamic,force_size=on"],
         ),
+        (
+            "vhdx-dynamic",
+            "vhdx",
+            &["-O", "vhdx", "-o", "subformat=dynamic,block_size=1M"],
+        ),
+        (
+            "vhdx-fixed",
+            "vhdx",
+            &["-O", "vhdx", "-o", "subformat=fixed"],
+        ),
         ("vdi-dynamic", "vdi", &["-O", "vdi"]),
         ("vdi-static", "vdi", &["-O", "vdi", "-o", "static=on"]),
     ];
