@@ -52,7 +52,7 @@ pub(super) fn finished<S: serde::Serialize, O: EntryOutcome>(
         print_json(summary);
     } else if !global.quiet {
         for entry in entries {
-            println!("{:<24} {}", entry.name, line(&entry.outcome));
+            outln!("{:<24} {}", entry.name, line(&entry.outcome));
         }
     }
     if runner::failed(entries) > 0 {
