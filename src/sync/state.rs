@@ -140,7 +140,7 @@ impl State {
             source,
         };
         let text = serde_json::to_string_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
-        crate::io::atomic::write(&path, (text + "\n").as_bytes()).map_err(io)
+        crate::io::publish::write(&path, (text + "\n").as_bytes()).map_err(io)
     }
 
     /// The download-cache folders of every image's current serial.
