@@ -218,6 +218,10 @@ pub(crate) async fn fetch_entry(
             source,
         })?;
     let dest = output_dir.join(&file.name);
+    // Names carry no serial: a newer serial replaces the older file of the same name.
+    let existed = tokio::fs::symlink_metadata(&dest)
+        .await
+        .is_ok_and(|m| m.is_file());
     let downloaded = client
         .download(
             &Download {
@@ -232,6 +236,15 @@ pub(crate) async fn fetch_entry(
     if downloaded.up_to_date {
         tracing::info!(path = %dest.display(), "already up to date; nothing transferred");
     } else {
+        if existed {
+            tracing::warn!(
+                path = %dest.display(),
+                serial = %listing.serial,
+                "replaced a file of the same name holding other bytes (another serial) with \
+                 serial {}; fetch each serial into its own folder (-o DIR/SERIAL) to keep both",
+                listing.serial
+            );
+        }
         tracing::info!(path = %dest.display(), algorithm = %downloaded.digest.algorithm(),
             digest = %downloaded.digest, "verified");
     }
