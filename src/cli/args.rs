@@ -366,7 +366,7 @@ pub struct MeasureArgs {
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// Format of the new image: raw, qcow2, vmdk, vhd (vpc), vdi.
+    /// Format of the new image: raw, qcow2, vmdk, vhd (vpc), vhdx, vdi.
     #[arg(short = 'f', value_name = "FMT")]
     pub format: String,
     /// Format options, comma-separated key=value (repeatable); `-o help` lists them.
@@ -511,7 +511,7 @@ pub struct SyncArgs {
     /// Print the plan; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Entries worked on at once.
+    /// Entries worked on at once, side by side (one converts while another downloads).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub jobs: usize,
     /// Only this entry (repeatable).

@@ -210,7 +210,7 @@ async fn source(global: &Global, args: &BakeArgs) -> Result<PathBuf, Error> {
         &context.catalog,
         &context.mirror,
         request,
-        reporter.as_ref(),
+        reporter,
     )
     .await?;
     info!(serial = %fetched.serial, path = %fetched.path.display(), "verified source");
