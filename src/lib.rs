@@ -11,6 +11,7 @@
 // size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod bake;
 pub mod catalog;
 pub mod container;
 pub mod error;
@@ -21,6 +22,7 @@ pub mod io;
 pub mod mirror;
 pub mod oci;
 pub mod pipeline;
+pub mod runner;
 pub mod sync;
 pub mod upload;
 pub mod verify;

@@ -2,16 +2,19 @@
 //! (→ convert). The CLI only parses, reports and maps [`Error::kind`] to an exit status.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use url::Url;
 
+use crate::bake::BakeError;
 use crate::catalog::{Catalog, CatalogError, Signature};
 use crate::container::ContainerError;
 use crate::fetch::{Client, Download, FetchError};
 use crate::formats::{self, DiskFormat, FormatError, Options};
 use crate::index::sums::{self, SumsError};
 use crate::index::{Discovery, FileEntry, IndexError, Listing, Query};
+use crate::io::blocking::{self, TaskFailed};
 use crate::io::progress::Reporter;
 use crate::upload::UploadError;
 use crate::verify::digest::{FileDigest, Sha256Digest, Sha512Digest};
@@ -22,7 +25,8 @@ mod prepare;
 
 pub(crate) use prepare::unpacked_file;
 pub use prepare::{
-    prepare, upstream_kind, Artifact, ImageSettings, MachineSettings, PrepareRequest, Prepared,
+    prepare, prepare_listing, upstream_kind, Artifact, ImageSettings, MachineSettings,
+    PrepareRequest, Prepared,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +45,9 @@ pub enum Error {
     Format(#[from] FormatError),
     #[error(transparent)]
     Container(#[from] ContainerError),
+    /// Boxed: it carries the console's last lines.
+    #[error(transparent)]
+    Bake(Box<BakeError>),
     #[error(transparent)]
     Oci(#[from] crate::oci::OciError),
     /// Boxed: its variants carry several strings each, which would double every `Result`.
@@ -64,6 +71,9 @@ pub enum Error {
         sums: Sha256Digest,
         streams: Sha256Digest,
     },
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// A command-line mistake the CLI found (the library's own refusals are [`Refusal`]).
     #[error("{0}")]
     Usage(String),
     #[error("{path}: I/O error")]
@@ -72,6 +82,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Task(#[from] TaskFailed),
+}
+
+impl From<BakeError> for Error {
+    fn from(error: BakeError) -> Error {
+        Error::Bake(Box::new(error))
+    }
 }
 
 impl From<UploadError> for Error {
@@ -90,16 +108,64 @@ impl Error {
             Error::Keyring(e) => e.kind(),
             Error::Format(e) => e.kind(),
             Error::Container(e) => e.kind(),
+            Error::Bake(e) => e.kind(),
             Error::Oci(e) => e.kind(),
             Error::Upload(e) => e.kind(),
             Error::Sums { .. }
             | Error::SignatureMissing { .. }
             | Error::NotInSums { .. }
             | Error::SourcesDisagree { .. } => ErrorKind::Integrity,
-            Error::Usage(_) => ErrorKind::Usage,
-            Error::Io { .. } => ErrorKind::Other,
+            Error::Usage(_) | Error::Refused(_) => ErrorKind::Usage,
+            Error::Io { .. } | Error::Task(_) => ErrorKind::Other,
         }
     }
+}
+
+/// Glance's visibility words.
+pub const VISIBILITIES: [&str; 4] = ["private", "shared", "community", "public"];
+
+/// A request the pipeline refuses before doing anything (exit status 2), with what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error(
+        "disk format iso: prepare builds disks from upstream images; make a cloud-init seed \
+         with `cloudimg seed`"
+    )]
+    SeedIsNotADisk,
+    #[error(
+        "disk format {format}: Glance knows it but cloudimg does not write it; pick raw, qcow2, \
+         vmdk, vhd, vhdx or vdi"
+    )]
+    NotWritten { format: String },
+    #[error("disk format {format}: not writable")]
+    NotWritable { format: String },
+    #[error("visibility {value:?}: expected one of {}", VISIBILITIES.join(", "))]
+    Visibility { value: String },
+    #[error(
+        "--file does not apply to {format}: the kernel and ramdisk come from the build's \
+         unpacked/ folder"
+    )]
+    FileForKernelOrRamdisk { format: String },
+    #[error("catalog {catalog} names no default file kind; pass --file")]
+    NoDefaultKind { catalog: String },
+    #[error(
+        "vmdk subformat monolithicFlat: Glance refuses VMDKs with flat extents (\"failed \
+         safety checks\"); use streamOptimized or monolithicSparse"
+    )]
+    FlatVmdk,
+    #[error("preset {name:?} is not in catalog {catalog}; it has: {known}")]
+    UnknownPreset {
+        name: String,
+        catalog: String,
+        known: String,
+    },
+    #[error("{path}: not a UTF-8 file name")]
+    NotUtf8 { path: PathBuf },
+    #[error("{path} already has the .{extension} extension; nothing to convert to")]
+    NothingToConvert {
+        path: PathBuf,
+        extension: &'static str,
+    },
 }
 
 /// How the checksum file's signature is treated.
@@ -136,7 +202,7 @@ pub enum SignatureStatus {
 }
 
 /// What `fetch` did, as printed with `--json`.
-#[derive(Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Fetched {
     pub release: String,
     pub serial: String,
@@ -169,7 +235,7 @@ pub async fn fetch(
     catalog: &Catalog,
     mirror: &Url,
     request: FetchRequest<'_>,
-    reporter: &dyn Reporter,
+    reporter: Arc<dyn Reporter>,
 ) -> Result<Fetched, Error> {
     let discovery = Discovery::new(client, catalog, mirror.clone());
     let listing = discovery
@@ -183,7 +249,7 @@ pub async fn fetch(
         file,
         &request.output_dir,
         &request.signature,
-        reporter,
+        reporter.as_ref(),
     )
     .await?;
     fetched.kind = request.kind;
@@ -206,13 +272,17 @@ pub(crate) async fn fetch_entry(
 ) -> Result<Fetched, Error> {
     let (expected, signed_by, signature) =
         expected_digest(client, catalog, listing, file, signature).await?;
-    std::fs::create_dir_all(output_dir).map_err(|source| Error::Io {
-        path: output_dir.to_owned(),
-        source,
-    })?;
+    tokio::fs::create_dir_all(output_dir)
+        .await
+        .map_err(|source| Error::Io {
+            path: output_dir.to_owned(),
+            source,
+        })?;
     let dest = output_dir.join(&file.name);
     // Names carry no serial: a newer serial replaces the older file of the same name.
-    let existed = std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file());
+    let existed = tokio::fs::symlink_metadata(&dest)
+        .await
+        .is_ok_and(|m| m.is_file());
     let downloaded = client
         .download(
             &Download {
@@ -376,20 +446,22 @@ async fn convert_download(
     source: &Path,
     format: DiskFormat,
     options: Options,
-    reporter: &dyn Reporter,
+    reporter: Arc<dyn Reporter>,
 ) -> Result<PathBuf, Error> {
     let destination = source.with_extension(format.extension());
     if destination == source {
-        return Err(Error::Usage(format!(
-            "{} already has the .{} extension; nothing to convert to",
-            source.display(),
-            format.extension()
-        )));
+        return Err(Refusal::NothingToConvert {
+            path: source.to_owned(),
+            extension: format.extension(),
+        }
+        .into());
     }
-    // The copy loop is synchronous; it runs here on the runtime's blocking-capable thread via
-    // block_in_place so the reporter can be borrowed.
-    tokio::task::block_in_place(|| {
-        formats::convert::convert_file(source, None, &destination, format, &options, reporter)
-    })?;
+    // The copy loop is synchronous: a blocking thread owns its inputs.
+    let (source, output) = (source.to_owned(), destination.clone());
+    blocking::run(&destination, move || {
+        formats::convert::convert_file(&source, None, &output, format, &options, reporter.as_ref())
+            .map_err(Error::from)
+    })
+    .await?;
     Ok(destination)
 }

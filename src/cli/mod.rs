@@ -17,6 +17,7 @@ macro_rules! out {
 }
 
 mod args;
+mod bake;
 mod docs;
 mod fetch;
 mod help;
@@ -26,6 +27,7 @@ mod prepare;
 mod progress;
 mod push;
 mod qemu;
+mod runs;
 mod seed;
 mod sync;
 mod upload;
@@ -102,6 +104,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Create(args) => image::create(&global, args),
         Command::Resize(args) => image::resize(&global, args),
         Command::Seed(args) => seed::seed(&global, args),
+        Command::Bake(args) => bake::bake(&global, args),
         Command::Sync(args) => sync::sync(&global, args),
         Command::Upload(args) => upload::upload(&global, args),
         Command::Mirror(args) => mirror::mirror(&global, args),

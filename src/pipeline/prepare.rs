@@ -6,10 +6,11 @@
 //! when complete; its `<artifact>.glance.json` is written last.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use url::Url;
 
-use super::{fetch_entry, Error, Fetched, SignaturePolicy};
+use super::{fetch_entry, Error, Fetched, Refusal, SignaturePolicy, VISIBILITIES};
 use crate::catalog::Catalog;
 use crate::container::glance::ImageMetadata;
 use crate::container::manifest::ManifestHash;
@@ -17,7 +18,8 @@ use crate::container::ovf::{self, Firmware, OvfSpec};
 use crate::container::{self, ova, ContainerFormat};
 use crate::fetch::Client;
 use crate::formats::{self, DiskFormat, Options};
-use crate::index::{Discovery, FileEntry, Listing, Query};
+use crate::index::{Discovery, FileEntry, IndexError, Listing, Query};
+use crate::io::blocking;
 use crate::io::progress::Reporter;
 
 /// Default upstream kind of the ami machine image: the raw disk inside the `.tar.gz`.
@@ -28,9 +30,6 @@ const RAMDISK_KIND: &str = "initrd";
 
 /// OVF disk format URIs by VMDK subformat (VMware's vmdk.html fragments).
 const VMDK_SPARSE_URI: &str = "http://www.vmware.com/interfaces/specifications/vmdk.html#sparse";
-
-/// Glance's visibility words.
-const VISIBILITIES: [&str; 4] = ["private", "shared", "community", "public"];
 
 /// What the Glance image records say, beyond what the catalog presets give.
 #[derive(Clone, Debug, Default)]
@@ -140,38 +139,31 @@ enum Plan {
 fn plan(request: &PrepareRequest<'_>, catalog: &Catalog) -> Result<Plan, Error> {
     let disk_format = request.disk_format.to_ascii_lowercase();
     container::validate(&disk_format, request.container)?;
-    let usage = |text: String| Err(Error::Usage(text));
     match disk_format.as_str() {
-        "iso" => {
-            return usage(
-                "disk format iso: prepare builds disks from upstream images; make a cloud-init \
-                 seed with `cloudimg seed`"
-                    .into(),
-            )
-        }
+        "iso" => return Err(Refusal::SeedIsNotADisk.into()),
         "ploop" => {
-            return usage(format!(
-                "disk format {disk_format}: Glance knows it but cloudimg does not write it; \
-                 pick raw, qcow2, vmdk, vhd, vhdx or vdi"
-            ))
+            return Err(Refusal::NotWritten {
+                format: disk_format,
+            }
+            .into())
         }
         _ => {}
     }
     if let Some(visibility) = &request.image.visibility {
         if !VISIBILITIES.contains(&visibility.as_str()) {
-            return usage(format!(
-                "visibility {visibility:?}: expected one of {}",
-                VISIBILITIES.join(", ")
-            ));
+            return Err(Refusal::Visibility {
+                value: visibility.clone(),
+            }
+            .into());
         }
     }
     match disk_format.as_str() {
         "aki" | "ari" => {
             if request.kind.is_some() {
-                return usage(format!(
-                    "--file does not apply to {disk_format}: the kernel and ramdisk come from \
-                     the build's unpacked/ folder"
-                ));
+                return Err(Refusal::FileForKernelOrRamdisk {
+                    format: disk_format,
+                }
+                .into());
             }
             Ok(Plan::Amazon {
                 kernel: disk_format == "aki",
@@ -185,18 +177,16 @@ fn plan(request: &PrepareRequest<'_>, catalog: &Catalog) -> Result<Plan, Error> 
             machine: upstream_kind(catalog, "ami", request.kind.as_deref()),
         }),
         name => {
-            let format = DiskFormat::from_name(name)
-                .ok_or_else(|| Error::Usage(format!("disk format {name}: not writable")))?;
+            let format = DiskFormat::from_name(name).ok_or_else(|| Refusal::NotWritable {
+                format: name.to_owned(),
+            })?;
             if format == DiskFormat::Vmdk {
                 check_vmdk_subformat(request.container, &request.convert_options)?;
             }
             Ok(Plan::Disk {
                 kind: upstream_kind(catalog, &disk_format, request.kind.as_deref()).ok_or_else(
-                    || {
-                        Error::Usage(format!(
-                            "catalog {} names no default file kind; pass --file",
-                            catalog.name
-                        ))
+                    || Refusal::NoDefaultKind {
+                        catalog: catalog.name.clone(),
                     },
                 )?,
                 format,
@@ -225,11 +215,7 @@ fn check_vmdk_subformat(container: ContainerFormat, options: &Options) -> Result
         _ => "monolithicSparse",
     });
     if subformat.eq_ignore_ascii_case("monolithicFlat") {
-        return Err(Error::Usage(
-            "vmdk subformat monolithicFlat: Glance refuses VMDKs with flat extents (\"failed \
-             safety checks\"); use streamOptimized or monolithicSparse"
-                .into(),
-        ));
+        return Err(Refusal::FlatVmdk.into());
     }
     Ok(())
 }
@@ -240,20 +226,52 @@ pub async fn prepare(
     catalog: &Catalog,
     mirror: &Url,
     request: PrepareRequest<'_>,
-    reporter: &dyn Reporter,
+    reporter: Arc<dyn Reporter>,
 ) -> Result<Prepared, Error> {
-    let plan = plan(&request, catalog)?;
+    // Refused combinations fail before any request.
+    plan(&request, catalog)?;
     let discovery = Discovery::new(client, catalog, mirror.clone());
     let listing = discovery
         .listing(&request.query, request.serial.as_deref())
         .await?;
+    prepare_listing(client, catalog, &discovery, &listing, request, reporter).await
+}
+
+/// [`prepare`] of a build already discovered: `listing` is used as it is (`sync` resolved it
+/// to decide whether there is anything to do), and `discovery` only locates the files of its
+/// `unpacked/` folder.
+pub async fn prepare_listing(
+    client: &Client,
+    catalog: &Catalog,
+    discovery: &Discovery<'_>,
+    listing: &Listing,
+    request: PrepareRequest<'_>,
+    reporter: Arc<dyn Reporter>,
+) -> Result<Prepared, Error> {
+    let plan = plan(&request, catalog)?;
     let mut sources = Vec::new();
     let mut artifacts = Vec::new();
     let mut containerdisk = None;
+    // Building moves to a blocking thread: it owns what it reads.
     let describe = Describe {
-        catalog,
-        listing: &listing,
-        request: &request,
+        catalog: catalog.clone(),
+        listing: listing.clone(),
+        request: BuildSettings {
+            output_dir: request.output_dir.clone(),
+            convert_options: request.convert_options.clone(),
+            image: request.image.clone(),
+            machine: request.machine,
+        },
+        reporter: reporter.clone(),
+    };
+    let reporter = reporter.as_ref();
+    let downloads = Downloads {
+        dir: request
+            .download_dir
+            .as_deref()
+            .unwrap_or(&request.output_dir),
+        signature: &request.signature,
+        output_dir: &request.output_dir,
     };
     match plan {
         Plan::Disk {
@@ -262,14 +280,17 @@ pub async fn prepare(
             container,
         } => {
             let file = listing.file(&kind)?;
-            let fetched = fetch(client, catalog, &listing, file, &request, reporter).await?;
+            let fetched = fetch(client, catalog, listing, file, &downloads, reporter).await?;
             if container == ContainerFormat::ContainerDisk {
-                containerdisk = Some(build_containerdisk(
-                    &fetched, &kind, format, &describe, reporter,
-                )?);
+                let built = on_blocking(&describe, &fetched, move |describe, fetched| {
+                    build_containerdisk(fetched, &kind, format, describe)
+                });
+                containerdisk = Some(built.await?);
             } else {
-                let artifact = build_disk(&fetched, &kind, format, container, &describe, reporter)?;
-                artifacts.push(artifact);
+                let artifact = on_blocking(&describe, &fetched, move |describe, fetched| {
+                    build_disk(fetched, &kind, format, container, describe)
+                });
+                artifacts.push(artifact.await?);
             }
             sources.push(fetched);
         }
@@ -286,22 +307,25 @@ pub async fn prepare(
                 (ramdisk, RAMDISK_KIND, AmazonRole::Ramdisk),
             ] {
                 if wanted {
-                    let (sub_listing, file) = unpacked_file(&discovery, &listing, kind)?;
+                    let (sub_listing, file) = unpacked_file(discovery, listing, kind)?;
                     let fetched =
-                        fetch(client, catalog, &sub_listing, &file, &request, reporter).await?;
+                        fetch(client, catalog, &sub_listing, &file, &downloads, reporter).await?;
                     parts.push((role, fetched));
                 }
             }
             let machine_source = match &machine {
                 Some(kind) => {
                     let file = listing.file(kind)?;
-                    Some(fetch(client, catalog, &listing, file, &request, reporter).await?)
+                    Some(fetch(client, catalog, listing, file, &downloads, reporter).await?)
                 }
                 None => None,
             };
             let mut links = (None, None);
             for (role, fetched) in parts {
-                let artifact = build_amazon_part(&fetched, role, &describe)?;
+                let artifact = on_blocking(&describe, &fetched, move |describe, fetched| {
+                    build_amazon_part(fetched, role, describe)
+                })
+                .await?;
                 let file_name = artifact.metadata.file.clone();
                 match role {
                     AmazonRole::Kernel => links.0 = Some(file_name),
@@ -311,7 +335,10 @@ pub async fn prepare(
                 artifacts.push(artifact);
             }
             if let Some(fetched) = machine_source {
-                let artifact = build_machine_image(&fetched, links, &describe, reporter)?;
+                let artifact = on_blocking(&describe, &fetched, move |describe, fetched| {
+                    build_machine_image(fetched, links, describe)
+                })
+                .await?;
                 sources.push(fetched);
                 artifacts.push(artifact);
             }
@@ -328,12 +355,21 @@ pub async fn prepare(
     })
 }
 
+/// Where a request's upstream files go, and how their checksum file is trusted: what fetching
+/// needs of the request (the rest stays off the awaiting task).
+struct Downloads<'a> {
+    dir: &'a Path,
+    signature: &'a SignaturePolicy<'a>,
+    /// Where the artifacts go.
+    output_dir: &'a Path,
+}
+
 async fn fetch(
     client: &Client,
     catalog: &Catalog,
     listing: &Listing,
     file: &FileEntry,
-    request: &PrepareRequest<'_>,
+    downloads: &Downloads<'_>,
     reporter: &dyn Reporter,
 ) -> Result<Fetched, Error> {
     let fetched = fetch_entry(
@@ -341,19 +377,16 @@ async fn fetch(
         catalog,
         listing,
         file,
-        request
-            .download_dir
-            .as_deref()
-            .unwrap_or(&request.output_dir),
-        &request.signature,
+        downloads.dir,
+        downloads.signature,
         reporter,
     )
     .await?;
     // The download may live elsewhere (the cache): the output folder is made once there is
     // something verified to put in it.
-    tokio::fs::create_dir_all(&request.output_dir)
+    tokio::fs::create_dir_all(downloads.output_dir)
         .await
-        .map_err(io_error(&request.output_dir))?;
+        .map_err(io_error(downloads.output_dir))?;
     Ok(fetched)
 }
 
@@ -365,18 +398,23 @@ pub(crate) fn unpacked_file(
     kind: &str,
 ) -> Result<(Listing, FileEntry), Error> {
     let file = discovery.unlisted_file(listing, kind)?;
-    let folder = file
-        .url
-        .join(".")
-        .map_err(|e| Error::Usage(format!("{}: {e}", file.url)))?;
+    let folder = file.url.join(".").map_err(|source| IndexError::Url {
+        base: file.url.clone(),
+        path: ".".into(),
+        source,
+    })?;
     let relocate = |url: &Url| -> Result<Url, Error> {
         let name = url
             .path_segments()
             .and_then(|mut segments| segments.next_back())
             .unwrap_or_default();
-        folder
-            .join(name)
-            .map_err(|e| Error::Usage(format!("{folder}: {e}")))
+        folder.join(name).map_err(|source| {
+            Error::from(IndexError::Url {
+                base: folder.clone(),
+                path: name.to_owned(),
+                source,
+            })
+        })
     };
     let sub_listing = Listing {
         dir_url: folder.clone(),
@@ -388,14 +426,40 @@ pub(crate) fn unpacked_file(
     Ok((sub_listing, file))
 }
 
-/// The shared facts every artifact's metadata is made from.
-struct Describe<'a> {
-    catalog: &'a Catalog,
-    listing: &'a Listing,
-    request: &'a PrepareRequest<'a>,
+/// Runs one artifact's build (conversion, container, metadata) on a blocking thread, with its
+/// own copy of what it reads (not a borrow: `Options` may not be shared between threads).
+fn on_blocking<T: Send + 'static>(
+    describe: &Describe,
+    fetched: &Fetched,
+    build: impl FnOnce(&Describe, &Fetched) -> Result<T, Error> + Send + 'static,
+) -> impl std::future::Future<Output = Result<T, Error>> + Send + 'static {
+    let (describe, fetched) = (describe.clone(), fetched.clone());
+    async move {
+        let path = fetched.path.clone();
+        blocking::run(&path, move || build(&describe, &fetched)).await
+    }
 }
 
-impl Describe<'_> {
+/// What of the request the artifacts are built from.
+#[derive(Clone)]
+struct BuildSettings {
+    output_dir: PathBuf,
+    convert_options: Options,
+    image: ImageSettings,
+    machine: MachineSettings,
+}
+
+/// The shared facts every artifact's metadata is made from, owned so that building can move to
+/// a blocking thread (each build its own copy: `Options` is not shared between threads).
+#[derive(Clone)]
+struct Describe {
+    catalog: Catalog,
+    listing: Listing,
+    request: BuildSettings,
+    reporter: Arc<dyn Reporter>,
+}
+
+impl Describe {
     fn default_name(&self, stem: &str) -> String {
         format!("{stem}-{}", self.listing.serial)
     }
@@ -424,16 +488,16 @@ impl Describe<'_> {
         }
         let preset = match &image.preset {
             Some(name) => Some(glance.preset(name).ok_or_else(|| {
-                Error::Usage(format!(
-                    "preset {name:?} is not in catalog {}; it has: {}",
-                    self.catalog.name,
-                    glance
+                Refusal::UnknownPreset {
+                    name: name.clone(),
+                    catalog: self.catalog.name.clone(),
+                    known: glance
                         .presets
                         .iter()
                         .map(|p| p.name.as_str())
                         .collect::<Vec<_>>()
-                        .join(", ")
-                ))
+                        .join(", "),
+                }
             })?),
             None => glance.preset_for_disk_format(disk_format),
         };
@@ -442,7 +506,7 @@ impl Describe<'_> {
                 metadata.set_property(key, value.clone());
             }
         }
-        let listing = self.listing;
+        let listing = &self.listing;
         metadata.set_property("os_version", listing.release.version.clone());
         if let Some(arch) = self.catalog.arch(&listing.arch) {
             metadata.set_property("architecture", arch.glance.clone());
@@ -485,11 +549,6 @@ impl Describe<'_> {
     }
 }
 
-/// Runs synchronous format or container work from the async flow.
-fn blocking<T>(work: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(work)
-}
-
 /// The name an artifact takes from its upstream file: `x.img` → `x`, `x.tar.gz` → `x`
 /// (`x.vhd.tar.gz` → `x`, but the dots of `ubuntu-24.04-…` are not extensions).
 fn stem(file_name: &str) -> &str {
@@ -519,7 +578,11 @@ fn upstream_stem(fetched: &Fetched) -> Result<String, Error> {
         .file_name()
         .and_then(|name| name.to_str())
         .map(|name| stem(name).to_owned())
-        .ok_or_else(|| Error::Usage(format!("{}: not a UTF-8 file name", fetched.path.display())))
+        .ok_or_else(|| {
+            Error::from(Refusal::NotUtf8 {
+                path: fetched.path.clone(),
+            })
+        })
 }
 
 /// Makes `dst` a copy of the verified download `src` without converting: a hard link (no space,
@@ -566,10 +629,9 @@ fn build_disk(
     kind: &str,
     format: DiskFormat,
     container: ContainerFormat,
-    describe: &Describe<'_>,
-    reporter: &dyn Reporter,
+    describe: &Describe,
 ) -> Result<Artifact, Error> {
-    let request = describe.request;
+    let request = &describe.request;
     let dir = &request.output_dir;
     let stem = upstream_stem(fetched)?;
     let name = request
@@ -598,18 +660,16 @@ fn build_disk(
         spec
     };
     let produce = |disk: &Path| {
-        blocking(|| {
-            produce_disk(
-                fetched,
-                kind,
-                format,
-                &options,
-                describe.catalog,
-                disk,
-                reporter,
-            )?;
-            virtual_size(disk)
-        })
+        produce_disk(
+            fetched,
+            kind,
+            format,
+            &options,
+            &describe.catalog,
+            disk,
+            describe.reporter.as_ref(),
+        )?;
+        virtual_size(disk)
     };
     let (path, capacity, package_files) = match container {
         ContainerFormat::Ovf => {
@@ -643,9 +703,7 @@ fn build_disk(
             let disk = dir.join(format!(".{stem}.ova-disk.vmdk"));
             let built = produce(&disk).and_then(|capacity| {
                 let spec = ovf_spec(&disk_name, capacity);
-                blocking(|| {
-                    ova::write_ova_package(&ova_path, &spec, &disk, request.machine.manifest_hash)
-                })?;
+                ova::write_ova_package(&ova_path, &spec, &disk, request.machine.manifest_hash)?;
                 Ok(capacity)
             });
             let _ = std::fs::remove_file(&disk);
@@ -673,12 +731,12 @@ fn build_containerdisk(
     fetched: &Fetched,
     kind: &str,
     format: DiskFormat,
-    describe: &Describe<'_>,
-    reporter: &dyn Reporter,
+    describe: &Describe,
 ) -> Result<crate::oci::LayoutSummary, Error> {
     use crate::oci::layout::{self, ContainerDisk, Provenance};
-    let request = describe.request;
-    let listing = describe.listing;
+    let request = &describe.request;
+    let listing = &describe.listing;
+    let reporter = describe.reporter.as_ref();
     let dir = &request.output_dir;
     let stem = upstream_stem(fetched)?;
     // KubeVirt's examples name raw disks `.img`.
@@ -708,16 +766,16 @@ fn build_containerdisk(
         },
     };
     let ref_name = format!("{}-{}", listing.release.codename, listing.serial);
-    let built = blocking(|| {
-        produce_disk(
-            fetched,
-            kind,
-            format,
-            &request.convert_options,
-            describe.catalog,
-            &disk,
-            reporter,
-        )?;
+    let built = produce_disk(
+        fetched,
+        kind,
+        format,
+        &request.convert_options,
+        &describe.catalog,
+        &disk,
+        reporter,
+    )
+    .and_then(|()| {
         layout::write_layout(
             dir,
             std::slice::from_ref(&spec),
@@ -744,7 +802,7 @@ enum AmazonRole {
 }
 
 /// Name of an aki/ari image: the ami's name plus a suffix when the user named the set.
-fn part_name(describe: &Describe<'_>, stem: &str, suffix: &str) -> String {
+fn part_name(describe: &Describe, stem: &str, suffix: &str) -> String {
     match &describe.request.image.name {
         Some(name) => format!("{name}-{suffix}"),
         None => describe.default_name(stem),
@@ -754,7 +812,7 @@ fn part_name(describe: &Describe<'_>, stem: &str, suffix: &str) -> String {
 fn build_amazon_part(
     fetched: &Fetched,
     role: AmazonRole,
-    describe: &Describe<'_>,
+    describe: &Describe,
 ) -> Result<Artifact, Error> {
     let (format, suffix) = match role {
         AmazonRole::Kernel => ("aki", "kernel"),
@@ -764,7 +822,9 @@ fn build_amazon_part(
         .path
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::Usage(format!("{}: not a UTF-8 file name", fetched.path.display())))?
+        .ok_or_else(|| Refusal::NotUtf8 {
+            path: fetched.path.clone(),
+        })?
         .to_owned();
     let path = describe
         .request
@@ -793,10 +853,9 @@ fn build_amazon_part(
 fn build_machine_image(
     fetched: &Fetched,
     (kernel, ramdisk): (Option<String>, Option<String>),
-    describe: &Describe<'_>,
-    reporter: &dyn Reporter,
+    describe: &Describe,
 ) -> Result<Artifact, Error> {
-    let request = describe.request;
+    let request = &describe.request;
     let stem = upstream_stem(fetched)?;
     let name = request
         .image
@@ -804,16 +863,14 @@ fn build_machine_image(
         .clone()
         .unwrap_or_else(|| describe.default_name(&stem));
     let path = request.output_dir.join(format!("{stem}.ami"));
-    blocking(|| {
-        formats::convert::convert_file(
-            &fetched.path,
-            None,
-            &path,
-            DiskFormat::Raw,
-            &request.convert_options,
-            reporter,
-        )
-    })?;
+    formats::convert::convert_file(
+        &fetched.path,
+        None,
+        &path,
+        DiskFormat::Raw,
+        &request.convert_options,
+        describe.reporter.as_ref(),
+    )?;
     let capacity = virtual_size(&path)?;
     let mut metadata =
         describe.metadata(&path, name, "ami", ContainerFormat::Ami, capacity, fetched)?;
