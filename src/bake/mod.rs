@@ -54,6 +54,13 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// emulated CPU starved by a loaded host can cause before anything is written to the disk.
 const MAX_BOOT_ATTEMPTS: u32 = 3;
 
+/// Guest memory and CPUs when the recipe and the command line say nothing.
+pub const DEFAULT_MEMORY_MIB: u64 = 2048;
+pub const DEFAULT_CPUS: u32 = 2;
+/// The guest's network when the recipe and the command line say nothing: user-mode
+/// networking, so that package installs reach their mirrors.
+pub const DEFAULT_NETWORK: Network = Network::User;
+
 /// Suffix of the published console log, after the output's file name.
 pub const LOG_SUFFIX: &str = ".bake.log";
 
@@ -215,6 +222,39 @@ pub struct BakeRequest {
     /// For each boot.
     pub timeout: Duration,
     pub boot_test: bool,
+}
+
+impl BakeRequest {
+    /// A bake of `recipe` from `source` into a qcow2 `output` (uncompressed), on `arch` with
+    /// `accel`: the recipe's machine options, each unset one taking its default. The one place
+    /// the defaults are applied, for `bake`, `prepare --bake` and `sync`.
+    pub fn new(
+        recipe: Recipe,
+        arch: Arch,
+        accel: Accel,
+        source: PathBuf,
+        output: PathBuf,
+    ) -> BakeRequest {
+        let options = recipe.machine;
+        BakeRequest {
+            source,
+            source_format: None,
+            output,
+            output_format: DiskFormat::Qcow2,
+            options: Options::default(),
+            disk_size: options.disk_size,
+            machine: MachineSettings {
+                arch,
+                accel,
+                memory_mib: options.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB),
+                cpus: options.cpus.unwrap_or(DEFAULT_CPUS),
+                network: options.network.unwrap_or(DEFAULT_NETWORK),
+            },
+            timeout: options.timeout.unwrap_or(DEFAULT_TIMEOUT),
+            boot_test: options.boot_test.unwrap_or(true),
+            recipe,
+        }
+    }
 }
 
 /// When a phase of a boot began, in seconds from QEMU's start.

@@ -681,8 +681,11 @@ overlay as a new instance (the boot test), and only then converts and publishes 
 guest's serial console is written to <OUTPUT>.bake.log, also on failure.
 
 A recipe file (--recipe) is TOML with the same names: user_data (a file) or cloud_config
-(inline), user, ssh_authorized_keys, password_hash, packages, run, write_files, hostname;
-paths are relative to the recipe. Options given on the command line are added to it.
+(inline), user, ssh_authorized_keys, password_hash, packages, run, write_files, hostname,
+disk_size, memory, cpus, timeout, boot_test (true/false), network (user, restricted, none);
+paths are relative to the recipe, unknown keys are refused. Options given on the command line
+are added to it (lists) or win over it (single values). `prepare --bake` and a user catalog's
+[image.bake] take the same recipe.
 
 Exit codes: 10 a --run command failed, 11 cloud-init error, 12 timeout, 13 boot test failed,
 14 QEMU missing, 130 interrupted; nothing is published in each case.")]
@@ -739,21 +742,22 @@ pub struct BakeArgs {
     /// Grow the disk to this size first (K, M, G, T suffixes); cloud-init grows the root.
     #[arg(long, value_name = "SIZE")]
     pub disk_size: Option<String>,
-    /// Give up on a boot that has not powered off after this long (seconds, or 90s, 20m, 1h).
-    #[arg(long, value_name = "DURATION", default_value = "30m")]
-    pub timeout: String,
+    /// Give up on a boot that has not powered off after this long (seconds, or 90s, 20m, 1h)
+    /// [default: 30m].
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
     /// Skip the boot test of the result.
     #[arg(long)]
     pub no_boot_test: bool,
     /// The accelerator.
     #[arg(long, value_enum, env = "CLOUDIMG_ACCEL", default_value_t = AccelArg::Auto)]
     pub accel: AccelArg,
-    /// Guest memory in MiB.
-    #[arg(long, default_value_t = 2048, value_name = "MIB")]
-    pub memory: u64,
-    /// Guest CPUs.
-    #[arg(long, default_value_t = 2)]
-    pub cpus: u32,
+    /// Guest memory in MiB [default: 2048].
+    #[arg(long, value_name = "MIB")]
+    pub memory: Option<u64>,
+    /// Guest CPUs [default: 2].
+    #[arg(long)]
+    pub cpus: Option<u32>,
     /// No network in the guest (offline recipes).
     #[arg(long, conflicts_with = "restrict_network")]
     pub no_network: bool,

@@ -5,10 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use cloudimg::bake::qemu::{self, AccelChoice, Arch, Network};
-use cloudimg::bake::recipe::RecipeSpec;
-use cloudimg::bake::{self, BakeError, BakeRequest, MachineSettings};
-use cloudimg::formats::options::parse_size;
+use cloudimg::bake::qemu::{self, AccelChoice, Arch};
+use cloudimg::bake::recipe::{RecipeSpec, Scalar};
+use cloudimg::bake::{self, BakeError, BakeRequest};
 use cloudimg::formats::{DiskFormat, Options};
 use cloudimg::pipeline::{self, Error, FetchRequest, SignaturePolicy};
 use tracing::info;
@@ -56,26 +55,6 @@ pub fn bake(global: &Global, args: BakeArgs) -> Result<i32, Error> {
                 .ok_or_else(|| Error::Usage(format!("unknown disk format {name:?}")))
         })
         .transpose()?;
-    let disk_size = args
-        .disk_size
-        .as_deref()
-        .map(|text| {
-            parse_size(text).ok_or_else(|| Error::Usage(format!("invalid --disk-size {text:?}")))
-        })
-        .transpose()?;
-    let timeout = bake::parse_duration(&args.timeout).ok_or_else(|| {
-        Error::Usage(format!(
-            "invalid --timeout {:?}; e.g. 900, 90s, 20m, 1h",
-            args.timeout
-        ))
-    })?;
-    let network = if args.no_network {
-        Network::None
-    } else if args.restrict_network {
-        Network::Restricted
-    } else {
-        Network::User
-    };
     let choice = match args.accel {
         AccelArg::Auto => AccelChoice::Auto,
         AccelArg::Kvm => AccelChoice::Kvm,
@@ -99,24 +78,10 @@ pub fn bake(global: &Global, args: BakeArgs) -> Result<i32, Error> {
             source = source(global, &args) => source?,
             () = cancelled(&cancel) => return Err(BakeError::Interrupted.into()),
         };
-        let request = BakeRequest {
-            source,
-            source_format,
-            output: args.output.clone(),
-            output_format,
-            options,
-            recipe,
-            disk_size,
-            machine: MachineSettings {
-                arch,
-                accel,
-                memory_mib: args.memory,
-                cpus: args.cpus,
-                network,
-            },
-            timeout,
-            boot_test: !args.no_boot_test,
-        };
+        let mut request = BakeRequest::new(recipe, arch, accel, source, args.output.clone());
+        request.source_format = source_format;
+        request.output_format = output_format;
+        request.options = options;
         let reporter = progress::phase_reporter(global.quiet);
         let cancel = Arc::clone(&cancel);
         tokio::task::spawn_blocking(move || bake::bake(&request, reporter.as_ref(), &cancel))
@@ -162,6 +127,18 @@ fn recipe_spec(args: &BakeArgs) -> Result<RecipeSpec, Error> {
         run: args.run.clone(),
         write_files: args.write_files.clone(),
         hostname: args.hostname.clone(),
+        disk_size: args.disk_size.clone().map(Scalar::Text),
+        memory: args.memory,
+        cpus: args.cpus,
+        timeout: args.timeout.clone().map(Scalar::Text),
+        boot_test: args.no_boot_test.then_some(false),
+        network: if args.no_network {
+            Some("none".into())
+        } else if args.restrict_network {
+            Some("restricted".into())
+        } else {
+            None
+        },
     };
     Ok(match &args.recipe {
         Some(path) => RecipeSpec::from_file(path)
