@@ -99,7 +99,7 @@ pub enum RecipeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {size} bytes is more than the {limit} a recipe file may hold")]
+    #[error("{path}: {size} bytes or more is more than the {limit} a recipe file may hold")]
     TooLarge {
         path: PathBuf,
         size: u64,
@@ -655,12 +655,20 @@ fn invalid(what: &'static str, value: &str, reason: &'static str) -> RecipeError
     }
 }
 
+/// Reads at most `limit` bytes of `path`; more is an error. Read through `take`, not sized by
+/// the metadata: a device or a FIFO named in a recipe (`/dev/zero`) reports no size.
 fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, RecipeError> {
+    use std::io::Read;
     let read_error = |source| RecipeError::Read {
         path: path.to_owned(),
         source,
     };
-    let size = std::fs::metadata(path).map_err(read_error)?.len();
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    let size = bytes.len() as u64;
     if size > limit {
         return Err(RecipeError::TooLarge {
             path: path.to_owned(),
@@ -668,7 +676,7 @@ fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, RecipeError> {
             limit,
         });
     }
-    std::fs::read(path).map_err(read_error)
+    Ok(bytes)
 }
 
 /// The key lines of an authorized_keys-style file (comments and blank lines dropped).
@@ -1031,6 +1039,25 @@ network = \"restricted\"
         let mut bigger = base.clone();
         bigger.machine.disk_size = Some(8 << 30);
         assert_ne!(base.digest().unwrap(), bigger.digest().unwrap());
+    }
+
+    #[test]
+    fn a_device_named_as_a_file_is_read_only_up_to_the_limit() {
+        let spec = parse(b"user_data = \"/dev/zero\"\n").unwrap();
+        assert!(matches!(spec.load(), Err(RecipeError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn the_example_recipe_is_valid() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("catalogs/examples/golden.recipe.toml");
+        let recipe = RecipeSpec::from_file(&path).unwrap().load().unwrap();
+        assert_eq!(recipe.user.as_deref(), Some("lab"));
+        assert!(check_recipe_composes(&recipe));
+    }
+
+    fn check_recipe_composes(recipe: &Recipe) -> bool {
+        compose(recipe, "n").is_ok()
     }
 
     #[test]
