@@ -188,6 +188,17 @@ impl BakeError {
         }
     }
 
+    /// The console tail a guest failure carries, to say where its log went when it is moved.
+    pub fn console_mut(&mut self) -> Option<&mut ConsoleTail> {
+        match self {
+            BakeError::Guest { console, .. }
+            | BakeError::RunFailed { console, .. }
+            | BakeError::CloudInit { console, .. }
+            | BakeError::BootTest { console, .. } => Some(console),
+            _ => None,
+        }
+    }
+
     fn io(path: &Path, action: &'static str, source: std::io::Error) -> BakeError {
         BakeError::Io {
             path: path.to_owned(),

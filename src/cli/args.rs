@@ -496,6 +496,14 @@ pub struct PrepareArgs {
     /// Digest of the OVF manifest (.mf).
     #[arg(long, value_enum, default_value_t = ManifestHashArg::Sha256)]
     pub manifest_hash: ManifestHashArg,
+    /// Bake the verified upstream disk with this recipe (TOML, as `bake --recipe`) before
+    /// converting it; the metadata records the recipe's digest (cloudimg_recipe_sha256) and
+    /// cloudimg_baked=true, the console log is kept as <artifact>.bake.log.
+    #[arg(long, value_name = "RECIPE")]
+    pub bake: Option<PathBuf>,
+    /// The accelerator of --bake's guest.
+    #[arg(long, value_enum, env = "CLOUDIMG_ACCEL", default_value_t = AccelArg::Auto)]
+    pub accel: AccelArg,
     /// Then upload the artifacts to Glance (credentials as for `upload`).
     #[arg(long)]
     pub upload: bool,

@@ -55,12 +55,7 @@ pub fn bake(global: &Global, args: BakeArgs) -> Result<i32, Error> {
                 .ok_or_else(|| Error::Usage(format!("unknown disk format {name:?}")))
         })
         .transpose()?;
-    let choice = match args.accel {
-        AccelArg::Auto => AccelChoice::Auto,
-        AccelArg::Kvm => AccelChoice::Kvm,
-        AccelArg::Tcg => AccelChoice::Tcg,
-    };
-    let (accel, why) = qemu::choose_accel(choice, arch);
+    let (accel, why) = qemu::choose_accel(args.accel.choice(), arch);
     info!("accelerator: {} ({why})", accel.name());
 
     let cancel = Arc::new(AtomicBool::new(false));
@@ -106,6 +101,35 @@ pub fn bake(global: &Global, args: BakeArgs) -> Result<i32, Error> {
         outln!("{}", baked.log.display());
     }
     Ok(0)
+}
+
+impl AccelArg {
+    pub fn choice(self) -> AccelChoice {
+        match self {
+            AccelArg::Auto => AccelChoice::Auto,
+            AccelArg::Kvm => AccelChoice::Kvm,
+            AccelArg::Tcg => AccelChoice::Tcg,
+        }
+    }
+}
+
+/// Runs `work` until it ends or Ctrl-C sets `flag`; then it is dropped (a blocking bake sees
+/// the flag, stops its guest and removes its working copy) and the run is `Interrupted`.
+pub async fn interruptible<T>(
+    work: impl std::future::Future<Output = Result<T, Error>>,
+    flag: &Arc<AtomicBool>,
+) -> Result<T, Error> {
+    let watcher = Arc::clone(flag);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::warn!("interrupted: stopping the guest");
+            watcher.store(true, Ordering::Relaxed);
+        }
+    });
+    tokio::select! {
+        result = work => result,
+        () = cancelled(flag) => Err(BakeError::Interrupted.into()),
+    }
 }
 
 /// Returns once the Ctrl-C flag is set.
