@@ -209,13 +209,15 @@ impl BakeError {
 }
 
 /// The guest's hardware and accelerator.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct MachineSettings {
     pub arch: Arch,
     pub accel: Accel,
     pub memory_mib: u64,
     pub cpus: u32,
     pub network: Network,
+    /// QEMU `guestfwd` rules: the ways a restricted guest may reach the host.
+    pub guestfwd: Vec<String>,
 }
 
 /// One bake.
@@ -246,7 +248,7 @@ impl BakeRequest {
         source: PathBuf,
         output: PathBuf,
     ) -> BakeRequest {
-        let options = recipe.machine;
+        let options = recipe.machine.clone();
         BakeRequest {
             source,
             source_format: None,
@@ -260,6 +262,7 @@ impl BakeRequest {
                 memory_mib: options.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB),
                 cpus: options.cpus.unwrap_or(DEFAULT_CPUS),
                 network: options.network.unwrap_or(DEFAULT_NETWORK),
+                guestfwd: options.guestfwd,
             },
             timeout: options.timeout.unwrap_or(DEFAULT_TIMEOUT),
             boot_test: options.boot_test.unwrap_or(true),
@@ -581,13 +584,14 @@ fn write_seed(path: &Path, seed: &Seed) -> Result<(), BakeError> {
 }
 
 fn machine(request: &BakeRequest, disk: &Path, seed: &Path, snapshot: bool) -> Machine {
-    let settings = request.machine;
+    let settings = &request.machine;
     Machine {
         arch: settings.arch,
         accel: settings.accel,
         memory_mib: settings.memory_mib,
         cpus: settings.cpus,
         network: settings.network,
+        guestfwd: settings.guestfwd.clone(),
         disk: disk.to_owned(),
         snapshot,
         seed: seed.to_owned(),

@@ -168,6 +168,10 @@ pub struct RecipeSpec {
     pub boot_test: Option<bool>,
     /// `user` (default), `restricted` (a NIC, no traffic out) or `none`.
     pub network: Option<String>,
+    /// QEMU `guestfwd` rules (`tcp:10.0.2.100:80-tcp:127.0.0.1:8080`): what a restricted
+    /// guest may reach on the host.
+    #[serde(default)]
+    pub guestfwd: Vec<String>,
 }
 
 /// A TOML value written either as an integer or as a string (`disk_size = 4294967296` or
@@ -189,7 +193,7 @@ impl Scalar {
 }
 
 /// How a recipe's guest runs; `None` takes `bake`'s default.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MachineOptions {
     /// Bytes.
     pub disk_size: Option<u64>,
@@ -198,6 +202,7 @@ pub struct MachineOptions {
     pub timeout: Option<std::time::Duration>,
     pub boot_test: Option<bool>,
     pub network: Option<Network>,
+    pub guestfwd: Vec<String>,
 }
 
 impl RecipeSpec {
@@ -258,6 +263,7 @@ impl RecipeSpec {
         self.timeout = more.timeout.or(self.timeout);
         self.boot_test = more.boot_test.or(self.boot_test);
         self.network = more.network.or(self.network);
+        self.guestfwd.extend(more.guestfwd);
         self
     }
 
@@ -359,6 +365,16 @@ impl RecipeSpec {
                 })
             })
             .transpose()?;
+        for rule in &self.guestfwd {
+            super::qemu::check_guestfwd(rule).map_err(|reason| invalid("guestfwd", rule, reason))?;
+        }
+        if network == Some(Network::None) && !self.guestfwd.is_empty() {
+            return Err(invalid(
+                "guestfwd",
+                &self.guestfwd[0],
+                "needs a network; it is `none`",
+            ));
+        }
         Ok(MachineOptions {
             disk_size,
             memory_mib: self.memory,
@@ -366,6 +382,7 @@ impl RecipeSpec {
             timeout,
             boot_test: self.boot_test,
             network,
+            guestfwd: self.guestfwd.clone(),
         })
     }
 }
@@ -957,6 +974,7 @@ network = \"restricted\"
                 timeout: Some(std::time::Duration::from_secs(1200)),
                 boot_test: Some(false),
                 network: Some(Network::Restricted),
+                guestfwd: Vec::new(),
             }
         );
         // Integers are accepted where a size or a duration is expected.

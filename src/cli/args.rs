@@ -690,7 +690,8 @@ guest's serial console is written to <OUTPUT>.bake.log, also on failure.
 
 A recipe file (--recipe) is TOML with the same names: user_data (a file) or cloud_config
 (inline), user, ssh_authorized_keys, password_hash, packages, run, write_files, hostname,
-disk_size, memory, cpus, timeout, boot_test (true/false), network (user, restricted, none);
+disk_size, memory, cpus, timeout, boot_test (true/false), network (user, restricted, none),
+guestfwd (a list of rules);
 paths are relative to the recipe, unknown keys are refused. Options given on the command line
 are added to it (lists) or win over it (single values). `prepare --bake` and a user catalog's
 [image.bake] take the same recipe.
@@ -772,6 +773,10 @@ pub struct BakeArgs {
     /// A NIC with DHCP but no traffic out of the guest (QEMU's restrict=on).
     #[arg(long)]
     pub restrict_network: bool,
+    /// A QEMU guestfwd rule (repeatable), the way a restricted guest reaches one host server:
+    /// tcp:10.0.2.100:80-tcp:127.0.0.1:8080 (10.0.2.2 itself cannot be forwarded).
+    #[arg(long, value_name = "RULE")]
+    pub guestfwd: Vec<String>,
     /// Skip the OpenPGP check of SHA256SUMS when SOURCE is a release.
     #[arg(long)]
     pub no_verify_signature: bool,

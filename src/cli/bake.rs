@@ -163,6 +163,7 @@ fn recipe_spec(args: &BakeArgs) -> Result<RecipeSpec, Error> {
         } else {
             None
         },
+        guestfwd: args.guestfwd.clone(),
     };
     Ok(match &args.recipe {
         Some(path) => RecipeSpec::from_file(path)
