@@ -259,8 +259,14 @@ fn each_retry_is_said_and_the_final_error_names_the_url_once() {
     let output = run(&site, &cache, &["list", "--source", "html"]);
     let message = stderr(&output);
     assert_eq!(output.status.code(), Some(4), "{message}");
-    for attempt in ["attempt 1 of 3 failed (HTTP 503); retrying in", "attempt 2 of 3 failed"] {
-        assert!(message.contains(attempt), "no {attempt:?} at the default level: {message}");
+    for attempt in [
+        "attempt 1 of 3 failed (HTTP 503); retrying in",
+        "attempt 2 of 3 failed",
+    ] {
+        assert!(
+            message.contains(attempt),
+            "no {attempt:?} at the default level: {message}"
+        );
     }
     let url = site.server.url_for(RELEASES_PAGE).to_string();
     let last = message.lines().last().unwrap();

@@ -42,6 +42,8 @@ pub fn sync(global: &Global, args: SyncArgs) -> Result<i32, Error> {
             .iter()
             .map(|config| upload::catalog_target(config, catalog.glance.len() == 1))
             .collect::<Result<_, _>>()?,
+        registries: catalog.registry.clone(),
+        auth_files: cloudimg::oci::auth::AuthFiles::from_env(),
         upload: upload::upload_options(
             global,
             &GlanceArgs {
@@ -111,8 +113,9 @@ pub fn sync(global: &Global, args: SyncArgs) -> Result<i32, Error> {
                             println!("{:<24}   glance {}: FAILED {error}", "", target.target)
                         }
                         None => println!(
-                            "{:<24}   glance {}: {} image(s), {} retired",
+                            "{:<24}   {} {}: {} image(s), {} retired",
                             "",
+                            target.kind,
                             target.target,
                             target.ids.len(),
                             target.retired.len()

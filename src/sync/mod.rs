@@ -132,18 +132,24 @@ pub struct SyncOptions {
     pub glance: Vec<NamedTarget>,
     /// How uploads are made (retries, method, import timeout).
     pub upload: UploadOptions,
+    /// The catalog's OCI registries, for containerDisk entries; each independent.
+    pub registries: Vec<crate::catalog::user::RegistryConfig>,
+    /// Where registry credentials are found.
+    pub auth_files: crate::oci::auth::AuthFiles,
 }
 
 /// What one Glance target did for an entry.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct TargetOutcome {
     pub target: String,
+    /// `glance` or `registry`.
+    pub kind: &'static str,
     /// `ok` or `failed`.
     pub status: &'static str,
-    /// Glance image ids of the serial there.
+    /// Glance image ids of the serial there (a registry: the manifest digest).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ids: Vec<String>,
-    /// Images of older serials retired there.
+    /// Images (a registry: serial tags) of older serials retired there.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub retired: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -653,6 +659,9 @@ impl Run<'_> {
         tree: &ImageTree,
         serial: &str,
     ) -> Result<Vec<TargetOutcome>, SyncError> {
+        if is_containerdisk(image) {
+            return self.registry_step(image, tree, serial).await;
+        }
         if image.upload == Some(false) || self.glance.is_empty() {
             return Ok(Vec::new());
         }
@@ -670,6 +679,7 @@ impl Run<'_> {
             rows.push(match result {
                 Ok((ids, retired)) => TargetOutcome {
                     target: named.name.clone(),
+                    kind: "glance",
                     status: "ok",
                     ids,
                     retired,
@@ -680,6 +690,71 @@ impl Run<'_> {
                     tracing::error!(image = %image.name, target = %named.name, "{text}");
                     TargetOutcome {
                         target: named.name.clone(),
+                        kind: "glance",
+                        status: "failed",
+                        ids: Vec::new(),
+                        retired: Vec::new(),
+                        error: Some(text),
+                    }
+                }
+            });
+        }
+        Ok(rows)
+    }
+
+    /// A containerDisk serial pushed to every registry of the catalog (idempotently: present
+    /// blobs and tags cost a `HEAD` each), old serial tags beyond `keep` removed there.
+    async fn registry_step(
+        &self,
+        image: &ImageSpec,
+        tree: &ImageTree,
+        serial: &str,
+    ) -> Result<Vec<TargetOutcome>, SyncError> {
+        if image.upload == Some(false) || self.options.dry_run {
+            return Ok(Vec::new());
+        }
+        let layout = crate::oci::layout::Layout::open(&tree.serial_dir(serial), None)
+            .map_err(pipeline::Error::from)?;
+        let mut rows = Vec::new();
+        for registry in &self.options.registries {
+            let result = async {
+                let destination = crate::oci::Reference::parse(&format!(
+                    "{}/{}",
+                    registry.url.trim_end_matches('/'),
+                    image.name.to_ascii_lowercase()
+                ))?;
+                let options = crate::oci::push::PushOptions {
+                    insecure: registry.insecure,
+                    chunk_size: None,
+                    keep: Some(self.catalog.keep_for(image)),
+                    client: self.options.upload.client.clone(),
+                };
+                crate::oci::push::push(
+                    &layout,
+                    std::slice::from_ref(&destination),
+                    &[],
+                    &options,
+                    &self.options.auth_files,
+                    self.reporter,
+                )
+                .await
+            }
+            .await;
+            rows.push(match result {
+                Ok(pushed) => TargetOutcome {
+                    target: registry.name.clone(),
+                    kind: "registry",
+                    status: "ok",
+                    ids: pushed.iter().map(|p| p.digest.clone()).collect(),
+                    retired: pushed.into_iter().flat_map(|p| p.retired).collect(),
+                    error: None,
+                },
+                Err(error) => {
+                    let text = crate::error::chain(&error);
+                    tracing::error!(image = %image.name, target = %registry.name, "{text}");
+                    TargetOutcome {
+                        target: registry.name.clone(),
+                        kind: "registry",
                         status: "failed",
                         ids: Vec::new(),
                         retired: Vec::new(),
@@ -769,6 +844,13 @@ impl Run<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether the entry makes KubeVirt containerDisks (OCI layouts for registries).
+fn is_containerdisk(image: &ImageSpec) -> bool {
+    image
+        .container_format
+        .eq_ignore_ascii_case(ContainerFormat::ContainerDisk.name())
 }
 
 /// The tag that marks an image as one of an entry's serials in Glance.
