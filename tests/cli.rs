@@ -466,7 +466,8 @@ fn fetch_with_convert_leaves_a_verified_download_and_an_identical_conversion() {
     let site = shared_site();
     let out = TempDir::new().unwrap();
     let dir = out.path().to_str().unwrap();
-    let result = json(&run(
+    // `-O` is the old spelling of --convert-options: still accepted, with a warning.
+    let output = run(
         site,
         &[
             "--json",
@@ -479,7 +480,13 @@ fn fetch_with_convert_leaves_a_verified_download_and_an_identical_conversion() {
             "-o",
             dir,
         ],
-    ));
+    );
+    assert!(
+        stderr(&output).contains("-O OPTIONS is deprecated"),
+        "{}",
+        stderr(&output)
+    );
+    let result = json(&output);
     let converted = out.path().join("ubuntu-24.04-server-cloudimg-amd64.vmdk");
     assert_eq!(result["converted"], converted.to_str().unwrap());
     let compare = Command::new("qemu-img")

@@ -490,7 +490,7 @@ fn info_and_check_describe_the_inputs() {
         ("raw", "raw"),
         ("qcow2", "qcow2"),
         ("vmdk-sparse", "vmdk"),
-        ("vhd-dynamic", "vhd"),
+        ("vhd-dynamic", "vpc"),
         ("vhdx-dynamic", "vhdx"),
         ("vhdx-fixed", "vhdx"),
         ("vdi-dynamic", "vdi"),
@@ -502,7 +502,8 @@ fn info_and_check_describe_the_inputs() {
             .unwrap_or_else(|error| panic!("{input}: info --json is not JSON: {error}"));
         assert_eq!(info["format"], format, "{input}: {info}");
         assert_eq!(info["virtual-size"], RAW_SIZE, "{input}: {info}");
-        if !input.contains("tar") {
+        // Raw has no checks (qemu-img's status 63, tested in qemu_img.rs).
+        if !input.contains("tar") && format != "raw" {
             assert_ok(&["check", s(path)]);
         }
     }

@@ -6,6 +6,8 @@ mod common;
 mod cli;
 /// `--catalog debian` against a cloud.debian.org look-alike: SHA-512, no signature, tar.xz.
 mod debian;
+/// Shell completions and manual pages, parsed by the shells and groff.
+mod docs;
 /// Hostile document servers: slow drip, oversized and endless bodies, empty sources.
 mod documents;
 /// Downloads and documents against the loopback server: resume, retries, cache, locks.
@@ -20,6 +22,8 @@ mod mirror;
 mod prepare;
 /// KubeVirt containerDisks: OCI layouts pushed to a real registry, judged by skopeo.
 mod push;
+/// qemu-img's interface: info and check layouts, repairs, exit statuses, progress lines.
+mod qemu_img;
 /// The cloud-init seed ISO, read back with isoinfo.
 mod seed;
 /// `sync` from user catalogs: publish, retention, kills, locks, failures, full disks.

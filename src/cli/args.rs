@@ -18,7 +18,8 @@ Exit codes:
   upload, prepare --upload, sync: 5 also when some Glance targets failed (the others have
      the images)
   push: 2 also for credentials a registry refuses, 3 a registry storing other bytes
-  check: 0 clean, 2 corruptions found, 3 leaked clusters only (as qemu-img check)";
+  check: 0 clean, 1 not completed, 2 corruptions, 3 leaked clusters only, 63 no checks
+     for the format (as qemu-img check)";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -124,6 +125,10 @@ pub enum Command {
     /// Push an OCI image layout (a KubeVirt containerDisk from `prepare --container-format
     /// containerdisk`) to registries.
     Push(PushArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print the manual page, or write one page per command into a folder.
+    Man(ManArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -187,14 +192,49 @@ pub struct FetchArgs {
     /// After verifying, convert the image to this disk format (raw, qcow2, vmdk, vhd, vhdx, vdi).
     #[arg(long, value_name = "FMT")]
     pub convert: Option<String>,
-    /// Options for --convert, as qemu-img's -o.
-    #[arg(
-        short = 'O',
-        long = "convert-options",
-        value_name = "OPTIONS",
-        requires = "convert"
-    )]
+    /// Options for --convert, as qemu-img's -o (comma-separated key=value, repeatable).
+    #[arg(long = "convert-options", value_name = "OPTIONS", requires = "convert")]
     pub convert_options: Vec<String>,
+    #[command(flatten)]
+    pub deprecated: DeprecatedConvertOptions,
+}
+
+/// qemu-img's `--output`: how `info`, `check` and `measure` print (the global `--json` is the
+/// same as `--output=json`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputArg {
+    Human,
+    Json,
+}
+
+/// qemu-img check's `-r`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RepairArg {
+    /// Free leaked clusters (refcounts higher than the references).
+    Leaks,
+    /// Also fix refcounts that are too low and wrong COPIED flags.
+    All,
+}
+
+/// `-O OPTIONS`, the old spelling of `--convert-options` in `fetch` and `prepare`: `-O` means
+/// the output format everywhere else (qemu-img convert). Still accepted, with a warning.
+#[derive(Debug, Args)]
+pub struct DeprecatedConvertOptions {
+    #[arg(short = 'O', value_name = "OPTIONS", hide = true)]
+    pub options: Vec<String>,
+}
+
+impl DeprecatedConvertOptions {
+    /// `--convert-options` values followed by any `-O` ones (warned about).
+    pub fn merged(&self, current: &[String]) -> Vec<String> {
+        if !self.options.is_empty() {
+            tracing::warn!(
+                "-O OPTIONS is deprecated in fetch and prepare (-O is convert's output format); \
+                 use --convert-options OPTIONS"
+            );
+        }
+        current.iter().chain(&self.options).cloned().collect()
+    }
 }
 
 #[derive(Debug, Args)]
@@ -202,23 +242,30 @@ pub struct InfoArgs {
     /// Input format (detected by content when omitted).
     #[arg(short = 'f', value_name = "FMT")]
     pub format: Option<String>,
+    /// Output layout, as qemu-img info's.
+    #[arg(long, value_enum, default_value_t = OutputArg::Human, value_name = "FMT")]
+    pub output: OutputArg,
+    /// The image.
     pub file: PathBuf,
 }
 
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
+    /// Input format (detected by content when omitted).
     #[arg(short = 'f', value_name = "FMT")]
     pub format: Option<String>,
     /// Output format: raw, qcow2, vmdk, vhd (vpc), vhdx, vdi.
     #[arg(short = 'O', value_name = "FMT")]
     pub output_format: String,
-    /// Format options, comma-separated key=value (repeatable), e.g. -o subformat=streamOptimized.
+    /// Format options, comma-separated key=value (repeatable), e.g. -o subformat=streamOptimized;
+    /// `-o help` lists the output format's options.
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
     /// Compress (qcow2; vmdk streamOptimized is always compressed).
     #[arg(short = 'c')]
     pub compress: bool,
-    /// Show progress.
+    /// Show progress: a bar on a terminal, otherwise qemu-img's `    (NN.NN/100%)` + CR lines
+    /// on stdout.
     #[arg(short = 'p')]
     pub progress: bool,
     /// Compression threads (default: every core).
@@ -227,35 +274,61 @@ pub struct ConvertArgs {
     /// Azure preset for vhd: fixed, force_size, size rounded up to a whole MiB.
     #[arg(long)]
     pub azure: bool,
-    pub source: PathBuf,
-    pub destination: PathBuf,
+    /// The image to read (a disk image, or an archive holding one: tar.gz, tar.xz, ova).
+    #[arg(required_unless_present = "options")]
+    pub source: Option<PathBuf>,
+    /// The image to write (published under this name only once complete).
+    #[arg(required_unless_present = "options")]
+    pub destination: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Exit codes (as qemu-img check):
+  0   no errors were found
+  1   the check could not be completed (unreadable or malformed image)
+  2   corruptions were found
+  3   leaked clusters were found, but no corruptions
+  63  the format has no checks (raw)")]
 pub struct CheckArgs {
+    /// Input format (detected by content when omitted).
     #[arg(short = 'f', value_name = "FMT")]
     pub format: Option<String>,
+    /// Output layout, as qemu-img check's.
+    #[arg(long, value_enum, default_value_t = OutputArg::Human, value_name = "FMT")]
+    pub output: OutputArg,
+    /// Repair the image in place (qcow2), then check it again.
+    #[arg(short = 'r', value_enum, value_name = "leaks|all")]
+    pub repair: Option<RepairArg>,
+    /// The image.
     pub file: PathBuf,
 }
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
+    /// Format of the new image: raw, qcow2, vmdk, vhd (vpc), vdi.
     #[arg(short = 'f', value_name = "FMT")]
     pub format: String,
+    /// Format options, comma-separated key=value (repeatable); `-o help` lists them.
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
-    pub file: PathBuf,
+    /// The image to create.
+    #[arg(required_unless_present = "options")]
+    pub file: Option<PathBuf>,
     /// Virtual size, with an optional K, M, G or T suffix.
-    pub size: String,
+    #[arg(required_unless_present = "options")]
+    pub size: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct ResizeArgs {
+    /// Image format (detected by content when omitted).
     #[arg(short = 'f', value_name = "FMT")]
     pub format: Option<String>,
     /// Allow a smaller size (data past the new end is lost).
     #[arg(long)]
     pub shrink: bool,
+    /// The image to resize in place.
     pub file: PathBuf,
     /// New size, or +SIZE / -SIZE relative to the current one.
     #[arg(allow_hyphen_values = true)]
@@ -321,9 +394,11 @@ pub struct PrepareArgs {
     #[arg(short = 'o', long = "output", default_value = ".", value_name = "DIR")]
     pub output: PathBuf,
     /// Conversion options, as qemu-img's -o (e.g. subformat=streamOptimized,
-    /// preallocation=metadata).
-    #[arg(short = 'O', long = "convert-options", value_name = "OPTIONS")]
+    /// preallocation=metadata; comma-separated, repeatable).
+    #[arg(long = "convert-options", value_name = "OPTIONS")]
     pub convert_options: Vec<String>,
+    #[command(flatten)]
+    pub deprecated: DeprecatedConvertOptions,
     /// Compress the qcow2 output.
     #[arg(short = 'c')]
     pub compress: bool,
@@ -501,4 +576,27 @@ pub struct MirrorArgs {
     /// Skip the OpenPGP check of checksum files (logged; checksums are still verified).
     #[arg(long)]
     pub no_verify_signature: bool,
+}
+
+// `completions` and `man`: documentation generated from these definitions.
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Install (bash): cloudimg completions bash > ~/.local/share/bash-completion/completions/cloudimg
+        (zsh):  cloudimg completions zsh > ~/.zfunc/_cloudimg  (with ~/.zfunc in $fpath)
+        (fish): cloudimg completions fish > ~/.config/fish/completions/cloudimg.fish")]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Install: cloudimg man --dir ~/.local/share/man/man1 (then `man cloudimg`, `man cloudimg-fetch`)")]
+pub struct ManArgs {
+    /// Write cloudimg.1 and one cloudimg-COMMAND.1 per command into this folder instead of
+    /// printing cloudimg.1.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }

@@ -125,9 +125,11 @@ pub fn list(global: &Global, args: ListArgs) -> Result<i32, Error> {
         if global.json {
             print_json(&releases);
         } else {
-            println!(
+            outln!(
                 "{:<8} {:<10} {:<40} SUPPORT",
-                "VERSION", "CODENAME", "TITLE"
+                "VERSION",
+                "CODENAME",
+                "TITLE"
             );
             for r in &releases {
                 let support = match (&r.supported, &r.eol) {
@@ -136,9 +138,11 @@ pub fn list(global: &Global, args: ListArgs) -> Result<i32, Error> {
                     (false, Some(eol)) => format!("end of life {eol}"),
                     (false, None) => "end of life".to_owned(),
                 };
-                println!(
+                outln!(
                     "{:<8} {:<10} {:<40} {support}",
-                    r.version, r.codename, r.title
+                    r.version,
+                    r.codename,
+                    r.title
                 );
             }
         }
@@ -153,21 +157,22 @@ pub fn list(global: &Global, args: ListArgs) -> Result<i32, Error> {
     if global.json {
         print_json(&serde_json::json!({ "serials": serials, "listing": listing }));
     } else {
-        println!(
+        outln!(
             "serials of {} ({}), newest first:",
-            listing.release.codename, listing.release.version
+            listing.release.codename,
+            listing.release.version
         );
         for s in &serials {
-            println!("  {s}");
+            outln!("  {s}");
         }
-        println!("files of {} ({}):", listing.serial, listing.dir_url);
+        outln!("files of {} ({}):", listing.serial, listing.dir_url);
         for f in &listing.files {
             let size = match (f.size, f.size_exact) {
                 (Some(size), true) => size.to_string(),
                 (Some(size), false) => format!("~{size}"),
                 (None, _) => "-".to_owned(),
             };
-            println!(
+            outln!(
                 "  {:<14} {:>12}  {}",
                 f.ftype.as_deref().unwrap_or("-"),
                 size,
@@ -187,11 +192,17 @@ pub fn fetch(global: &Global, args: FetchArgs) -> Result<i32, Error> {
         keyring = context.keyring(global)?;
         SignaturePolicy::Require(&keyring)
     };
+    if args.convert.is_none() && !args.deprecated.options.is_empty() {
+        return Err(Error::Usage("conversion options need --convert FMT".into()));
+    }
     let convert = match &args.convert {
         Some(name) => {
             let format = DiskFormat::from_name(name)
                 .ok_or_else(|| Error::Usage(format!("unknown disk format {name:?}")))?;
-            Some((format, Options::parse(&args.convert_options.join(","))?))
+            Some((
+                format,
+                Options::parse(&args.deprecated.merged(&args.convert_options).join(","))?,
+            ))
         }
         None => None,
     };
@@ -223,7 +234,7 @@ pub fn fetch(global: &Global, args: FetchArgs) -> Result<i32, Error> {
     if global.json {
         print_json(&fetched);
     } else if !global.quiet {
-        println!("{}  {}", fetched.digest, fetched.path.display());
+        outln!("{}  {}", fetched.digest, fetched.path.display());
     }
     Ok(0)
 }

@@ -1,14 +1,15 @@
 //! `info`, `convert`, `check`, `create`, `resize`: the image commands, with qemu-img's
 //! vocabulary.
 
-use std::path::Path;
-
 use cloudimg::formats::options::parse_size;
+use cloudimg::formats::qcow2::RepairMode;
 use cloudimg::formats::{self, DiskFormat, Options};
 use cloudimg::pipeline::Error;
 
-use super::args::{CheckArgs, ConvertArgs, CreateArgs, Global, InfoArgs, ResizeArgs};
-use super::{print_json, progress};
+use super::args::{
+    CheckArgs, ConvertArgs, CreateArgs, Global, InfoArgs, OutputArg, RepairArg, ResizeArgs,
+};
+use super::{print_json, progress, qemu};
 
 fn disk_format(name: &str) -> Result<DiskFormat, Error> {
     DiskFormat::from_name(name).ok_or_else(|| {
@@ -22,6 +23,11 @@ fn optional_format(name: &Option<String>) -> Result<Option<DiskFormat>, Error> {
     name.as_deref().map(disk_format).transpose()
 }
 
+/// `-o help` or `-o ?` in any of the `-o` arguments.
+fn wants_help(values: &[String]) -> bool {
+    values.iter().any(|v| formats::options::wants_help(v))
+}
+
 /// Joins repeated `-o` arguments the way qemu-img does.
 fn options(values: &[String]) -> Result<Options, Error> {
     Ok(Options::parse(&values.join(","))?)
@@ -30,55 +36,28 @@ fn options(values: &[String]) -> Result<Options, Error> {
 pub fn info(global: &Global, args: InfoArgs) -> Result<i32, Error> {
     let reader = formats::open(&args.file, optional_format(&args.format)?)?;
     let info = reader.info();
-    let actual_size = allocated_bytes(&args.file);
-    if global.json {
-        let mut value = serde_json::to_value(&info).map_err(|e| Error::Usage(e.to_string()))?;
-        if let Some(map) = value.as_object_mut() {
-            map.insert("filename".into(), args.file.display().to_string().into());
-            if let Some(size) = actual_size {
-                map.insert("actual-size".into(), size.into());
-            }
-        }
-        print_json(&value);
-        return Ok(0);
-    }
-    println!("image: {}", args.file.display());
-    println!("file format: {}", info.format);
-    println!(
-        "virtual size: {} ({} bytes)",
-        human(info.virtual_size),
-        info.virtual_size
-    );
-    if let Some(size) = actual_size {
-        println!("disk size: {}", human(size));
-    }
-    if let Some(cluster) = info.cluster_size {
-        println!("cluster_size: {cluster}");
-    }
-    for (label, value) in [
-        ("subformat", &info.subformat),
-        ("compat", &info.compat),
-        ("compression", &info.compression),
-    ] {
-        if let Some(value) = value {
-            println!("{label}: {value}");
-        }
-    }
-    if !info.format_specific.is_empty() {
-        println!("Format specific information:");
-        for (key, value) in &info.format_specific {
-            match value {
-                serde_json::Value::String(text) => println!("    {key}: {text}"),
-                other => println!("    {key}: {other}"),
-            }
-        }
+    let filename = args.file.display().to_string();
+    let nodes = qemu::file_nodes(&args.file, &info);
+    if json_output(global, args.output) {
+        print_json(&qemu::Ordered(&qemu::info_json(&info, &filename, &nodes)));
+    } else {
+        out!("{}", qemu::info_human(&info, &filename, &nodes));
     }
     Ok(0)
+}
+
+/// `--output=json`, or the global `--json`.
+fn json_output(global: &Global, output: OutputArg) -> bool {
+    global.json || output == OutputArg::Json
 }
 
 pub fn convert(global: &Global, args: ConvertArgs) -> Result<i32, Error> {
     let source_format = optional_format(&args.format)?;
     let target_format = disk_format(&args.output_format)?;
+    if wants_help(&args.options) {
+        out!("{}", formats::options::render_help(target_format));
+        return Ok(0);
+    }
     let mut options = options(&args.options)?;
     if args.compress {
         if target_format != DiskFormat::Qcow2 {
@@ -96,11 +75,14 @@ pub fn convert(global: &Global, args: ConvertArgs) -> Result<i32, Error> {
         options.set("azure", "on");
     }
     options.set_threads(args.threads);
-    let reporter = progress::reporter(global.quiet || !args.progress);
+    let reporter = progress::convert_reporter(global.quiet, args.progress);
+    let (Some(source), Some(destination)) = (&args.source, &args.destination) else {
+        return Err(Error::Usage("convert needs SOURCE and DESTINATION".into()));
+    };
     let stats = formats::convert::convert_file(
-        &args.source,
+        source,
         source_format,
-        &args.destination,
+        destination,
         target_format,
         &options,
         reporter.as_ref(),
@@ -111,40 +93,59 @@ pub fn convert(global: &Global, args: ConvertArgs) -> Result<i32, Error> {
     Ok(0)
 }
 
+/// qemu-img check's status for a format without checks.
+const EXIT_NO_CHECKS: i32 = 63;
+
 pub fn check(global: &Global, args: CheckArgs) -> Result<i32, Error> {
-    let report = formats::check(&args.file, optional_format(&args.format)?)?;
-    if global.json {
-        print_json(&report);
-    } else {
-        for problem in &report.corruptions {
-            println!("ERROR {problem}");
-        }
-        for leak in &report.leaks {
-            println!("Leaked cluster: {leak}");
-        }
-        if report.corruptions.is_empty() && report.leaks.is_empty() {
-            println!("No errors were found on the image.");
-        } else {
-            println!(
-                "{} errors were found on the image; {} leaked clusters.",
-                report.corruptions.len(),
-                report.leaks.len()
-            );
-        }
-        if let (Some(allocated), Some(total)) = (report.allocated_clusters, report.total_clusters) {
-            println!("{allocated}/{total} clusters are allocated.");
-        }
+    let format = formats::disk_format_of(&args.file, optional_format(&args.format)?)?;
+    if format == DiskFormat::Raw {
+        eprintln!("cloudimg: This image format does not support checks");
+        return Ok(EXIT_NO_CHECKS);
+    }
+    let mut fixed = qemu::Fixed::default();
+    if let Some(mode) = args.repair {
+        let mode = match mode {
+            RepairArg::Leaks => RepairMode::Leaks,
+            RepairArg::All => RepairMode::All,
+        };
+        let repaired = formats::repair(&args.file, Some(format), mode)?;
+        fixed = qemu::Fixed {
+            leaks: repaired.leaks_fixed,
+            corruptions: repaired.corruptions_fixed,
+        };
+    }
+    let report = formats::check(&args.file, Some(format))?;
+    // Each finding on stderr, as qemu's drivers print them.
+    for problem in &report.corruptions {
+        eprintln!("{problem}");
+    }
+    for leak in &report.leaks {
+        eprintln!("{leak}");
+    }
+    let filename = args.file.display().to_string();
+    if json_output(global, args.output) {
+        print_json(&qemu::Ordered(&qemu::check_json(
+            &report, &filename, format, fixed,
+        )));
+    } else if !global.quiet {
+        out!("{}", qemu::check_human(&report, format, fixed));
     }
     Ok(report.exit_code())
 }
 
 pub fn create(_global: &Global, args: CreateArgs) -> Result<i32, Error> {
     let format = disk_format(&args.format)?;
-    let size = parse_size(&args.size)
-        .ok_or_else(|| Error::Usage(format!("invalid size {:?}", args.size)))?;
+    if wants_help(&args.options) {
+        out!("{}", formats::options::render_help(format));
+        return Ok(0);
+    }
+    let (Some(file), Some(size)) = (&args.file, &args.size) else {
+        return Err(Error::Usage("create needs FILE and SIZE".into()));
+    };
+    let size = parse_size(size).ok_or_else(|| Error::Usage(format!("invalid size {size:?}")))?;
     let options = options(&args.options)?;
-    formats::convert::create_blank(&args.file, format, size, &options)?;
-    tracing::info!(file = %args.file.display(), format = %format, size, "created");
+    formats::convert::create_blank(file, format, size, &options)?;
+    tracing::info!(file = %file.display(), format = %format, size, "created");
     Ok(0)
 }
 
@@ -169,29 +170,6 @@ fn relative_size(current: u64, text: &str) -> Option<u64> {
     }
 }
 
-/// Bytes the file really occupies on disk (holes excluded), like qemu-img's "disk size".
-fn allocated_bytes(path: &Path) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| m.blocks() * 512)
-}
-
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.3} {}", UNITS[unit])
-            .replace(".000 ", " ")
-            .to_string()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,12 +180,5 @@ mod tests {
         assert_eq!(relative_size(2 << 30, "-1G"), Some(1 << 30));
         assert_eq!(relative_size(1 << 30, "8G"), Some(8 << 30));
         assert_eq!(relative_size(1 << 20, "-2M"), None);
-    }
-
-    #[test]
-    fn human_sizes_read_like_qemu_img() {
-        assert_eq!(human(512), "512 B");
-        assert_eq!(human(3 << 30), "3 GiB");
-        assert_eq!(human(1536 << 20), "1.500 GiB");
     }
 }

@@ -72,7 +72,7 @@ pub fn mirror(global: &Global, args: MirrorArgs) -> Result<i32, Error> {
                 }
                 Outcome::Failed { error } => format!("FAILED      {error}"),
             };
-            println!("{:<24} {line}", entry.name);
+            outln!("{:<24} {line}", entry.name);
         }
     }
     Ok(if summary.failed() > 0 {

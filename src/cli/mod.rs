@@ -1,13 +1,30 @@
 //! The command-line edge: parses arguments, sets up logging and the runtime, runs a command and
 //! turns its outcome into an exit status.
 
+/// `println!` for stdout that ends the program quietly when stdout is closed (`| head -1`),
+/// as Unix tools do, instead of panicking on the broken pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` for stdout, with `outln!`'s handling of a closed stdout.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!($($arg)*))
+    };
+}
+
 mod args;
+mod docs;
 mod fetch;
 mod image;
 mod mirror;
 mod prepare;
 mod progress;
 mod push;
+mod qemu;
 mod seed;
 mod sync;
 mod upload;
@@ -58,6 +75,8 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Sync(args) => sync::sync(&global, args),
         Command::Upload(args) => upload::upload(&global, args),
         Command::Mirror(args) => mirror::mirror(&global, args),
+        Command::Completions(args) => docs::completions(args),
+        Command::Man(args) => docs::man(args),
         Command::Push(args) => push::push(&global, args),
     }
 }
@@ -91,7 +110,20 @@ fn init_tracing(quiet: bool, verbose: u8, format: args::LogFormat) {
 /// Writes a value as pretty JSON on stdout.
 fn print_json(value: &impl serde::Serialize) {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
+        Ok(text) => outln!("{text}"),
         Err(error) => tracing::error!("cannot serialise output: {error}"),
+    }
+}
+
+/// Writes to stdout; a reader that went away (EPIPE) ends the program with status 0 and no
+/// message, any other failure is logged once.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        tracing::error!("cannot write to stdout: {error}");
     }
 }

@@ -77,7 +77,8 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
         keyring = context.keyring(global)?;
         SignaturePolicy::Require(&keyring)
     };
-    let mut convert_options = Options::parse(&args.convert_options.join(","))?;
+    let mut convert_options =
+        Options::parse(&args.deprecated.merged(&args.convert_options).join(","))?;
     if args.compress {
         if !args.disk_format.eq_ignore_ascii_case("qcow2") {
             return Err(Error::Usage(
@@ -198,7 +199,7 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
     } else if !global.quiet {
         for artifact in &prepared.artifacts {
             let meta = &artifact.metadata;
-            println!(
+            outln!(
                 "{} ({}/{}, {} bytes)",
                 artifact.path.display(),
                 meta.disk_format,
@@ -206,21 +207,23 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
                 meta.digests.size
             );
             for file in &artifact.package_files {
-                println!("  {}", file.display());
+                outln!("  {}", file.display());
             }
-            println!("  {}", artifact.metadata_path.display());
+            outln!("  {}", artifact.metadata_path.display());
         }
         if let Some(layout) = &prepared.containerdisk {
-            println!(
+            outln!(
                 "{} ({} {})",
                 layout.path.display(),
                 layout.ref_name,
                 layout.digest
             );
             for manifest in &layout.manifests {
-                println!(
+                outln!(
                     "  {} {} ({} bytes layer)",
-                    manifest.architecture, manifest.disk, manifest.layer_size
+                    manifest.architecture,
+                    manifest.disk,
+                    manifest.layer_size
                 );
             }
         }

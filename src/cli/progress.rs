@@ -21,6 +21,76 @@ pub fn reporter(quiet: bool) -> Box<dyn Reporter> {
     }
 }
 
+/// `convert -p`: the bar on a terminal, and qemu-img's own lines otherwise (scripts that parse
+/// qemu-img's progress read ours unchanged).
+pub fn convert_reporter(quiet: bool, progress: bool) -> Box<dyn Reporter> {
+    if quiet || !progress {
+        Box::new(Silent)
+    } else if std::io::stderr().is_terminal() {
+        Box::new(Bar::default())
+    } else {
+        Box::new(QemuPercent::default())
+    }
+}
+
+/// qemu-img's `-p` output: `    (NN.NN/100%)` and a carriage return on stdout each time the
+/// work advances by another percent, and a newline at the end.
+#[derive(Default)]
+struct QemuPercent {
+    state: Mutex<Option<PercentState>>,
+}
+
+struct PercentState {
+    total: u64,
+    done: u64,
+    /// The percentage last printed.
+    printed: f64,
+}
+
+/// qemu prints again once the work has advanced by this many percent.
+const PERCENT_STEP: f64 = 1.0;
+
+fn percent_line(percent: f64) -> String {
+    format!("    ({percent:.2}/100%)\r")
+}
+
+impl Reporter for QemuPercent {
+    fn start(&self, _label: &str, total: Option<u64>, already: u64) {
+        out!("{}", percent_line(0.0));
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(PercentState {
+            total: total.unwrap_or(0),
+            done: already,
+            printed: 0.0,
+        });
+    }
+
+    fn advance(&self, bytes: u64) {
+        if let Some(state) = &mut *self.state.lock().unwrap_or_else(|e| e.into_inner()) {
+            state.done += bytes;
+            if state.total == 0 {
+                return;
+            }
+            let percent = (state.done as f64 * 100.0 / state.total as f64).min(100.0);
+            if percent - state.printed >= PERCENT_STEP {
+                state.printed = percent;
+                out!("{}", percent_line(percent));
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if self
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .is_some()
+        {
+            out!("{}\n", percent_line(100.0));
+        }
+    }
+}
+
 /// An indicatif bar with bytes, rate and ETA.
 #[derive(Default)]
 struct Bar {

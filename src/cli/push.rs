@@ -58,19 +58,22 @@ pub fn push(global: &Global, args: PushArgs) -> Result<i32, Error> {
 
 fn print_pushed(pushed: &[Pushed]) {
     for result in pushed {
-        println!("{}@{}", result.repository, result.digest);
-        println!(
+        outln!("{}@{}", result.repository, result.digest);
+        outln!(
             "  blobs: {} uploaded ({} bytes), {} mounted, {} already present",
-            result.blobs_uploaded, result.bytes_sent, result.blobs_mounted, result.blobs_present
+            result.blobs_uploaded,
+            result.bytes_sent,
+            result.blobs_mounted,
+            result.blobs_present
         );
         if !result.tags_set.is_empty() {
-            println!("  tagged: {}", result.tags_set.join(", "));
+            outln!("  tagged: {}", result.tags_set.join(", "));
         }
         if !result.tags_unchanged.is_empty() {
-            println!("  unchanged: {}", result.tags_unchanged.join(", "));
+            outln!("  unchanged: {}", result.tags_unchanged.join(", "));
         }
         if !result.retired.is_empty() {
-            println!("  retired: {}", result.retired.join(", "));
+            outln!("  retired: {}", result.retired.join(", "));
         }
     }
 }

@@ -54,8 +54,8 @@ pub fn seed(global: &Global, args: SeedArgs) -> Result<i32, Error> {
     if global.json {
         print_json(&metadata);
     } else if !global.quiet {
-        println!("{}", args.output.display());
-        println!("{}", written.display());
+        outln!("{}", args.output.display());
+        outln!("{}", written.display());
     }
     Ok(0)
 }

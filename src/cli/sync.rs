@@ -103,16 +103,21 @@ pub fn sync(global: &Global, args: SyncArgs) -> Result<i32, Error> {
                 ),
                 Outcome::Failed { error, .. } => format!("FAILED      {error}"),
             };
-            println!("{:<24} {line}", entry.name);
+            outln!("{:<24} {line}", entry.name);
             if let Outcome::UpToDate { targets, .. } | Outcome::Published { targets, .. } =
                 &entry.outcome
             {
                 for target in targets {
                     match &target.error {
                         Some(error) => {
-                            println!("{:<24}   glance {}: FAILED {error}", "", target.target)
+                            outln!(
+                                "{:<24}   {} {}: FAILED {error}",
+                                "",
+                                target.kind,
+                                target.target
+                            )
                         }
-                        None => println!(
+                        None => outln!(
                             "{:<24}   {} {}: {} image(s), {} retired",
                             "",
                             target.kind,

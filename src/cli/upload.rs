@@ -169,15 +169,15 @@ fn cloud_region_pairs(clouds: &[String], regions: &[String]) -> Result<Vec<Cloud
 pub(super) fn print_target_uploads(rows: &[TargetUpload]) {
     for row in rows {
         match &row.error {
-            Some(error) => println!("{}: FAILED {error}", row.target),
+            Some(error) => outln!("{}: FAILED {error}", row.target),
             None => {
-                println!("{}:", row.target);
+                outln!("{}:", row.target);
                 for image in &row.images {
                     let note = match image.outcome {
                         Outcome::Uploaded => "",
                         Outcome::AlreadyPresent => " (already present)",
                     };
-                    println!("  {} {} {}{note}", image.name, image.id, image.status);
+                    outln!("  {} {} {}{note}", image.name, image.id, image.status);
                 }
             }
         }
@@ -200,7 +200,7 @@ pub(super) fn print_uploaded(images: &[Uploaded]) {
             Outcome::Uploaded => "",
             Outcome::AlreadyPresent => " (already present)",
         };
-        println!("{} {} {}{note}", image.name, image.id, image.status);
+        outln!("{} {} {}{note}", image.name, image.id, image.status);
     }
 }
 

@@ -77,6 +77,14 @@ impl DiskFormat {
         }
     }
 
+    /// The name qemu-img prints and accepts for `-f` (`vpc` for VHD).
+    pub fn qemu_name(self) -> &'static str {
+        match self {
+            DiskFormat::Vhd => "vpc",
+            other => other.name(),
+        }
+    }
+
     /// The usual file extension, without the dot.
     pub fn extension(self) -> &'static str {
         self.name()
@@ -153,12 +161,17 @@ pub struct ImageInfo {
     /// `zlib`, `zstd`, `deflate` (vmdk) when the image holds compressed data.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compression: Option<String>,
-    /// Further per-format facts, as `qemu-img info`'s `format-specific.data` would show them.
+    /// Further per-format facts, as `qemu-img info`'s `format-specific.data` shows them: the
+    /// same keys, value types and order (qemu-img's human form prints them in this order).
     #[serde(
         rename = "format-specific",
         skip_serializing_if = "serde_json::Map::is_empty"
     )]
     pub format_specific: serde_json::Map<String, serde_json::Value>,
+    /// Files other than the image's own that hold its data (a monolithicFlat VMDK's extent),
+    /// which `qemu-img info` lists as child nodes `extents.N`.
+    #[serde(skip)]
+    pub extent_files: Vec<std::path::PathBuf>,
 }
 
 impl ImageInfo {
@@ -171,30 +184,57 @@ impl ImageInfo {
             compat: None,
             compression: None,
             format_specific: serde_json::Map::new(),
+            extent_files: Vec::new(),
         }
     }
 }
 
-/// Result of a structural check, with qemu-img check's exit-code meaning.
+/// Result of a structural check, with qemu-img check's exit-code meaning and the facts of
+/// its `--output=json` (`ImageCheck`).
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct CheckReport {
-    /// Inconsistencies that make data unreliable (exit 2).
+    /// Inconsistencies that make data unreliable (exit 2), one message each.
     pub corruptions: Vec<String>,
-    /// Allocated but unused space (exit 3).
+    /// Allocated but unused space (exit 3), one message each.
     pub leaks: Vec<String>,
-    /// Allocated bytes of guest data, when the format tracks it.
+    /// Corruptions and leaks found but not listed (the lists stop after a hundred entries).
+    #[serde(skip)]
+    pub unlisted_corruptions: u64,
+    #[serde(skip)]
+    pub unlisted_leaks: u64,
+    /// Guest clusters backed by host clusters, when the format tracks it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allocated_clusters: Option<u64>,
+    /// Guest clusters of the virtual disk.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_clusters: Option<u64>,
+    /// Allocated clusters not stored right after the previous one (qemu's definition:
+    /// compressed clusters always count).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fragmented_clusters: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compressed_clusters: Option<u64>,
+    /// The end of the last host cluster in use (qemu-img's "Image end offset").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_end_offset: Option<u64>,
 }
 
 impl CheckReport {
+    /// How many corruptions were found.
+    pub fn corruption_count(&self) -> u64 {
+        self.corruptions.len() as u64 + self.unlisted_corruptions
+    }
+
+    /// How many leaked clusters were found.
+    pub fn leak_count(&self) -> u64 {
+        self.leaks.len() as u64 + self.unlisted_leaks
+    }
+
     /// `qemu-img check` exit status: 0 clean, 2 corruptions, 3 leaks only.
     pub fn exit_code(&self) -> i32 {
-        if !self.corruptions.is_empty() {
+        if self.corruption_count() != 0 {
             2
-        } else if !self.leaks.is_empty() {
+        } else if self.leak_count() != 0 {
             3
         } else {
             0
@@ -330,6 +370,33 @@ pub fn check(path: &Path, format: Option<DiskFormat>) -> Result<CheckReport, For
         DiskFormat::Vhd => vhd::check(path, file),
         DiskFormat::Vhdx => vhdx::check(path, file),
         DiskFormat::Vdi => vdi::check(path, file),
+    }
+}
+
+/// The format of the image at `path`: `forced`, or detected by content (archives refused).
+pub fn disk_format_of(path: &Path, forced: Option<DiskFormat>) -> Result<DiskFormat, FormatError> {
+    let mut file = File::open(path).map_err(|source| FormatError::io(path, source))?;
+    disk_format(path, &mut file, forced, "checking")
+}
+
+/// Repairs a qcow2 image's refcounts in place (`qemu-img check -r leaks|all`); other formats
+/// have nothing to repair.
+pub fn repair(
+    path: &Path,
+    format: Option<DiskFormat>,
+    mode: qcow2::RepairMode,
+) -> Result<qcow2::Repaired, FormatError> {
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|source| FormatError::io(path, source))?;
+    match disk_format(path, &mut file, format, "repairing")? {
+        DiskFormat::Qcow2 => qcow2::repair(path, &file, mode),
+        other => Err(FormatError::Unsupported {
+            path: path.to_owned(),
+            what: format!("repairing {other} images (only qcow2 has refcounts to repair)"),
+        }),
     }
 }
 

@@ -191,6 +191,172 @@ pub fn parse_size(text: &str) -> Option<u64> {
     }
 }
 
+/// One creation option as `-o help` lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OptionHelp {
+    pub name: &'static str,
+    /// qemu's type words: `str`, `size`, `num`, `bool (on/off)`.
+    pub kind: &'static str,
+    pub help: &'static str,
+}
+
+const fn option(name: &'static str, kind: &'static str, help: &'static str) -> OptionHelp {
+    OptionHelp { name, kind, help }
+}
+
+const BOOL: &str = "bool (on/off)";
+
+/// The `-o` options each writer accepts, sorted by name as qemu-img sorts them.
+pub fn help(format: super::DiskFormat) -> &'static [OptionHelp] {
+    use super::DiskFormat;
+    match format {
+        DiskFormat::Raw => {
+            const OPTIONS: &[OptionHelp] = &[option(
+                "preallocation",
+                "str",
+                "Preallocation mode (allowed values: off, falloc, full)",
+            )];
+            OPTIONS
+        }
+        DiskFormat::Qcow2 => {
+            const OPTIONS: &[OptionHelp] = &[
+                option("cluster_size", "size", "qcow2 cluster size"),
+                option(
+                    "compat",
+                    "str",
+                    "Compatibility level (v2 [0.10] or v3 [1.1])",
+                ),
+                option(
+                    "compression_type",
+                    "str",
+                    "Compression method used for image cluster compression (zlib, zstd)",
+                ),
+                option(
+                    "lazy_refcounts",
+                    BOOL,
+                    "Postpone refcount updates (only off: cloudimg writes refcounts eagerly)",
+                ),
+                option(
+                    "preallocation",
+                    "str",
+                    "Preallocation mode (allowed values: off, metadata, falloc, full)",
+                ),
+                option(
+                    "refcount_bits",
+                    "num",
+                    "Width of a reference count entry in bits (16)",
+                ),
+            ];
+            OPTIONS
+        }
+        DiskFormat::Vmdk => {
+            const OPTIONS: &[OptionHelp] = &[
+                option(
+                    "adapter_type",
+                    "str",
+                    "Virtual adapter type, can be one of ide (default), lsilogic, buslogic or \
+                 legacyESX",
+                ),
+                option(
+                    "cid",
+                    "str",
+                    "Content ID, up to 8 hex digits (default: random)",
+                ),
+                option("compat6", BOOL, "VMDK version 6 image"),
+                option("hwversion", "str", "VMDK hardware version"),
+                option(
+                    "stream_layout",
+                    "str",
+                    "streamOptimized layout: vmware (default; grain directory at the end) or qemu",
+                ),
+                option(
+                    "subformat",
+                    "str",
+                    "VMDK flat extent format, can be one of {monolithicSparse (default) | \
+                 monolithicFlat | streamOptimized}",
+                ),
+                option("toolsversion", "str", "VMware guest tools version"),
+                option(
+                    "zeroed_grain",
+                    BOOL,
+                    "Enable efficient zero writes using the zeroed-grain GTE feature",
+                ),
+            ];
+            OPTIONS
+        }
+        DiskFormat::Vhd => {
+            const OPTIONS: &[OptionHelp] = &[
+                option(
+                    "azure",
+                    BOOL,
+                    "Azure's layout: fixed, force_size, size rounded up to a MiB",
+                ),
+                option(
+                    "force_size",
+                    BOOL,
+                    "Force disk size calculation to use the actual size specified, rather than \
+                 using the nearest CHS-based calculation",
+                ),
+                option(
+                    "subformat",
+                    "str",
+                    "Type of virtual hard disk format. Supported formats are {dynamic (default) | \
+                 fixed}",
+                ),
+                option(
+                    "timestamp",
+                    "num",
+                    "Footer timestamp, seconds since 2000-01-01 (reproducible output)",
+                ),
+                option("uuid", "str", "Footer unique id (reproducible output)"),
+            ];
+            OPTIONS
+        }
+        DiskFormat::Vhdx => {
+            const OPTIONS: &[OptionHelp] = &[
+                option(
+                    "block_size",
+                    "size",
+                    "Block Size; min 1MB, max 256MB. 0 means auto-calculate based on image size.",
+                ),
+                option(
+                    "block_state_zero",
+                    BOOL,
+                    "Force use of payload blocks of type 'ZERO'. Non-standard, but default.",
+                ),
+                option("log_size", "size", "Log size; min 1MB."),
+                option(
+                    "subformat",
+                    "str",
+                    "VHDX format type, can be either 'dynamic' or 'fixed'. Default is 'dynamic'.",
+                ),
+            ];
+            OPTIONS
+        }
+        DiskFormat::Vdi => {
+            const OPTIONS: &[OptionHelp] =
+                &[option("static", BOOL, "VDI static (pre-allocated) image")];
+            OPTIONS
+        }
+    }
+}
+
+/// Whether options ask for the list instead (`-o help`, `-o ?`).
+pub fn wants_help(text: &str) -> bool {
+    text.split(',')
+        .any(|item| matches!(item.trim(), "help" | "?"))
+}
+
+/// `-o help` as qemu-img prints it.
+pub fn render_help(format: super::DiskFormat) -> String {
+    let mut out = format!("Supported {} options:\n", format.qemu_name());
+    for option in help(format) {
+        let name = format!("{}=<{}>", option.name, option.kind);
+        out.push_str(&format!("  {name:<22} - {}\n", option.help));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,5 +389,20 @@ mod tests {
         assert_eq!(parse_size("12Q"), None);
         assert_eq!(parse_size(""), None);
         assert_eq!(parse_size("99999999999999999999T"), None);
+    }
+
+    #[test]
+    fn help_is_asked_with_help_or_question_mark() {
+        assert!(wants_help("help"));
+        assert!(wants_help("subformat=fixed,?"));
+        assert!(!wants_help("subformat=help-me"));
+    }
+
+    #[test]
+    fn help_lists_options_as_qemu_img_does() {
+        assert_eq!(
+            render_help(crate::formats::DiskFormat::Vdi),
+            "Supported vdi options:\n  static=<bool (on/off)> - VDI static (pre-allocated) image\n"
+        );
     }
 }

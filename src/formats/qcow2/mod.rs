@@ -66,8 +66,15 @@ pub fn create(
     writer::create(target, virtual_size, options)
 }
 
+pub use check::{RepairMode, Repaired};
+
 pub fn check(path: &Path, file: File) -> Result<CheckReport, FormatError> {
     check::check(path, file)
+}
+
+/// `qemu-img check -r`: rewrites refcounts (and COPIED flags) from the references found.
+pub fn repair(path: &Path, file: &File, mode: RepairMode) -> Result<Repaired, FormatError> {
+    check::repair(path, file, mode)
 }
 
 pub fn resize(path: &Path, file: File, new_size: u64, shrink: bool) -> Result<(), FormatError> {

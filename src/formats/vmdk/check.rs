@@ -196,6 +196,7 @@ pub fn check_sparse(path: &Path, file: &File) -> Result<CheckReport, FormatError
         leaks: Vec::new(),
         allocated_clusters: Some(allocated),
         total_clusters: Some(grains),
+        ..CheckReport::default()
     })
 }
 

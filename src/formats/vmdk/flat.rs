@@ -4,7 +4,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 
-use super::descriptor::{Descriptor, DescriptorSpec, MAX_DESCRIPTOR_LEN};
+use super::descriptor::{Descriptor, DescriptorSpec, MAX_DESCRIPTOR_LEN, NO_PARENT};
 use super::header::SECTOR;
 use super::FORMAT;
 use crate::formats::{DiskFormat, DiskReader, DiskWriter, Extent, FormatError, ImageInfo, Mapping};
@@ -124,6 +124,7 @@ pub struct FlatReader {
     extent_len: u64,
     create_type: String,
     cid: Option<u32>,
+    parent_cid: Option<u32>,
 }
 
 impl FlatReader {
@@ -144,6 +145,7 @@ impl FlatReader {
             extent_len,
             create_type: d.create_type.unwrap_or_else(|| "monolithicFlat".into()),
             cid: d.cid,
+            parent_cid: d.parent_cid,
         })
     }
 }
@@ -184,6 +186,7 @@ impl DiskReader for FlatReader {
         Ok(())
     }
 
+    /// Facts in `qemu-img info`'s order; the extent file is also a child node there.
     fn info(&self) -> ImageInfo {
         let mut info = ImageInfo::new(DiskFormat::Vmdk, self.size);
         info.subformat = Some(self.create_type.clone());
@@ -191,11 +194,23 @@ impl DiskReader for FlatReader {
         if let Some(cid) = self.cid {
             fs.insert("cid".into(), cid.into());
         }
-        fs.insert("create-type".into(), self.create_type.clone().into());
         fs.insert(
-            "extent".into(),
+            "parent-cid".into(),
+            self.parent_cid.unwrap_or(NO_PARENT).into(),
+        );
+        fs.insert("create-type".into(), self.create_type.clone().into());
+        let mut extent = serde_json::Map::new();
+        extent.insert("virtual-size".into(), self.size.into());
+        extent.insert(
+            "filename".into(),
             self.extent_path.display().to_string().into(),
         );
+        extent.insert("format".into(), "FLAT".into());
+        fs.insert(
+            "extents".into(),
+            vec![serde_json::Value::Object(extent)].into(),
+        );
+        info.extent_files.push(self.extent_path.clone());
         info
     }
 }

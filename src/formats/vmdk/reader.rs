@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use flate2::Decompress;
 
 use super::codec::inflate_grain;
-use super::descriptor::{Descriptor, MAX_DESCRIPTOR_LEN};
+use super::descriptor::{Descriptor, MAX_DESCRIPTOR_LEN, NO_PARENT};
 use super::grain::{read_gd, read_table};
 use super::header::{SparseHeader, FLAG_ZERO_GRAIN, GD_AT_END, HEADER_LEN, SECTOR};
 use super::marker::{Marker, GRAIN_MARKER_LEN, TYPE_FOOTER};
@@ -161,6 +161,8 @@ impl SparseExtent {
         }
     }
 
+    /// Facts in `qemu-img info`'s order: cid, parent-cid, create-type (the reader adds the
+    /// extents).
     pub fn info(&self) -> ImageInfo {
         let mut info = ImageInfo::new(DiskFormat::Vmdk, self.header.capacity * SECTOR);
         info.cluster_size = Some(self.header.grain_bytes());
@@ -172,18 +174,29 @@ impl SparseExtent {
         if let Some(cid) = self.descriptor.cid {
             fs.insert("cid".into(), cid.into());
         }
-        if let Some(cid) = self.descriptor.parent_cid {
-            fs.insert("parent-cid".into(), cid.into());
-        }
+        fs.insert(
+            "parent-cid".into(),
+            self.descriptor.parent_cid.unwrap_or(NO_PARENT).into(),
+        );
         fs.insert("create-type".into(), self.create_type().into());
-        fs.insert("version".into(), self.header.version.into());
-        if let Some(a) = &self.descriptor.adapter_type {
-            fs.insert("adapter-type".into(), a.clone().into());
-        }
-        if let Some(v) = &self.descriptor.hw_version {
-            fs.insert("hwversion".into(), v.clone().into());
-        }
         info
+    }
+
+    /// One sparse extent as `qemu-img info` lists it under `extents`.
+    pub fn extent_info(&self, filename: &Path) -> serde_json::Value {
+        let mut extent = serde_json::Map::new();
+        if self.header.compressed() {
+            extent.insert("compressed".into(), true.into());
+        }
+        extent.insert(
+            "virtual-size".into(),
+            (self.header.capacity * SECTOR).into(),
+        );
+        extent.insert("filename".into(), filename.display().to_string().into());
+        extent.insert("cluster-size".into(), self.header.grain_bytes().into());
+        // qemu names the kind of FLAT extents only; a sparse extent's is empty.
+        extent.insert("format".into(), "".into());
+        serde_json::Value::Object(extent)
     }
 
     /// Whether a GT entry reads as zero.
@@ -416,20 +429,9 @@ impl DiskReader for SparseReader {
 
     fn info(&self) -> ImageInfo {
         let mut info = self.extent.info();
-        // One extent, described as `qemu-img info` does.
-        let mut extent = serde_json::Map::new();
-        extent.insert("filename".into(), self.path.display().to_string().into());
-        extent.insert("virtual-size".into(), self.virtual_size().into());
-        extent.insert(
-            "cluster-size".into(),
-            self.extent.header.grain_bytes().into(),
-        );
-        if self.extent.header.compressed() {
-            extent.insert("compressed".into(), true.into());
-        }
         info.format_specific.insert(
             "extents".into(),
-            vec![serde_json::Value::Object(extent)].into(),
+            vec![self.extent.extent_info(&self.path)].into(),
         );
         info
     }

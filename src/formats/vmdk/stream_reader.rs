@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use flate2::Decompress;
 
 use super::codec::inflate_grain;
-use super::descriptor::{Descriptor, MAX_DESCRIPTOR_LEN};
+use super::descriptor::{Descriptor, MAX_DESCRIPTOR_LEN, NO_PARENT};
 use super::header::{SparseHeader, HEADER_LEN, SECTOR};
 use super::marker::{Marker, GRAIN_MARKER_LEN, TYPE_EOS, TYPE_FOOTER, TYPE_GD, TYPE_GT};
 use super::reader::max_compressed_len;
@@ -338,8 +338,22 @@ impl DiskReader for StreamReader {
         if let Some(cid) = self.descriptor.cid {
             fs.insert("cid".into(), cid.into());
         }
+        fs.insert(
+            "parent-cid".into(),
+            self.descriptor.parent_cid.unwrap_or(NO_PARENT).into(),
+        );
         fs.insert("create-type".into(), create_type.into());
-        fs.insert("version".into(), self.header.version.into());
+        // One extent, as `qemu-img info` lists it (only FLAT extents name their kind).
+        let mut extent = serde_json::Map::new();
+        extent.insert("compressed".into(), true.into());
+        extent.insert("virtual-size".into(), self.size.into());
+        extent.insert("filename".into(), self.path.display().to_string().into());
+        extent.insert("cluster-size".into(), self.header.grain_bytes().into());
+        extent.insert("format".into(), "".into());
+        fs.insert(
+            "extents".into(),
+            vec![serde_json::Value::Object(extent)].into(),
+        );
         info
     }
 }
