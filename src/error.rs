@@ -17,6 +17,16 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// The kind's name in JSON error objects (`usage`, `integrity`, `network`, `other`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Usage => "usage",
+            ErrorKind::Integrity => "integrity",
+            ErrorKind::Network => "network",
+            ErrorKind::Other => "other",
+        }
+    }
+
     /// The process exit status documented in README and `--help`.
     pub fn exit_code(self) -> i32 {
         match self {

@@ -25,6 +25,7 @@ fn config() -> ClientConfig {
         connect_timeout: Duration::from_secs(2),
         backoff_base: Duration::from_millis(10),
         cache_dir: None,
+        tls: Default::default(),
     }
 }
 

@@ -30,6 +30,8 @@ mod seed;
 mod sync;
 /// Several Glance targets against two real Glance APIs, one stopped half way.
 mod targets;
+/// HTTPS behind a private CA: the system store, SSL_CERT_FILE, --cacert, OS_CACERT, clouds.yaml.
+mod tls;
 /// `cloudimg upload` and the Glance library against a real Glance API.
 mod upload;
 /// OpenPGP verification of the generated mirror, and the mirror's own shape.

@@ -35,6 +35,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Options every command takes, listed apart from the command's own in `--help` (see
+/// `help::command`).
 #[derive(Debug, Args)]
 pub struct Global {
     /// Base URL of the image site or of a mirror of it [default: the catalog's site].
@@ -84,6 +86,13 @@ pub struct Global {
         value_name = "SECONDS"
     )]
     pub document_timeout: u64,
+    /// Also trust the CA certificates of this PEM file (a private CA of the mirror, Keystone or
+    /// Glance; the system store, SSL_CERT_FILE and SSL_CERT_DIR are trusted already).
+    #[arg(long, global = true, env = "CLOUDIMG_CACERT", value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// Do not verify TLS certificates at all (warned on every run; prefer --cacert).
+    #[arg(long, global = true)]
+    pub insecure: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -114,6 +123,10 @@ pub enum Command {
     Convert(ConvertArgs),
     /// Check an image's structure.
     Check(CheckArgs),
+    /// Compare the guest contents of two images (as qemu-img compare).
+    Compare(CompareArgs),
+    /// Tell the size a conversion to qcow2 or raw needs (as qemu-img measure).
+    Measure(MeasureArgs),
     /// Create a blank image.
     Create(CreateArgs),
     /// Change an image's virtual size.
@@ -151,6 +164,7 @@ pub struct Selection {
     /// (x86_64, aarch64, ppc64le, ...).
     #[arg(long, default_value = "amd64")]
     pub arch: String,
+    /// Image stream: released serials, daily builds, or their minimal variants (Ubuntu).
     #[arg(long, value_enum, default_value_t = StreamArg::Released)]
     pub stream: StreamArg,
     /// Discovery source; default simplestreams where the stream has the release, else HTML.
@@ -283,13 +297,6 @@ pub struct ConvertArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "\
-Exit codes (as qemu-img check):
-  0   no errors were found
-  1   the check could not be completed (unreadable or malformed image)
-  2   corruptions were found
-  3   leaked clusters were found, but no corruptions
-  63  the format has no checks (raw)")]
 pub struct CheckArgs {
     /// Input format (detected by content when omitted).
     #[arg(short = 'f', value_name = "FMT")]
@@ -302,6 +309,48 @@ pub struct CheckArgs {
     pub repair: Option<RepairArg>,
     /// The image.
     pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Format of the first image (detected by content when omitted).
+    #[arg(short = 'f', value_name = "FMT")]
+    pub format: Option<String>,
+    /// Format of the second image (detected by content when omitted).
+    #[arg(short = 'F', value_name = "FMT")]
+    pub second_format: Option<String>,
+    /// Strict: images of different sizes, or with data where the other has a hole, differ.
+    #[arg(short = 's')]
+    pub strict: bool,
+    /// Show progress (as convert -p).
+    #[arg(short = 'p')]
+    pub progress: bool,
+    /// The first image.
+    pub first: PathBuf,
+    /// The second image.
+    pub second: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct MeasureArgs {
+    /// Output layout, as qemu-img measure's.
+    #[arg(long, value_enum, default_value_t = OutputArg::Human, value_name = "FMT")]
+    pub output: OutputArg,
+    /// Format of the image to measure (detected by content when omitted).
+    #[arg(short = 'f', value_name = "FMT")]
+    pub format: Option<String>,
+    /// Output format: qcow2 or raw.
+    #[arg(short = 'O', value_name = "FMT", default_value = "raw")]
+    pub output_format: String,
+    /// Output format options, comma-separated key=value (repeatable).
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    pub options: Vec<String>,
+    /// Measure a blank image of this virtual size instead of a file (K, M, G, T suffixes).
+    #[arg(long, value_name = "SIZE", conflicts_with = "file")]
+    pub size: Option<String>,
+    /// The image to measure.
+    #[arg(required_unless_present = "size")]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -3,16 +3,16 @@
 
 use std::path::Path;
 
-use clap::CommandFactory;
 use cloudimg::pipeline::Error;
 
-use super::args::{Cli, CompletionsArgs, ManArgs};
+use super::args::{CompletionsArgs, ManArgs};
+use super::help;
 
 /// The program name completions and pages are written for.
 const BIN: &str = "cloudimg";
 
 pub fn completions(args: CompletionsArgs) -> Result<i32, Error> {
-    let mut command = Cli::command();
+    let mut command = help::command();
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut command, BIN, &mut script);
     out!("{}", String::from_utf8_lossy(&script));
@@ -22,7 +22,9 @@ pub fn completions(args: CompletionsArgs) -> Result<i32, Error> {
 /// Without `--dir`, `cloudimg.1` on stdout; with it, `cloudimg.1` and one
 /// `cloudimg-<command>.1` per subcommand written into the folder.
 pub fn man(args: ManArgs) -> Result<i32, Error> {
-    let command = Cli::command();
+    let mut command = help::command();
+    // Building propagates the global options into each subcommand's page.
+    command.build();
     match args.dir {
         None => {
             out!("{}", String::from_utf8_lossy(&render(&command)?));

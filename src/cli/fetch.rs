@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use cloudimg::catalog::Catalog;
-use cloudimg::fetch::{Client, ClientConfig};
+use cloudimg::fetch::{Client, ClientConfig, TlsConfig};
 use cloudimg::formats::{DiskFormat, Options};
 use cloudimg::index::{Discovery, Query, SourceKind, Stream};
 use cloudimg::pipeline::{self, Error, FetchRequest, SignaturePolicy};
@@ -41,6 +41,7 @@ impl Context {
             stall_timeout: Duration::from_secs(global.stall_timeout.max(1)),
             document_timeout: Duration::from_secs(global.document_timeout.max(1)),
             cache_dir: global.cache_dir.clone().or_else(default_cache_dir),
+            tls: tls(global)?,
             ..ClientConfig::default()
         })?;
         Ok(Context {
@@ -69,6 +70,23 @@ impl Context {
             )?,
         })
     }
+}
+
+/// The trust settings of the global options (`--cacert`, `--insecure`).
+pub(super) fn tls(global: &Global) -> Result<TlsConfig, Error> {
+    let mut tls = TlsConfig::default();
+    if let Some(path) = &global.cacert {
+        add_ca_file(&mut tls, path)?;
+    }
+    if global.insecure {
+        tls.disable_verification("--insecure");
+    }
+    Ok(tls)
+}
+
+pub(super) fn add_ca_file(tls: &mut TlsConfig, path: &std::path::Path) -> Result<(), Error> {
+    tls.add_ca_file(path)
+        .map_err(|error| Error::Usage(cloudimg::error::chain(&error)))
 }
 
 /// `$XDG_CACHE_HOME/cloudimg`, else `~/.cache/cloudimg`: where index pages and checksum files

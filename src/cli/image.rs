@@ -7,7 +7,8 @@ use cloudimg::formats::{self, DiskFormat, Options};
 use cloudimg::pipeline::Error;
 
 use super::args::{
-    CheckArgs, ConvertArgs, CreateArgs, Global, InfoArgs, OutputArg, RepairArg, ResizeArgs,
+    CheckArgs, CompareArgs, ConvertArgs, CreateArgs, Global, InfoArgs, MeasureArgs, OutputArg,
+    RepairArg, ResizeArgs,
 };
 use super::{print_json, progress, qemu};
 
@@ -131,6 +132,98 @@ pub fn check(global: &Global, args: CheckArgs) -> Result<i32, Error> {
         out!("{}", qemu::check_human(&report, format, fixed));
     }
     Ok(report.exit_code())
+}
+
+/// qemu-img compare's status when an image cannot be compared (2, also for bad options).
+const EXIT_COMPARE_ERROR: i32 = 2;
+
+/// `compare`: 0 identical, 1 different, 2 error, with qemu-img's messages on stdout.
+pub fn compare(global: &Global, args: CompareArgs) -> Result<i32, Error> {
+    use formats::compare::Comparison;
+    let result = (|| -> Result<Comparison, Error> {
+        let mut first = formats::open(&args.first, optional_format(&args.format)?)?;
+        let mut second = formats::open(&args.second, optional_format(&args.second_format)?)?;
+        let reporter = progress::convert_reporter(global.quiet, args.progress);
+        Ok(formats::compare::compare(
+            first.as_mut(),
+            second.as_mut(),
+            args.strict,
+            reporter.as_ref(),
+        )?)
+    })();
+    let comparison = match result {
+        Ok(comparison) => comparison,
+        Err(error) => {
+            tracing::error!("{}", cloudimg::error::chain(&error));
+            return Ok(EXIT_COMPARE_ERROR);
+        }
+    };
+    let say = |text: &str| {
+        if !global.quiet {
+            outln!("{text}");
+        }
+    };
+    let warn_size = |differ: bool| {
+        if differ {
+            say("Warning: Image size mismatch!");
+        }
+    };
+    Ok(match comparison {
+        Comparison::Identical { sizes_differ } => {
+            warn_size(sizes_differ);
+            say("Images are identical.");
+            0
+        }
+        Comparison::ContentMismatch {
+            offset,
+            sizes_differ,
+        } => {
+            warn_size(sizes_differ);
+            say(&format!("Content mismatch at offset {offset}!"));
+            1
+        }
+        Comparison::SizeMismatch => {
+            say("Strict mode: Image size mismatch!");
+            1
+        }
+        Comparison::AllocationMismatch { offset } => {
+            say(&format!(
+                "Strict mode: Offset {offset} block status mismatch!"
+            ));
+            1
+        }
+    })
+}
+
+/// `measure`: qemu-img's figures, in its human or JSON layout.
+pub fn measure(global: &Global, args: MeasureArgs) -> Result<i32, Error> {
+    use formats::measure::Source;
+    let format = disk_format(&args.output_format)?;
+    if wants_help(&args.options) {
+        out!("{}", formats::options::render_help(format));
+        return Ok(0);
+    }
+    let options = options(&args.options)?;
+    let mut reader;
+    let source = match (&args.size, &args.file) {
+        (Some(size), _) => Source::Size(
+            parse_size(size).ok_or_else(|| Error::Usage(format!("invalid size {size:?}")))?,
+        ),
+        (None, Some(file)) => {
+            reader = formats::open(file, optional_format(&args.format)?)?;
+            Source::Image(reader.as_mut())
+        }
+        (None, None) => return Err(Error::Usage("measure needs FILE or --size".into())),
+    };
+    let measure = formats::measure::measure(source, format, &options)?;
+    if json_output(global, args.output) {
+        let value = serde_json::to_value(measure).map_err(|e| Error::Usage(e.to_string()))?;
+        print_json(&qemu::Ordered(&value));
+    } else {
+        outln!("required size: {}", measure.required);
+        outln!("fully allocated size: {}", measure.fully_allocated);
+    }
+    Ok(0)
 }
 
 pub fn create(_global: &Global, args: CreateArgs) -> Result<i32, Error> {

@@ -19,6 +19,7 @@ macro_rules! out {
 mod args;
 mod docs;
 mod fetch;
+mod help;
 mod image;
 mod mirror;
 mod prepare;
@@ -31,7 +32,7 @@ mod upload;
 
 use std::io::IsTerminal;
 
-use clap::Parser;
+use clap::FromArgMatches;
 use cloudimg::pipeline::Error;
 use tracing_subscriber::EnvFilter;
 
@@ -39,24 +40,51 @@ pub use args::Cli;
 
 /// Runs the command line and returns the process exit status.
 pub fn run() -> i32 {
-    let cli = match Cli::try_parse() {
+    let parsed = help::command()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
             return match error.kind() {
                 clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
-                _ => cloudimg::ErrorKind::Usage.exit_code(),
+                _ => {
+                    // The arguments did not parse, so `--json` is looked for by hand.
+                    if std::env::args_os().any(|arg| arg == "--json") {
+                        let message = error.kind().as_str().unwrap_or("invalid arguments");
+                        print_error_json(cloudimg::ErrorKind::Usage, message);
+                    }
+                    cloudimg::ErrorKind::Usage.exit_code()
+                }
             };
         }
     };
     init_tracing(cli.global.quiet, cli.global.verbose, cli.global.log_format);
+    let json = cli.global.json;
     match dispatch(cli) {
         Ok(status) => status,
         Err(error) => {
-            tracing::error!("{}", cloudimg::error::chain(&error));
+            let message = cloudimg::error::chain(&error);
+            tracing::error!("{message}");
+            if json {
+                print_error_json(error.kind(), &message);
+            }
             error.kind().exit_code()
         }
     }
+}
+
+/// With `--json`, a failure is also an object on stdout, so scripts reading stdout learn what
+/// happened: `{"error": {"kind", "message", "exit_status"}}`.
+fn print_error_json(kind: cloudimg::ErrorKind, message: &str) {
+    print_json(&serde_json::json!({
+        "error": {
+            "kind": kind.name(),
+            "message": message,
+            "exit_status": kind.exit_code(),
+        }
+    }));
 }
 
 fn dispatch(cli: Cli) -> Result<i32, Error> {
@@ -69,6 +97,8 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Info(args) => image::info(&global, args),
         Command::Convert(args) => image::convert(&global, args),
         Command::Check(args) => image::check(&global, args),
+        Command::Compare(args) => image::compare(&global, args),
+        Command::Measure(args) => image::measure(&global, args),
         Command::Create(args) => image::create(&global, args),
         Command::Resize(args) => image::resize(&global, args),
         Command::Seed(args) => seed::seed(&global, args),

@@ -175,7 +175,7 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
         Some(runtime.block_on(cloudimg::upload::upload_to_targets(
             &targets,
             &files,
-            &upload::upload_options(global, &args.glance),
+            &upload::upload_options(global, &args.glance)?,
             reporter.as_ref(),
         ))?)
     } else {

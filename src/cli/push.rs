@@ -36,6 +36,7 @@ pub fn push(global: &Global, args: PushArgs) -> Result<i32, Error> {
         client: ClientConfig {
             retries: global.retries,
             stall_timeout: Duration::from_secs(global.stall_timeout.max(1)),
+            tls: super::fetch::tls(global)?,
             ..ClientConfig::default()
         },
     };

@@ -56,7 +56,7 @@ pub fn sync(global: &Global, args: SyncArgs) -> Result<i32, Error> {
                 targets: Vec::new(),
                 user_catalog: None,
             },
-        ),
+        )?,
     };
     let reporter = progress::reporter(global.quiet);
     let result = runtime()?.block_on(sync::sync(

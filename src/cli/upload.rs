@@ -25,15 +25,17 @@ pub(super) fn target_and_options(
         .clone()
         .or_else(|| std::env::var("OS_TOKEN").ok().filter(|t| !t.is_empty()));
     let target = GlanceTarget::from_env(args.glance.as_deref(), token.as_deref())?;
-    Ok((target, upload_options(global, args)))
+    Ok((target, upload_options(global, args)?))
 }
 
-/// Retries, method and import timeout of uploads.
-pub(super) fn upload_options(global: &Global, args: &GlanceArgs) -> UploadOptions {
-    UploadOptions {
+/// Retries, method, import timeout and trust settings (`--cacert`, `--insecure`) of uploads.
+/// Each target adds its own CA and `verify` (`OS_CACERT`, clouds.yaml) when it connects.
+pub(super) fn upload_options(global: &Global, args: &GlanceArgs) -> Result<UploadOptions, Error> {
+    Ok(UploadOptions {
         client: ClientConfig {
             retries: global.retries,
             stall_timeout: Duration::from_secs(global.stall_timeout.max(1)),
+            tls: super::fetch::tls(global)?,
             ..ClientConfig::default()
         },
         method: if args.import {
@@ -43,7 +45,7 @@ pub(super) fn upload_options(global: &Global, args: &GlanceArgs) -> UploadOption
         },
         import_timeout: Duration::from_secs(args.import_timeout),
         visibility: None,
-    }
+    })
 }
 
 /// A catalog's `[[glance]]` table as a target. A lone target without credentials of its own
@@ -207,7 +209,7 @@ pub(super) fn print_uploaded(images: &[Uploaded]) {
 pub fn upload(global: &Global, args: UploadArgs) -> Result<i32, Error> {
     if args.glance.names_targets() {
         let targets = targets(global, &args.glance)?;
-        let options = upload_options(global, &args.glance);
+        let options = upload_options(global, &args.glance)?;
         let files = upload::metadata_files(&args.path)?;
         let reporter = progress::reporter(global.quiet);
         let rows = super::fetch::runtime()?.block_on(upload::upload_to_targets(

@@ -24,11 +24,7 @@ pub const DOCUMENT_LIMIT: u64 = 8 << 20;
 pub(crate) const USER_AGENT: &str = concat!("cloudimg/", env!("CARGO_PKG_VERSION"));
 
 pub(crate) fn build_http(config: &ClientConfig) -> Result<reqwest::Client, FetchError> {
-    // No overall timeout: a multi-GiB download may legitimately take an hour. Stalls are caught
-    // per chunk instead. The environment proxy settings stay enabled (reqwest's default).
-    reqwest::Client::builder()
-        .user_agent(USER_AGENT)
-        .connect_timeout(config.connect_timeout)
+    super::tls::http_builder(config)
         .build()
         .map_err(|source| FetchError::Setup { source })
 }

@@ -14,6 +14,7 @@ mod download;
 mod lock;
 pub(crate) mod retry;
 mod sink;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,6 +31,7 @@ use crate::ErrorKind;
 pub const DEFAULT_DOCUMENT_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub use client::DOCUMENT_LIMIT;
+pub use tls::{http_builder, TlsConfig, TlsError};
 
 /// Network behaviour, from the CLI's global options.
 #[derive(Clone, Debug)]
@@ -46,6 +48,8 @@ pub struct ClientConfig {
     pub backoff_base: Duration,
     /// Where documents and their validators (ETag, Last-Modified) are cached.
     pub cache_dir: Option<PathBuf>,
+    /// Which certificates are trusted (see [`tls`]).
+    pub tls: TlsConfig,
 }
 
 impl Default for ClientConfig {
@@ -57,6 +61,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(15),
             backoff_base: Duration::from_millis(500),
             cache_dir: None,
+            tls: TlsConfig::default(),
         }
     }
 }

@@ -8,10 +8,12 @@
 //! Formats are detected by content ([`detect`]), never by file name.
 
 pub mod archive;
+pub mod compare;
 pub mod convert;
 mod error;
 pub mod foreign;
 pub(crate) mod holes;
+pub mod measure;
 pub mod options;
 pub mod qcow2;
 pub mod raw;

@@ -20,7 +20,6 @@ use tracing::debug;
 use url::Url;
 
 use super::auth::{AuthError, Challenge, Credentials};
-use crate::fetch::client::USER_AGENT;
 use crate::fetch::retry::{self, Retry};
 use crate::fetch::ClientConfig;
 use crate::io::progress::Reporter;
@@ -203,9 +202,7 @@ impl Registry {
             }
         })?;
         // No overall timeout: a multi-GiB blob takes minutes. Stalls are bounded per chunk.
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .connect_timeout(config.connect_timeout)
+        let http = crate::fetch::http_builder(config)
             .build()
             .map_err(|source| RegistryError::Setup { source })?;
         Ok(Registry {

@@ -1,8 +1,10 @@
 //! `clouds.yaml`: the named clouds of the OpenStack client configuration (`OS_CLOUD`).
 //!
 //! Only what an upload needs is read: `auth` (password, token or application credential),
-//! `auth_type`, `region_name`, `interface` and an image endpoint override. Unknown keys are
-//! ignored; `secure.yaml` and vendor profiles are not supported.
+//! `auth_type`, `region_name`, `interface`, an image endpoint override, and the TLS settings
+//! `cacert` and `verify`. A `secure.yaml` beside the `clouds.yaml` (where operators keep the
+//! passwords) is merged into it key by key, its values winning, as the OpenStack client does.
+//! Unknown keys are ignored; vendor profiles are not supported.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +27,10 @@ pub struct Cloud {
     pub interface: Option<String>,
     /// Bypasses the catalog, like `--glance`.
     pub image_endpoint_override: Option<String>,
+    /// A CA bundle (PEM) for Keystone and Glance.
+    pub cacert: Option<String>,
+    /// `false` turns certificate verification off (warned).
+    pub verify: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -66,19 +72,25 @@ pub fn search_path(env: &dyn Fn(&str) -> Option<String>) -> Vec<PathBuf> {
     paths
 }
 
+/// The file beside `clouds.yaml` that holds its secrets.
+const SECURE_FILE: &str = "secure.yaml";
+
 /// The cloud called `name` from the first existing file of `paths` (as the OpenStack client
-/// does: later files are not consulted).
+/// does: later files are not consulted), with `secure.yaml` from the same folder merged in.
 pub fn load(name: &str, paths: &[PathBuf]) -> Result<Cloud, UploadError> {
     for path in paths {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(UploadError::io(path, "read", e)),
+        let Some(mut clouds) = read_yaml(path)? else {
+            continue;
         };
-        let file = parse(&text).map_err(|source| UploadError::CloudsYaml {
-            path: path.clone(),
-            source,
-        })?;
+        let secure_path = path.with_file_name(SECURE_FILE);
+        if let Some(secure) = read_yaml(&secure_path)? {
+            merge(&mut clouds, secure);
+        }
+        let file: CloudsFile =
+            serde_yaml_ng::from_value(clouds).map_err(|source| UploadError::CloudsYaml {
+                path: path.clone(),
+                source,
+            })?;
         return file.clouds.get(name).cloned().ok_or_else(|| {
             UploadError::Usage(format!(
                 "{}: no cloud named {name:?} (OS_CLOUD); it defines: {}",
@@ -97,10 +109,43 @@ pub fn load(name: &str, paths: &[PathBuf]) -> Result<Cloud, UploadError> {
     )))
 }
 
-fn parse(text: &str) -> Result<CloudsFile, serde_yaml_ng::Error> {
+/// A YAML file as a value; `None` when it does not exist.
+fn read_yaml(path: &Path) -> Result<Option<serde_yaml_ng::Value>, UploadError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(UploadError::io(path, "read", e)),
+    };
+    parse(&text)
+        .map(Some)
+        .map_err(|source| UploadError::CloudsYaml {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Merges `over` into `base`: mappings key by key, recursively; anything else replaced.
+fn merge(base: &mut serde_yaml_ng::Value, over: serde_yaml_ng::Value) {
+    use serde_yaml_ng::Value;
+    match (base, over) {
+        (Value::Mapping(base), Value::Mapping(over)) => {
+            for (key, value) in over {
+                match base.get_mut(&key) {
+                    Some(slot) => merge(slot, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, over) => *base = over,
+    }
+}
+
+fn parse(text: &str) -> Result<serde_yaml_ng::Value, serde_yaml_ng::Error> {
     // An empty file is an empty configuration, not an error.
     if text.trim().is_empty() {
-        return Ok(CloudsFile::default());
+        return Ok(serde_yaml_ng::Value::Mapping(Default::default()));
     }
     serde_yaml_ng::from_str(text)
 }
@@ -183,6 +228,24 @@ clouds:
         let error = load("x", std::slice::from_ref(&path)).unwrap_err();
         assert!(matches!(error, UploadError::CloudsYaml { .. }), "{error:?}");
         assert!(error.to_string().contains("clouds.yaml"));
+    }
+
+    #[test]
+    fn secure_yaml_beside_clouds_yaml_fills_in_secrets_and_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clouds.yaml");
+        std::fs::write(&path, CLOUDS).unwrap();
+        std::fs::write(
+            dir.path().join("secure.yaml"),
+            "clouds:\n  devstack:\n    auth:\n      password: from-secure\n    cacert: /etc/ca.pem\n    verify: false\n",
+        )
+        .unwrap();
+        let cloud = load("devstack", &[path]).unwrap();
+        assert_eq!(cloud.auth.password.as_deref(), Some("from-secure"));
+        // Keys secure.yaml does not have are kept.
+        assert_eq!(cloud.auth.username.as_deref(), Some("demo"));
+        assert_eq!(cloud.cacert.as_deref(), Some("/etc/ca.pem"));
+        assert_eq!(cloud.verify, Some(false));
     }
 
     #[test]

@@ -98,7 +98,7 @@ impl Glance {
         target: &GlanceTarget,
         config: &ClientConfig,
     ) -> Result<Glance, UploadError> {
-        let http = Http::new(config)?;
+        let http = Http::new(&target.client_config(config)?)?;
         let (token, catalog) = match &target.auth {
             Auth::None => (None, None),
             Auth::Token { token, auth_url } => {

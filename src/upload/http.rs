@@ -15,7 +15,6 @@ use tracing::debug;
 use url::Url;
 
 use super::UploadError;
-use crate::fetch::client::USER_AGENT;
 use crate::fetch::retry::{self, Retry};
 use crate::fetch::ClientConfig;
 use crate::io::progress::Reporter;
@@ -102,9 +101,7 @@ impl Http {
     pub(crate) fn new(config: &ClientConfig) -> Result<Http, UploadError> {
         // No overall timeout (an upload of several GiB takes minutes); stalls are bounded per
         // request and per chunk instead.
-        let client = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .connect_timeout(config.connect_timeout)
+        let client = crate::fetch::http_builder(config)
             .build()
             .map_err(|source| UploadError::Setup { source })?;
         Ok(Http {

@@ -1,7 +1,11 @@
 //! Which Glance to talk to and with what credentials: `--glance` / `--token`, the `OS_*`
 //! environment of the OpenStack client, or a named cloud of `clouds.yaml` (`OS_CLOUD`).
 
+use std::path::PathBuf;
+
 use url::Url;
+
+use crate::fetch::ClientConfig;
 
 use super::clouds::{self, CloudAuth};
 use super::http::Secret;
@@ -20,6 +24,10 @@ pub struct GlanceTarget {
     pub region: Option<String>,
     /// Catalog interface (`OS_INTERFACE`): `public` (default), `internal` or `admin`.
     pub interface: String,
+    /// A CA bundle to trust for Keystone and Glance (`OS_CACERT`, clouds.yaml `cacert`).
+    pub cacert: Option<PathBuf>,
+    /// `false` when clouds.yaml says `verify: false` (certificates are then not checked).
+    pub verify: bool,
 }
 
 /// How requests are authorised.
@@ -48,7 +56,27 @@ impl GlanceTarget {
             auth: Auth::None,
             region: None,
             interface: "public".to_owned(),
+            cacert: None,
+            verify: true,
         }
+    }
+
+    /// `config` with this target's trust settings added: its CA bundle (`OS_CACERT`, the cloud's
+    /// `cacert`) and the cloud's `verify: false`.
+    pub fn client_config(&self, config: &ClientConfig) -> Result<ClientConfig, UploadError> {
+        let mut config = config.clone();
+        if let Some(path) = &self.cacert {
+            config
+                .tls
+                .add_ca_file(path)
+                .map_err(|error| UploadError::Usage(crate::error::chain(&error)))?;
+        }
+        if !self.verify {
+            config
+                .tls
+                .disable_verification("verify: false in clouds.yaml");
+        }
+        Ok(config)
     }
 
     /// From the process environment, the way the `openstack` client reads it; `glance` and
@@ -88,20 +116,22 @@ impl GlanceTarget {
         token: Option<&str>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<GlanceTarget, UploadError> {
-        let (fields, auth_type, mut region, mut interface, endpoint_override) =
-            match env("OS_CLOUD") {
-                Some(name) => {
-                    let cloud = clouds::load(&name, &clouds::search_path(env))?;
-                    (
-                        cloud.auth,
-                        cloud.auth_type,
-                        cloud.region_name,
-                        cloud.interface,
-                        cloud.image_endpoint_override,
-                    )
-                }
-                None => (env_auth(env), None, None, None, None),
-            };
+        let cloud = match env("OS_CLOUD") {
+            Some(name) => clouds::load(&name, &clouds::search_path(env))?,
+            None => clouds::Cloud {
+                auth: env_auth(env),
+                ..clouds::Cloud::default()
+            },
+        };
+        let (fields, auth_type, mut region, mut interface, endpoint_override) = (
+            cloud.auth,
+            cloud.auth_type,
+            cloud.region_name,
+            cloud.interface,
+            cloud.image_endpoint_override,
+        );
+        // OS_CACERT wins over the cloud's, like the region below.
+        let cacert = env("OS_CACERT").or(cloud.cacert).map(PathBuf::from);
         // The environment's region and interface win over the cloud's, as in the CLI.
         if let Some(value) = env("OS_REGION_NAME") {
             region = Some(value);
@@ -135,6 +165,8 @@ impl GlanceTarget {
             auth,
             region,
             interface: interface.unwrap_or_else(|| "public".to_owned()),
+            cacert,
+            verify: cloud.verify.unwrap_or(true),
         })
     }
 }

@@ -10,4 +10,6 @@ pub mod pgp;
 pub mod registry;
 pub mod server;
 pub mod site;
+/// A private CA made with openssl, and an HTTPS proxy presenting a certificate it signed.
+pub mod tls;
 pub mod tools;
