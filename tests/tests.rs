@@ -18,6 +18,8 @@ mod foreign;
 mod formats;
 /// `mirror`: a served copy of the loopback mirror, read back by list, fetch, prepare and sync.
 mod mirror;
+/// Where outputs land: temporaries and their sweep, devices, FIFOs, symbolic links.
+mod outputs;
 /// `prepare`: artifacts for every Glance container format, checked by independent tools.
 mod prepare;
 /// KubeVirt containerDisks: OCI layouts pushed to a real registry, judged by skopeo.

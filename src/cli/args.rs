@@ -291,7 +291,9 @@ pub struct ConvertArgs {
     /// The image to read (a disk image, or an archive holding one: tar.gz, tar.xz, ova).
     #[arg(required_unless_present = "options")]
     pub source: Option<PathBuf>,
-    /// The image to write (published under this name only once complete).
+    /// The image to write (published under this name only once complete). A symbolic link is
+    /// followed, as qemu-img does: the file it points to is replaced. Character devices,
+    /// FIFOs and folders are refused, never replaced.
     #[arg(required_unless_present = "options")]
     pub destination: Option<PathBuf>,
 }
@@ -361,7 +363,8 @@ pub struct CreateArgs {
     /// Format options, comma-separated key=value (repeatable); `-o help` lists them.
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
-    /// The image to create.
+    /// The image to create (as for convert's destination: a symbolic link is followed;
+    /// character devices, FIFOs and folders are refused).
     #[arg(required_unless_present = "options")]
     pub file: Option<PathBuf>,
     /// Virtual size, with an optional K, M, G or T suffix.

@@ -54,7 +54,7 @@ fn render(command: &clap::Command) -> Result<Vec<u8>, Error> {
 
 fn write_page(dir: &Path, name: &str, page: &[u8]) -> Result<(), Error> {
     let path = dir.join(name);
-    cloudimg::io::atomic::write(&path, page).map_err(|e| Error::Io {
+    cloudimg::io::publish::write(&path, page).map_err(|e| Error::Io {
         path: path.clone(),
         source: e,
     })?;

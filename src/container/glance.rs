@@ -217,7 +217,7 @@ impl ImageMetadata {
         };
         let text = serde_json::to_string_pretty(&rendered)
             .map_err(|e| ContainerError::io(&path, "serialise", std::io::Error::other(e)))?;
-        crate::io::atomic::write(&path, (text + "\n").as_bytes())
+        crate::io::publish::write(&path, (text + "\n").as_bytes())
             .map_err(|e| ContainerError::io(&path, "write", e))?;
         Ok(path)
     }

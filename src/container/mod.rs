@@ -15,6 +15,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use crate::io::publish::Publication;
 use crate::ErrorKind;
 
 /// Why a container could not be built, or why a combination was refused.
@@ -216,37 +217,30 @@ fn check_member_name(name: &str) -> Result<(), ContainerError> {
     }
 }
 
-/// Writes `out` by way of a sibling temporary file renamed into place only after `fill`
-/// succeeded and the data reached the disk, so a crash never leaves a half-written container
-/// under the final name. The temporary file is removed on failure.
+/// Writes `out` through the publisher ([`crate::io::publish`]): `fill` writes a temporary
+/// sibling, which is renamed into place (file and folder synced) only when it succeeded, so a
+/// crash never leaves a half-written container under the final name. The temporary is removed
+/// on failure.
 fn write_atomically(
     out: &Path,
     fill: impl FnOnce(&mut BufWriter<File>, &Path) -> Result<(), ContainerError>,
 ) -> Result<(), ContainerError> {
-    let file_name = out.file_name().ok_or_else(|| {
-        ContainerError::invalid("output path", out.display().to_string(), "has no file name")
-    })?;
-    let mut temp_name = file_name.to_owned();
-    temp_name.push(".partial");
-    let temp = out.with_file_name(temp_name);
-    let result = (|| {
-        let file = File::create(&temp).map_err(|e| ContainerError::io(&temp, "create", e))?;
-        let mut writer = BufWriter::new(file);
-        fill(&mut writer, &temp)?;
-        writer
-            .flush()
-            .map_err(|e| ContainerError::io(&temp, "write", e))?;
-        writer
-            .get_ref()
-            .sync_all()
-            .map_err(|e| ContainerError::io(&temp, "sync", e))?;
-        std::fs::rename(&temp, out).map_err(|e| ContainerError::io(out, "rename into place", e))
-    })();
-    if result.is_err() {
-        // Best effort: the original error matters more than a failed cleanup.
-        let _ = std::fs::remove_file(&temp);
-    }
-    result
+    let publication =
+        Publication::begin(out).map_err(|e| ContainerError::io(out, "start writing", e.into()))?;
+    let temp = publication.path().to_owned();
+    let file = publication
+        .file()
+        .try_clone()
+        .map_err(|e| ContainerError::io(&temp, "open", e))?;
+    let mut writer = BufWriter::new(file);
+    fill(&mut writer, &temp)?;
+    writer
+        .flush()
+        .map_err(|e| ContainerError::io(&temp, "write", e))?;
+    drop(writer);
+    publication
+        .commit()
+        .map_err(|e| ContainerError::io(out, "publish", e.into()))
 }
 
 #[cfg(test)]

@@ -334,7 +334,12 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("nope.vmdk"), "{err}");
         assert!(!out.exists());
-        assert!(!f.dir.path().join("vm.ova.partial").exists());
+        let temporaries = std::fs::read_dir(f.dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".cloudimg-tmp"))
+            .count();
+        assert_eq!(temporaries, 0);
     }
 
     fn run(program: &str, args: &[&str]) -> Option<Vec<u8>> {

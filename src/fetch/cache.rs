@@ -117,19 +117,12 @@ impl DocumentCache {
     }
 }
 
-/// Writes to a unique temporary name beside `path`, then renames over it.
+/// Publishes `bytes` at `path` through [`crate::io::publish`], off the async runtime.
 pub(crate) async fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), FetchError> {
-    let suffix: u64 = rand::random();
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(format!(".tmp{}-{suffix:016x}", std::process::id()));
-    let temporary = PathBuf::from(temporary);
-    if let Err(source) = tokio::fs::write(&temporary, bytes).await {
-        // Best effort: the write failed, the leftover is garbage either way.
-        let _ = tokio::fs::remove_file(&temporary).await;
-        return Err(FetchError::io(&temporary, source));
-    }
-    tokio::fs::rename(&temporary, path)
+    let (owned_path, owned_bytes) = (path.to_owned(), bytes.to_vec());
+    tokio::task::spawn_blocking(move || crate::io::publish::write(&owned_path, &owned_bytes))
         .await
+        .map_err(|join| FetchError::io(path, std::io::Error::other(join.to_string())))?
         .map_err(|source| FetchError::io(path, source))
 }
 

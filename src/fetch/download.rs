@@ -510,19 +510,12 @@ impl Transfer<'_> {
             return Err(error);
         }
         let path = dest.clone();
+        // The `.part` is a download's resumable state, not a publication temporary: it keeps
+        // its name across runs, and only its last step goes through the publisher.
         blocking(&dest.clone(), move || {
-            let file = File::open(&part).map_err(|source| FetchError::io(&part, source))?;
-            file.sync_all()
-                .map_err(|source| FetchError::io(&part, source))?;
-            std::fs::rename(&part, &path).map_err(|source| FetchError::io(&path, source))?;
-            remove_if_present(&meta)?;
-            let parent = match path.parent() {
-                Some(parent) if !parent.as_os_str().is_empty() => parent,
-                _ => Path::new("."),
-            };
-            File::open(parent)
-                .and_then(|dir| dir.sync_all())
-                .map_err(|source| FetchError::io(parent, source))
+            crate::io::publish::rename_durably(&part, &path)
+                .map_err(|source| FetchError::io(&path, source.into()))?;
+            remove_if_present(&meta)
         })
         .await?;
         debug!(path = %dest.display(), size, transferred = self.transferred,

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinHandle};
 
 use crate::io::hashing::{ContentHasher, HashingWriter};
+use crate::io::sys::start_writeback;
 
 /// Size of each pooled buffer, and so of each write to the part file. Small enough to stay in
 /// the writer core's cache while it is written and hashed (1 MiB buffers measured about twice
@@ -26,23 +27,6 @@ const POOL_BUFFERS: usize = 32;
 /// Bytes written between requests to the kernel to start writing them back (Linux), so dirty
 /// pages do not pile up and the final fsync finds little left to do.
 const WRITEBACK_STEP: u64 = 16 << 20;
-
-/// Asks the kernel to start (not wait for) writeback of a range; failure only means the final
-/// fsync does more of the work.
-#[cfg(target_os = "linux")]
-fn start_writeback(file: &File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
-        return;
-    };
-    // SAFETY: plain syscall on a descriptor that `file` keeps open for the whole call.
-    unsafe {
-        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
 
 /// What the writer thread leaves: the hasher continued over every byte written, the count of
 /// those bytes, and the first write error if any.

@@ -6,7 +6,6 @@
 //! channels, so memory stays at a few buffers and reading (decompressing) overlaps writing
 //! (compressing).
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -14,6 +13,7 @@ use tracing::debug;
 
 use super::{is_zero, DiskFormat, DiskReader, DiskWriter, Extent, FormatError, Options, Target};
 use crate::io::progress::Reporter;
+use crate::io::publish::Publication;
 
 /// Target size of one read buffer; rounded down to whole writer units (at least one).
 const BUFFER_TARGET: u64 = 4 << 20;
@@ -264,7 +264,7 @@ fn consume(
 
 /// Converts the image at `src` into a new `dst_format` image at `dst`.
 ///
-/// The output is written under a temporary name in `dst`'s folder (`.<name>.cloudimg-tmp`),
+/// The output is written under a temporary name in `dst`'s folder ([`crate::io::publish`]),
 /// fsynced and renamed to `dst` only when everything succeeded; on failure the temporary (and a
 /// vmdk monolithicFlat extent) is deleted.
 pub fn convert_file(
@@ -296,57 +296,41 @@ pub fn create_blank(
     })
 }
 
-/// Runs `write` against a temporary name in `dst`'s folder (`.<name>.cloudimg-tmp`), then
-/// fsyncs and renames it to `dst`; on failure the temporary (and a vmdk monolithicFlat extent)
-/// is deleted, so no partial output ever carries the final name.
+/// Runs `write` against a temporary beside `dst` ([`crate::io::publish`]), then makes it
+/// durable and renames it to `dst`; on failure the temporary (and a vmdk monolithicFlat extent
+/// this run created) is deleted, so no partial output ever carries the final name. A symbolic
+/// link at `dst` is followed; anything else that is not a regular file is refused.
 fn publish<T>(
     dst: &Path,
     dst_format: DiskFormat,
     write: impl FnOnce(Target<'_>) -> Result<T, FormatError>,
 ) -> Result<T, FormatError> {
-    let temporary = temporary_path(dst)?;
+    let mut publication = Publication::begin(dst)?;
+    let final_path = publication.final_path().to_owned();
     let flat_extent = (dst_format == DiskFormat::Vmdk)
-        .then(|| flat_extent_path(dst))
+        .then(|| flat_extent_path(&final_path))
         .flatten();
     // Only an extent this conversion creates is removed on failure.
     let new_flat_extent = flat_extent.clone().filter(|path| !path.exists());
+    if let Some(extent) = flat_extent {
+        publication.sync_also(extent);
+    }
     let target = Target {
-        path: &temporary,
-        final_path: dst,
+        path: publication.path(),
+        final_path: &final_path,
     };
     let result = write(target).and_then(|value| {
-        for path in std::iter::once(&temporary).chain(flat_extent.iter()) {
-            sync_if_exists(path)?;
-        }
-        std::fs::rename(&temporary, dst).map_err(|source| FormatError::io(dst, source))?;
-        sync_parent(dst)?;
+        publication.commit()?;
         Ok(value)
     });
     if result.is_err() {
-        for path in std::iter::once(&temporary).chain(new_flat_extent.iter()) {
-            if let Err(error) = std::fs::remove_file(path) {
-                debug!(path = %path.display(), %error, "could not remove a partial output");
+        if let Some(path) = new_flat_extent {
+            if let Err(error) = std::fs::remove_file(&path) {
+                debug!(path = %path.display(), %error, "could not remove a partial extent");
             }
         }
     }
     result
-}
-
-/// `.<name>.cloudimg-tmp` beside `dst`.
-fn temporary_path(dst: &Path) -> Result<PathBuf, FormatError> {
-    let name = dst.file_name().ok_or_else(|| {
-        FormatError::io(
-            dst,
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "the destination has no file name",
-            ),
-        )
-    })?;
-    let mut temporary = std::ffi::OsString::from(".");
-    temporary.push(name);
-    temporary.push(".cloudimg-tmp");
-    Ok(dst.with_file_name(temporary))
 }
 
 /// The extent a vmdk monolithicFlat writer creates beside its final name: `<stem>-flat.vmdk`.
@@ -355,27 +339,6 @@ fn flat_extent_path(dst: &Path) -> Option<PathBuf> {
     let mut name = stem.to_os_string();
     name.push("-flat.vmdk");
     Some(dst.with_file_name(name))
-}
-
-fn sync_if_exists(path: &Path) -> Result<(), FormatError> {
-    match File::open(path) {
-        Ok(file) => file
-            .sync_all()
-            .map_err(|source| FormatError::io(path, source)),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(FormatError::io(path, source)),
-    }
-}
-
-/// Makes the rename durable.
-fn sync_parent(path: &Path) -> Result<(), FormatError> {
-    let parent = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    File::open(parent)
-        .and_then(|dir| dir.sync_all())
-        .map_err(|source| FormatError::io(parent, source))
 }
 
 #[cfg(test)]
@@ -648,7 +611,7 @@ mod tests {
         .unwrap();
         assert_eq!(std::fs::read(&dst).unwrap(), data);
         assert_eq!(stats.virtual_size, 300_000);
-        assert!(!dir.path().join(".dst.raw.cloudimg-tmp").exists());
+        assert_eq!(names(dir.path()), ["dst.raw", "src.raw"]);
 
         let bad = dir.path().join("bad.raw");
         let error = convert_file(
@@ -662,19 +625,23 @@ mod tests {
         .unwrap_err();
         assert!(matches!(error, FormatError::InvalidOption { .. }));
         assert!(!bad.exists());
-        assert!(!dir.path().join(".bad.raw.cloudimg-tmp").exists());
+        assert_eq!(names(dir.path()), ["dst.raw", "src.raw"]);
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
     }
 
     #[test]
-    fn temporary_and_flat_names_sit_beside_the_destination() {
-        assert_eq!(
-            temporary_path(Path::new("/a/b/disk.vmdk")).unwrap(),
-            Path::new("/a/b/.disk.vmdk.cloudimg-tmp")
-        );
+    fn flat_extent_sits_beside_the_destination() {
         assert_eq!(
             flat_extent_path(Path::new("/a/b/disk.vmdk")).unwrap(),
             Path::new("/a/b/disk-flat.vmdk")
         );
-        assert!(temporary_path(Path::new("/")).is_err());
     }
 }

@@ -43,6 +43,9 @@ pub enum FormatError {
         path: PathBuf,
         format: super::ForeignFormat,
     },
+    /// The output could not be published (or is not something cloudimg may replace).
+    #[error(transparent)]
+    Publish(#[from] crate::io::publish::PublishError),
     #[error("{path}: new size {requested} is smaller than the current {current}; pass --shrink to allow losing data")]
     ShrinkRefused {
         path: PathBuf,
@@ -85,6 +88,7 @@ impl FormatError {
             FormatError::InvalidOption { .. }
             | FormatError::ShrinkRefused { .. }
             | FormatError::Foreign { .. } => ErrorKind::Usage,
+            FormatError::Publish(error) => error.kind(),
             FormatError::Io { .. }
             | FormatError::Malformed { .. }
             | FormatError::Unsupported { .. }

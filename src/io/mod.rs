@@ -1,6 +1,6 @@
 //! Small adapters between byte streams and the rest of the crate.
 
-pub mod atomic;
 pub mod hashing;
 pub mod progress;
+pub mod publish;
 pub mod sys;

@@ -8,6 +8,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::path::Path;
 
 /// What a `SEEK_DATA`/`SEEK_HOLE` query found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +86,25 @@ pub fn start_writeback(file: &File, offset: u64, len: u64) {
     let _ = (file, offset, len);
 }
 
+/// Free bytes for unprivileged users on the file system holding `path` (`statvfs`).
+pub fn available_bytes(path: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::other("path contains a NUL byte"))?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: c_path is NUL-terminated and stats points to writable memory of the right type.
+    let status = unsafe { libc::statvfs(c_path.as_ptr(), stats.as_mut_ptr()) };
+    if status != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled the structure.
+    let stats = unsafe { stats.assume_init() };
+    // The field types vary by platform (32-bit ones use narrower integers).
+    #[allow(clippy::useless_conversion)]
+    let (blocks, block_size) = (u64::from(stats.f_bavail), u64::from(stats.f_frsize));
+    Ok(blocks.saturating_mul(block_size))
+}
+
 /// `_IOR(0x12, 114, size_t)`: a block device's size in bytes.
 const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
 /// `_IO(0x12, 127)`: write zeroes over a byte range `[u64 start, u64 len]` of a block device,
@@ -151,6 +171,14 @@ mod tests {
         assert_eq!(file.metadata().unwrap().len(), 1 << 20);
         allocate(&file, 0).unwrap();
         assert!(allocate(&file, u64::MAX).is_err());
+    }
+
+    #[test]
+    fn free_space_is_reported_and_bad_paths_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(available_bytes(dir.path()).unwrap() > 0);
+        assert!(available_bytes(&dir.path().join("absent")).is_err());
+        assert!(available_bytes(Path::new("a\0b")).is_err());
     }
 
     #[test]

@@ -1229,7 +1229,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), MirrorError> {
     }
     let parent = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(io_error(parent))?;
-    crate::io::atomic::write(path, bytes).map_err(io_error(path))
+    crate::io::publish::write(path, bytes).map_err(io_error(path))
 }
 
 fn remove_if_present(path: &Path) -> Result<(), MirrorError> {
@@ -1243,7 +1243,7 @@ fn remove_if_present(path: &Path) -> Result<(), MirrorError> {
 fn replace_symlink(target: &Path, link: &Path) -> Result<(), MirrorError> {
     let parent = link.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(io_error(parent))?;
-    crate::io::atomic::replace_symlink(target, link).map_err(io_error(link))
+    crate::io::publish::replace_symlink(target, link).map_err(io_error(link))
 }
 
 /// A JSON document this tool wrote earlier; `None` when absent.

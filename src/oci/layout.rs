@@ -121,7 +121,7 @@ fn put_blob(blobs: &Path, bytes: &[u8]) -> Result<String, OciError> {
     let present =
         std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64);
     if !present {
-        crate::io::atomic::write(&path, bytes).map_err(|e| OciError::io(&path, "write", e))?;
+        crate::io::publish::write(&path, bytes).map_err(|e| OciError::io(&path, "write", e))?;
     }
     Ok(hex)
 }
@@ -258,7 +258,7 @@ pub fn write_layout(
     let layout_file = root.join(LAYOUT_FILE);
     let layout = BTreeMap::from([("imageLayoutVersion", LAYOUT_VERSION)]);
     let layout_bytes = canonical_json(&layout, "oci-layout")?;
-    crate::io::atomic::write(&layout_file, &layout_bytes)
+    crate::io::publish::write(&layout_file, &layout_bytes)
         .map_err(|e| OciError::io(&layout_file, "write", e))?;
     let mut index = ImageIndex::default();
     index.set_schema_version(SCHEMA_VERSION);
@@ -266,7 +266,7 @@ pub fn write_layout(
     index.set_manifests(vec![root_descriptor]);
     let index_file = root.join(INDEX_FILE);
     let index_bytes = canonical_json(&index, "index.json")?;
-    crate::io::atomic::write(&index_file, &index_bytes)
+    crate::io::publish::write(&index_file, &index_bytes)
         .map_err(|e| OciError::io(&index_file, "write", e))?;
     Ok(summary)
 }

@@ -525,20 +525,7 @@ fn upstream_stem(fetched: &Fetched) -> Result<String, Error> {
 /// Makes `dst` a copy of the verified download `src` without converting: a hard link (no space,
 /// no time), else a copy; under a temporary name, then renamed.
 fn link_or_copy(src: &Path, dst: &Path) -> Result<(), Error> {
-    let mut temp_name = dst.as_os_str().to_owned();
-    temp_name.push(".partial");
-    let temp = PathBuf::from(temp_name);
-    let _ = std::fs::remove_file(&temp);
-    if std::fs::hard_link(src, &temp).is_err() {
-        let copied = std::fs::copy(src, &temp)
-            .and_then(|_| std::fs::File::open(&temp))
-            .and_then(|file| file.sync_all());
-        if let Err(source) = copied {
-            let _ = std::fs::remove_file(&temp);
-            return Err(io_error(dst)(source));
-        }
-    }
-    std::fs::rename(&temp, dst).map_err(io_error(dst))
+    crate::io::publish::link_or_copy(src, dst).map_err(|e| io_error(dst)(e.into()))
 }
 
 /// Whether the upstream file already is the requested disk, so no conversion is needed.
@@ -747,20 +734,7 @@ fn build_containerdisk(
 /// Puts the finished folder `staging` at `target`, replacing an older one: the old folder is
 /// moved aside first and removed after, so `target` is never half old, half new.
 fn replace_dir(staging: &Path, target: &Path) -> Result<(), Error> {
-    let mut aside_name = target.as_os_str().to_owned();
-    aside_name.push(".old");
-    let aside = PathBuf::from(aside_name);
-    let _ = std::fs::remove_dir_all(&aside);
-    let had_old = match std::fs::rename(target, &aside) {
-        Ok(()) => true,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => false,
-        Err(error) => return Err(io_error(target)(error)),
-    };
-    std::fs::rename(staging, target).map_err(io_error(target))?;
-    if had_old {
-        let _ = std::fs::remove_dir_all(&aside);
-    }
-    Ok(())
+    crate::io::publish::replace_dir(staging, target).map_err(|e| io_error(target)(e.into()))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -115,7 +115,7 @@ impl ImageTree {
     pub fn switch_current(&self, serial: &str) -> Result<(), SyncError> {
         let dir = self.dir();
         let link = dir.join(CURRENT);
-        crate::io::atomic::replace_symlink(Path::new(serial), &link).map_err(io(&link))?;
+        crate::io::publish::replace_symlink(Path::new(serial), &link).map_err(io(&link))?;
         sync_dir(&dir)
     }
 
@@ -229,24 +229,7 @@ fn sha256_file(path: &Path) -> Result<String, SyncError> {
 
 /// Free bytes for unprivileged users on the filesystem holding `path`.
 pub fn free_space(path: &Path) -> Result<u64, SyncError> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path =
-        std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| SyncError::Io {
-            path: path.to_owned(),
-            source: std::io::Error::other("path contains a NUL byte"),
-        })?;
-    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: c_path is NUL-terminated and stats points to writable memory of the right type.
-    let status = unsafe { libc::statvfs(c_path.as_ptr(), stats.as_mut_ptr()) };
-    if status != 0 {
-        return Err(io(path)(std::io::Error::last_os_error()));
-    }
-    // SAFETY: statvfs returned 0, so it filled the structure.
-    let stats = unsafe { stats.assume_init() };
-    // The field types vary by platform (32-bit ones use narrower integers).
-    #[allow(clippy::useless_conversion)]
-    let (blocks, block_size) = (u64::from(stats.f_bavail), u64::from(stats.f_frsize));
-    Ok(blocks.saturating_mul(block_size))
+    crate::io::sys::available_bytes(path).map_err(io(path))
 }
 
 #[cfg(test)]

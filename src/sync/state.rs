@@ -136,7 +136,7 @@ impl State {
             source,
         };
         let text = serde_json::to_string_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
-        crate::io::atomic::write(&path, (text + "\n").as_bytes()).map_err(io)
+        crate::io::publish::write(&path, (text + "\n").as_bytes()).map_err(io)
     }
 
     /// Records a newly published serial as current and forgets pruned ones.
