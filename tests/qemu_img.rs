@@ -421,7 +421,15 @@ fn compare_answers_as_qemu_img_does() {
         }
     };
     for (name, path, qemu_format) in matrix_images(dir.path()) {
-        let args = ["compare", "-f", "raw", "-F", qemu_format, s(&base), s(&path)];
+        let args = [
+            "compare",
+            "-f",
+            "raw",
+            "-F",
+            qemu_format,
+            s(&base),
+            s(&path),
+        ];
         check(&name, &args, &args);
     }
     // One byte changed; a longer copy with zeroes, then with a byte, in its tail.
