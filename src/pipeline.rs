@@ -211,6 +211,8 @@ pub(crate) async fn fetch_entry(
         source,
     })?;
     let dest = output_dir.join(&file.name);
+    // Names carry no serial: a newer serial replaces the older file of the same name.
+    let existed = std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file());
     let downloaded = client
         .download(
             &Download {
@@ -225,6 +227,15 @@ pub(crate) async fn fetch_entry(
     if downloaded.up_to_date {
         tracing::info!(path = %dest.display(), "already up to date; nothing transferred");
     } else {
+        if existed {
+            tracing::warn!(
+                path = %dest.display(),
+                serial = %listing.serial,
+                "replaced a file of the same name holding other bytes (another serial) with \
+                 serial {}; fetch each serial into its own folder (-o DIR/SERIAL) to keep both",
+                listing.serial
+            );
+        }
         tracing::info!(path = %dest.display(), algorithm = %downloaded.digest.algorithm(),
             digest = %downloaded.digest, "verified");
     }

@@ -151,10 +151,20 @@ fn fetch_by_version_serial_and_daily_stream() {
         ],
     ));
     assert_eq!(old["serial"], "20240821");
-    let daily = json(&run(
+    // The newest released serial's file has the same name: replacing the older one is said.
+    let newest = run(site, &["--json", "fetch", "24.04", "-o", dir]);
+    assert_eq!(json(&newest)["serial"], "20241004.1");
+    assert!(
+        stderr(&newest).contains("replaced a file of the same name"),
+        "{}",
+        stderr(&newest)
+    );
+    let output = run(
         site,
         &["--json", "fetch", "noble", "--stream", "daily", "-o", dir],
-    ));
+    );
+    assert!(!stderr(&output).contains("replaced"), "{}", stderr(&output));
+    let daily = json(&output);
     assert_eq!(daily["serial"], "20241010");
     assert!(out.path().join("noble-server-cloudimg-amd64.img").exists());
 }
