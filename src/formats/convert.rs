@@ -292,7 +292,7 @@ pub fn convert_into_file(
     let size = reader.virtual_size();
     if let Resolved::BlockDevice(device) = publish::resolve(dst)? {
         let writer = device_writer(&device, dst_format, size, options)?;
-        return convert(reader.as_mut(), writer, reporter);
+        return convert(reader, writer, reporter);
     }
     publish(dst, dst_format, |target| {
         let writer = super::create(target, dst_format, size, options)?;
