@@ -250,6 +250,25 @@ fn convert_writes_a_block_device_in_place_with_zeroes_over_old_data() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
+    // The device reads back whole as an input (its size from the kernel, not its metadata).
+    let output = cloudimg(&["info", "--output=json", s(&device.device)]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let info: serde_json::Value = serde_json::from_slice(&output.stdout).expect("info JSON");
+    assert_eq!(info["virtual-size"], 8u64 << 20, "{info}");
+    let copy = dir.path().join("copy.qcow2");
+    let output = cloudimg(&["convert", "-O", "qcow2", s(&device.device), s(&copy)]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    run(Command::new("qemu-img").args([
+        "compare",
+        "-q",
+        "-f",
+        "raw",
+        "-F",
+        "qcow2",
+        s(&backing),
+        s(&copy),
+    ]));
+
     // A 16 MiB image does not fit the 8 MiB device: refused, nothing written.
     std::fs::write(&backing, vec![0xAAu8; 8 << 20]).expect("reset the backing file");
     let big = dir.path().join("big.qcow2");

@@ -28,10 +28,7 @@ pub fn probe(_probe: &Probe) -> bool {
 }
 
 pub fn open(path: &Path, file: File) -> Result<Box<dyn DiskReader>, FormatError> {
-    let size = file
-        .metadata()
-        .map_err(|source| FormatError::io(path, source))?
-        .len();
+    let size = sys::file_len(&file).map_err(|source| FormatError::io(path, source))?;
     Ok(Box::new(RawReader {
         path: path.to_owned(),
         file,
