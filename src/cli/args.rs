@@ -457,7 +457,8 @@ pub struct PrepareArgs {
     /// Skip the OpenPGP check of SHA256SUMS (logged; checksums are still verified).
     #[arg(long)]
     pub no_verify_signature: bool,
-    /// Glance image name [default: <upstream file stem>-<serial>].
+    /// Glance image name [default: <upstream file stem>-<serial>-<disk format>, then
+    /// -<container format> unless bare].
     #[arg(long)]
     pub name: Option<String>,
     /// Minimum RAM in MiB [default: the catalog's].

@@ -533,7 +533,10 @@ mod tests {
         let not_ours = old_temporary(dir.path(), ".c.img.partial");
         let not_hidden = old_temporary(dir.path(), "d.img.cloudimg-tmp");
         // As a process that started a minute after they were made.
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
         let later = now + 60;
         for path in [&dead, &live, &not_ours, &not_hidden] {
             let swept = is_temporary_name(path.file_name().unwrap())
