@@ -21,6 +21,7 @@ pub mod io;
 pub mod mirror;
 pub mod oci;
 pub mod pipeline;
+pub mod runner;
 pub mod sync;
 pub mod upload;
 pub mod verify;

@@ -2,6 +2,7 @@
 //! (→ convert). The CLI only parses, reports and maps [`Error::kind`] to an exit status.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use url::Url;
@@ -12,6 +13,7 @@ use crate::fetch::{Client, Download, FetchError};
 use crate::formats::{self, DiskFormat, FormatError, Options};
 use crate::index::sums::{self, SumsError};
 use crate::index::{Discovery, FileEntry, IndexError, Listing, Query};
+use crate::io::blocking::{self, TaskFailed};
 use crate::io::progress::Reporter;
 use crate::upload::UploadError;
 use crate::verify::digest::{FileDigest, Sha256Digest, Sha512Digest};
@@ -22,7 +24,8 @@ mod prepare;
 
 pub(crate) use prepare::unpacked_file;
 pub use prepare::{
-    prepare, upstream_kind, Artifact, ImageSettings, MachineSettings, PrepareRequest, Prepared,
+    prepare, prepare_listing, upstream_kind, Artifact, ImageSettings, MachineSettings,
+    PrepareRequest, Prepared,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +75,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Task(#[from] TaskFailed),
 }
 
 impl From<UploadError> for Error {
@@ -97,7 +102,7 @@ impl Error {
             | Error::NotInSums { .. }
             | Error::SourcesDisagree { .. } => ErrorKind::Integrity,
             Error::Usage(_) => ErrorKind::Usage,
-            Error::Io { .. } => ErrorKind::Other,
+            Error::Io { .. } | Error::Task(_) => ErrorKind::Other,
         }
     }
 }
@@ -136,7 +141,7 @@ pub enum SignatureStatus {
 }
 
 /// What `fetch` did, as printed with `--json`.
-#[derive(Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Fetched {
     pub release: String,
     pub serial: String,
@@ -169,7 +174,7 @@ pub async fn fetch(
     catalog: &Catalog,
     mirror: &Url,
     request: FetchRequest<'_>,
-    reporter: &dyn Reporter,
+    reporter: Arc<dyn Reporter>,
 ) -> Result<Fetched, Error> {
     let discovery = Discovery::new(client, catalog, mirror.clone());
     let listing = discovery
@@ -183,7 +188,7 @@ pub async fn fetch(
         file,
         &request.output_dir,
         &request.signature,
-        reporter,
+        reporter.as_ref(),
     )
     .await?;
     fetched.kind = request.kind;
@@ -206,13 +211,17 @@ pub(crate) async fn fetch_entry(
 ) -> Result<Fetched, Error> {
     let (expected, signed_by, signature) =
         expected_digest(client, catalog, listing, file, signature).await?;
-    std::fs::create_dir_all(output_dir).map_err(|source| Error::Io {
-        path: output_dir.to_owned(),
-        source,
-    })?;
+    tokio::fs::create_dir_all(output_dir)
+        .await
+        .map_err(|source| Error::Io {
+            path: output_dir.to_owned(),
+            source,
+        })?;
     let dest = output_dir.join(&file.name);
     // Names carry no serial: a newer serial replaces the older file of the same name.
-    let existed = std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file());
+    let existed = tokio::fs::symlink_metadata(&dest)
+        .await
+        .is_ok_and(|m| m.is_file());
     let downloaded = client
         .download(
             &Download {
@@ -376,7 +385,7 @@ async fn convert_download(
     source: &Path,
     format: DiskFormat,
     options: Options,
-    reporter: &dyn Reporter,
+    reporter: Arc<dyn Reporter>,
 ) -> Result<PathBuf, Error> {
     let destination = source.with_extension(format.extension());
     if destination == source {
@@ -386,10 +395,12 @@ async fn convert_download(
             format.extension()
         )));
     }
-    // The copy loop is synchronous; it runs here on the runtime's blocking-capable thread via
-    // block_in_place so the reporter can be borrowed.
-    tokio::task::block_in_place(|| {
-        formats::convert::convert_file(source, None, &destination, format, &options, reporter)
-    })?;
+    // The copy loop is synchronous: a blocking thread owns its inputs.
+    let (source, output) = (source.to_owned(), destination.clone());
+    blocking::run(&destination, move || {
+        formats::convert::convert_file(&source, None, &output, format, &options, reporter.as_ref())
+            .map_err(Error::from)
+    })
+    .await?;
     Ok(destination)
 }

@@ -591,3 +591,83 @@ fn a_debian_mirror_round_trips_with_sha512_and_no_signature() {
         sha512_file(&upstream.root().join(&image)).unwrap()
     );
 }
+
+#[test]
+fn a_mirror_killed_mid_way_leaves_a_servable_tree() {
+    require_tools!("qemu-img", "mkfs.ext4");
+    let mut site = build_site(Knobs::default());
+    let work = TempDir::new().unwrap();
+    let catalog = write_catalog(work.path(), 2, &[NOBLE]);
+    let dir = work.path().join("tree");
+    let output = mirror(&site, &catalog, &dir, &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let before = tree(&dir);
+
+    // A new upstream serial whose image stalls after 64 KiB: the run is killed meanwhile.
+    let newer = "20250101";
+    site.mirror.add_serial(Stream::Released, newer).unwrap();
+    let image = crate::common::site::file_url_path(&site, "disk1.img");
+    assert!(image.contains(newer), "{image}");
+    site.server.inject(
+        &image,
+        Fault::StallAfter {
+            bytes: 64 * 1024,
+            pause: std::time::Duration::from_secs(60),
+        },
+        Times::Once,
+    );
+    let mut args = vec!["mirror", catalog.to_str().unwrap(), dir.to_str().unwrap()];
+    args.push("-q");
+    let mut child = crate::common::site::cloudimg(&site, &args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !site
+        .server
+        .requests_for(&image)
+        .iter()
+        .any(|e| e.bytes_sent >= 64 * 1024)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the download never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The tree is what it was: nothing partial under a visible name, and it serves the serials
+    // it had.
+    assert_eq!(tree(&dir), before);
+    let served = Server::start(&dir);
+    for source in ["streams", "html"] {
+        assert_eq!(
+            serials(&site, &served, "noble", &["--source", source]),
+            serde_json::json!([RELEASED[1], RELEASED[0]]),
+            "{source}"
+        );
+    }
+    let out = TempDir::new().unwrap();
+    let fetched = ok_json(&against(
+        &site,
+        &served,
+        &["fetch", "noble", "-o", out.path().to_str().unwrap()],
+    ));
+    assert_eq!(fetched["serial"], RELEASED[1]);
+
+    // The rerun finishes the new serial.
+    site.server.clear_faults();
+    let output = mirror(&site, &catalog, &dir, &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        outcome(&summary(&output), "noble")["serials"],
+        serde_json::json!([newer, RELEASED[1]])
+    );
+    assert_eq!(
+        serials(&site, &served, "noble", &["--source", "streams"]),
+        serde_json::json!([newer, RELEASED[1]])
+    );
+}

@@ -188,9 +188,20 @@ fn killed_sync_leaves_nothing_visible_and_the_rerun_resumes_and_finishes() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let part = root.join(".downloads/noble/ubuntu-24.04-server-cloudimg-amd64.img.part");
+    // The run's download cache holds one folder per upstream build.
+    let part = || {
+        let folders = std::fs::read_dir(root.join(".downloads")).ok()?;
+        folders
+            .flatten()
+            .map(|f| f.path().join("ubuntu-24.04-server-cloudimg-amd64.img.part"))
+            .find(|p| p.exists())
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::metadata(&part).map_or(0, |m| m.len()) < 64 * 1024 {
+    while part()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map_or(0, |m| m.len())
+        < 64 * 1024
+    {
         assert!(Instant::now() < deadline, "the download never started");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -436,4 +447,136 @@ fn sync_uploads_new_serials_and_hides_the_pruned_ones_in_glance() {
     let new = get(&glance, &format!("/v2/images/{second_id}")).unwrap();
     assert_eq!(new["os_hidden"], false);
     assert_eq!(new["cloudimg_serial"], "20250101");
+}
+
+/// Two entries, the first of which blocks in its hook until the second is published (or gives
+/// up after `WAIT_TENTHS` tenths of a second); returns what the hook saw.
+fn first_entry_waits_for_the_second(site: &Site, jobs: &str, wait_tenths: &str) -> String {
+    let dir = TempDir::new().unwrap();
+    let waits = r#"name = "first"
+release = "noble"
+hook = 'i=0; until [ -e "$CLOUDIMG_ROOT/second/current" ]; do i=$((i+1)); if [ $i -gt "$WAIT_TENTHS" ]; then echo alone > "$CLOUDIMG_ROOT/order"; exit 0; fi; sleep 0.1; done; echo overlapped > "$CLOUDIMG_ROOT/order"'"#;
+    let second = "name = \"second\"\nrelease = \"noble\"\nstream = \"daily\"";
+    let catalog = write_catalog(dir.path(), 1, &[waits, second]);
+    let output = cloudimg(
+        site,
+        &["--json", "sync", catalog.to_str().unwrap(), "--jobs", jobs],
+    )
+    .env("WAIT_TENTHS", wait_tenths)
+    .output()
+    .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = summary(&output);
+    for name in ["first", "second"] {
+        assert_eq!(outcome(&report, name)["outcome"], "published", "{report}");
+    }
+    std::fs::read_to_string(dir.path().join("root/order"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn two_jobs_work_on_two_entries_at_once_and_one_job_in_turn() {
+    require_tools!("qemu-img");
+    let site = build_site(Knobs::default());
+    // Blocking work of one entry (its hook here, a conversion elsewhere) does not hold back the
+    // other: the second entry is discovered, downloaded, converted and published meanwhile.
+    assert_eq!(
+        first_entry_waits_for_the_second(&site, "2", "600"),
+        "overlapped"
+    );
+    // With one job the second entry starts only once the first is done.
+    assert_eq!(first_entry_waits_for_the_second(&site, "1", "10"), "alone");
+}
+
+#[test]
+fn entries_built_from_one_upstream_file_download_it_once_and_keep_it_while_current() {
+    require_tools!("qemu-img");
+    let site = build_site(Knobs::default());
+    let dir = TempDir::new().unwrap();
+    let vmdk = "name = \"noble-vmdk\"\nrelease = \"noble\"\ndisk_format = \"vmdk\"";
+    let catalog = write_catalog(dir.path(), 2, &[NOBLE, vmdk]);
+    let root = dir.path().join("root");
+    let upstream = site
+        .mirror
+        .root()
+        .join(crate::common::mirror::Mirror::image_path(
+            Stream::Released,
+            &crate::common::mirror::Release::NOBLE,
+            "amd64",
+            NEWEST,
+        ));
+    let size = std::fs::metadata(&upstream).unwrap().len();
+    for jobs in ["1", "2"] {
+        let _ = std::fs::remove_dir_all(&root);
+        site.server.clear_log();
+        let output = sync(&site, &catalog, &["--jobs", jobs]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let report = summary(&output);
+        for name in ["noble", "noble-vmdk"] {
+            assert_eq!(outcome(&report, name)["outcome"], "published", "{report}");
+        }
+        assert_eq!(image_bytes_sent(&site), size, "--jobs {jobs}: one download");
+    }
+    // The verified download stays while the serial it built is current: rebuilding a lost
+    // serial transfers nothing.
+    let cached = names(&root.join(".downloads"));
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    assert!(names(&root.join(".downloads").join(&cached[0]))
+        .contains(&"ubuntu-24.04-server-cloudimg-amd64.img".to_owned()));
+    std::fs::remove_dir_all(root.join("noble-vmdk")).unwrap();
+    site.server.clear_log();
+    let rebuilt = sync(&site, &catalog, &[]);
+    assert!(rebuilt.status.success(), "{}", stderr(&rebuilt));
+    assert_eq!(
+        outcome(&summary(&rebuilt), "noble-vmdk")["outcome"],
+        "published"
+    );
+    assert_eq!(image_bytes_sent(&site), 0);
+}
+
+#[test]
+fn a_kill_between_the_rename_and_the_current_switch_is_finished_by_the_rerun() {
+    require_tools!("qemu-img");
+    let mut site = build_site(Knobs::default());
+    let dir = TempDir::new().unwrap();
+    let catalog = write_catalog(dir.path(), 2, &[NOBLE]);
+    let root = dir.path().join("root");
+    assert!(sync(&site, &catalog, &[]).status.success());
+    site.mirror
+        .add_serial(Stream::Released, "20250101")
+        .unwrap();
+    // What a run killed right after renaming the new serial into place leaves: the folder is
+    // there, `current` and the state file still name the previous serial.
+    let elsewhere = TempDir::new().unwrap();
+    let other = write_catalog(elsewhere.path(), 2, &[NOBLE]);
+    assert!(sync(&site, &other, &[]).status.success());
+    std::fs::rename(
+        elsewhere.path().join("root/noble/20250101"),
+        root.join("noble/20250101"),
+    )
+    .unwrap();
+    assert_eq!(current(&root, "noble").as_deref(), Some(NEWEST));
+
+    site.server.clear_log();
+    let rerun = sync(&site, &catalog, &[]);
+    assert!(rerun.status.success(), "{}", stderr(&rerun));
+    let entry = outcome(&summary(&rerun), "noble").clone();
+    assert_eq!(entry["outcome"], "published", "{entry}");
+    assert_eq!(entry["serial"], "20250101");
+    assert_eq!(entry["previous"], NEWEST);
+    assert_eq!(current(&root, "noble").as_deref(), Some("20250101"));
+    assert_eq!(
+        image_bytes_sent(&site),
+        0,
+        "the published serial is adopted, not rebuilt"
+    );
+    assert_only_whole_serials(&root, "noble");
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join(".cloudimg-state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["images"]["noble"]["current"], "20250101");
+    let hooks = std::fs::read_to_string(root.join("hook.log")).unwrap();
+    assert!(hooks.contains("noble 20250101"), "{hooks}");
 }

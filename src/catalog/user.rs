@@ -11,10 +11,20 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{CatalogError, STREAM_NAMES};
-use crate::upload::Retire;
 
 /// Largest user catalog accepted; real ones are a few KiB.
 const MAX_USER_CATALOG_BYTES: u64 = 1 << 20;
+
+/// How an image is retired by `sync`: hidden from listings (still bootable), deactivated (no
+/// longer downloadable or bootable, admin only), or deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Retire {
+    #[default]
+    Hide,
+    Deactivate,
+    Delete,
+}
 
 /// One Glance that new serials are uploaded to, and how old ones are retired there. A catalog
 /// names one (`[glance]`) or several (`[[glance]]`, each with a `name`); each is independent.

@@ -503,7 +503,7 @@ pub struct SyncArgs {
     /// Print the plan; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Entries worked on at once.
+    /// Entries worked on at once, side by side (one converts while another downloads).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub jobs: usize,
     /// Only this entry (repeatable).

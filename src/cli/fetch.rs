@@ -247,7 +247,7 @@ pub fn fetch(global: &Global, args: FetchArgs) -> Result<i32, Error> {
         &context.catalog,
         &context.mirror,
         request,
-        reporter.as_ref(),
+        reporter.clone(),
     ))?;
     if global.json {
         print_json(&fetched);

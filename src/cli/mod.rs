@@ -26,6 +26,7 @@ mod prepare;
 mod progress;
 mod push;
 mod qemu;
+mod runs;
 mod seed;
 mod sync;
 mod upload;

@@ -156,7 +156,7 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
         &context.catalog,
         &context.mirror,
         request,
-        reporter.as_ref(),
+        reporter.clone(),
     ))?;
     prune_downloads(&prepared, downloads.as_deref());
     let files: Vec<_> = prepared

@@ -1,23 +1,27 @@
 //! How progress looks: the only file that knows indicatif.
 //!
 //! The choice is made here, once, from `-q` and whether stderr is a terminal; the library only
-//! sees the `Reporter` trait.
+//! sees the `Reporter` trait. Operations that run at once (`sync --jobs N`) each get their own
+//! bar in one `MultiProgress`, or log lines that start with their name.
 
 use std::io::IsTerminal;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cloudimg::io::progress::{Reporter, Silent};
-use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// Picks the reporter for this run: nothing with `-q`, a bar on a terminal, log lines otherwise.
-pub fn reporter(quiet: bool) -> Box<dyn Reporter> {
+/// Picks the reporter for this run: nothing with `-q`, bars on a terminal, log lines otherwise.
+pub fn reporter(quiet: bool) -> Arc<dyn Reporter> {
     if quiet {
-        Box::new(Silent)
+        Arc::new(Silent)
     } else if std::io::stderr().is_terminal() {
-        Box::new(Bar::default())
+        Arc::new(Bar::new(
+            MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+            None,
+        ))
     } else {
-        Box::new(LogLines::default())
+        Arc::new(LogLines::new(None))
     }
 }
 
@@ -27,7 +31,10 @@ pub fn convert_reporter(quiet: bool, progress: bool) -> Box<dyn Reporter> {
     if quiet || !progress {
         Box::new(Silent)
     } else if std::io::stderr().is_terminal() {
-        Box::new(Bar::default())
+        Box::new(Bar::new(
+            MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+            None,
+        ))
     } else {
         Box::new(QemuPercent::default())
     }
@@ -91,32 +98,58 @@ impl Reporter for QemuPercent {
     }
 }
 
-/// An indicatif bar with bytes, rate and ETA.
-#[derive(Default)]
+/// What a line or bar says: the operation's name (when several run), then the label.
+fn message(operation: Option<&str>, label: &str) -> String {
+    match operation {
+        Some(operation) => format!("{operation}: {label}"),
+        None => label.to_owned(),
+    }
+}
+
+/// An indicatif bar with bytes, rate and ETA, one per operation in a shared `MultiProgress`.
 struct Bar {
+    bars: MultiProgress,
+    operation: Option<String>,
     bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Bar {
+    fn new(bars: MultiProgress, operation: Option<String>) -> Bar {
+        Bar {
+            bars,
+            operation,
+            bar: Mutex::new(None),
+        }
+    }
 }
 
 impl Reporter for Bar {
     fn start(&self, label: &str, total: Option<u64>, already: u64) {
         let bar = match total {
-            Some(total) => ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
-                .with_style(
-                    ProgressStyle::with_template(
-                        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-                    )
-                    .expect("static template")
-                    .progress_chars("=> "),
-                ),
+            Some(total) => ProgressBar::new(total).with_style(
+                ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                )
+                .expect("static template")
+                .progress_chars("=> "),
+            ),
             None => ProgressBar::new_spinner().with_style(
                 ProgressStyle::with_template("{msg} {bytes} {bytes_per_sec}")
                     .expect("static template"),
             ),
         };
-        bar.set_message(label.to_owned());
+        let bar = self.bars.add(bar);
+        bar.set_message(message(self.operation.as_deref(), label));
         bar.set_position(already);
         bar.enable_steady_tick(Duration::from_millis(200));
-        *self.bar.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar);
+        let previous = self
+            .bar
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(bar);
+        if let Some(previous) = previous {
+            previous.finish_and_clear();
+        }
     }
 
     fn advance(&self, bytes: u64) {
@@ -128,14 +161,28 @@ impl Reporter for Bar {
     fn finish(&self) {
         if let Some(bar) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
             bar.finish_and_clear();
+            self.bars.remove(&bar);
         }
+    }
+
+    fn operation(&self, id: &str) -> Option<Arc<dyn Reporter>> {
+        Some(Arc::new(Bar::new(self.bars.clone(), Some(id.to_owned()))))
     }
 }
 
 /// Plain periodic lines for logs and cron mail: one every `INTERVAL`, plus one at the end.
-#[derive(Default)]
 struct LogLines {
+    operation: Option<String>,
     state: Mutex<Option<LineState>>,
+}
+
+impl LogLines {
+    fn new(operation: Option<String>) -> LogLines {
+        LogLines {
+            operation,
+            state: Mutex::new(None),
+        }
+    }
 }
 
 struct LineState {
@@ -172,7 +219,7 @@ impl Reporter for LogLines {
     fn start(&self, label: &str, total: Option<u64>, already: u64) {
         let now = Instant::now();
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(LineState {
-            label: label.to_owned(),
+            label: message(self.operation.as_deref(), label),
             total,
             done: already,
             already,
@@ -197,5 +244,28 @@ impl Reporter for LogLines {
                 tracing::info!("{}", state.line());
             }
         }
+    }
+
+    fn operation(&self, id: &str) -> Option<Arc<dyn Reporter>> {
+        Some(Arc::new(LogLines::new(Some(id.to_owned()))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_operation_names_itself_in_its_lines() {
+        let line = |lines: &LogLines| {
+            lines.start("disk.img", Some(10), 0);
+            let state = lines.state.lock().unwrap();
+            state.as_ref().unwrap().line()
+        };
+        let noble = line(&LogLines::new(Some("noble".into())));
+        assert!(noble.starts_with("noble: disk.img: 0 B of 10 B"), "{noble}");
+        let alone = line(&LogLines::new(None));
+        assert!(alone.starts_with("disk.img: "), "{alone}");
+        assert!(LogLines::new(None).operation("jammy").is_some());
     }
 }

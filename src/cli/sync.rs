@@ -5,16 +5,11 @@ use std::path::Path;
 
 use cloudimg::catalog::user::UserCatalog;
 use cloudimg::pipeline::Error;
-use cloudimg::sync::{self, Outcome, SyncError, SyncOptions};
+use cloudimg::sync::{self, Outcome, SyncOptions};
 
 use super::args::{GlanceArgs, Global, SyncArgs, DEFAULT_IMPORT_TIMEOUT_SECONDS};
 use super::fetch::{runtime, Context};
-use super::{print_json, progress, upload};
-
-/// Some entries failed; the others were done.
-pub const EXIT_SOME_FAILED: i32 = 5;
-/// Another sync holds the output root's lock.
-pub const EXIT_LOCKED: i32 = 6;
+use super::{progress, runs, upload};
 
 pub fn sync(global: &Global, args: SyncArgs) -> Result<i32, Error> {
     let catalog = UserCatalog::from_path(&args.user_catalog)?;
@@ -30,13 +25,7 @@ pub fn sync(global: &Global, args: SyncArgs) -> Result<i32, Error> {
         only: args.only.clone(),
         wait: args.wait,
         allow_downgrade: args.allow_downgrade,
-        // An explicit --mirror (or CLOUDIMG_MIRROR) serves every source.
-        mirror: global.mirror.is_some().then(|| context.mirror.clone()),
-        keyring: match &global.keyring {
-            Some(_) => Some(context.keyring(global)?),
-            None => None,
-        },
-        skip_signature: args.no_verify_signature,
+        source: runs::source_options(global, &context, args.no_verify_signature)?,
         glance: catalog
             .glance
             .iter()
@@ -58,73 +47,57 @@ pub fn sync(global: &Global, args: SyncArgs) -> Result<i32, Error> {
     };
     let reporter = progress::reporter(global.quiet);
     let result = runtime()?.block_on(sync::sync(
-        &context.client,
-        &catalog,
-        &catalog_dir,
-        &options,
-        reporter.as_ref(),
+        std::sync::Arc::new(context.client),
+        catalog,
+        catalog_dir,
+        options,
+        reporter,
     ));
     let summary = match result {
         Ok(summary) => summary,
-        Err(error) => {
-            tracing::error!("{}", cloudimg::error::chain(&error));
-            return Ok(match error {
-                SyncError::Locked { .. } => EXIT_LOCKED,
-                other => other.kind().exit_code(),
-            });
-        }
+        Err(error) => return Ok(runs::not_started(&error)),
     };
-    if global.json {
-        print_json(&summary);
-    } else if !global.quiet {
-        for entry in &summary.entries {
-            let line = match &entry.outcome {
-                Outcome::UpToDate { serial, .. } => format!("up to date  {serial}"),
-                Outcome::Published { serial, pruned, .. } if pruned.is_empty() => {
-                    format!("published   {serial}")
-                }
-                Outcome::Published { serial, pruned, .. } => {
-                    format!("published   {serial} (pruned {})", pruned.join(", "))
-                }
-                Outcome::WouldPublish {
-                    serial,
-                    would_prune,
-                    ..
-                } if would_prune.is_empty() => format!("would publish {serial}"),
-                Outcome::WouldPublish {
-                    serial,
-                    would_prune,
-                    ..
-                } => format!(
-                    "would publish {serial} (and prune {})",
-                    would_prune.join(", ")
+    Ok(runs::finished(global, &summary, &summary.entries, lines))
+}
+
+/// An entry's line, then one line per Glance target.
+fn lines(outcome: &Outcome) -> String {
+    let mut text = match outcome {
+        Outcome::UpToDate { serial, .. } => format!("up to date  {serial}"),
+        Outcome::Published { serial, pruned, .. } if pruned.is_empty() => {
+            format!("published   {serial}")
+        }
+        Outcome::Published { serial, pruned, .. } => {
+            format!("published   {serial} (pruned {})", pruned.join(", "))
+        }
+        Outcome::WouldPublish {
+            serial,
+            would_prune,
+            ..
+        } if would_prune.is_empty() => format!("would publish {serial}"),
+        Outcome::WouldPublish {
+            serial,
+            would_prune,
+            ..
+        } => format!(
+            "would publish {serial} (and prune {})",
+            would_prune.join(", ")
+        ),
+        Outcome::Failed { error, .. } => format!("FAILED      {error}"),
+    };
+    if let Outcome::UpToDate { targets, .. } | Outcome::Published { targets, .. } = outcome {
+        for target in targets {
+            let row = match &target.error {
+                Some(error) => format!("glance {}: FAILED {error}", target.target),
+                None => format!(
+                    "glance {}: {} image(s), {} retired",
+                    target.target,
+                    target.ids.len(),
+                    target.retired.len()
                 ),
-                Outcome::Failed { error, .. } => format!("FAILED      {error}"),
             };
-            outln!("{:<24} {line}", entry.name);
-            if let Outcome::UpToDate { targets, .. } | Outcome::Published { targets, .. } =
-                &entry.outcome
-            {
-                for target in targets {
-                    match &target.error {
-                        Some(error) => {
-                            outln!("{:<24}   glance {}: FAILED {error}", "", target.target)
-                        }
-                        None => outln!(
-                            "{:<24}   glance {}: {} image(s), {} retired",
-                            "",
-                            target.target,
-                            target.ids.len(),
-                            target.retired.len()
-                        ),
-                    }
-                }
-            }
+            text.push_str(&format!("\n{:<24}   {row}", ""));
         }
     }
-    Ok(if summary.failed() > 0 {
-        EXIT_SOME_FAILED
-    } else {
-        0
-    })
+    text
 }

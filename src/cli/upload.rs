@@ -189,7 +189,7 @@ pub(super) fn print_target_uploads(rows: &[TargetUpload]) {
 /// The exit status of a multi-target upload: 5 when some target failed.
 pub(super) fn targets_status(rows: &[TargetUpload]) -> i32 {
     if rows.iter().any(|row| row.error.is_some()) {
-        super::sync::EXIT_SOME_FAILED
+        super::runs::EXIT_SOME_FAILED
     } else {
         0
     }

@@ -273,6 +273,34 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
             release: resolved.release.codename.clone(),
             known: quote_serials(&serials),
         })?;
+        self.listing_of(&resolved, query, serial).await
+    }
+
+    /// The newest `count` builds of a release, resolving it once: each serial (newest first)
+    /// with its files, or why they could not be listed.
+    pub async fn newest_listings(
+        &self,
+        query: &Query,
+        count: usize,
+    ) -> Result<Vec<(String, Result<Listing, IndexError>)>, IndexError> {
+        let resolved = self.resolve(query).await?;
+        let mut serials = self.serials_of(&resolved).await?;
+        serials.truncate(count);
+        let mut listings = Vec::with_capacity(serials.len());
+        for serial in serials {
+            let listing = self.listing_of(&resolved, query, serial.clone()).await;
+            listings.push((serial, listing));
+        }
+        Ok(listings)
+    }
+
+    /// The files of `serial` of a resolved release.
+    async fn listing_of(
+        &self,
+        resolved: &Resolved<'a>,
+        query: &Query,
+        serial: String,
+    ) -> Result<Listing, IndexError> {
         let (dir_url, files, source) = match &resolved.source {
             ResolvedSource::Streams {
                 root,
@@ -283,7 +311,7 @@ impl<'a, D: DocumentSource> Discovery<'a, D> {
                 (dir_url, files, SourceKind::Streams)
             }
             ResolvedSource::Html { release_dir } => {
-                let (dir_url, files) = self.html_files(&resolved, release_dir, &serial).await?;
+                let (dir_url, files) = self.html_files(resolved, release_dir, &serial).await?;
                 (dir_url, files, SourceKind::Html)
             }
         };

@@ -1,5 +1,6 @@
 //! Small adapters between byte streams and the rest of the crate.
 
+pub mod blocking;
 pub mod hashing;
 pub mod progress;
 pub mod publish;

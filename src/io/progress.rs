@@ -1,7 +1,10 @@
 //! Progress reporting, injected by the caller.
 //!
 //! The library announces work through [`Reporter`]; the CLI decides how it looks (an indicatif
-//! bar on a TTY, periodic log lines under cron, nothing with `-q`).
+//! bar on a TTY, periodic log lines under cron, nothing with `-q`). Operations that run at once
+//! (the entries of `sync --jobs N`) each get their own reporter from [`Reporter::operation`].
+
+use std::sync::Arc;
 
 /// Receives progress of one long operation (a download, a conversion, an upload).
 pub trait Reporter: Send + Sync {
@@ -12,6 +15,12 @@ pub trait Reporter: Send + Sync {
     fn advance(&self, bytes: u64);
     /// The operation ended (successfully or not).
     fn finish(&self);
+    /// A reporter for one of several operations running at once, named `id` (a `sync` entry):
+    /// its own bar on a terminal, its log lines naming `id`. `None`, the default, means this
+    /// reporter can show only one operation and is shared.
+    fn operation(&self, _id: &str) -> Option<Arc<dyn Reporter>> {
+        None
+    }
 }
 
 /// A reporter that shows nothing (`-q`, tests, library users who don't care).

@@ -21,7 +21,6 @@ pub mod subset;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use serde_json::{Map, Value};
 use url::Url;
@@ -32,13 +31,12 @@ use crate::catalog::{
 };
 use crate::fetch::{Client, Download};
 use crate::index::release::{is_serial, sort_serials_newest_first, Release};
-use crate::index::{html, streams, Discovery, IndexError, Listing, Query, SourceKind, Stream};
+use crate::index::{html, streams, Discovery, IndexError, Listing, SourceKind};
 use crate::io::hashing::ContentHasher;
 use crate::io::progress::Reporter;
 use crate::pipeline::{self, SignaturePolicy, VerifiedSums};
-use crate::sync::{self, SyncError};
+use crate::runner::{self, EntryOutcome, EntrySource, LockSpec, RunnerError, SourceOptions};
 use crate::verify::digest::FileDigest;
-use crate::verify::openpgp::Keyring;
 use crate::ErrorKind;
 use state::{EntryFiles, State};
 
@@ -46,6 +44,11 @@ use state::{EntryFiles, State};
 pub const WORK_DIR: &str = ".cloudimg-mirror";
 /// The lock file in the mirror root that keeps two runs apart.
 pub const LOCK_FILE: &str = ".cloudimg-mirror.lock";
+const LOCK: LockSpec = LockSpec {
+    file: LOCK_FILE,
+    command: "mirror run",
+    hint: "",
+};
 /// The page a static server shows for a folder.
 const INDEX_PAGE: &str = "index.html";
 /// A checksum file the real site publishes beside SHA256SUMS; copied with its signature.
@@ -67,9 +70,7 @@ pub enum MirrorError {
     #[error(transparent)]
     Pipeline(Box<pipeline::Error>),
     #[error(transparent)]
-    Sync(Box<SyncError>),
-    #[error("another mirror run holds {path}; try again later")]
-    Locked { path: PathBuf },
+    Runner(#[from] RunnerError),
     #[error("{what} {value:?} cannot name a place inside the mirror")]
     UnsafePath { what: &'static str, value: String },
     #[error("{path}: unusable simplestreams document of this mirror")]
@@ -85,13 +86,21 @@ impl MirrorError {
         match self {
             MirrorError::Catalog(error) => error.kind(),
             MirrorError::Pipeline(error) => error.kind(),
-            MirrorError::Sync(error) => error.kind(),
+            MirrorError::Runner(error) => error.kind(),
             // Names come from upstream documents: one that escapes is not to be trusted.
             MirrorError::UnsafePath { .. } => ErrorKind::Integrity,
-            MirrorError::Io { .. } | MirrorError::Locked { .. } | MirrorError::OwnJson { .. } => {
-                ErrorKind::Other
-            }
+            MirrorError::Io { .. } | MirrorError::OwnJson { .. } => ErrorKind::Other,
         }
+    }
+}
+
+impl runner::RunFailure for MirrorError {
+    fn kind(&self) -> ErrorKind {
+        MirrorError::kind(self)
+    }
+
+    fn is_locked(&self) -> bool {
+        matches!(self, MirrorError::Runner(error) if error.is_locked())
     }
 }
 
@@ -107,18 +116,6 @@ impl From<IndexError> for MirrorError {
     }
 }
 
-impl From<SyncError> for MirrorError {
-    fn from(error: SyncError) -> MirrorError {
-        match error {
-            SyncError::Io { path, source } => MirrorError::Io { path, source },
-            SyncError::Catalog(error) => MirrorError::Catalog(error),
-            SyncError::Pipeline(error) => MirrorError::Pipeline(error),
-            SyncError::Locked { path } => MirrorError::Locked { path },
-            other => MirrorError::Sync(Box::new(other)),
-        }
-    }
-}
-
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> MirrorError + '_ {
     move |source| MirrorError::Io {
         path: path.to_owned(),
@@ -131,12 +128,9 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> MirrorError + '_ {
 pub struct MirrorOptions {
     /// Only these entries (by name); all when empty.
     pub only: Vec<String>,
-    /// `--mirror`: read every source from here instead of the catalog's mirrors.
-    pub upstream: Option<Url>,
-    /// `--keyring`: trusted instead of each source's built-in keys.
-    pub keyring: Option<Keyring>,
-    /// `--no-verify-signature`: the checksum files' signatures are copied but not checked.
-    pub skip_signature: bool,
+    /// `--mirror` (the upstream of every source), `--keyring`, `--no-verify-signature` (the
+    /// checksum files' signatures are copied but not checked).
+    pub source: SourceOptions,
 }
 
 /// One file the mirror holds for an entry.
@@ -168,12 +162,13 @@ pub enum Outcome {
     },
 }
 
-#[derive(Debug, serde::Serialize)]
-pub struct EntryReport {
-    pub name: String,
-    #[serde(flatten)]
-    pub outcome: Outcome,
+impl EntryOutcome for Outcome {
+    fn is_failure(&self) -> bool {
+        matches!(self, Outcome::Failed { .. })
+    }
 }
+
+pub type EntryReport = runner::EntryReport<Outcome>;
 
 #[derive(Debug, serde::Serialize)]
 pub struct Summary {
@@ -183,10 +178,7 @@ pub struct Summary {
 
 impl Summary {
     pub fn failed(&self) -> usize {
-        self.entries
-            .iter()
-            .filter(|e| matches!(e.outcome, Outcome::Failed { .. }))
-            .count()
+        runner::failed(&self.entries)
     }
 }
 
@@ -200,15 +192,8 @@ pub async fn mirror(
     options: &MirrorOptions,
     reporter: &dyn Reporter,
 ) -> Result<Summary, MirrorError> {
-    for name in &options.only {
-        if !catalog.images.iter().any(|image| &image.name == name) {
-            return Err(MirrorError::Catalog(CatalogError::Invalid {
-                origin: "--only".into(),
-                reason: format!("no image named {name:?} in the catalog"),
-            }));
-        }
-    }
-    let _lock = sync::lock_root(dir, LOCK_FILE, false).await?;
+    let selected = runner::select(catalog, &options.only)?;
+    let _lock = runner::lock_root(dir, LOCK, false).await?;
     let work = dir.join(WORK_DIR);
     let previous = State::load(&work)?;
     let mut run = Run {
@@ -234,11 +219,7 @@ pub async fn mirror(
         .into(),
     };
     let mut results = Vec::new();
-    for image in catalog
-        .images
-        .iter()
-        .filter(|image| options.only.is_empty() || options.only.contains(&image.name))
-    {
+    for image in selected {
         results.push((image.name.clone(), run.entry(image).await));
     }
     // Retention over all entries at once: a file goes only when no entry keeps it.
@@ -425,19 +406,20 @@ struct Entry<'e> {
     source: &'e Catalog,
     spec: &'e StreamSpec,
     discovery: Discovery<'e>,
-    query: Query,
     kinds: Kinds,
 }
 
 impl Run<'_> {
     async fn entry(&mut self, image: &ImageSpec) -> Result<EntryDone, MirrorError> {
-        let source = sync::source_catalog(image, self.catalog_dir)?;
-        let upstream = sync::mirror_url(self.catalog, &source, self.options.upstream.as_ref())?;
+        let resolved =
+            EntrySource::resolve(image, self.catalog, self.catalog_dir, &self.options.source)?;
+        let source = &resolved.catalog;
         self.bookkeeping.insert(source.checksums.file.clone());
         if let Signature::Published { file, .. } = &source.signature {
             self.bookkeeping.insert(file.clone());
         }
-        let stream = Stream::from_str(&image.stream)?;
+        let query = runner::query(image)?;
+        let stream = query.stream;
         let spec = source
             .stream(stream.name())
             .ok_or_else(|| IndexError::StreamNotInCatalog {
@@ -452,35 +434,24 @@ impl Run<'_> {
                 .clone_from(&simplestreams.index);
         }
         let entry = Entry {
-            source: &source,
+            source,
             spec,
-            discovery: Discovery::new(self.client, &source, upstream),
-            query: Query {
-                release: image.release.clone(),
-                arch: image.arch.clone(),
-                stream,
-                source: None,
-            },
-            kinds: Kinds::of(image, &source)?,
+            discovery: resolved.discovery(self.client),
+            kinds: Kinds::of(image, source)?,
         };
         let keep = self.catalog.keep_for(image).max(1);
-        let mut serials = entry.discovery.serials(&entry.query).await?;
-        serials.truncate(keep);
-        let keyring;
-        let policy = if self.options.skip_signature {
-            SignaturePolicy::Skip
-        } else {
-            keyring = sync::keyring_for(&source, self.options.keyring.as_ref())?;
-            SignaturePolicy::Require(&keyring)
-        };
+        // The release is resolved once for all the serials kept.
+        let listings = entry.discovery.newest_listings(&query, keep).await?;
+        let serials: Vec<String> = listings.iter().map(|(serial, _)| serial.clone()).collect();
+        let policy = resolved.signature();
         let mut reports = Vec::new();
         let mut held: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut newest: Option<Listing> = None;
         // A serial that fails does not stop the others: the tree's aliases, retention and
         // simplestreams still follow what did arrive, and the entry then reports the failure.
         let mut failure = None;
-        for serial in &serials {
-            let placed = match entry.discovery.listing(&entry.query, Some(serial)).await {
+        for (serial, listing) in listings {
+            let placed = match listing {
                 Ok(listing) => match self.mirror_serial(&entry, &listing, &policy).await {
                     Ok(placed) => {
                         newest.get_or_insert(listing);
@@ -497,7 +468,7 @@ impl Run<'_> {
                 }
             };
             held.insert(
-                serial.clone(),
+                serial,
                 placed
                     .iter()
                     .filter_map(|f| f.path.file_name())

@@ -6,6 +6,7 @@
 //! when complete; its `<artifact>.glance.json` is written last.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use url::Url;
 
@@ -18,6 +19,7 @@ use crate::container::{self, ova, ContainerFormat};
 use crate::fetch::Client;
 use crate::formats::{self, DiskFormat, Options};
 use crate::index::{Discovery, FileEntry, Listing, Query};
+use crate::io::blocking;
 use crate::io::progress::Reporter;
 
 /// Default upstream kind of the ami machine image: the raw disk inside the `.tar.gz`.
@@ -240,20 +242,52 @@ pub async fn prepare(
     catalog: &Catalog,
     mirror: &Url,
     request: PrepareRequest<'_>,
-    reporter: &dyn Reporter,
+    reporter: Arc<dyn Reporter>,
 ) -> Result<Prepared, Error> {
-    let plan = plan(&request, catalog)?;
+    // Refused combinations fail before any request.
+    plan(&request, catalog)?;
     let discovery = Discovery::new(client, catalog, mirror.clone());
     let listing = discovery
         .listing(&request.query, request.serial.as_deref())
         .await?;
+    prepare_listing(client, catalog, &discovery, &listing, request, reporter).await
+}
+
+/// [`prepare`] of a build already discovered: `listing` is used as it is (`sync` resolved it
+/// to decide whether there is anything to do), and `discovery` only locates the files of its
+/// `unpacked/` folder.
+pub async fn prepare_listing(
+    client: &Client,
+    catalog: &Catalog,
+    discovery: &Discovery<'_>,
+    listing: &Listing,
+    request: PrepareRequest<'_>,
+    reporter: Arc<dyn Reporter>,
+) -> Result<Prepared, Error> {
+    let plan = plan(&request, catalog)?;
     let mut sources = Vec::new();
     let mut artifacts = Vec::new();
     let mut containerdisk = None;
+    // Building moves to a blocking thread: it owns what it reads.
     let describe = Describe {
-        catalog,
-        listing: &listing,
-        request: &request,
+        catalog: catalog.clone(),
+        listing: listing.clone(),
+        request: BuildSettings {
+            output_dir: request.output_dir.clone(),
+            convert_options: request.convert_options.clone(),
+            image: request.image.clone(),
+            machine: request.machine,
+        },
+        reporter: reporter.clone(),
+    };
+    let reporter = reporter.as_ref();
+    let downloads = Downloads {
+        dir: request
+            .download_dir
+            .as_deref()
+            .unwrap_or(&request.output_dir),
+        signature: &request.signature,
+        output_dir: &request.output_dir,
     };
     match plan {
         Plan::Disk {
@@ -262,14 +296,17 @@ pub async fn prepare(
             container,
         } => {
             let file = listing.file(&kind)?;
-            let fetched = fetch(client, catalog, &listing, file, &request, reporter).await?;
+            let fetched = fetch(client, catalog, listing, file, &downloads, reporter).await?;
             if container == ContainerFormat::ContainerDisk {
-                containerdisk = Some(build_containerdisk(
-                    &fetched, &kind, format, &describe, reporter,
-                )?);
+                let built = on_blocking(&describe, &fetched, move |describe, fetched| {
+                    build_containerdisk(fetched, &kind, format, describe)
+                });
+                containerdisk = Some(built.await?);
             } else {
-                let artifact = build_disk(&fetched, &kind, format, container, &describe, reporter)?;
-                artifacts.push(artifact);
+                let artifact = on_blocking(&describe, &fetched, move |describe, fetched| {
+                    build_disk(fetched, &kind, format, container, describe)
+                });
+                artifacts.push(artifact.await?);
             }
             sources.push(fetched);
         }
@@ -286,22 +323,25 @@ pub async fn prepare(
                 (ramdisk, RAMDISK_KIND, AmazonRole::Ramdisk),
             ] {
                 if wanted {
-                    let (sub_listing, file) = unpacked_file(&discovery, &listing, kind)?;
+                    let (sub_listing, file) = unpacked_file(discovery, listing, kind)?;
                     let fetched =
-                        fetch(client, catalog, &sub_listing, &file, &request, reporter).await?;
+                        fetch(client, catalog, &sub_listing, &file, &downloads, reporter).await?;
                     parts.push((role, fetched));
                 }
             }
             let machine_source = match &machine {
                 Some(kind) => {
                     let file = listing.file(kind)?;
-                    Some(fetch(client, catalog, &listing, file, &request, reporter).await?)
+                    Some(fetch(client, catalog, listing, file, &downloads, reporter).await?)
                 }
                 None => None,
             };
             let mut links = (None, None);
             for (role, fetched) in parts {
-                let artifact = build_amazon_part(&fetched, role, &describe)?;
+                let artifact = on_blocking(&describe, &fetched, move |describe, fetched| {
+                    build_amazon_part(fetched, role, describe)
+                })
+                .await?;
                 let file_name = artifact.metadata.file.clone();
                 match role {
                     AmazonRole::Kernel => links.0 = Some(file_name),
@@ -311,7 +351,10 @@ pub async fn prepare(
                 artifacts.push(artifact);
             }
             if let Some(fetched) = machine_source {
-                let artifact = build_machine_image(&fetched, links, &describe, reporter)?;
+                let artifact = on_blocking(&describe, &fetched, move |describe, fetched| {
+                    build_machine_image(fetched, links, describe)
+                })
+                .await?;
                 sources.push(fetched);
                 artifacts.push(artifact);
             }
@@ -328,12 +371,21 @@ pub async fn prepare(
     })
 }
 
+/// Where a request's upstream files go, and how their checksum file is trusted: what fetching
+/// needs of the request (the rest stays off the awaiting task).
+struct Downloads<'a> {
+    dir: &'a Path,
+    signature: &'a SignaturePolicy<'a>,
+    /// Where the artifacts go.
+    output_dir: &'a Path,
+}
+
 async fn fetch(
     client: &Client,
     catalog: &Catalog,
     listing: &Listing,
     file: &FileEntry,
-    request: &PrepareRequest<'_>,
+    downloads: &Downloads<'_>,
     reporter: &dyn Reporter,
 ) -> Result<Fetched, Error> {
     let fetched = fetch_entry(
@@ -341,19 +393,16 @@ async fn fetch(
         catalog,
         listing,
         file,
-        request
-            .download_dir
-            .as_deref()
-            .unwrap_or(&request.output_dir),
-        &request.signature,
+        downloads.dir,
+        downloads.signature,
         reporter,
     )
     .await?;
     // The download may live elsewhere (the cache): the output folder is made once there is
     // something verified to put in it.
-    tokio::fs::create_dir_all(&request.output_dir)
+    tokio::fs::create_dir_all(downloads.output_dir)
         .await
-        .map_err(io_error(&request.output_dir))?;
+        .map_err(io_error(downloads.output_dir))?;
     Ok(fetched)
 }
 
@@ -388,14 +437,40 @@ pub(crate) fn unpacked_file(
     Ok((sub_listing, file))
 }
 
-/// The shared facts every artifact's metadata is made from.
-struct Describe<'a> {
-    catalog: &'a Catalog,
-    listing: &'a Listing,
-    request: &'a PrepareRequest<'a>,
+/// Runs one artifact's build (conversion, container, metadata) on a blocking thread, with its
+/// own copy of what it reads (not a borrow: `Options` may not be shared between threads).
+fn on_blocking<T: Send + 'static>(
+    describe: &Describe,
+    fetched: &Fetched,
+    build: impl FnOnce(&Describe, &Fetched) -> Result<T, Error> + Send + 'static,
+) -> impl std::future::Future<Output = Result<T, Error>> + Send + 'static {
+    let (describe, fetched) = (describe.clone(), fetched.clone());
+    async move {
+        let path = fetched.path.clone();
+        blocking::run(&path, move || build(&describe, &fetched)).await
+    }
 }
 
-impl Describe<'_> {
+/// What of the request the artifacts are built from.
+#[derive(Clone)]
+struct BuildSettings {
+    output_dir: PathBuf,
+    convert_options: Options,
+    image: ImageSettings,
+    machine: MachineSettings,
+}
+
+/// The shared facts every artifact's metadata is made from, owned so that building can move to
+/// a blocking thread (each build its own copy: `Options` is not shared between threads).
+#[derive(Clone)]
+struct Describe {
+    catalog: Catalog,
+    listing: Listing,
+    request: BuildSettings,
+    reporter: Arc<dyn Reporter>,
+}
+
+impl Describe {
     /// `<upstream stem>-<serial>-<disk format>`, plus `-<container>` when it is neither bare
     /// nor the disk format's own word (aki/ari/ami): one folder prepared in several formats gives
     /// Glance distinct names.
@@ -450,7 +525,7 @@ impl Describe<'_> {
                 metadata.set_property(key, value.clone());
             }
         }
-        let listing = self.listing;
+        let listing = &self.listing;
         metadata.set_property("os_version", listing.release.version.clone());
         if let Some(arch) = self.catalog.arch(&listing.arch) {
             metadata.set_property("architecture", arch.glance.clone());
@@ -491,11 +566,6 @@ impl Describe<'_> {
         }
         Ok(metadata)
     }
-}
-
-/// Runs synchronous format or container work from the async flow.
-fn blocking<T>(work: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(work)
 }
 
 /// The name an artifact takes from its upstream file: `x.img` → `x`, `x.tar.gz` → `x`
@@ -574,10 +644,9 @@ fn build_disk(
     kind: &str,
     format: DiskFormat,
     container: ContainerFormat,
-    describe: &Describe<'_>,
-    reporter: &dyn Reporter,
+    describe: &Describe,
 ) -> Result<Artifact, Error> {
-    let request = describe.request;
+    let request = &describe.request;
     let dir = &request.output_dir;
     let stem = upstream_stem(fetched)?;
     let name = request
@@ -606,18 +675,16 @@ fn build_disk(
         spec
     };
     let produce = |disk: &Path| {
-        blocking(|| {
-            produce_disk(
-                fetched,
-                kind,
-                format,
-                &options,
-                describe.catalog,
-                disk,
-                reporter,
-            )?;
-            virtual_size(disk)
-        })
+        produce_disk(
+            fetched,
+            kind,
+            format,
+            &options,
+            &describe.catalog,
+            disk,
+            describe.reporter.as_ref(),
+        )?;
+        virtual_size(disk)
     };
     let (path, capacity, package_files) = match container {
         ContainerFormat::Ovf => {
@@ -651,9 +718,7 @@ fn build_disk(
             let disk = dir.join(format!(".{stem}.ova-disk.vmdk"));
             let built = produce(&disk).and_then(|capacity| {
                 let spec = ovf_spec(&disk_name, capacity);
-                blocking(|| {
-                    ova::write_ova_package(&ova_path, &spec, &disk, request.machine.manifest_hash)
-                })?;
+                ova::write_ova_package(&ova_path, &spec, &disk, request.machine.manifest_hash)?;
                 Ok(capacity)
             });
             let _ = std::fs::remove_file(&disk);
@@ -681,12 +746,12 @@ fn build_containerdisk(
     fetched: &Fetched,
     kind: &str,
     format: DiskFormat,
-    describe: &Describe<'_>,
-    reporter: &dyn Reporter,
+    describe: &Describe,
 ) -> Result<crate::oci::LayoutSummary, Error> {
     use crate::oci::layout::{self, ContainerDisk, Provenance};
-    let request = describe.request;
-    let listing = describe.listing;
+    let request = &describe.request;
+    let listing = &describe.listing;
+    let reporter = describe.reporter.as_ref();
     let dir = &request.output_dir;
     let stem = upstream_stem(fetched)?;
     // KubeVirt's examples name raw disks `.img`.
@@ -716,16 +781,16 @@ fn build_containerdisk(
         },
     };
     let ref_name = format!("{}-{}", listing.release.codename, listing.serial);
-    let built = blocking(|| {
-        produce_disk(
-            fetched,
-            kind,
-            format,
-            &request.convert_options,
-            describe.catalog,
-            &disk,
-            reporter,
-        )?;
+    let built = produce_disk(
+        fetched,
+        kind,
+        format,
+        &request.convert_options,
+        &describe.catalog,
+        &disk,
+        reporter,
+    )
+    .and_then(|()| {
         layout::write_layout(
             dir,
             std::slice::from_ref(&spec),
@@ -752,7 +817,7 @@ enum AmazonRole {
 }
 
 /// Name of an aki/ari image: the ami's name plus a suffix when the user named the set.
-fn part_name(describe: &Describe<'_>, stem: &str, suffix: &str, format: &str) -> String {
+fn part_name(describe: &Describe, stem: &str, suffix: &str, format: &str) -> String {
     match &describe.request.image.name {
         Some(name) => format!("{name}-{suffix}"),
         None => describe.default_name(stem, format, format),
@@ -762,7 +827,7 @@ fn part_name(describe: &Describe<'_>, stem: &str, suffix: &str, format: &str) ->
 fn build_amazon_part(
     fetched: &Fetched,
     role: AmazonRole,
-    describe: &Describe<'_>,
+    describe: &Describe,
 ) -> Result<Artifact, Error> {
     let (format, suffix) = match role {
         AmazonRole::Kernel => ("aki", "kernel"),
@@ -801,10 +866,9 @@ fn build_amazon_part(
 fn build_machine_image(
     fetched: &Fetched,
     (kernel, ramdisk): (Option<String>, Option<String>),
-    describe: &Describe<'_>,
-    reporter: &dyn Reporter,
+    describe: &Describe,
 ) -> Result<Artifact, Error> {
-    let request = describe.request;
+    let request = &describe.request;
     let stem = upstream_stem(fetched)?;
     let name = request
         .image
@@ -812,16 +876,14 @@ fn build_machine_image(
         .clone()
         .unwrap_or_else(|| describe.default_name(&stem, "ami", "ami"));
     let path = request.output_dir.join(format!("{stem}.ami"));
-    blocking(|| {
-        formats::convert::convert_file(
-            &fetched.path,
-            None,
-            &path,
-            DiskFormat::Raw,
-            &request.convert_options,
-            reporter,
-        )
-    })?;
+    formats::convert::convert_file(
+        &fetched.path,
+        None,
+        &path,
+        DiskFormat::Raw,
+        &request.convert_options,
+        describe.reporter.as_ref(),
+    )?;
     let capacity = virtual_size(&path)?;
     let mut metadata =
         describe.metadata(&path, name, "ami", ContainerFormat::Ami, capacity, fetched)?;

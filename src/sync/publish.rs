@@ -15,7 +15,8 @@ use crate::io::hashing::{self, ContentHasher};
 pub const CURRENT: &str = "current";
 /// Where serials are assembled before being renamed into place.
 pub const STAGING: &str = ".staging";
-/// Where upstream files are downloaded (and resumed from after a kill).
+/// Where upstream files are downloaded (and resumed from after a kill): one folder per upstream
+/// build, shared by the entries built from it.
 pub const DOWNLOADS: &str = ".downloads";
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SyncError + '_ {
@@ -52,10 +53,6 @@ impl ImageTree {
         self.root
             .join(STAGING)
             .join(format!("{}-{serial}", self.name))
-    }
-
-    pub fn download_dir(&self) -> PathBuf {
-        self.root.join(DOWNLOADS).join(&self.name)
     }
 
     /// The serial `current` points to, if any.

@@ -37,6 +37,10 @@ pub struct SerialRecord {
     /// Glance image ids, once uploaded.
     #[serde(default)]
     pub glance_ids: Vec<String>,
+    /// The folder of `ROOT/.downloads/` holding the serial's upstream files: kept while the
+    /// serial is current, so a rebuild (or another entry of the same build) downloads nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download_cache: Option<String>,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -139,6 +143,14 @@ impl State {
         crate::io::publish::write(&path, (text + "\n").as_bytes()).map_err(io)
     }
 
+    /// The download-cache folders of every image's current serial.
+    pub fn current_download_caches(&self) -> impl Iterator<Item = &str> {
+        self.images.values().filter_map(|image| {
+            let current = image.current.as_ref()?;
+            image.serials.get(current)?.download_cache.as_deref()
+        })
+    }
+
     /// Records a newly published serial as current and forgets pruned ones.
     pub fn record(&mut self, image: &str, serial: &str, record: SerialRecord, pruned: &[String]) {
         let entry = self.images.entry(image.to_owned()).or_default();
@@ -169,6 +181,7 @@ mod tests {
             }],
             artifacts: Vec::new(),
             glance_ids: Vec::new(),
+            download_cache: None,
         }
     }
 

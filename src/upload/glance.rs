@@ -71,16 +71,7 @@ pub struct ImageFilter {
 /// Images asked for per list request.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 
-/// How an image is retired by `sync`: hidden from listings (still bootable), deactivated (no
-/// longer downloadable or bootable, admin only), or deleted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Retire {
-    #[default]
-    Hide,
-    Deactivate,
-    Delete,
-}
+pub use crate::catalog::user::Retire;
 
 /// An authenticated session with one Glance.
 pub struct Glance {
