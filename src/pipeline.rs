@@ -67,6 +67,9 @@ pub enum Error {
         sums: Sha256Digest,
         streams: Sha256Digest,
     },
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// A command-line mistake the CLI found (the library's own refusals are [`Refusal`]).
     #[error("{0}")]
     Usage(String),
     #[error("{path}: I/O error")]
@@ -101,10 +104,57 @@ impl Error {
             | Error::SignatureMissing { .. }
             | Error::NotInSums { .. }
             | Error::SourcesDisagree { .. } => ErrorKind::Integrity,
-            Error::Usage(_) => ErrorKind::Usage,
+            Error::Usage(_) | Error::Refused(_) => ErrorKind::Usage,
             Error::Io { .. } | Error::Task(_) => ErrorKind::Other,
         }
     }
+}
+
+/// Glance's visibility words.
+pub const VISIBILITIES: [&str; 4] = ["private", "shared", "community", "public"];
+
+/// A request the pipeline refuses before doing anything (exit status 2), with what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error(
+        "disk format iso: prepare builds disks from upstream images; make a cloud-init seed \
+         with `cloudimg seed`"
+    )]
+    SeedIsNotADisk,
+    #[error(
+        "disk format {format}: Glance knows it but cloudimg does not write it; pick raw, qcow2, \
+         vmdk, vhd, vhdx or vdi"
+    )]
+    NotWritten { format: String },
+    #[error("disk format {format}: not writable")]
+    NotWritable { format: String },
+    #[error("visibility {value:?}: expected one of {}", VISIBILITIES.join(", "))]
+    Visibility { value: String },
+    #[error(
+        "--file does not apply to {format}: the kernel and ramdisk come from the build's \
+         unpacked/ folder"
+    )]
+    FileForKernelOrRamdisk { format: String },
+    #[error("catalog {catalog} names no default file kind; pass --file")]
+    NoDefaultKind { catalog: String },
+    #[error(
+        "vmdk subformat monolithicFlat: Glance refuses VMDKs with flat extents (\"failed \
+         safety checks\"); use streamOptimized or monolithicSparse"
+    )]
+    FlatVmdk,
+    #[error("preset {name:?} is not in catalog {catalog}; it has: {known}")]
+    UnknownPreset {
+        name: String,
+        catalog: String,
+        known: String,
+    },
+    #[error("{path}: not a UTF-8 file name")]
+    NotUtf8 { path: PathBuf },
+    #[error("{path} already has the .{extension} extension; nothing to convert to")]
+    NothingToConvert {
+        path: PathBuf,
+        extension: &'static str,
+    },
 }
 
 /// How the checksum file's signature is treated.
@@ -389,11 +439,11 @@ async fn convert_download(
 ) -> Result<PathBuf, Error> {
     let destination = source.with_extension(format.extension());
     if destination == source {
-        return Err(Error::Usage(format!(
-            "{} already has the .{} extension; nothing to convert to",
-            source.display(),
-            format.extension()
-        )));
+        return Err(Refusal::NothingToConvert {
+            path: source.to_owned(),
+            extension: format.extension(),
+        }
+        .into());
     }
     // The copy loop is synchronous: a blocking thread owns its inputs.
     let (source, output) = (source.to_owned(), destination.clone());

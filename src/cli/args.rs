@@ -357,7 +357,7 @@ pub struct MeasureArgs {
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// Format of the new image: raw, qcow2, vmdk, vhd (vpc), vdi.
+    /// Format of the new image: raw, qcow2, vmdk, vhd (vpc), vhdx, vdi.
     #[arg(short = 'f', value_name = "FMT")]
     pub format: String,
     /// Format options, comma-separated key=value (repeatable); `-o help` lists them.

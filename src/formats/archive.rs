@@ -715,6 +715,17 @@ mod tests {
     }
 
     #[test]
+    fn vhdx_in_tar_gz_is_named_not_read_as_raw() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut data = disk_bytes(2 << 20);
+        data[..8].copy_from_slice(b"vhdxfile");
+        std::fs::write(dir.path().join("disk.vhdx"), &data).unwrap();
+        tar(dir.path(), &["-czf", "a.tar.gz", "disk.vhdx"]);
+        let error = open_path(&dir.path().join("a.tar.gz")).err().unwrap();
+        assert!(error.to_string().contains("a VHDX image"), "{error}");
+    }
+
+    #[test]
     fn gnu_sparse_entry_reads_back_whole() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("disk.raw");

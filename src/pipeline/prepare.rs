@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use url::Url;
 
-use super::{fetch_entry, Error, Fetched, SignaturePolicy};
+use super::{fetch_entry, Error, Fetched, Refusal, SignaturePolicy, VISIBILITIES};
 use crate::catalog::Catalog;
 use crate::container::glance::ImageMetadata;
 use crate::container::manifest::ManifestHash;
@@ -18,7 +18,7 @@ use crate::container::ovf::{self, Firmware, OvfSpec};
 use crate::container::{self, ova, ContainerFormat};
 use crate::fetch::Client;
 use crate::formats::{self, DiskFormat, Options};
-use crate::index::{Discovery, FileEntry, Listing, Query};
+use crate::index::{Discovery, FileEntry, IndexError, Listing, Query};
 use crate::io::blocking;
 use crate::io::progress::Reporter;
 
@@ -30,9 +30,6 @@ const RAMDISK_KIND: &str = "initrd";
 
 /// OVF disk format URIs by VMDK subformat (VMware's vmdk.html fragments).
 const VMDK_SPARSE_URI: &str = "http://www.vmware.com/interfaces/specifications/vmdk.html#sparse";
-
-/// Glance's visibility words.
-const VISIBILITIES: [&str; 4] = ["private", "shared", "community", "public"];
 
 /// What the Glance image records say, beyond what the catalog presets give.
 #[derive(Clone, Debug, Default)]
@@ -142,38 +139,31 @@ enum Plan {
 fn plan(request: &PrepareRequest<'_>, catalog: &Catalog) -> Result<Plan, Error> {
     let disk_format = request.disk_format.to_ascii_lowercase();
     container::validate(&disk_format, request.container)?;
-    let usage = |text: String| Err(Error::Usage(text));
     match disk_format.as_str() {
-        "iso" => {
-            return usage(
-                "disk format iso: prepare builds disks from upstream images; make a cloud-init \
-                 seed with `cloudimg seed`"
-                    .into(),
-            )
-        }
+        "iso" => return Err(Refusal::SeedIsNotADisk.into()),
         "ploop" => {
-            return usage(format!(
-                "disk format {disk_format}: Glance knows it but cloudimg does not write it; \
-                 pick raw, qcow2, vmdk, vhd, vhdx or vdi"
-            ))
+            return Err(Refusal::NotWritten {
+                format: disk_format,
+            }
+            .into())
         }
         _ => {}
     }
     if let Some(visibility) = &request.image.visibility {
         if !VISIBILITIES.contains(&visibility.as_str()) {
-            return usage(format!(
-                "visibility {visibility:?}: expected one of {}",
-                VISIBILITIES.join(", ")
-            ));
+            return Err(Refusal::Visibility {
+                value: visibility.clone(),
+            }
+            .into());
         }
     }
     match disk_format.as_str() {
         "aki" | "ari" => {
             if request.kind.is_some() {
-                return usage(format!(
-                    "--file does not apply to {disk_format}: the kernel and ramdisk come from \
-                     the build's unpacked/ folder"
-                ));
+                return Err(Refusal::FileForKernelOrRamdisk {
+                    format: disk_format,
+                }
+                .into());
             }
             Ok(Plan::Amazon {
                 kernel: disk_format == "aki",
@@ -187,18 +177,16 @@ fn plan(request: &PrepareRequest<'_>, catalog: &Catalog) -> Result<Plan, Error> 
             machine: upstream_kind(catalog, "ami", request.kind.as_deref()),
         }),
         name => {
-            let format = DiskFormat::from_name(name)
-                .ok_or_else(|| Error::Usage(format!("disk format {name}: not writable")))?;
+            let format = DiskFormat::from_name(name).ok_or_else(|| Refusal::NotWritable {
+                format: name.to_owned(),
+            })?;
             if format == DiskFormat::Vmdk {
                 check_vmdk_subformat(request.container, &request.convert_options)?;
             }
             Ok(Plan::Disk {
                 kind: upstream_kind(catalog, &disk_format, request.kind.as_deref()).ok_or_else(
-                    || {
-                        Error::Usage(format!(
-                            "catalog {} names no default file kind; pass --file",
-                            catalog.name
-                        ))
+                    || Refusal::NoDefaultKind {
+                        catalog: catalog.name.clone(),
                     },
                 )?,
                 format,
@@ -227,11 +215,7 @@ fn check_vmdk_subformat(container: ContainerFormat, options: &Options) -> Result
         _ => "monolithicSparse",
     });
     if subformat.eq_ignore_ascii_case("monolithicFlat") {
-        return Err(Error::Usage(
-            "vmdk subformat monolithicFlat: Glance refuses VMDKs with flat extents (\"failed \
-             safety checks\"); use streamOptimized or monolithicSparse"
-                .into(),
-        ));
+        return Err(Refusal::FlatVmdk.into());
     }
     Ok(())
 }
@@ -414,18 +398,23 @@ pub(crate) fn unpacked_file(
     kind: &str,
 ) -> Result<(Listing, FileEntry), Error> {
     let file = discovery.unlisted_file(listing, kind)?;
-    let folder = file
-        .url
-        .join(".")
-        .map_err(|e| Error::Usage(format!("{}: {e}", file.url)))?;
+    let folder = file.url.join(".").map_err(|source| IndexError::Url {
+        base: file.url.clone(),
+        path: ".".into(),
+        source,
+    })?;
     let relocate = |url: &Url| -> Result<Url, Error> {
         let name = url
             .path_segments()
             .and_then(|mut segments| segments.next_back())
             .unwrap_or_default();
-        folder
-            .join(name)
-            .map_err(|e| Error::Usage(format!("{folder}: {e}")))
+        folder.join(name).map_err(|source| {
+            Error::from(IndexError::Url {
+                base: folder.clone(),
+                path: name.to_owned(),
+                source,
+            })
+        })
     };
     let sub_listing = Listing {
         dir_url: folder.clone(),
@@ -507,16 +496,16 @@ impl Describe {
         }
         let preset = match &image.preset {
             Some(name) => Some(glance.preset(name).ok_or_else(|| {
-                Error::Usage(format!(
-                    "preset {name:?} is not in catalog {}; it has: {}",
-                    self.catalog.name,
-                    glance
+                Refusal::UnknownPreset {
+                    name: name.clone(),
+                    catalog: self.catalog.name.clone(),
+                    known: glance
                         .presets
                         .iter()
                         .map(|p| p.name.as_str())
                         .collect::<Vec<_>>()
-                        .join(", ")
-                ))
+                        .join(", "),
+                }
             })?),
             None => glance.preset_for_disk_format(disk_format),
         };
@@ -597,7 +586,11 @@ fn upstream_stem(fetched: &Fetched) -> Result<String, Error> {
         .file_name()
         .and_then(|name| name.to_str())
         .map(|name| stem(name).to_owned())
-        .ok_or_else(|| Error::Usage(format!("{}: not a UTF-8 file name", fetched.path.display())))
+        .ok_or_else(|| {
+            Error::from(Refusal::NotUtf8 {
+                path: fetched.path.clone(),
+            })
+        })
 }
 
 /// Makes `dst` a copy of the verified download `src` without converting: a hard link (no space,
@@ -837,7 +830,9 @@ fn build_amazon_part(
         .path
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::Usage(format!("{}: not a UTF-8 file name", fetched.path.display())))?
+        .ok_or_else(|| Refusal::NotUtf8 {
+            path: fetched.path.clone(),
+        })?
         .to_owned();
     let path = describe
         .request
