@@ -14,16 +14,35 @@ pub enum ErrorKind {
     Network,
     /// Anything else: local I/O, malformed input files, bugs.
     Other,
+    /// `bake`: a recipe command (`--run`) failed.
+    BakeRecipe,
+    /// `bake`: cloud-init reported an error, or the guest stopped without a result.
+    BakeCloudInit,
+    /// `bake`: the guest did not power off within `--timeout`.
+    BakeTimeout,
+    /// `bake`: the baked image did not boot as a new instance.
+    BakeBootTest,
+    /// `bake`: QEMU is not installed.
+    QemuMissing,
+    /// Ctrl-C: the work was stopped and cleaned up.
+    Interrupted,
 }
 
 impl ErrorKind {
-    /// The kind's name in JSON error objects (`usage`, `integrity`, `network`, `other`).
+    /// The kind's name in JSON error objects (`usage`, `integrity`, `network`, `other`,
+    /// `bake-recipe`, …).
     pub fn name(self) -> &'static str {
         match self {
             ErrorKind::Usage => "usage",
             ErrorKind::Integrity => "integrity",
             ErrorKind::Network => "network",
             ErrorKind::Other => "other",
+            ErrorKind::BakeRecipe => "bake-recipe",
+            ErrorKind::BakeCloudInit => "bake-cloud-init",
+            ErrorKind::BakeTimeout => "bake-timeout",
+            ErrorKind::BakeBootTest => "bake-boot-test",
+            ErrorKind::QemuMissing => "qemu-missing",
+            ErrorKind::Interrupted => "interrupted",
         }
     }
 
@@ -34,6 +53,13 @@ impl ErrorKind {
             ErrorKind::Usage => 2,
             ErrorKind::Integrity => 3,
             ErrorKind::Network => 4,
+            ErrorKind::BakeRecipe => 10,
+            ErrorKind::BakeCloudInit => 11,
+            ErrorKind::BakeTimeout => 12,
+            ErrorKind::BakeBootTest => 13,
+            ErrorKind::QemuMissing => 14,
+            // 128 + SIGINT, as shells report it.
+            ErrorKind::Interrupted => 130,
         }
     }
 }

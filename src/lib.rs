@@ -11,6 +11,7 @@
 // size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod bake;
 pub mod catalog;
 pub mod container;
 pub mod error;

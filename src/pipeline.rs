@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use url::Url;
 
+use crate::bake::BakeError;
 use crate::catalog::{Catalog, CatalogError, Signature};
 use crate::container::ContainerError;
 use crate::fetch::{Client, Download, FetchError};
@@ -44,6 +45,9 @@ pub enum Error {
     Format(#[from] FormatError),
     #[error(transparent)]
     Container(#[from] ContainerError),
+    /// Boxed: it carries the console's last lines.
+    #[error(transparent)]
+    Bake(Box<BakeError>),
     #[error(transparent)]
     Oci(#[from] crate::oci::OciError),
     /// Boxed: its variants carry several strings each, which would double every `Result`.
@@ -82,6 +86,12 @@ pub enum Error {
     Task(#[from] TaskFailed),
 }
 
+impl From<BakeError> for Error {
+    fn from(error: BakeError) -> Error {
+        Error::Bake(Box::new(error))
+    }
+}
+
 impl From<UploadError> for Error {
     fn from(error: UploadError) -> Error {
         Error::Upload(Box::new(error))
@@ -98,6 +108,7 @@ impl Error {
             Error::Keyring(e) => e.kind(),
             Error::Format(e) => e.kind(),
             Error::Container(e) => e.kind(),
+            Error::Bake(e) => e.kind(),
             Error::Oci(e) => e.kind(),
             Error::Upload(e) => e.kind(),
             Error::Sums { .. }

@@ -2,6 +2,8 @@
 
 mod common;
 
+/// `bake`: a real guest under QEMU (TCG) customised, generalised, boot-tested, read offline.
+mod bake;
 /// The binary against a loopback mirror: discovery, verified fetches, exit codes, resume.
 mod cli;
 /// `--catalog debian` against a cloud.debian.org look-alike: SHA-512, no signature, tar.xz.

@@ -1,10 +1,18 @@
-//! What every fuzz target does: put the input in a file, open it as one format, and read the
-//! whole guest through `map`/`read_at` with a cap on the work. Errors are fine; panics, hangs
-//! and huge allocations are the bugs being looked for.
+//! What the fuzz targets do. Disk readers: put the input in a file, open it as one format, and
+//! read the whole guest through `map`/`read_at` with a cap on the work. Network parsers (checksum
+//! files, listings, simplestreams, VMDK descriptors, OpenPGP, OVA members, catalogs): hand them
+//! the bytes and check the promises their docs make. Errors are fine; panics, hangs and huge
+//! allocations are the bugs being looked for.
 
 use std::io::Write;
 
+use std::sync::OnceLock;
+
+use cloudimg::catalog::user::UserCatalog;
+use cloudimg::catalog::{Catalog, DigestAlgorithm};
 use cloudimg::formats::archive::{self, ArchiveKind};
+use cloudimg::index::{html, streams, sums};
+use cloudimg::verify::openpgp::Keyring;
 use cloudimg::formats::{DiskFormat, DiskReader, Extent};
 
 /// Guest bytes read at most per input, so a hostile virtual size cannot make a run slow.
@@ -65,4 +73,115 @@ pub fn read_guest(reader: &mut dyn DiskReader) {
         }
         offset += len;
     }
+}
+
+/// SHA256SUMS / SHA512SUMS: every parsed entry has a digest of the algorithm's length.
+pub fn fuzz_sums(data: &[u8]) {
+    let Some((&selector, rest)) = data.split_first() else { return };
+    let algorithm = if selector & 1 == 0 {
+        DigestAlgorithm::Sha256
+    } else {
+        DigestAlgorithm::Sha512
+    };
+    if let Ok(entries) = sums::parse(rest, algorithm) {
+        for entry in &entries {
+            assert!(entry.file_digest(algorithm).is_some(), "entry without its digest");
+        }
+    }
+}
+
+/// A listing: never more rows than the cap, never a name that leaves the folder.
+pub fn fuzz_listing(data: &[u8]) {
+    if let Ok(entries) = html::parse_listing(data) {
+        assert!(entries.len() <= html::MAX_LISTING_ENTRIES);
+        for entry in &entries {
+            assert!(!entry.name.contains('/') && entry.name != "..", "{:?}", entry.name);
+        }
+    }
+}
+
+/// Simplestreams: both documents; item paths of a parsed products file resolve under the root
+/// or are refused.
+pub fn fuzz_streams(data: &[u8]) {
+    let _ = streams::parse_index(data);
+    let Ok(products) = streams::parse_products(data) else { return };
+    let root = url::Url::parse("http://mirror.invalid/releases/").expect("root URL");
+    for product in &products.products {
+        for version in product.versions.values() {
+            for item in version.items.values() {
+                if let Ok(url) = streams::resolve_path(&root, &item.path) {
+                    assert!(url.as_str().starts_with(root.as_str()), "{url} escapes");
+                }
+            }
+        }
+    }
+}
+
+/// The VMDK text descriptor, as lossy UTF-8 the way the reader sees it.
+pub fn fuzz_vmdk_descriptor(data: &[u8]) {
+    let _ = cloudimg::formats::vmdk::Descriptor::parse(&String::from_utf8_lossy(data));
+}
+
+/// Ubuntu's two signing keys, parsed once.
+fn ubuntu_keyring() -> &'static Keyring {
+    static KEYRING: OnceLock<Keyring> = OnceLock::new();
+    KEYRING.get_or_init(|| {
+        let catalog = Catalog::builtin("ubuntu").expect("built-in catalog");
+        let keys: Vec<&str> = catalog.keys.iter().map(|k| k.armored.as_str()).collect();
+        Keyring::from_armored_texts(&keys).expect("built-in keys")
+    })
+}
+
+/// Even first byte: the rest is a keyring; odd: a detached signature over a fixed text.
+pub fn fuzz_openpgp(data: &[u8]) {
+    let Some((&selector, rest)) = data.split_first() else { return };
+    if selector & 1 == 0 {
+        let _ = Keyring::from_bytes(rest);
+    } else {
+        let result = ubuntu_keyring().verify_detached(b"SHA256SUMS contents\n", rest);
+        // Nobody but Canonical can make a good signature.
+        assert!(result.is_err(), "a fuzzed signature verified");
+    }
+}
+
+/// Largest member the OVA target packs, so each run stays quick.
+const MAX_MEMBER: usize = 1 << 20;
+
+/// Members separated by 0xFF bytes; in each, the first line is the name and the rest the contents.
+/// Packed into a tar (names the tar crate refuses are skipped), opened as the `.ova` reader opens
+/// one, and read.
+pub fn fuzz_ova(data: &[u8]) {
+    let mut builder = tar::Builder::new(Vec::new());
+    for member in data.split_inclusive(|&b| b == 0xff).take(16) {
+        let member = member.strip_suffix(&[0xff]).unwrap_or(member);
+        let (name, contents) = match member.iter().position(|&b| b == b'\n') {
+            Some(at) => (&member[..at], &member[at + 1..]),
+            None => (member, &[][..]),
+        };
+        let contents = &contents[..contents.len().min(MAX_MEMBER)];
+        let name = String::from_utf8_lossy(name);
+        let mut header = tar::Header::new_ustar();
+        header.set_size(contents.len() as u64);
+        header.set_mode(0o644);
+        if header.set_path(name.as_ref()).is_err() {
+            continue;
+        }
+        header.set_cksum();
+        if builder.append(&header, contents).is_err() {
+            return;
+        }
+    }
+    let Ok(bytes) = builder.into_inner() else { return };
+    let Some(file) = input_file(&bytes) else { return };
+    let Ok(handle) = std::fs::File::open(file.path()) else { return };
+    if let Ok(mut reader) = archive::open(file.path(), handle, ArchiveKind::Tar) {
+        read_guest(reader.as_mut());
+    }
+}
+
+/// Any text as a source catalog and as a user catalog.
+pub fn fuzz_catalog(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let _ = Catalog::from_toml_str(text, "fuzz.toml");
+    let _ = UserCatalog::from_toml_str(text, "fuzz.toml");
 }

@@ -13,6 +13,12 @@ Exit codes:
   3  integrity failure (checksum mismatch, bad or missing signature; upload: the file
      changed since its metadata was written, or Glance stored different bytes)
   4  network or server failure after retries (upload: also a failed Glance import)
+  10 bake: a recipe command (--run) failed
+  11 bake: cloud-init reported an error, or the guest stopped without a result
+  12 bake: the guest did not power off within --timeout
+  13 bake: the boot test failed (the result did not come up as a new instance)
+  14 bake: QEMU is not installed (Debian/Ubuntu: apt install qemu-system-x86)
+  130 interrupted (Ctrl-C); bake stops the guest and removes its working copy
   upload: 1 when Glance refuses the bytes (format inspection), 2 for bad credentials
   sync: 5 some entries failed (the others were done), 6 another sync holds the output root
   upload, prepare --upload, sync: 5 also when some Glance targets failed (the others have
@@ -133,6 +139,9 @@ pub enum Command {
     Resize(ResizeArgs),
     /// Write a cloud-init NoCloud seed ISO (volume `cidata`) and its Glance metadata.
     Seed(SeedArgs),
+    /// Customise an image under QEMU with cloud-init, generalise it, boot-test it and publish
+    /// it (a golden image).
+    Bake(BakeArgs),
     /// Upload artifacts to OpenStack Glance from their `.glance.json` metadata.
     Upload(UploadArgs),
     /// Push an OCI image layout (a KubeVirt containerDisk from `prepare --container-format
@@ -652,4 +661,107 @@ pub struct ManArgs {
     /// printing cloudimg.1.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AccelArg {
+    /// KVM when /dev/kvm works (and is not a paravirtual kvm_pvm), else TCG.
+    Auto,
+    Kvm,
+    /// Emulation: slow (about 50 s for a small recipe) but works everywhere.
+    Tcg,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The recipe is cloud-init: --user-data (any #cloud-config) and the shorthands compose into one
+cloud-config, checked before anything boots. cloudimg then boots a working copy under QEMU,
+waits for cloud-init, generalises the guest (cloud-init clean, empty machine-id, no SSH host
+keys, logs emptied), trims it, powers it off, boots the result once more from a throwaway
+overlay as a new instance (the boot test), and only then converts and publishes it. The
+guest's serial console is written to <OUTPUT>.bake.log, also on failure.
+
+A recipe file (--recipe) is TOML with the same names: user_data (a file) or cloud_config
+(inline), user, ssh_authorized_keys, password_hash, packages, run, write_files, hostname;
+paths are relative to the recipe. Options given on the command line are added to it.
+
+Exit codes: 10 a --run command failed, 11 cloud-init error, 12 timeout, 13 boot test failed,
+14 QEMU missing, 130 interrupted; nothing is published in each case.")]
+pub struct BakeArgs {
+    /// A local image (any format cloudimg reads), or a release (noble, 24.04) fetched and
+    /// verified as `fetch` does into the output's folder.
+    // Not `source`: that id is Selection's --source.
+    #[arg(value_name = "SOURCE")]
+    pub image: String,
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Source format (detected by content when omitted).
+    #[arg(short = 'f', value_name = "FMT")]
+    pub format: Option<String>,
+    /// The image to write.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
+    /// Output format: raw, qcow2, vmdk, vhd (vpc), vdi.
+    #[arg(short = 'O', value_name = "FMT", default_value = "qcow2")]
+    pub output_format: String,
+    /// Output format options, comma-separated key=value (repeatable), as qemu-img's -o.
+    #[arg(long = "options", value_name = "OPTIONS")]
+    pub options: Vec<String>,
+    /// Compress the qcow2 output.
+    #[arg(short = 'c')]
+    pub compress: bool,
+    /// A TOML recipe file.
+    #[arg(long, value_name = "FILE")]
+    pub recipe: Option<PathBuf>,
+    /// cloud-init user data (#cloud-config).
+    #[arg(long, value_name = "FILE")]
+    pub user_data: Option<PathBuf>,
+    /// An SSH public key file for the image's default user, or --user (repeatable).
+    #[arg(long = "ssh-authorized-key", value_name = "FILE")]
+    pub ssh_authorized_keys: Vec<PathBuf>,
+    /// Create this user (sudo without password) for the keys and password hash.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// The --user's password as a crypt(3) hash (mkpasswd -m sha-512); never a clear password.
+    #[arg(long, value_name = "HASH", requires = "user")]
+    pub password_hash: Option<String>,
+    /// A package to install (repeatable).
+    #[arg(long = "package", value_name = "NAME")]
+    pub packages: Vec<String>,
+    /// A shell command to run as root (repeatable, in order; the first failure stops the bake).
+    #[arg(long = "run", value_name = "CMD")]
+    pub run: Vec<String>,
+    /// Copy a local file into the guest (repeatable).
+    #[arg(long = "write-file", value_name = "LOCAL:GUEST[:MODE]")]
+    pub write_files: Vec<String>,
+    /// The image's hostname.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Grow the disk to this size first (K, M, G, T suffixes); cloud-init grows the root.
+    #[arg(long, value_name = "SIZE")]
+    pub disk_size: Option<String>,
+    /// Give up on a boot that has not powered off after this long (seconds, or 90s, 20m, 1h).
+    #[arg(long, value_name = "DURATION", default_value = "30m")]
+    pub timeout: String,
+    /// Skip the boot test of the result.
+    #[arg(long)]
+    pub no_boot_test: bool,
+    /// The accelerator.
+    #[arg(long, value_enum, env = "CLOUDIMG_ACCEL", default_value_t = AccelArg::Auto)]
+    pub accel: AccelArg,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 2048, value_name = "MIB")]
+    pub memory: u64,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 2)]
+    pub cpus: u32,
+    /// No network in the guest (offline recipes).
+    #[arg(long, conflicts_with = "restrict_network")]
+    pub no_network: bool,
+    /// A NIC with DHCP but no traffic out of the guest (QEMU's restrict=on).
+    #[arg(long)]
+    pub restrict_network: bool,
+    /// Skip the OpenPGP check of SHA256SUMS when SOURCE is a release.
+    #[arg(long)]
+    pub no_verify_signature: bool,
 }

@@ -17,6 +17,7 @@ macro_rules! out {
 }
 
 mod args;
+mod bake;
 mod docs;
 mod fetch;
 mod help;
@@ -103,6 +104,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Create(args) => image::create(&global, args),
         Command::Resize(args) => image::resize(&global, args),
         Command::Seed(args) => seed::seed(&global, args),
+        Command::Bake(args) => bake::bake(&global, args),
         Command::Sync(args) => sync::sync(&global, args),
         Command::Upload(args) => upload::upload(&global, args),
         Command::Mirror(args) => mirror::mirror(&global, args),

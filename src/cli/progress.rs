@@ -251,6 +251,90 @@ impl Reporter for LogLines {
     }
 }
 
+/// The reporter of a command with phases (`bake`): phases without a byte count show as a
+/// spinner with the elapsed time on a terminal and as one log line each otherwise; conversions
+/// with a byte count show as usual.
+pub fn phase_reporter(quiet: bool) -> Box<dyn Reporter> {
+    if quiet {
+        Box::new(Silent)
+    } else if std::io::stderr().is_terminal() {
+        Box::new(Phases {
+            spinner: Mutex::new(None),
+            bytes: Bar::new(
+                MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+                None,
+            ),
+        })
+    } else {
+        Box::new(PhaseLines {
+            bytes: LogLines::new(None),
+        })
+    }
+}
+
+struct Phases {
+    spinner: Mutex<Option<ProgressBar>>,
+    bytes: Bar,
+}
+
+impl Reporter for Phases {
+    fn start(&self, label: &str, total: Option<u64>, already: u64) {
+        if total.is_some() {
+            return self.bytes.start(label, total, already);
+        }
+        let spinner = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
+            ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("static template"),
+        );
+        spinner.set_message(label.to_owned());
+        spinner.enable_steady_tick(Duration::from_millis(200));
+        if let Some(old) = self
+            .spinner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(spinner)
+        {
+            old.finish_and_clear();
+        }
+    }
+
+    fn advance(&self, bytes: u64) {
+        self.bytes.advance(bytes);
+    }
+
+    fn finish(&self) {
+        if let Some(spinner) = self
+            .spinner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            spinner.finish_and_clear();
+        }
+        self.bytes.finish();
+    }
+}
+
+struct PhaseLines {
+    bytes: LogLines,
+}
+
+impl Reporter for PhaseLines {
+    fn start(&self, label: &str, total: Option<u64>, already: u64) {
+        match total {
+            Some(_) => self.bytes.start(label, total, already),
+            None => tracing::info!("{label}"),
+        }
+    }
+
+    fn advance(&self, bytes: u64) {
+        self.bytes.advance(bytes);
+    }
+
+    fn finish(&self) {
+        self.bytes.finish();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use cloudimg::bake::validate;
 use cloudimg::container::glance::ImageMetadata;
 use cloudimg::container::iso;
 use cloudimg::pipeline::Error;
@@ -22,6 +23,18 @@ fn read(path: &Path) -> Result<Vec<u8>, Error> {
 
 pub fn seed(global: &Global, args: SeedArgs) -> Result<i32, Error> {
     let user_data = read(&args.user_data)?;
+    // A broken seed is an error here, not an ISO that cloud-init ignores at boot.
+    let refuse = |path: &Path, error: validate::ValidationError| {
+        Error::Usage(format!(
+            "{}: {}",
+            path.display(),
+            cloudimg::error::chain(&error)
+        ))
+    };
+    let checked = validate::user_data(&user_data).map_err(|e| refuse(&args.user_data, e))?;
+    for warning in &checked.warnings {
+        tracing::warn!("{}: {warning}", args.user_data.display());
+    }
     let meta_data = match &args.meta_data {
         Some(path) => read(path)?,
         // NoCloud needs a meta-data file; a stable instance-id keeps first-boot semantics
@@ -32,7 +45,13 @@ pub fn seed(global: &Global, args: SeedArgs) -> Result<i32, Error> {
         )
         .into_bytes(),
     };
+    if let Some(path) = &args.meta_data {
+        validate::yaml_mapping("meta-data", &meta_data).map_err(|e| refuse(path, e))?;
+    }
     let network_config = args.network_config.as_deref().map(read).transpose()?;
+    if let (Some(path), Some(network)) = (&args.network_config, &network_config) {
+        validate::yaml_mapping("network configuration", network).map_err(|e| refuse(path, e))?;
+    }
     let mut files: Vec<(&str, &[u8])> = vec![("user-data", &user_data), ("meta-data", &meta_data)];
     if let Some(network) = &network_config {
         files.push(("network-config", network));

@@ -276,11 +276,23 @@ pub fn convert_file(
     reporter: &dyn Reporter,
 ) -> Result<ConvertStats, FormatError> {
     let mut reader = super::open(src, src_format)?;
+    convert_into_file(reader.as_mut(), dst, dst_format, options, reporter)
+}
+
+/// [`convert_file`] from a reader the caller opened (and may have wrapped), published the same
+/// way: under a temporary name, fsynced, renamed to `dst` only when complete.
+pub fn convert_into_file(
+    reader: &mut dyn DiskReader,
+    dst: &Path,
+    dst_format: DiskFormat,
+    options: &Options,
+    reporter: &dyn Reporter,
+) -> Result<ConvertStats, FormatError> {
     let size = reader.virtual_size();
     publish(dst, dst_format, |target| {
         let writer = super::create(target, dst_format, size, options)?;
         let writer = super::writeback::Writeback::wrap(writer, target.path);
-        convert(reader.as_mut(), writer, reporter)
+        convert(reader, writer, reporter)
     })
 }
 

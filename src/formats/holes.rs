@@ -4,6 +4,8 @@
 
 use std::fs::File;
 
+use super::{Extent, Mapping};
+
 use crate::io::sys::{seek_data, seek_hole, Seek};
 
 /// From `offset` (below `end`): whether the file holds data there (`true`) or a hole, and
@@ -19,6 +21,23 @@ pub fn run_at(file: &File, offset: u64, end: u64) -> std::io::Result<(bool, u64)
             Seek::NoMore | Seek::Unsupported => Ok((true, end)),
         },
     }
+}
+
+/// The mapping of a guest run whose `len` bytes sit at `host` in `file`, or nowhere (`None`,
+/// an unallocated block, which reads as zeroes): holes inside an allocated run read as zeroes
+/// too. Shared by the block-table readers (vdi, vhdx).
+pub fn mapping_at(file: &File, host: Option<u64>, len: u64) -> std::io::Result<Mapping> {
+    let Some(host) = host else {
+        return Ok(Mapping {
+            extent: Extent::Zero,
+            len,
+        });
+    };
+    let (data, end) = run_at(file, host, host + len)?;
+    Ok(Mapping {
+        extent: if data { Extent::Data } else { Extent::Zero },
+        len: end - host,
+    })
 }
 
 #[cfg(test)]

@@ -253,6 +253,19 @@ pub struct Target<'a> {
     pub final_path: &'a Path,
 }
 
+impl Target<'_> {
+    /// Creates (or truncates) the file a writer fills, open for reading and writing.
+    pub(crate) fn create_file(&self) -> Result<File, FormatError> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(self.path)
+            .map_err(|source| FormatError::io(self.path, source))
+    }
+}
+
 /// Whether every byte is zero, 256 bytes at a time (OR-folded as u128, which vectorises).
 pub(crate) fn is_zero(data: &[u8]) -> bool {
     let (blocks, rest) = data.as_chunks::<256>();

@@ -11,7 +11,7 @@ mod reader;
 mod tests;
 mod writer;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::Path;
 
 pub use error::VdiError;
@@ -59,13 +59,7 @@ pub fn create(
     let disk_size = virtual_size.div_ceil(512) * 512;
     let header = VdiHeader::new(disk_size, is_static, uuid_image, uuid_last_snap)
         .map_err(|e| e.at(target.path))?;
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(target.path)
-        .map_err(|source| FormatError::io(target.path, source))?;
+    let file = target.create_file()?;
     Ok(Box::new(writer::VdiWriter::new(
         target.path.to_owned(),
         file,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::header::{VdiHeader, BLOCK_SIZE, HEADER_AREA, ZERO};
 use crate::formats::holes;
-use crate::formats::{DiskFormat, DiskReader, Extent, FormatError, ImageInfo, Mapping};
+use crate::formats::{DiskFormat, DiskReader, FormatError, ImageInfo, Mapping};
 
 /// Longest data run one `map` answer covers, in blocks: keeps each answer cheap.
 const MAX_DATA_RUN_BLOCKS: usize = 64;
@@ -140,18 +140,8 @@ impl DiskReader for VdiReader {
             ));
         }
         let (host, len) = self.extent(offset);
-        let Some(host) = host else {
-            return Ok(Mapping {
-                extent: Extent::Zero,
-                len,
-            });
-        };
         // Holes in the file: a static VDI made by qemu-img is sparse.
-        let (data, end) = holes::run_at(&self.file, host, host + len).map_err(io(&self.path))?;
-        Ok(Mapping {
-            extent: if data { Extent::Data } else { Extent::Zero },
-            len: end - host,
-        })
+        holes::mapping_at(&self.file, host, len).map_err(io(&self.path))
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), FormatError> {

@@ -14,7 +14,7 @@ mod reader;
 pub(crate) mod tests;
 mod writer;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -128,13 +128,7 @@ pub fn create(
         uuid,
         saved_state: 0,
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(target.path)
-        .map_err(|source| FormatError::io(target.path, source))?;
+    let file = target.create_file()?;
     Ok(Box::new(writer::VhdWriter::new(
         target.path.to_owned(),
         file,

@@ -24,7 +24,7 @@ mod region;
 mod tests;
 mod writer;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::Path;
 
 pub use error::VhdxError;
@@ -123,13 +123,7 @@ pub fn create(
         subformat,
         zero_blocks,
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(target.path)
-        .map_err(|source| FormatError::io(target.path, source))?;
+    let file = target.create_file()?;
     Ok(Box::new(writer::VhdxWriter::new(
         target.path.to_owned(),
         file,

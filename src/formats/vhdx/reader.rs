@@ -17,7 +17,7 @@ use super::log;
 use super::metadata::{self, ItemBytes, Metadata, MetadataTable};
 use super::region::{self, Region, RegionTable};
 use crate::formats::holes;
-use crate::formats::{DiskFormat, DiskReader, Extent, FormatError, ImageInfo, Mapping};
+use crate::formats::{DiskFormat, DiskReader, FormatError, ImageInfo, Mapping};
 
 /// BAT entries read at once (64 KiB).
 pub const WINDOW: u64 = 8192;
@@ -327,18 +327,8 @@ impl DiskReader for VhdxReader {
             return Err(self.past_end(offset, "map"));
         }
         let (host, len) = self.extent(offset)?;
-        let Some(host) = host else {
-            return Ok(Mapping {
-                extent: Extent::Zero,
-                len,
-            });
-        };
         // qemu leaves the unwritten parts of blocks as holes in the file.
-        let (data, end) = holes::run_at(&self.file, host, host + len).map_err(io(&self.path))?;
-        Ok(Mapping {
-            extent: if data { Extent::Data } else { Extent::Zero },
-            len: end - host,
-        })
+        holes::mapping_at(&self.file, host, len).map_err(io(&self.path))
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), FormatError> {

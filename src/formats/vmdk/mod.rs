@@ -41,6 +41,10 @@ use writer::{Layout, SparseWriter};
 
 pub use stream_reader::open_stream;
 
+/// The descriptor parser, for the fuzz target (descriptors are untrusted text from downloads).
+#[doc(hidden)]
+pub use descriptor::Descriptor;
+
 /// Format name used in error messages.
 const FORMAT: &str = "vmdk";
 

@@ -1,0 +1,218 @@
+//! `bake`: the recipe from options and a recipe file, the source (a local image or a verified
+//! release download), Ctrl-C, and the blocking bake on a blocking thread.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use cloudimg::bake::qemu::{self, AccelChoice, Arch, Network};
+use cloudimg::bake::recipe::RecipeSpec;
+use cloudimg::bake::{self, BakeError, BakeRequest, MachineSettings};
+use cloudimg::formats::options::parse_size;
+use cloudimg::formats::{DiskFormat, Options};
+use cloudimg::pipeline::{self, Error, FetchRequest, SignaturePolicy};
+use tracing::info;
+
+use super::args::{AccelArg, BakeArgs, Global};
+use super::fetch::{query, runtime, serial, Context};
+use super::{print_json, progress};
+
+/// How often a download in progress looks at the Ctrl-C flag.
+const CANCEL_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+pub fn bake(global: &Global, args: BakeArgs) -> Result<i32, Error> {
+    // The recipe first: a bad one is refused before anything is downloaded or booted.
+    let recipe = recipe_spec(&args)?.load().map_err(BakeError::from)?;
+    for warning in bake::check_recipe(&recipe)? {
+        tracing::warn!("{warning}");
+    }
+    let arch = Arch::from_name(&args.selection.arch).ok_or_else(|| {
+        Error::Usage(format!(
+            "bake boots amd64 (x86_64) and arm64 (aarch64) guests, not {:?}",
+            args.selection.arch
+        ))
+    })?;
+    let output_format = DiskFormat::from_name(&args.output_format).ok_or_else(|| {
+        Error::Usage(format!(
+            "unknown disk format {:?}; expected raw, qcow2, vmdk, vhd (vpc) or vdi",
+            args.output_format
+        ))
+    })?;
+    let mut options = Options::parse(&args.options.join(","))?;
+    if args.compress {
+        if output_format != DiskFormat::Qcow2 {
+            return Err(Error::Usage(
+                "-c compresses qcow2 output; for vmdk use --options subformat=streamOptimized"
+                    .into(),
+            ));
+        }
+        options.set("compress", "on");
+    }
+    let source_format = args
+        .format
+        .as_deref()
+        .map(|name| {
+            DiskFormat::from_name(name)
+                .ok_or_else(|| Error::Usage(format!("unknown disk format {name:?}")))
+        })
+        .transpose()?;
+    let disk_size = args
+        .disk_size
+        .as_deref()
+        .map(|text| {
+            parse_size(text).ok_or_else(|| Error::Usage(format!("invalid --disk-size {text:?}")))
+        })
+        .transpose()?;
+    let timeout = bake::parse_duration(&args.timeout).ok_or_else(|| {
+        Error::Usage(format!(
+            "invalid --timeout {:?}; e.g. 900, 90s, 20m, 1h",
+            args.timeout
+        ))
+    })?;
+    let network = if args.no_network {
+        Network::None
+    } else if args.restrict_network {
+        Network::Restricted
+    } else {
+        Network::User
+    };
+    let choice = match args.accel {
+        AccelArg::Auto => AccelChoice::Auto,
+        AccelArg::Kvm => AccelChoice::Kvm,
+        AccelArg::Tcg => AccelChoice::Tcg,
+    };
+    let (accel, why) = qemu::choose_accel(choice, arch);
+    info!("accelerator: {} ({why})", accel.name());
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    let runtime = runtime()?;
+    let baked = runtime.block_on(async {
+        let flag = Arc::clone(&cancel);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                tracing::warn!("interrupted: stopping the guest");
+                flag.store(true, Ordering::Relaxed);
+            }
+        });
+        // Ctrl-C during a release download stops it (the part file is kept for a resume).
+        let source = tokio::select! {
+            source = source(global, &args) => source?,
+            () = cancelled(&cancel) => return Err(BakeError::Interrupted.into()),
+        };
+        let request = BakeRequest {
+            source,
+            source_format,
+            output: args.output.clone(),
+            output_format,
+            options,
+            recipe,
+            disk_size,
+            machine: MachineSettings {
+                arch,
+                accel,
+                memory_mib: args.memory,
+                cpus: args.cpus,
+                network,
+            },
+            timeout,
+            boot_test: !args.no_boot_test,
+        };
+        let reporter = progress::phase_reporter(global.quiet);
+        let cancel = Arc::clone(&cancel);
+        tokio::task::spawn_blocking(move || bake::bake(&request, reporter.as_ref(), &cancel))
+            .await
+            .map_err(|e| Error::Usage(format!("the bake thread failed: {e}")))?
+            .map_err(Error::from)
+    })?;
+    if global.json {
+        print_json(&baked);
+    } else if !global.quiet {
+        let t = &baked.timings;
+        info!(
+            "baked in {:.0} s: working copy {:.1} s, bake boot {:.0} s, boot test {}, compaction {:.1} s",
+            t.total,
+            t.working_copy,
+            t.bake_boot,
+            t.boot_test
+                .map_or_else(|| "skipped".to_owned(), |s| format!("{s:.0} s")),
+            t.compaction
+        );
+        outln!("{}", baked.output.display());
+        outln!("{}", baked.log.display());
+    }
+    Ok(0)
+}
+
+/// Returns once the Ctrl-C flag is set.
+async fn cancelled(flag: &AtomicBool) {
+    while !flag.load(Ordering::Relaxed) {
+        tokio::time::sleep(CANCEL_POLL).await;
+    }
+}
+
+/// The recipe file, if any, followed by the command-line shorthands.
+fn recipe_spec(args: &BakeArgs) -> Result<RecipeSpec, Error> {
+    let from_options = RecipeSpec {
+        user_data: args.user_data.clone(),
+        cloud_config: None,
+        user: args.user.clone(),
+        ssh_authorized_keys: args.ssh_authorized_keys.clone(),
+        password_hash: args.password_hash.clone(),
+        packages: args.packages.clone(),
+        run: args.run.clone(),
+        write_files: args.write_files.clone(),
+        hostname: args.hostname.clone(),
+    };
+    Ok(match &args.recipe {
+        Some(path) => RecipeSpec::from_file(path)
+            .map_err(BakeError::from)?
+            .and(from_options),
+        None => from_options,
+    })
+}
+
+/// A local file as it is; otherwise a release, downloaded and verified into the output's
+/// folder (kept there, so the next bake of the same serial does not download it again).
+async fn source(global: &Global, args: &BakeArgs) -> Result<PathBuf, Error> {
+    let local = Path::new(&args.image);
+    if local.exists() {
+        return Ok(local.to_owned());
+    }
+    let context = Context::new(global)?;
+    let keyring;
+    let signature = if args.no_verify_signature {
+        SignaturePolicy::Skip
+    } else {
+        keyring = context.keyring(global)?;
+        SignaturePolicy::Require(&keyring)
+    };
+    let kind = context.catalog.default_kind.clone().ok_or_else(|| {
+        Error::Usage(format!(
+            "{} is not a file, and catalog {} names no default file kind to fetch",
+            args.image, context.catalog.name
+        ))
+    })?;
+    let output_dir = match args.output.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let request = FetchRequest {
+        query: query(&args.image, &args.selection),
+        serial: serial(&args.selection).map(str::to_owned),
+        kind,
+        output_dir,
+        signature,
+        convert: None,
+    };
+    let reporter = progress::reporter(global.quiet);
+    let fetched = pipeline::fetch(
+        &context.client,
+        &context.catalog,
+        &context.mirror,
+        request,
+        reporter,
+    )
+    .await?;
+    info!(serial = %fetched.serial, path = %fetched.path.display(), "verified source");
+    Ok(fetched.path)
+}

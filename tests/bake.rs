@@ -1,0 +1,427 @@
+//! `cloudimg bake` with a real guest under QEMU (TCG), read back offline with debugfs.
+//!
+//! The guest is the bootable Debian image of `../shared/fixtures/make-bootable-guest.sh`, built
+//! once per machine by `.ci/bootable-guest`; `.ci/run` passes its path in
+//! `CLOUDIMG_TEST_GUEST`. Each boot costs about 50 s of emulation, so the suite boots four
+//! times in all: a bake and its boot test (every assertion about a good result), a failing
+//! recipe command, and a guest stopped by a short timeout. Guests get restricted user
+//! networking: a NIC with DHCP, nothing in or out.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+
+use crate::require_tools;
+
+/// Exit statuses documented in README and `--help`.
+const EXIT_USAGE: i32 = 2;
+const EXIT_RECIPE: i32 = 10;
+const EXIT_TIMEOUT: i32 = 12;
+const EXIT_QEMU_MISSING: i32 = 14;
+
+/// Sector size of the guest's GPT.
+const SECTOR: u64 = 512;
+
+/// The bootable guest, or `None` (skipped loudly; a failure when tools are required).
+fn guest() -> Option<PathBuf> {
+    match std::env::var_os("CLOUDIMG_TEST_GUEST").map(PathBuf::from) {
+        Some(path) if path.is_file() => Some(path),
+        other => {
+            let why = format!(
+                "CLOUDIMG_TEST_GUEST is {other:?}; .ci/bootable-guest builds the guest and \
+                 .ci/run sets it"
+            );
+            if std::env::var_os("CLOUDIMG_REQUIRE_TOOLS").is_some() {
+                panic!("the bootable guest is required: {why}");
+            }
+            eprintln!("SKIPPED: no bootable guest: {why}");
+            None
+        }
+    }
+}
+
+/// One guest at a time: emulated CPUs starved by parallel guests boot slower than serial ones.
+static ONE_GUEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `cloudimg bake GUEST -o OUTPUT` with the test's machine settings and `args`.
+fn bake(dir: &Path, guest: &Path, output: &Path, args: &[&str]) -> Output {
+    let _turn = ONE_GUEST.lock().unwrap_or_else(|e| e.into_inner());
+    Command::new(env!("CARGO_BIN_EXE_cloudimg"))
+        .current_dir(dir)
+        .arg("bake")
+        .arg(guest)
+        .arg("-o")
+        .arg(output)
+        .args(["--accel", "tcg", "--restrict-network", "--cpus", "1"])
+        .args(["--memory", "1024"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Nothing of the bake is left in `dir` but `keep`: no output, no working folder, no temporary.
+fn assert_only(dir: &Path, keep: &[&str]) {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut expected: Vec<String> = keep.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(names, expected);
+}
+
+/// Whether a process still has `path` on its command line (a guest that was not killed).
+fn process_mentions(path: &Path) -> bool {
+    let needle = path.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc").unwrap().any(|entry| {
+        let cmdline = entry.unwrap().path().join("cmdline");
+        std::fs::read(cmdline)
+            .map(|bytes| String::from_utf8_lossy(&bytes).contains(&needle))
+            .unwrap_or(false)
+    })
+}
+
+/// The root file system of a baked disk, read with debugfs at the partition's offset.
+struct RootFs {
+    raw: PathBuf,
+    offset: u64,
+}
+
+impl RootFs {
+    /// qemu-img (the oracle) makes a raw copy; sfdisk finds the `cloudimg-rootfs` partition.
+    fn open(image: &Path, dir: &Path) -> RootFs {
+        let raw = dir.join("check.raw");
+        let status = Command::new("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(image)
+            .arg(&raw)
+            .status()
+            .unwrap();
+        assert!(status.success(), "qemu-img convert failed");
+        let table = Command::new("sfdisk").arg("-J").arg(&raw).output().unwrap();
+        assert!(table.status.success(), "sfdisk -J failed");
+        let table: serde_json::Value = serde_json::from_slice(&table.stdout).unwrap();
+        let root = table["partitiontable"]["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "cloudimg-rootfs")
+            .expect("no cloudimg-rootfs partition");
+        RootFs {
+            raw,
+            offset: root["start"].as_u64().unwrap() * SECTOR,
+        }
+    }
+
+    fn debugfs(&self, request: &str) -> String {
+        let output = Command::new("debugfs")
+            .arg("-R")
+            .arg(request)
+            .arg(format!("{}?offset={}", self.raw.display(), self.offset))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "debugfs {request:?} failed");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn cat(&self, path: &str) -> String {
+        self.debugfs(&format!("cat {path}"))
+    }
+
+    /// Names in a directory (`ls -p` prints `/inode/mode/uid/gid/name/size/`).
+    fn names(&self, dir: &str) -> Vec<String> {
+        self.debugfs(&format!("ls -p {dir}"))
+            .lines()
+            .filter_map(|line| line.split('/').nth(5).map(str::to_owned))
+            .filter(|name| !name.is_empty() && name != "." && name != "..")
+            .collect()
+    }
+
+    /// `Size:` and `Mode:` of an inode.
+    fn size_and_mode(&self, path: &str) -> (u64, String) {
+        let stat = self.debugfs(&format!("stat {path}"));
+        let field = |name: &str| {
+            stat.split(name)
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .unwrap_or_else(|| panic!("no {name} in {stat}"))
+                .to_owned()
+        };
+        (field("Size:").parse().unwrap(), field("Mode:"))
+    }
+}
+
+#[test]
+fn bake_applies_the_recipe_generalises_and_passes_the_boot_test() {
+    require_tools!(
+        "qemu-system-x86_64",
+        "qemu-img",
+        "debugfs",
+        "sfdisk",
+        "ssh-keygen"
+    );
+    let Some(guest) = guest() else { return };
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    let key = d.join("lab");
+    let status = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "lab@cloudimg-test",
+            "-f",
+        ])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let public_key = std::fs::read_to_string(d.join("lab.pub")).unwrap();
+    std::fs::write(d.join("motd"), "baked by cloudimg\n").unwrap();
+    std::fs::write(
+        d.join("user-data"),
+        "#cloud-config\nwrite_files:\n  - path: /etc/from-user-data\n    content: \"user data\\n\"\n",
+    )
+    .unwrap();
+    let out = d.join("out");
+    std::fs::create_dir(&out).unwrap();
+    let output_path = out.join("golden.qcow2");
+    let output = bake(
+        d,
+        &guest,
+        &output_path,
+        &[
+            "--json",
+            "--user-data",
+            "user-data",
+            "--user",
+            "lab",
+            "--ssh-authorized-key",
+            "lab.pub",
+            "--write-file",
+            "motd:/etc/motd-cloudimg:0640",
+            "--run",
+            "echo step1 > /var/lib/cloudimg-test",
+            "--run",
+            "grep -q step1 /var/lib/cloudimg-test && echo step2 >> /var/lib/cloudimg-test",
+            "--timeout",
+            "15m",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["boot_tested"], true, "{report}");
+    assert_eq!(report["accel"], "tcg");
+    assert!(report["timings"]["boot_test"].as_f64().unwrap() > 0.0);
+    // The output and its console log, nothing else: the working folder is gone.
+    assert_only(&out, &["golden.qcow2", "golden.qcow2.bake.log"]);
+    let log = std::fs::read_to_string(out.join("golden.qcow2.bake.log")).unwrap();
+    assert!(
+        log.contains("===== cloudimg: boot test ====="),
+        "no boot test in the log"
+    );
+    assert_eq!(
+        log.matches(":result:ok").count(),
+        2,
+        "two verdicts expected"
+    );
+
+    // qemu-img agrees the image is sound, and a plain qemu-img convert is no smaller.
+    let check = Command::new("qemu-img")
+        .arg("check")
+        .arg(&output_path)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let reference = d.join("reference.qcow2");
+    let status = Command::new("qemu-img")
+        .args(["convert", "-O", "qcow2"])
+        .arg(&output_path)
+        .arg(&reference)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let ours = std::fs::metadata(&output_path).unwrap().len();
+    let theirs = std::fs::metadata(&reference).unwrap().len();
+    assert!(ours <= theirs, "cloudimg {ours} bytes, qemu-img {theirs}");
+
+    let root = RootFs::open(&output_path, d);
+    // The recipe is in the image.
+    assert_eq!(
+        root.cat("/home/lab/.ssh/authorized_keys").trim(),
+        public_key.trim()
+    );
+    assert_eq!(root.cat("/etc/motd-cloudimg"), "baked by cloudimg\n");
+    assert_eq!(root.size_and_mode("/etc/motd-cloudimg").1, "0640");
+    assert_eq!(root.cat("/etc/from-user-data"), "user data\n");
+    assert_eq!(root.cat("/var/lib/cloudimg-test"), "step1\nstep2\n");
+    assert!(root.cat("/etc/passwd").contains("\nlab:"), "no user lab");
+    // Generalised: no identity of the bake boot is left.
+    assert_eq!(
+        root.size_and_mode("/etc/machine-id").0,
+        0,
+        "machine-id not empty"
+    );
+    let host_keys: Vec<String> = root
+        .names("/etc/ssh")
+        .into_iter()
+        .filter(|name| name.starts_with("ssh_host_"))
+        .collect();
+    assert!(host_keys.is_empty(), "SSH host keys left: {host_keys:?}");
+    let cloud = root.names("/var/lib/cloud");
+    assert!(cloud.is_empty(), "cloud-init instance data left: {cloud:?}");
+    if root
+        .names("/var/log")
+        .iter()
+        .any(|name| name == "cloud-init.log")
+    {
+        assert_eq!(
+            root.size_and_mode("/var/log/cloud-init.log").0,
+            0,
+            "log not emptied"
+        );
+    }
+}
+
+#[test]
+fn a_failing_run_command_exits_with_its_status_and_publishes_nothing() {
+    require_tools!("qemu-system-x86_64");
+    let Some(guest) = guest() else { return };
+    let dir = TempDir::new().unwrap();
+    let output = bake(
+        dir.path(),
+        &guest,
+        &dir.path().join("golden.qcow2"),
+        &[
+            "--run",
+            "true",
+            "--run",
+            "echo failing on purpose; exit 7",
+            "--run",
+            "touch /must-not-run",
+            "--timeout",
+            "15m",
+        ],
+    );
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(EXIT_RECIPE), "{text}");
+    assert!(
+        text.contains(
+            "recipe command 2 (\"echo failing on purpose; exit 7\") failed with exit status 7"
+        ),
+        "{text}"
+    );
+    // The console's tail and the log's place are in the error.
+    assert!(text.contains("last lines of the guest's console"), "{text}");
+    assert!(text.contains("golden.qcow2.bake.log"), "{text}");
+    assert!(
+        text.contains("failing on purpose"),
+        "the command's output is in the tail: {text}"
+    );
+    assert_only(dir.path(), &["golden.qcow2.bake.log"]);
+}
+
+#[test]
+fn a_guest_that_never_powers_off_is_stopped_at_the_timeout() {
+    require_tools!("qemu-system-x86_64");
+    let Some(guest) = guest() else { return };
+    let dir = TempDir::new().unwrap();
+    let output = bake(
+        dir.path(),
+        &guest,
+        &dir.path().join("golden.qcow2"),
+        &["--run", "sleep 100000", "--timeout", "20s"],
+    );
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(EXIT_TIMEOUT), "{text}");
+    assert!(text.contains("did not power off within 20 s"), "{text}");
+    assert_only(dir.path(), &["golden.qcow2.bake.log"]);
+    assert!(
+        !process_mentions(dir.path()),
+        "a process still uses the bake's folder: the guest was not killed"
+    );
+}
+
+#[test]
+fn invalid_cloud_config_is_refused_before_booting_and_by_seed() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    // One character off: the flow list is never closed.
+    std::fs::write(d.join("user-data"), "#cloud-config\nruncmd: [echo hi\n").unwrap();
+    std::fs::write(d.join("disk.img"), vec![0u8; 1 << 20]).unwrap();
+    // An empty PATH: had the bake gone as far as looking for QEMU, it would exit 14.
+    let output = Command::new(env!("CARGO_BIN_EXE_cloudimg"))
+        .current_dir(d)
+        .env("PATH", "")
+        .args([
+            "bake",
+            "disk.img",
+            "-o",
+            "golden.qcow2",
+            "--user-data",
+            "user-data",
+        ])
+        .output()
+        .unwrap();
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(EXIT_USAGE), "{text}");
+    assert!(text.contains("not valid YAML"), "{text}");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_cloudimg"))
+        .current_dir(d)
+        .args(["seed", "--user-data", "user-data", "-o", "seed.iso"])
+        .output()
+        .unwrap();
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(EXIT_USAGE), "{text}");
+    assert!(text.contains("not valid YAML"), "{text}");
+    assert_only(d, &["disk.img", "user-data"]);
+}
+
+#[test]
+fn a_missing_qemu_is_named_with_its_package() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("disk.img"), vec![0u8; 1 << 20]).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_cloudimg"))
+        .current_dir(d)
+        .env("PATH", "")
+        .args(["bake", "disk.img", "-o", "golden.qcow2", "--run", "true"])
+        .output()
+        .unwrap();
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(EXIT_QEMU_MISSING), "{text}");
+    assert!(text.contains("apt install qemu-system-x86"), "{text}");
+    assert_only(d, &["disk.img"]);
+}
+
+#[test]
+fn help_documents_the_exit_statuses() {
+    let output = Command::new(env!("CARGO_BIN_EXE_cloudimg"))
+        .args(["bake", "--help"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for needle in [
+        "10 a --run command failed",
+        "12 timeout",
+        "14 QEMU missing",
+        "CLOUDIMG_ACCEL",
+    ] {
+        assert!(help.contains(needle), "{needle:?} not in:\n{help}");
+    }
+}
