@@ -415,6 +415,10 @@ pub struct SeedArgs {
         value_name = "FILE"
     )]
     pub output: PathBuf,
+    /// Glance image name [default: <output file stem>-<first 12 hex digits of the ISO's
+    /// SHA-256>, so different seeds get different names and the same seed the same one].
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
