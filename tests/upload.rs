@@ -160,10 +160,18 @@ fn seed_iso_from_cloudimg_seed_uploads_with_a_plain_line_of_name_id_and_status()
     let name = unique("seed");
     std::fs::write(dir.path().join("user-data"), "#cloud-config\n").unwrap();
     let iso = format!("{name}.iso");
-    let made = cloudimg(&["seed", "--user-data", "user-data", "-o", &iso])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let made = cloudimg(&[
+        "seed",
+        "--user-data",
+        "user-data",
+        "-o",
+        &iso,
+        "--name",
+        &name,
+    ])
+    .current_dir(dir.path())
+    .output()
+    .unwrap();
     assert!(made.status.success(), "seed: {}", stderr(&made));
     let metadata = dir.path().join(format!("{iso}.glance.json"));
     // Glance inspects iso uploads: this also shows our ISO passes for one.

@@ -301,8 +301,9 @@ pub struct ConvertArgs {
     #[arg(required_unless_present = "options")]
     pub source: Option<PathBuf>,
     /// The image to write (published under this name only once complete). A symbolic link is
-    /// followed, as qemu-img does: the file it points to is replaced. Character devices,
-    /// FIFOs and folders are refused, never replaced.
+    /// followed, as qemu-img does: the file it points to is replaced. A block device is written
+    /// in place with -O raw (zero regions zeroed; refused when smaller than the image or in
+    /// use). Character devices, FIFOs and folders are refused, never replaced.
     #[arg(required_unless_present = "options")]
     pub destination: Option<PathBuf>,
 }
@@ -372,8 +373,9 @@ pub struct CreateArgs {
     /// Format options, comma-separated key=value (repeatable); `-o help` lists them.
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
-    /// The image to create (as for convert's destination: a symbolic link is followed;
-    /// character devices, FIFOs and folders are refused).
+    /// The image to create (as for convert's destination: a symbolic link is followed; a
+    /// block device is zeroed in place for -f raw; character devices, FIFOs and folders are
+    /// refused).
     #[arg(required_unless_present = "options")]
     pub file: Option<PathBuf>,
     /// Virtual size, with an optional K, M, G or T suffix.
@@ -415,6 +417,10 @@ pub struct SeedArgs {
         value_name = "FILE"
     )]
     pub output: PathBuf,
+    /// Glance image name [default: <output file stem>-<first 12 hex digits of the ISO's
+    /// SHA-256>, so different seeds get different names and the same seed the same one].
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -466,7 +472,8 @@ pub struct PrepareArgs {
     /// Skip the OpenPGP check of SHA256SUMS (logged; checksums are still verified).
     #[arg(long)]
     pub no_verify_signature: bool,
-    /// Glance image name [default: <upstream file stem>-<serial>].
+    /// Glance image name [default: <upstream file stem>-<serial>-<disk format>, then
+    /// -<container format> unless bare].
     #[arg(long)]
     pub name: Option<String>,
     /// Minimum RAM in MiB [default: the catalog's].

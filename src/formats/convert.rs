@@ -12,8 +12,9 @@ use std::sync::mpsc;
 use tracing::debug;
 
 use super::{is_zero, DiskFormat, DiskReader, DiskWriter, Extent, FormatError, Options, Target};
+use crate::io::device::{Device, DeviceError};
 use crate::io::progress::Reporter;
-use crate::io::publish::Publication;
+use crate::io::publish::{self, Publication, Resolved};
 
 /// Target size of one read buffer; rounded down to whole writer units (at least one).
 const BUFFER_TARGET: u64 = 4 << 20;
@@ -289,6 +290,10 @@ pub fn convert_into_file(
     reporter: &dyn Reporter,
 ) -> Result<ConvertStats, FormatError> {
     let size = reader.virtual_size();
+    if let Resolved::BlockDevice(device) = publish::resolve(dst)? {
+        let writer = device_writer(&device, dst_format, size, options)?;
+        return convert(reader, writer, reporter);
+    }
     publish(dst, dst_format, |target| {
         let writer = super::create(target, dst_format, size, options)?;
         let writer = super::writeback::Writeback::wrap(writer, target.path);
@@ -303,9 +308,32 @@ pub fn create_blank(
     virtual_size: u64,
     options: &Options,
 ) -> Result<(), FormatError> {
+    if let Resolved::BlockDevice(device) = publish::resolve(path)? {
+        return device_writer(&device, format, virtual_size, options)?.finish();
+    }
     publish(path, format, |target| {
         super::create(target, format, virtual_size, options)?.finish()
     })
+}
+
+/// A writer of a raw image in place on the block device at `path` (no temporary, no rename):
+/// only raw is written onto devices; the device must hold `size` bytes and be unused.
+fn device_writer(
+    path: &Path,
+    format: DiskFormat,
+    size: u64,
+    options: &Options,
+) -> Result<Box<dyn DiskWriter>, FormatError> {
+    if format != DiskFormat::Raw {
+        return Err(DeviceError::NotRaw {
+            path: path.to_owned(),
+            format: format.name(),
+        }
+        .into());
+    }
+    options.reject_unknown("raw on a block device")?;
+    let device = Device::open(path, size)?;
+    Ok(super::raw::device_writer(device, size))
 }
 
 /// Runs `write` against a temporary beside `dst` ([`crate::io::publish`]), then makes it

@@ -504,8 +504,16 @@ struct Describe {
 }
 
 impl Describe {
-    fn default_name(&self, stem: &str) -> String {
-        format!("{stem}-{}", self.listing.serial)
+    /// `<upstream stem>-<serial>-<disk format>`, plus `-<container>` when it is neither bare
+    /// nor the disk format's own word (aki/ari/ami): one folder prepared in several formats gives
+    /// Glance distinct names.
+    fn default_name(&self, stem: &str, disk_format: &str, container: &str) -> String {
+        let serial = &self.listing.serial;
+        if container == "bare" || container == disk_format {
+            format!("{stem}-{serial}-{disk_format}")
+        } else {
+            format!("{stem}-{serial}-{disk_format}-{container}")
+        }
     }
 
     /// Metadata of `artifact`: catalog properties, the preset, provenance, request overrides.
@@ -682,7 +690,7 @@ fn build_disk(
         .image
         .name
         .clone()
-        .unwrap_or_else(|| describe.default_name(&stem));
+        .unwrap_or_else(|| describe.default_name(&stem, format.name(), container.name()));
     let disk_name = format!("{stem}.{}", format.extension());
     let mut options = request.convert_options.clone();
     if matches!(container, ContainerFormat::Ovf | ContainerFormat::Ova)
@@ -846,10 +854,10 @@ enum AmazonRole {
 }
 
 /// Name of an aki/ari image: the ami's name plus a suffix when the user named the set.
-fn part_name(describe: &Describe, stem: &str, suffix: &str) -> String {
+fn part_name(describe: &Describe, stem: &str, suffix: &str, format: &str) -> String {
     match &describe.request.image.name {
         Some(name) => format!("{name}-{suffix}"),
-        None => describe.default_name(stem),
+        None => describe.default_name(stem, format, format),
     }
 }
 
@@ -878,7 +886,7 @@ fn build_amazon_part(
     let container = ContainerFormat::from_name(format)?;
     let metadata = describe.metadata(
         &path,
-        part_name(describe, &upstream, suffix),
+        part_name(describe, &upstream, suffix, format),
         format,
         container,
         fetched.size,
@@ -905,7 +913,7 @@ fn build_machine_image(
         .image
         .name
         .clone()
-        .unwrap_or_else(|| describe.default_name(&stem));
+        .unwrap_or_else(|| describe.default_name(&stem, "ami", "ami"));
     let path = request.output_dir.join(format!("{stem}.ami"));
     formats::convert::convert_file(
         &fetched.path,
