@@ -280,3 +280,87 @@ fn push_of_a_folder_that_is_not_a_layout_is_a_usage_error() {
     );
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
 }
+
+#[test]
+fn sync_pushes_containerdisk_entries_to_catalog_registries() {
+    use crate::common::mirror::{Knobs, Stream};
+    use crate::common::site::{build_site, outcome, summary};
+    require_tools!("docker-registry", "skopeo");
+    let mut site = build_site(Knobs::default());
+    let dir = TempDir::new().unwrap();
+    let registry = Registry::start(false);
+    let catalog = dir.path().join("lab.toml");
+    let text = format!(
+        "output = \"root\"\nkeep = 1\n\n[[image]]\nname = \"noble-cd\"\nrelease = \"noble\"\n\
+         container_format = \"containerdisk\"\n\n[[registry]]\nname = \"lab\"\n\
+         url = \"{}\"\ninsecure = true\n\n[[registry]]\nname = \"down\"\n\
+         url = \"docker://127.0.0.1:1/vm\"\ninsecure = true\n",
+        registry.reference("vm")
+    );
+    std::fs::write(&catalog, text).unwrap();
+    let sync = |site: &Site| {
+        let mut command = cloudimg(site, &["--json", "sync", catalog.to_str().unwrap()]);
+        command
+            .env_remove("XDG_RUNTIME_DIR")
+            .env("HOME", dir.path())
+            .env("REGISTRY_AUTH_FILE", dir.path().join("no-auth.json"));
+        command.output().unwrap()
+    };
+    let row = |entry: &Value, target: &str| -> Value {
+        entry["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["target"] == target)
+            .unwrap_or_else(|| panic!("{target} in {entry}"))
+            .clone()
+    };
+
+    // One registry up, one down: the first gets the image, the entry's row for the other
+    // fails, exit 5.
+    let first = sync(&site);
+    assert_eq!(first.status.code(), Some(5), "{}", stderr(&first));
+    let entry = outcome(&summary(&first), "noble-cd").clone();
+    assert_eq!(entry["outcome"], "published");
+    assert_eq!(row(&entry, "lab")["status"], "ok");
+    assert_eq!(row(&entry, "down")["status"], "failed");
+    let digest = row(&entry, "lab")["ids"][0].clone();
+    let inspected = registry
+        .inspect("vm/noble-cd:latest", false)
+        .expect("latest");
+    assert_eq!(inspected["Digest"], digest);
+
+    // Nothing new: the serial verifies, nothing is rebuilt or re-tagged.
+    std::fs::write(
+        &catalog,
+        std::fs::read_to_string(&catalog)
+            .unwrap()
+            .split("\n\n[[registry]]\nname = \"down\"")
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let again = sync(&site);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let entry = outcome(&summary(&again), "noble-cd").clone();
+    assert_eq!(entry["outcome"], "up-to-date");
+    assert_eq!(row(&entry, "lab")["ids"][0], digest);
+
+    // A new serial: pushed, the old serial tag retired beyond keep = 1.
+    site.mirror
+        .add_serial(Stream::Released, "20250101")
+        .unwrap();
+    let newer = sync(&site);
+    assert!(newer.status.success(), "{}", stderr(&newer));
+    let entry = outcome(&summary(&newer), "noble-cd").clone();
+    assert_eq!(
+        row(&entry, "lab")["retired"],
+        serde_json::json!([format!("noble-{NEWEST}")])
+    );
+    assert!(registry
+        .inspect("vm/noble-cd:noble-20250101", false)
+        .is_some());
+    assert!(registry
+        .inspect(&format!("vm/noble-cd:noble-{NEWEST}"), false)
+        .is_none());
+}

@@ -76,6 +76,21 @@ pub struct GlanceConfig {
     pub visibility: Option<String>,
 }
 
+/// An OCI registry that the catalog's containerDisk entries (`container_format =
+/// "containerdisk"`) are pushed to, each to `<url>/<entry name>`, tagged `<release>-<serial>`,
+/// `<release>` and `latest` (moved last); serial tags beyond the entry's `keep` are removed.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// How summaries and logs call this registry.
+    pub name: String,
+    /// `docker://REGISTRY/NAMESPACE` (the repository is this plus the entry's name).
+    pub url: String,
+    /// Plain HTTP (a lab registry without TLS).
+    #[serde(default)]
+    pub insecure: bool,
+}
+
 /// The name of a Glance target when the catalog gives none.
 pub const DEFAULT_GLANCE_NAME: &str = "glance";
 
@@ -217,6 +232,9 @@ pub struct UserCatalog {
     /// Glance targets, each independent.
     #[serde(default, deserialize_with = "one_or_many")]
     pub glance: Vec<GlanceConfig>,
+    /// OCI registries for containerDisk entries, each independent.
+    #[serde(default)]
+    pub registry: Vec<RegistryConfig>,
     #[serde(rename = "image")]
     pub images: Vec<ImageSpec>,
 }
@@ -300,6 +318,20 @@ impl UserCatalog {
         }
         if self.keep == 0 {
             return Err("keep must be at least 1 (the current serial)".into());
+        }
+        for (index, target) in self.registry.iter().enumerate() {
+            check_image_name(&target.name).map_err(|e| format!("registry target: {e}"))?;
+            let other_names = self.glance.iter().map(GlanceConfig::name);
+            let mut earlier = self.registry[..index].iter().map(|t| t.name.as_str());
+            if earlier.any(|n| n == target.name) || other_names.clone().any(|n| n == target.name) {
+                return Err(format!("target {:?} is declared twice", target.name));
+            }
+            if !target.url.starts_with("docker://") {
+                return Err(format!(
+                    "registry {:?}: url {:?} must start with docker://",
+                    target.name, target.url
+                ));
+            }
         }
         for (index, target) in self.glance.iter().enumerate() {
             if self.glance.len() > 1 && target.name.is_none() {

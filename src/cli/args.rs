@@ -301,8 +301,9 @@ pub struct ConvertArgs {
     #[arg(required_unless_present = "options")]
     pub source: Option<PathBuf>,
     /// The image to write (published under this name only once complete). A symbolic link is
-    /// followed, as qemu-img does: the file it points to is replaced. Character devices,
-    /// FIFOs and folders are refused, never replaced.
+    /// followed, as qemu-img does: the file it points to is replaced. A block device is written
+    /// in place with -O raw (zero regions zeroed; refused when smaller than the image or in
+    /// use). Character devices, FIFOs and folders are refused, never replaced.
     #[arg(required_unless_present = "options")]
     pub destination: Option<PathBuf>,
 }
@@ -372,8 +373,9 @@ pub struct CreateArgs {
     /// Format options, comma-separated key=value (repeatable); `-o help` lists them.
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
-    /// The image to create (as for convert's destination: a symbolic link is followed;
-    /// character devices, FIFOs and folders are refused).
+    /// The image to create (as for convert's destination: a symbolic link is followed; a
+    /// block device is zeroed in place for -f raw; character devices, FIFOs and folders are
+    /// refused).
     #[arg(required_unless_present = "options")]
     pub file: Option<PathBuf>,
     /// Virtual size, with an optional K, M, G or T suffix.

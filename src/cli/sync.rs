@@ -31,6 +31,8 @@ pub fn sync(global: &Global, args: SyncArgs) -> Result<i32, Error> {
             .iter()
             .map(|config| upload::catalog_target(config, catalog.glance.len() == 1))
             .collect::<Result<_, _>>()?,
+        registries: catalog.registry.clone(),
+        auth_files: cloudimg::oci::auth::AuthFiles::from_env(),
         upload: upload::upload_options(
             global,
             &GlanceArgs {
@@ -88,9 +90,10 @@ fn lines(outcome: &Outcome) -> String {
     if let Outcome::UpToDate { targets, .. } | Outcome::Published { targets, .. } = outcome {
         for target in targets {
             let row = match &target.error {
-                Some(error) => format!("glance {}: FAILED {error}", target.target),
+                Some(error) => format!("{} {}: FAILED {error}", target.kind, target.target),
                 None => format!(
-                    "glance {}: {} image(s), {} retired",
+                    "{} {}: {} image(s), {} retired",
+                    target.kind,
                     target.target,
                     target.ids.len(),
                     target.retired.len()

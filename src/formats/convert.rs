@@ -12,9 +12,10 @@ use std::sync::mpsc;
 use tracing::debug;
 
 use super::{is_zero, DiskFormat, DiskReader, DiskWriter, Extent, FormatError, Options, Target};
+use crate::io::device::{Device, DeviceError};
 use crate::io::digests::DigestTee;
 use crate::io::progress::Reporter;
-use crate::io::publish::Publication;
+use crate::io::publish::{self, Publication, Resolved};
 
 /// Target size of one read buffer; rounded down to whole writer units (at least one).
 const BUFFER_TARGET: u64 = 4 << 20;
@@ -331,6 +332,10 @@ pub fn convert_file(
         Source::Reader(reader) => reader,
     };
     let size = reader.virtual_size();
+    if let Resolved::BlockDevice(device) = publish::resolve(output.path)? {
+        let writer = device_writer(&device, output.format, size, output.options)?;
+        return convert(reader, writer, tee, reporter);
+    }
     publish(output.path, output.format, |target| {
         let writer = super::create(target, output.format, size, output.options)?;
         let writer = super::writeback::Writeback::wrap(writer, target.path);
@@ -345,9 +350,32 @@ pub fn create_blank(
     virtual_size: u64,
     options: &Options,
 ) -> Result<(), FormatError> {
+    if let Resolved::BlockDevice(device) = publish::resolve(path)? {
+        return device_writer(&device, format, virtual_size, options)?.finish();
+    }
     publish(path, format, |target| {
         super::create(target, format, virtual_size, options)?.finish()
     })
+}
+
+/// A writer of a raw image in place on the block device at `path` (no temporary, no rename):
+/// only raw is written onto devices; the device must hold `size` bytes and be unused.
+fn device_writer(
+    path: &Path,
+    format: DiskFormat,
+    size: u64,
+    options: &Options,
+) -> Result<Box<dyn DiskWriter>, FormatError> {
+    if format != DiskFormat::Raw {
+        return Err(DeviceError::NotRaw {
+            path: path.to_owned(),
+            format: format.name(),
+        }
+        .into());
+    }
+    options.reject_unknown("raw on a block device")?;
+    let device = Device::open(path, size)?;
+    Ok(super::raw::device_writer(device, size))
 }
 
 /// Runs `write` against a temporary beside `dst` ([`crate::io::publish`]), then makes it

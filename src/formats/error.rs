@@ -46,6 +46,9 @@ pub enum FormatError {
     /// The output could not be published (or is not something cloudimg may replace).
     #[error(transparent)]
     Publish(#[from] crate::io::publish::PublishError),
+    /// A block device output that cannot be written (too small, in use).
+    #[error(transparent)]
+    Device(#[from] crate::io::device::DeviceError),
     #[error("{path}: new size {requested} is smaller than the current {current}; pass --shrink to allow losing data")]
     ShrinkRefused {
         path: PathBuf,
@@ -89,6 +92,7 @@ impl FormatError {
             | FormatError::ShrinkRefused { .. }
             | FormatError::Foreign { .. } => ErrorKind::Usage,
             FormatError::Publish(error) => error.kind(),
+            FormatError::Device(error) => error.kind(),
             FormatError::Io { .. }
             | FormatError::Malformed { .. }
             | FormatError::Unsupported { .. }

@@ -294,7 +294,7 @@ const PROBE_TAIL: usize = 512;
 
 impl Probe {
     pub fn read(file: &mut File) -> Result<Probe, std::io::Error> {
-        let len = file.metadata()?.len();
+        let len = crate::io::sys::file_len(file)?;
         let mut head = vec![0; PROBE_HEAD.min(len as usize)];
         file.seek(SeekFrom::Start(0))?;
         file.read_exact(&mut head)?;

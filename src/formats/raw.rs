@@ -12,6 +12,7 @@ use super::{
     CheckReport, DiskFormat, DiskReader, DiskWriter, Extent, FormatError, ImageInfo, Mapping,
     Options, Probe, Target,
 };
+use crate::io::device::Device;
 use crate::io::sys::{self, Seek};
 
 /// The unit the raw writer asks for. Any size works for raw; 4 KiB is the filesystem block and
@@ -27,10 +28,7 @@ pub fn probe(_probe: &Probe) -> bool {
 }
 
 pub fn open(path: &Path, file: File) -> Result<Box<dyn DiskReader>, FormatError> {
-    let size = file
-        .metadata()
-        .map_err(|source| FormatError::io(path, source))?
-        .len();
+    let size = sys::file_len(&file).map_err(|source| FormatError::io(path, source))?;
     Ok(Box::new(RawReader {
         path: path.to_owned(),
         file,
@@ -180,6 +178,55 @@ impl DiskWriter for RawWriter {
         self.file
             .set_len(self.size)
             .map_err(|source| FormatError::io(&self.path, source))
+    }
+}
+
+/// Writes a raw image of `size` bytes in place onto `device`. The copy loop skips zero units,
+/// which on a device would keep old data: every gap between written runs, and the rest up to
+/// `size` at `finish`, is zeroed ([`Device::zero`]). Nothing past `size` is touched.
+pub fn device_writer(device: Device, size: u64) -> Box<dyn DiskWriter> {
+    Box::new(DeviceWriter {
+        device,
+        size,
+        settled: 0,
+    })
+}
+
+struct DeviceWriter {
+    device: Device,
+    size: u64,
+    /// Bytes from the start that hold their final content.
+    settled: u64,
+}
+
+impl DiskWriter for DeviceWriter {
+    fn granularity(&self) -> u64 {
+        GRANULARITY
+    }
+
+    fn write_data(&mut self, offset: u64, data: &[u8]) -> Result<(), FormatError> {
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|end| *end <= self.size && offset >= self.settled);
+        let Some(end) = end else {
+            return Err(FormatError::Io {
+                path: self.device.path().to_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("write of {:#x} bytes at {offset:#x} out of order or past the disk end {:#x}", data.len(), self.size),
+                ),
+            });
+        };
+        self.device.zero(self.settled, offset)?;
+        self.device.write_at(data, offset)?;
+        self.settled = end;
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<(), FormatError> {
+        self.device.zero(self.settled, self.size)?;
+        self.settled = self.size;
+        Ok(self.device.sync()?)
     }
 }
 

@@ -112,6 +112,18 @@ const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
 /// pages. Never a discard that might leave old data readable.
 const BLKZEROOUT: libc::c_ulong = 0x127f;
 
+/// The length of `file` in bytes: a regular file's length, or the size of a block device (whose
+/// metadata says 0), so that images on LVM volumes, loop devices and disks read whole.
+pub fn file_len(file: &File) -> io::Result<u64> {
+    use std::os::unix::fs::FileTypeExt;
+    let metadata = file.metadata()?;
+    if metadata.file_type().is_block_device() {
+        block_device_size(file)
+    } else {
+        Ok(metadata.len())
+    }
+}
+
 /// The size of the block device open as `file`.
 pub fn block_device_size(file: &File) -> io::Result<u64> {
     let mut size: u64 = 0;

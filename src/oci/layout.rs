@@ -512,6 +512,31 @@ impl Layout {
         self.annotations.get(ANNOTATION_SERIAL).map(String::as_str)
     }
 
+    /// Whether every blob (layers included, read whole) hashes to its digest.
+    pub fn blobs_match(&self) -> Result<bool, OciError> {
+        for blob in &self.blobs {
+            let mut file =
+                File::open(&blob.path).map_err(|e| OciError::io(&blob.path, "open", e))?;
+            let mut hasher = crate::io::hashing::ContentHasher::default();
+            crate::io::hashing::hash_reader(&mut file, &mut hasher)
+                .map_err(|e| OciError::io(&blob.path, "read", e))?;
+            let actual = match crate::io::hashing::finish(hasher) {
+                crate::verify::digest::FileDigest::Sha256(digest) => hex::encode(digest.0),
+                crate::verify::digest::FileDigest::Sha512(digest) => hex::encode(digest.0),
+            };
+            if blob.digest.strip_prefix("sha256:") != Some(actual.as_str()) {
+                tracing::warn!(path = %blob.path.display(), "blob does not match its digest");
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether `root` holds an OCI image layout (its `oci-layout` file).
+    pub fn is_layout(root: &Path) -> bool {
+        root.join(LAYOUT_FILE).is_file()
+    }
+
     /// Bytes of every blob (layers and configs).
     pub fn blob_bytes(&self) -> u64 {
         self.blobs.iter().map(|blob| blob.size).sum()

@@ -28,6 +28,9 @@ impl Run {
         serial: &str,
         reporter: &dyn Reporter,
     ) -> Result<Vec<TargetOutcome>, SyncError> {
+        if super::registry::is_containerdisk(image) {
+            return self.registry_step(image, tree, serial, reporter).await;
+        }
         if image.upload == Some(false) || self.glance.is_empty() {
             return Ok(Vec::new());
         }
@@ -58,6 +61,7 @@ impl Run {
             rows.push(match result {
                 Ok((ids, retired)) => TargetOutcome {
                     target: named.name.clone(),
+                    kind: "glance",
                     status: "ok",
                     ids,
                     retired,
@@ -68,6 +72,7 @@ impl Run {
                     tracing::error!(image = %image.name, target = %named.name, "{text}");
                     TargetOutcome {
                         target: named.name.clone(),
+                        kind: "glance",
                         status: "failed",
                         ids: Vec::new(),
                         retired: Vec::new(),

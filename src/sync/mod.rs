@@ -20,6 +20,7 @@ mod entry;
 mod glance;
 mod hook;
 pub mod publish;
+mod registry;
 pub mod state;
 
 use std::collections::BTreeSet;
@@ -154,12 +155,18 @@ pub struct SyncOptions {
     pub glance: Vec<NamedTarget>,
     /// How uploads are made (retries, method, import timeout).
     pub upload: UploadOptions,
+    /// The catalog's OCI registries, for containerDisk entries; each independent.
+    pub registries: Vec<crate::catalog::user::RegistryConfig>,
+    /// Where registry credentials are found.
+    pub auth_files: crate::oci::auth::AuthFiles,
 }
 
 /// What one Glance target did for an entry.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct TargetOutcome {
     pub target: String,
+    /// `glance` or `registry`.
+    pub kind: &'static str,
     /// `ok` or `failed`.
     pub status: &'static str,
     /// Glance image ids of the serial there.

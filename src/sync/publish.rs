@@ -176,10 +176,20 @@ pub fn metadata_files(dir: &Path) -> Result<Vec<PathBuf>, SyncError> {
 }
 
 /// Whether a published serial is whole: it has metadata, and every artifact it describes has
-/// the recorded size and SHA-256.
+/// the recorded size and SHA-256; or it is an OCI layout (a containerDisk) whose blobs match
+/// their digests.
 pub fn verify_serial(dir: &Path) -> Result<bool, SyncError> {
     if !dir.is_dir() {
         return Ok(false);
+    }
+    if crate::oci::layout::Layout::is_layout(dir) {
+        // A containerDisk: the layout's documents and blobs must match their digests.
+        return Ok(crate::oci::layout::Layout::open(dir, None)
+            .and_then(|layout| layout.blobs_match())
+            .unwrap_or_else(|error| {
+                tracing::warn!(path = %dir.display(), %error, "published layout does not verify");
+                false
+            }));
     }
     let files = metadata_files(dir)?;
     if files.is_empty() {

@@ -30,3 +30,12 @@ macro_rules! require_tools {
         }
     };
 }
+
+/// Reports a tool that is installed but cannot be used here (no loop devices in a container,
+/// say): fails the test under CI, skips loudly otherwise. The caller returns after it.
+pub fn unusable(tool: &str, why: impl std::fmt::Display) {
+    if std::env::var_os("CLOUDIMG_REQUIRE_TOOLS").is_some() {
+        panic!("{tool} is required (CLOUDIMG_REQUIRE_TOOLS is set) but unusable: {why}");
+    }
+    eprintln!("SKIPPED: {tool} is unusable here ({why})");
+}

@@ -134,7 +134,7 @@ pub fn check(path: &Path, file: File) -> Result<CheckReport, FormatError> {
 }
 
 fn analyse(path: &Path, file: &File) -> Result<Analysis, FormatError> {
-    let file_len = file.metadata().map_err(|e| FormatError::io(path, e))?.len();
+    let file_len = crate::io::sys::file_len(file).map_err(|e| FormatError::io(path, e))?;
     let head = read(path, file, 0, 4096.min(file_len))?;
     let header = Header::parse(&head).map_err(|d| d.at(path))?;
     header.check_supported().map_err(|d| d.at(path))?;

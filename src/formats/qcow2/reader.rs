@@ -78,7 +78,7 @@ pub(super) fn check_extensions(
 
 impl Qcow2Reader {
     pub fn open(path: &Path, file: File) -> Result<Qcow2Reader, FormatError> {
-        let file_len = file.metadata().map_err(|e| FormatError::io(path, e))?.len();
+        let file_len = crate::io::sys::file_len(&file).map_err(|e| FormatError::io(path, e))?;
         let mut head = vec![0; HEADER_READ.min(file_len as usize)];
         file.read_exact_at(&mut head, 0)
             .map_err(|e| FormatError::io(path, e))?;

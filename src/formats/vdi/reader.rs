@@ -24,7 +24,7 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> FormatError + '_ {
 
 /// Reads and validates the header and the block map (without checking the entries).
 pub fn load(path: &Path, file: &File) -> Result<Layout, FormatError> {
-    let file_len = file.metadata().map_err(io(path))?.len();
+    let file_len = crate::io::sys::file_len(file).map_err(io(path))?;
     if file_len < HEADER_AREA as u64 {
         return Err(FormatError::malformed(
             path,

@@ -40,10 +40,7 @@ fn read_block<const N: usize>(
 
 /// Finds the footer (end of file, else the copy at 0), checks it, and loads header and BAT.
 pub fn load(path: &Path, file: &File) -> Result<Layout, FormatError> {
-    let len = file
-        .metadata()
-        .map_err(|source| FormatError::io(path, source))?
-        .len();
+    let len = crate::io::sys::file_len(file).map_err(|source| FormatError::io(path, source))?;
     if len < FOOTER_SIZE as u64 {
         return Err(FormatError::malformed(
             path,

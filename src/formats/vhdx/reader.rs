@@ -74,7 +74,7 @@ fn inside(path: &Path, region: Region, what: &str, file_len: u64) -> Result<(), 
 
 /// Reads and checks everything but the BAT entries.
 pub fn load(path: &Path, file: &File) -> Result<Layout, FormatError> {
-    let file_len = file.metadata().map_err(io(path))?.len();
+    let file_len = crate::io::sys::file_len(file).map_err(io(path))?;
     if file_len < HEADER_SECTION_SIZE {
         return Err(FormatError::malformed(
             path,

@@ -11,7 +11,7 @@ use crate::formats::{DiskFormat, DiskReader, DiskWriter, Extent, FormatError, Im
 
 /// Reads and parses a descriptor file.
 pub fn read_descriptor_file(path: &Path, file: &File) -> Result<Descriptor, FormatError> {
-    let len = file.metadata().map_err(|e| FormatError::io(path, e))?.len();
+    let len = crate::io::sys::file_len(file).map_err(|e| FormatError::io(path, e))?;
     if len > MAX_DESCRIPTOR_LEN {
         return Err(FormatError::malformed(
             path,

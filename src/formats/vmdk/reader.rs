@@ -79,7 +79,7 @@ pub fn read_embedded_descriptor(
 
 impl SparseExtent {
     pub fn open(path: &Path, file: &File) -> Result<SparseExtent, FormatError> {
-        let file_len = file.metadata().map_err(|e| FormatError::io(path, e))?.len();
+        let file_len = crate::io::sys::file_len(file).map_err(|e| FormatError::io(path, e))?;
         let mut header = read_header_at(path, file, 0)?;
         let descriptor = read_embedded_descriptor(path, file, file_len, &header)?;
         let mut footer = false;
