@@ -94,10 +94,11 @@ fn lines(outcome: &Outcome) -> String {
             let row = match &target.error {
                 Some(error) => format!("{} {}: FAILED {error}", target.kind, target.target),
                 None => format!(
-                    "{} {}: {} image(s), {} retired",
+                    "{} {}: {} image(s), {} bytes sent, {} retired",
                     target.kind,
                     target.target,
                     target.ids.len(),
+                    target.bytes_sent,
                     target.retired.len()
                 ),
             };
