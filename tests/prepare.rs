@@ -128,7 +128,8 @@ fn bare_qcow2_is_the_verified_image_with_full_glance_metadata() {
         hex_digest::<Sha256>(&upstream)
     );
     let meta = metadata(&meta_path);
-    assert_eq!(meta["name"], format!("{STEM}-{NEWEST}"));
+    // The default name carries the disk format (and a container other than bare).
+    assert_eq!(meta["name"], format!("{STEM}-{NEWEST}-qcow2"));
     assert_eq!(meta["disk_format"], "qcow2");
     assert_eq!(meta["container_format"], "bare");
     assert_eq!(meta["visibility"], "private");

@@ -64,8 +64,42 @@ fn seed_iso_is_a_cidata_volume_that_isoinfo_reads_back() {
     let bytes = std::fs::read(&iso).unwrap();
     assert_eq!(metadata["digests"]["size"], bytes.len());
     use sha2::Digest;
+    let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
+    assert_eq!(metadata["digests"]["sha256"], sha256);
+    // Not `seed` for every seed: the name carries the ISO's digest.
+    assert_eq!(metadata["name"], format!("seed-{}", &sha256[..12]));
+}
+
+#[test]
+fn seeds_with_different_user_data_get_different_glance_names_unless_named() {
+    let dir = TempDir::new().unwrap();
+    let seed = |user_data: &str, extra: &[&str]| {
+        std::fs::write(dir.path().join("user-data"), user_data).unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_cloudimg"))
+            .current_dir(dir.path())
+            .args(["--json", "seed", "--user-data", "user-data"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let metadata: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join("seed.iso.glance.json")).unwrap(),
+        )
+        .unwrap();
+        metadata["name"].as_str().unwrap().to_owned()
+    };
+    let first = seed("#cloud-config\nhostname: one\n", &[]);
+    let again = seed("#cloud-config\nhostname: one\n", &[]);
+    let second = seed("#cloud-config\nhostname: two\n", &[]);
+    assert!(first.starts_with("seed-"), "{first}");
+    assert_eq!(first, again, "the same seed keeps its name");
+    assert_ne!(first, second, "different seeds share a name");
     assert_eq!(
-        metadata["digests"]["sha256"],
-        hex::encode(sha2::Sha256::digest(&bytes))
+        seed("#cloud-config\nhostname: two\n", &["--name", "web-seed"]),
+        "web-seed"
     );
 }

@@ -1,7 +1,8 @@
 //! Several Glance targets at once, against two real Glance API servers (`CLOUDIMG_TEST_GLANCE`
 //! and `CLOUDIMG_TEST_GLANCE_B`, both started by `.ci/run` from `../shared/glance`): each target
 //! independent, one stopped half way fails its own row (exit 5) while the other publishes and
-//! retires, and a rerun catches up only what that one missed.
+//! retires, and a rerun catches up only what that one missed; and the whole of publication in
+//! one `sync`: two Glance clouds and a real OCI registry (Debian's docker-registry).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -9,13 +10,15 @@ use std::process::{Command, Output};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::common::glance::{get, images_named, unique, Cleanup};
+use crate::common::glance::{get, images_named, images_tagged, unique, Cleanup};
 use crate::common::mirror::{Knobs, Stream};
+use crate::common::registry::Registry;
 use crate::common::site::{build_site, json, outcome, run, stderr, summary, Site};
 use crate::{require_glance, require_tools};
 
 const NEWEST: &str = "20241004.1";
 const NEXT: &str = "20250101";
+const THIRD: &str = "20250202";
 /// Exit status when some targets (or entries) failed and the others were done.
 const SOME_FAILED: i32 = 5;
 
@@ -314,4 +317,219 @@ fn upload_to_named_targets_reports_each_and_exits_5_when_one_is_down() {
     .output()
     .unwrap();
     assert_eq!(unknown.status.code(), Some(2), "{}", stderr(&unknown));
+}
+
+/// A catalog in `dir` naming two Glance clouds of `clouds.yaml` (`dev` hides retired images,
+/// `prod` deletes them) and one registry, with an entry for each kind: `name` (qcow2, to the
+/// Glances) and `noble-cd` (a containerDisk, to the registry).
+fn everywhere_catalog(dir: &Path, name: &str, dev: &str, prod: &str, registry: &str) -> PathBuf {
+    std::fs::write(
+        dir.join("clouds.yaml"),
+        format!(
+            "clouds:\n  lab-dev:\n    auth_type: none\n    image_endpoint_override: {dev}\n  \
+             lab-prod:\n    auth_type: none\n    image_endpoint_override: {prod}\n"
+        ),
+    )
+    .unwrap();
+    let text = format!(
+        "output = \"root\"\nkeep = 1\n\n\
+         [[image]]\nname = \"{name}\"\nrelease = \"noble\"\n\n\
+         [[image]]\nname = \"noble-cd\"\nrelease = \"noble\"\ncontainer_format = \"containerdisk\"\n\n\
+         [[glance]]\nname = \"dev\"\ncloud = \"lab-dev\"\nretire = \"hide\"\n\n\
+         [[glance]]\nname = \"prod\"\ncloud = \"lab-prod\"\nretire = \"delete\"\n\n\
+         [[registry]]\nname = \"kubevirt\"\nurl = \"{registry}\"\ninsecure = true\n"
+    );
+    let path = dir.join("lab.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `sync --json` of the everywhere catalog: clouds from its `clouds.yaml`, no registry
+/// credentials, nothing from the developer's environment.
+fn sync_everywhere(site: &Site, dir: &Path, catalog: &Path) -> Output {
+    let mut command =
+        crate::common::site::cloudimg(site, &["--json", "sync", catalog.to_str().unwrap()]);
+    command
+        .env("OS_CLIENT_CONFIG_FILE", dir.join("clouds.yaml"))
+        .env_remove("OS_CLOUD")
+        .env_remove("OS_IMAGE_URL")
+        .env_remove("OS_AUTH_URL")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env("HOME", dir)
+        .env("REGISTRY_AUTH_FILE", dir.join("no-auth.json"));
+    command.output().expect("run cloudimg sync")
+}
+
+/// The `bytes_sent` of a row.
+fn sent(entry: &Value, target: &str) -> u64 {
+    row(entry, target)["bytes_sent"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("bytes_sent of {target} in {entry}"))
+}
+
+/// The issue's "done means": ONE `sync` over two Glance clouds and one registry publishes
+/// everywhere; a second run sends nothing anywhere; a new serial publishes and retires
+/// everywhere; with one Glance stopped the others still publish and the run exits 5; back up,
+/// the rerun catches up that one only. Judged by the summary and by the servers themselves
+/// (Glance's API read with curl, the registry with skopeo and its storage).
+#[test]
+fn one_sync_publishes_to_two_glance_clouds_and_a_registry_and_retires_everywhere() {
+    require_tools!("qemu-img", "curl", "docker-registry", "skopeo");
+    require_glance!(dev);
+    let Some(prod) = SecondGlance::from_env() else {
+        return;
+    };
+    let (clean_dev, clean_prod) = (Cleanup::new(&dev), Cleanup::new(&prod.url));
+    let registry = Registry::start(false);
+    let mut site = build_site(Knobs::default());
+    let dir = TempDir::new().unwrap();
+    let name = unique("everywhere");
+    let catalog = everywhere_catalog(
+        dir.path(),
+        &name,
+        &dev,
+        &prod.url,
+        &registry.reference("vm"),
+    );
+    let sync = |site: &Site| sync_everywhere(site, dir.path(), &catalog);
+    let tagged = |url: &str| images_tagged(url, &format!("cloudimg:{name}"));
+
+    // First run: everything everywhere.
+    let first = sync(&site);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let summary_1 = summary(&first);
+    let (vm, cd) = (outcome(&summary_1, &name), outcome(&summary_1, "noble-cd"));
+    assert_eq!(vm["outcome"], "published");
+    assert_eq!(cd["outcome"], "published");
+    let dev_1 = clean_dev.track(row(vm, "dev")["ids"][0].as_str().unwrap());
+    let prod_1 = clean_prod.track(row(vm, "prod")["ids"][0].as_str().unwrap());
+    let digest_1 = row(cd, "kubevirt")["ids"][0].as_str().unwrap().to_owned();
+    for (url, id, target) in [(&dev, &dev_1, "dev"), (&prod.url, &prod_1, "prod")] {
+        let image = get(url, &format!("/v2/images/{id}")).unwrap();
+        assert_eq!(image["status"], "active");
+        assert_eq!(image["cloudimg_serial"], NEWEST);
+        assert_eq!(sent(vm, target), image["size"].as_u64().unwrap());
+    }
+    assert!(sent(cd, "kubevirt") > 0);
+    assert_eq!(
+        registry.tags("vm/noble-cd"),
+        ["latest", "noble", &format!("noble-{NEWEST}")]
+    );
+    assert_eq!(
+        registry.inspect("vm/noble-cd:latest", false).unwrap()["Digest"],
+        digest_1
+    );
+
+    // Second run: nothing new, nothing sent anywhere, nothing changed on any server.
+    let glance_before = [tagged(&dev), tagged(&prod.url)];
+    assert_eq!(glance_before[0].len(), 1, "{glance_before:?}");
+    assert_eq!(glance_before[1].len(), 1, "{glance_before:?}");
+    let blobs_before = registry.stored_blobs();
+    let again = sync(&site);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let summary_2 = summary(&again);
+    let (vm, cd) = (outcome(&summary_2, &name), outcome(&summary_2, "noble-cd"));
+    assert_eq!(vm["outcome"], "up-to-date");
+    assert_eq!(cd["outcome"], "up-to-date");
+    for (entry, target) in [(vm, "dev"), (vm, "prod"), (cd, "kubevirt")] {
+        assert_eq!(row(entry, target)["status"], "ok", "{target}");
+        assert_eq!(sent(entry, target), 0, "{target}: {entry}");
+        assert!(row(entry, target).get("retired").is_none(), "{target}");
+    }
+    assert_eq!(row(vm, "dev")["ids"], serde_json::json!([dev_1]));
+    assert_eq!(row(cd, "kubevirt")["ids"], serde_json::json!([digest_1]));
+    assert_eq!([tagged(&dev), tagged(&prod.url)], glance_before);
+    assert_eq!(registry.stored_blobs(), blobs_before);
+    assert_eq!(
+        registry.inspect("vm/noble-cd:latest", false).unwrap()["Digest"],
+        digest_1
+    );
+
+    // A new serial: published everywhere, the old one retired everywhere as each target says.
+    site.mirror.add_serial(Stream::Released, NEXT).unwrap();
+    let newer = sync(&site);
+    assert!(newer.status.success(), "{}", stderr(&newer));
+    let summary_3 = summary(&newer);
+    let (vm, cd) = (outcome(&summary_3, &name), outcome(&summary_3, "noble-cd"));
+    assert_eq!(vm["outcome"], "published");
+    assert_eq!(cd["outcome"], "published");
+    let dev_2 = clean_dev.track(row(vm, "dev")["ids"][0].as_str().unwrap());
+    let prod_2 = clean_prod.track(row(vm, "prod")["ids"][0].as_str().unwrap());
+    assert_eq!(row(vm, "dev")["retired"], serde_json::json!([dev_1]));
+    assert_eq!(row(vm, "prod")["retired"], serde_json::json!([prod_1]));
+    assert_eq!(
+        row(cd, "kubevirt")["retired"],
+        serde_json::json!([format!("noble-{NEWEST}")])
+    );
+    assert_eq!(
+        get(&dev, &format!("/v2/images/{dev_1}")).unwrap()["os_hidden"],
+        true
+    );
+    assert!(get(&prod.url, &format!("/v2/images/{prod_1}")).is_none());
+    for (url, id) in [(&dev, &dev_2), (&prod.url, &prod_2)] {
+        let image = get(url, &format!("/v2/images/{id}")).unwrap();
+        assert_eq!(image["cloudimg_serial"], NEXT);
+        assert_eq!(image["status"], "active");
+    }
+    let digest_2 = row(cd, "kubevirt")["ids"][0].as_str().unwrap().to_owned();
+    assert_ne!(digest_2, digest_1);
+    assert_eq!(
+        registry.tags("vm/noble-cd"),
+        ["latest", "noble", &format!("noble-{NEXT}")]
+    );
+    assert_eq!(
+        registry.inspect("vm/noble-cd:latest", false).unwrap()["Digest"],
+        digest_2
+    );
+
+    // prod stopped: dev and the registry publish and retire, prod's row fails, exit 5, and
+    // prod keeps what it had.
+    site.mirror.add_serial(Stream::Released, THIRD).unwrap();
+    let partial = {
+        let _down = prod.stopped();
+        sync(&site)
+    };
+    assert_eq!(
+        partial.status.code(),
+        Some(SOME_FAILED),
+        "{}",
+        stderr(&partial)
+    );
+    let summary_4 = summary(&partial);
+    let (vm, cd) = (outcome(&summary_4, &name), outcome(&summary_4, "noble-cd"));
+    assert_eq!(vm["outcome"], "published");
+    assert_eq!(row(vm, "dev")["status"], "ok");
+    let dev_3 = clean_dev.track(row(vm, "dev")["ids"][0].as_str().unwrap());
+    assert_eq!(row(vm, "dev")["retired"], serde_json::json!([dev_2]));
+    assert_eq!(row(vm, "prod")["status"], "failed");
+    assert_eq!(row(cd, "kubevirt")["status"], "ok");
+    assert_eq!(
+        row(cd, "kubevirt")["retired"],
+        serde_json::json!([format!("noble-{NEXT}")])
+    );
+    assert_eq!(
+        registry.tags("vm/noble-cd"),
+        ["latest", "noble", &format!("noble-{THIRD}")]
+    );
+    assert_eq!(
+        get(&prod.url, &format!("/v2/images/{prod_2}")).unwrap()["status"],
+        "active",
+        "prod kept its image while down"
+    );
+
+    // prod is back: only prod gets bytes (and retires there); dev and the registry send nothing.
+    let caught_up = sync(&site);
+    assert!(caught_up.status.success(), "{}", stderr(&caught_up));
+    let summary_5 = summary(&caught_up);
+    let (vm, cd) = (outcome(&summary_5, &name), outcome(&summary_5, "noble-cd"));
+    let prod_3 = clean_prod.track(row(vm, "prod")["ids"][0].as_str().unwrap());
+    assert_eq!(row(vm, "prod")["retired"], serde_json::json!([prod_2]));
+    assert!(sent(vm, "prod") > 0);
+    assert_eq!(sent(vm, "dev"), 0);
+    assert_eq!(sent(cd, "kubevirt"), 0);
+    assert_eq!(row(vm, "dev")["ids"], serde_json::json!([dev_3]));
+    assert_eq!(
+        get(&prod.url, &format!("/v2/images/{prod_3}")).unwrap()["cloudimg_serial"],
+        THIRD
+    );
 }

@@ -417,6 +417,10 @@ pub struct SeedArgs {
         value_name = "FILE"
     )]
     pub output: PathBuf,
+    /// Glance image name [default: <output file stem>-<first 12 hex digits of the ISO's
+    /// SHA-256>, so different seeds get different names and the same seed the same one].
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -468,7 +472,8 @@ pub struct PrepareArgs {
     /// Skip the OpenPGP check of SHA256SUMS (logged; checksums are still verified).
     #[arg(long)]
     pub no_verify_signature: bool,
-    /// Glance image name [default: <upstream file stem>-<serial>].
+    /// Glance image name [default: <upstream file stem>-<serial>-<disk format>, then
+    /// -<container format> unless bare].
     #[arg(long)]
     pub name: Option<String>,
     /// Minimum RAM in MiB [default: the catalog's].
@@ -580,6 +585,10 @@ pub struct GlanceArgs {
     /// The user catalog whose [[glance]] targets --target names.
     #[arg(long, env = "CLOUDIMG_USER_CATALOG", value_name = "FILE")]
     pub user_catalog: Option<PathBuf>,
+    /// Create the image even when Glance has one of the same name with other content
+    /// (os_hash_value, else checksum); without it that stops the upload with exit 7.
+    #[arg(long)]
+    pub allow_duplicates: bool,
 }
 
 impl GlanceArgs {

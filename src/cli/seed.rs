@@ -14,6 +14,19 @@ use super::print_json;
 /// The filesystem label cloud-init's NoCloud datasource looks for.
 const SEED_VOLUME_ID: &str = "cidata";
 
+/// Hex digits of the ISO's SHA-256 in its default Glance name.
+const NAME_DIGEST_DIGITS: usize = 12;
+
+/// `<output stem>-<SHA-256 prefix>`: the ISO is deterministic, so the same inputs give the same
+/// name and different seeds never share one (the default output is always `seed.iso`).
+fn default_name(output: &Path, sha256: &str) -> String {
+    let stem = output
+        .file_stem()
+        .map_or_else(|| "seed".to_owned(), |s| s.to_string_lossy().into_owned());
+    let digits = &sha256[..NAME_DIGEST_DIGITS.min(sha256.len())];
+    format!("{stem}-{digits}")
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, Error> {
     std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_owned(),
@@ -63,12 +76,12 @@ pub fn seed(global: &Global, args: SeedArgs) -> Result<i32, Error> {
             source,
         })?
         .len();
-    let name = args
-        .output
-        .file_stem()
-        .map_or_else(|| "seed".to_owned(), |s| s.to_string_lossy().into_owned());
-    let metadata =
-        ImageMetadata::for_file(&args.output, &name, "iso", "bare", size).map_err(Error::from)?;
+    let mut metadata =
+        ImageMetadata::for_file(&args.output, "", "iso", "bare", size).map_err(Error::from)?;
+    metadata.name = match args.name {
+        Some(name) => name,
+        None => default_name(&args.output, &metadata.digests.sha256),
+    };
     let written = metadata.write_beside(&args.output).map_err(Error::from)?;
     if global.json {
         print_json(&metadata);

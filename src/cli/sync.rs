@@ -44,6 +44,8 @@ pub fn sync(global: &Global, args: SyncArgs) -> Result<i32, Error> {
                 os_region_name: Vec::new(),
                 targets: Vec::new(),
                 user_catalog: None,
+                // sync owns its names (`<entry>-<serial>`) and retires old images itself.
+                allow_duplicates: true,
             },
         )?,
     };
@@ -92,10 +94,11 @@ fn lines(outcome: &Outcome) -> String {
             let row = match &target.error {
                 Some(error) => format!("{} {}: FAILED {error}", target.kind, target.target),
                 None => format!(
-                    "{} {}: {} image(s), {} retired",
+                    "{} {}: {} image(s), {} bytes sent, {} retired",
                     target.kind,
                     target.target,
                     target.ids.len(),
+                    target.bytes_sent,
                     target.retired.len()
                 ),
             };

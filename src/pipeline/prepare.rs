@@ -461,8 +461,16 @@ struct Describe {
 }
 
 impl Describe {
-    fn default_name(&self, stem: &str) -> String {
-        format!("{stem}-{}", self.listing.serial)
+    /// `<upstream stem>-<serial>-<disk format>`, plus `-<container>` when it is neither bare
+    /// nor the disk format's own word (aki/ari/ami): one folder prepared in several formats gives
+    /// Glance distinct names.
+    fn default_name(&self, stem: &str, disk_format: &str, container: &str) -> String {
+        let serial = &self.listing.serial;
+        if container == "bare" || container == disk_format {
+            format!("{stem}-{serial}-{disk_format}")
+        } else {
+            format!("{stem}-{serial}-{disk_format}-{container}")
+        }
     }
 
     /// Metadata of `artifact`: catalog properties, the preset, provenance, request overrides.
@@ -681,7 +689,7 @@ fn build_disk(
         .image
         .name
         .clone()
-        .unwrap_or_else(|| describe.default_name(&stem));
+        .unwrap_or_else(|| describe.default_name(&stem, format.name(), container.name()));
     let disk_name = format!("{stem}.{}", format.extension());
     let mut options = request.convert_options.clone();
     if matches!(container, ContainerFormat::Ovf | ContainerFormat::Ova)
@@ -858,10 +866,10 @@ enum AmazonRole {
 }
 
 /// Name of an aki/ari image: the ami's name plus a suffix when the user named the set.
-fn part_name(describe: &Describe, stem: &str, suffix: &str) -> String {
+fn part_name(describe: &Describe, stem: &str, suffix: &str, format: &str) -> String {
     match &describe.request.image.name {
         Some(name) => format!("{name}-{suffix}"),
-        None => describe.default_name(stem),
+        None => describe.default_name(stem, format, format),
     }
 }
 
@@ -890,7 +898,7 @@ fn build_amazon_part(
     let container = ContainerFormat::from_name(format)?;
     let metadata = describe.metadata(
         &path,
-        part_name(describe, &upstream, suffix),
+        part_name(describe, &upstream, suffix, format),
         format,
         container,
         fetched.size,
@@ -918,7 +926,7 @@ fn build_machine_image(
         .image
         .name
         .clone()
-        .unwrap_or_else(|| describe.default_name(&stem));
+        .unwrap_or_else(|| describe.default_name(&stem, "ami", "ami"));
     let path = request.output_dir.join(format!("{stem}.ami"));
     // A raw disk: hashed as it is written.
     let mut tee = DigestTee::new();

@@ -9,7 +9,7 @@ use super::{Run, SyncError, TargetOutcome};
 use crate::catalog::user::{ImageSpec, Retire};
 use crate::io::blocking;
 use crate::io::progress::Reporter;
-use crate::upload::{Glance, ImageFilter, NamedTarget, UploadOptions};
+use crate::upload::{Glance, ImageFilter, NamedTarget, Outcome as UploadOutcome, UploadOptions};
 
 /// The tag that marks an image as one of an entry's serials in Glance.
 pub(super) fn tag(image: &str) -> String {
@@ -59,12 +59,13 @@ impl Run {
                 Err(error) => Err(SyncError::GlanceUnavailable(error.clone())),
             };
             rows.push(match result {
-                Ok((ids, retired)) => TargetOutcome {
+                Ok(done) => TargetOutcome {
                     target: named.name.clone(),
                     kind: "glance",
                     status: "ok",
-                    ids,
-                    retired,
+                    ids: done.ids,
+                    retired: done.retired,
+                    bytes_sent: done.bytes_sent,
                     error: None,
                 },
                 Err(error) => {
@@ -76,6 +77,7 @@ impl Run {
                         status: "failed",
                         ids: Vec::new(),
                         retired: Vec::new(),
+                        bytes_sent: 0,
                         error: Some(text),
                     }
                 }
@@ -84,7 +86,8 @@ impl Run {
         Ok(rows)
     }
 
-    /// [`Run::glance_step`] for one target: the serial's image ids and the retired ones.
+    /// [`Run::glance_step`] for one target: the serial's image ids, the retired ones, the bytes
+    /// sent.
     async fn glance_target(
         &self,
         image: &ImageSpec,
@@ -92,7 +95,7 @@ impl Run {
         named: &NamedTarget,
         place: &Place<'_>,
         reporter: &dyn Reporter,
-    ) -> Result<(Vec<String>, Vec<String>), SyncError> {
+    ) -> Result<Done, SyncError> {
         let upload = UploadOptions {
             visibility: named.visibility.clone(),
             ..self.options.upload.clone()
@@ -101,6 +104,11 @@ impl Run {
             .upload_artifacts(place.files, &upload, reporter)
             .await?;
         let ids: Vec<String> = uploaded.iter().map(|u| u.id.clone()).collect();
+        let bytes_sent = uploaded
+            .iter()
+            .filter(|u| u.outcome == UploadOutcome::Uploaded)
+            .map(|u| u.size)
+            .sum();
         let policy = named.retire;
         let mut retired = Vec::new();
         for hidden in [false, true] {
@@ -127,8 +135,19 @@ impl Run {
                 retired.push(candidate.id);
             }
         }
-        Ok((ids, retired))
+        Ok(Done {
+            ids,
+            retired,
+            bytes_sent,
+        })
     }
+}
+
+/// What a target did: the serial's image ids, the images retired, the bytes sent.
+struct Done {
+    ids: Vec<String>,
+    retired: Vec<String>,
+    bytes_sent: u64,
 }
 
 /// What a target receives: the serial's metadata files, and the serials still published (their

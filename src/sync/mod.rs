@@ -161,7 +161,7 @@ pub struct SyncOptions {
     pub auth_files: crate::oci::auth::AuthFiles,
 }
 
-/// What one Glance target did for an entry.
+/// What one target (a Glance or a registry) did for an entry.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct TargetOutcome {
     pub target: String,
@@ -169,12 +169,14 @@ pub struct TargetOutcome {
     pub kind: &'static str,
     /// `ok` or `failed`.
     pub status: &'static str,
-    /// Glance image ids of the serial there.
+    /// The serial there: Glance image ids, or the registry's manifest (or index) digest.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ids: Vec<String>,
-    /// Images of older serials retired there.
+    /// Images (Glance ids) or serial tags of older serials retired there.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub retired: Vec<String>,
+    /// Image bytes this run sent there: 0 when the target already had everything.
+    pub bytes_sent: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

@@ -7,6 +7,7 @@ use super::publish::ImageTree;
 use super::{Run, SyncError, TargetOutcome};
 use crate::catalog::user::ImageSpec;
 use crate::container::ContainerFormat;
+use crate::io::blocking;
 use crate::io::progress::Reporter;
 use crate::oci::layout::Layout;
 use crate::oci::push::{self, PushOptions};
@@ -32,13 +33,10 @@ impl Run {
             return Ok(Vec::new());
         }
         let dir = tree.serial_dir(serial);
-        let layout = tokio::task::spawn_blocking(move || Layout::open(&dir, None))
-            .await
-            .map_err(|e| SyncError::Io {
-                path: tree.serial_dir(serial),
-                source: std::io::Error::other(e),
-            })?
-            .map_err(crate::pipeline::Error::from)?;
+        let layout = blocking::run(&dir.clone(), move || {
+            Layout::open(&dir, None).map_err(|e| SyncError::from(crate::pipeline::Error::from(e)))
+        })
+        .await?;
         let mut rows = Vec::new();
         for registry in &self.options.registries {
             let result = async {
@@ -70,6 +68,7 @@ impl Run {
                     kind: "registry",
                     status: "ok",
                     ids: pushed.iter().map(|p| p.digest.clone()).collect(),
+                    bytes_sent: pushed.iter().map(|p| p.bytes_sent).sum(),
                     retired: pushed.into_iter().flat_map(|p| p.retired).collect(),
                     error: None,
                 },
@@ -82,6 +81,7 @@ impl Run {
                         status: "failed",
                         ids: Vec::new(),
                         retired: Vec::new(),
+                        bytes_sent: 0,
                         error: Some(text),
                     }
                 }

@@ -86,6 +86,26 @@ pub fn images_named(url: &str, name: &str) -> Vec<Value> {
     found
 }
 
+/// Every image tagged `tag`, hidden ones included, as (id, status, os_hidden, updated_at),
+/// sorted: equal before and after a run that changed nothing there.
+pub fn images_tagged(url: &str, tag: &str) -> Vec<(String, String, bool, String)> {
+    let mut found = Vec::new();
+    for hidden in ["false", "true"] {
+        let list =
+            get(url, &format!("/v2/images?tag={tag}&os_hidden={hidden}")).expect("image list");
+        for image in list["images"].as_array().cloned().unwrap_or_default() {
+            found.push((
+                image["id"].as_str().unwrap_or_default().to_owned(),
+                image["status"].as_str().unwrap_or_default().to_owned(),
+                image["os_hidden"].as_bool().unwrap_or_default(),
+                image["updated_at"].as_str().unwrap_or_default().to_owned(),
+            ));
+        }
+    }
+    found.sort();
+    found
+}
+
 /// Deletes the images a test made when the test ends, passed or not, so that a long-lived CI
 /// Glance does not fill up.
 pub struct Cleanup {

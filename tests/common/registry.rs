@@ -132,6 +132,50 @@ impl Registry {
             .then(|| serde_json::from_slice(&output.stdout).expect("skopeo JSON"))
     }
 
+    /// The tags of `repository`, sorted, by `skopeo list-tags` (none when it has none).
+    pub fn tags(&self, repository: &str) -> Vec<String> {
+        let output = Command::new("skopeo")
+            .args(["list-tags", "--tls-verify=false"])
+            .args(self.creds("--creds"))
+            .arg(self.reference(repository))
+            .output()
+            .expect("run skopeo");
+        if !output.status.success() {
+            return Vec::new();
+        }
+        let listed: Value = serde_json::from_slice(&output.stdout).expect("skopeo JSON");
+        let mut tags: Vec<String> = listed["Tags"]
+            .as_array()
+            .map(|tags| {
+                tags.iter()
+                    .filter_map(|t| t.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        tags.sort();
+        tags
+    }
+
+    /// Blob files in the registry's storage (what uploads add; a push that sends nothing leaves
+    /// the count alone).
+    pub fn stored_blobs(&self) -> usize {
+        fn count(dir: &Path) -> usize {
+            std::fs::read_dir(dir)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .map(|e| match e.file_type() {
+                            Ok(t) if t.is_dir() => count(&e.path()),
+                            Ok(_) if e.file_name() == "data" => 1,
+                            _ => 0,
+                        })
+                        .sum()
+                })
+                .unwrap_or(0)
+        }
+        count(&self.dir.path().join("data/docker/registry/v2/blobs"))
+    }
+
     /// `skopeo copy docker://…/<path> dir:<out>`.
     pub fn pull(&self, path: &str, out: &Path) -> Output {
         let output = Command::new("skopeo")
