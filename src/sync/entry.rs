@@ -360,6 +360,7 @@ impl Run {
                     .collect(),
             },
             machine: MachineSettings::default(),
+            bake: None,
         })
     }
 }
