@@ -26,6 +26,8 @@ pub enum ErrorKind {
     QemuMissing,
     /// Ctrl-C: the work was stopped and cleaned up.
     Interrupted,
+    /// `upload`: Glance has an image of that name with other content (`--allow-duplicates`).
+    NameTaken,
 }
 
 impl ErrorKind {
@@ -43,6 +45,7 @@ impl ErrorKind {
             ErrorKind::BakeBootTest => "bake-boot-test",
             ErrorKind::QemuMissing => "qemu-missing",
             ErrorKind::Interrupted => "interrupted",
+            ErrorKind::NameTaken => "name-taken",
         }
     }
 
@@ -58,6 +61,7 @@ impl ErrorKind {
             ErrorKind::BakeTimeout => 12,
             ErrorKind::BakeBootTest => 13,
             ErrorKind::QemuMissing => 14,
+            ErrorKind::NameTaken => 7,
             // 128 + SIGINT, as shells report it.
             ErrorKind::Interrupted => 130,
         }

@@ -154,6 +154,52 @@ fn qcow2_upload_is_active_with_our_digests_and_a_second_run_sends_nothing() {
 }
 
 #[test]
+fn a_second_image_of_the_same_name_with_other_content_is_refused_unless_duplicates_are_allowed() {
+    require_glance!(glance);
+    let dir = TempDir::new().unwrap();
+    let name = unique("taken");
+    let cleanup = Cleanup::new(&glance);
+    let first_dir = dir.path().join("first");
+    let second_dir = dir.path().join("second");
+    for (folder, seed) in [(&first_dir, 21), (&second_dir, 22)] {
+        std::fs::create_dir(folder).unwrap();
+        let raw = folder.join("disk.raw");
+        std::fs::write(&raw, random_bytes(1 << 20, seed)).unwrap();
+        describe(&raw, &name, "raw", "bare", |_| {});
+    }
+    let first = uploaded(&upload(&glance, &first_dir, &[]));
+    let first_id = cleanup.track(first[0]["id"].as_str().unwrap());
+
+    // Other bytes under the same name: refused before anything is created, exit 7, and the
+    // --json error object says why.
+    let refused = upload(&glance, &second_dir, &[]);
+    assert_eq!(refused.status.code(), Some(7), "{}", stderr(&refused));
+    let error: Value = serde_json::from_slice(&refused.stdout).expect("JSON error object");
+    assert_eq!(error["error"]["kind"], "name-taken", "{error}");
+    assert_eq!(error["error"]["exit_status"], 7, "{error}");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&first_id), "{message}");
+    assert!(message.contains("--allow-duplicates"), "{message}");
+    let named = images_named(&glance, &name);
+    assert_eq!(named.len(), 1, "{named:?}");
+
+    // The same bytes again are still "already present", not refused.
+    let again = uploaded(&upload(&glance, &first_dir, &[]));
+    assert_eq!(again[0]["outcome"], "already-present");
+
+    // Asked for: the second image is created beside the first.
+    let second = uploaded(&upload(&glance, &second_dir, &["--allow-duplicates"]));
+    let second_id = cleanup.track(second[0]["id"].as_str().unwrap());
+    assert_ne!(second_id, first_id);
+    assert_stored(
+        &glance,
+        &second_id,
+        &second_dir.join("disk.raw.glance.json"),
+    );
+    assert_eq!(images_named(&glance, &name).len(), 2);
+}
+
+#[test]
 fn seed_iso_from_cloudimg_seed_uploads_with_a_plain_line_of_name_id_and_status() {
     require_glance!(glance);
     let dir = TempDir::new().unwrap();

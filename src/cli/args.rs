@@ -585,6 +585,10 @@ pub struct GlanceArgs {
     /// The user catalog whose [[glance]] targets --target names.
     #[arg(long, env = "CLOUDIMG_USER_CATALOG", value_name = "FILE")]
     pub user_catalog: Option<PathBuf>,
+    /// Create the image even when Glance has one of the same name with other content
+    /// (os_hash_value, else checksum); without it that stops the upload with exit 7.
+    #[arg(long)]
+    pub allow_duplicates: bool,
 }
 
 impl GlanceArgs {

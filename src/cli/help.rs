@@ -29,6 +29,7 @@ pub fn exit_codes(name: &str) -> String {
             "  3   integrity failure (checksum, signature; Glance stored different bytes)",
             "  4   network or server failure after retries (also a failed Glance import)",
             "  5   --upload: some Glance targets failed (the others have the images)",
+            "  7   --upload: an image of that name with other content is in Glance",
         ],
         "sync" | "mirror" => vec![
             SUCCESS,
@@ -46,6 +47,7 @@ pub fn exit_codes(name: &str) -> String {
             "  3   the file changed since its metadata was written, or Glance stored other bytes",
             "  4   network or server failure after retries, or a failed import",
             "  5   some Glance targets failed (the others have the images)",
+            "  7   an image of that name with other content is in Glance (--allow-duplicates)",
         ],
         "push" => vec![
             SUCCESS,

@@ -44,6 +44,8 @@ pub fn sync(global: &Global, args: SyncArgs) -> Result<i32, Error> {
                 os_region_name: Vec::new(),
                 targets: Vec::new(),
                 user_catalog: None,
+                // sync owns its names (`<entry>-<serial>`) and retires old images itself.
+                allow_duplicates: true,
             },
         )?,
     };

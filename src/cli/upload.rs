@@ -45,6 +45,7 @@ pub(super) fn upload_options(global: &Global, args: &GlanceArgs) -> Result<Uploa
         },
         import_timeout: Duration::from_secs(args.import_timeout),
         visibility: None,
+        allow_duplicates: args.allow_duplicates,
     })
 }
 

@@ -141,6 +141,20 @@ pub enum UploadError {
     },
     #[error("the Glance server does not offer the {method} import method (offered: {offered})")]
     MethodUnavailable { method: String, offered: String },
+    /// An image of the same name holds other bytes: a second one would make the name
+    /// ambiguous (`openstack image show NAME` fails, scripts pick either).
+    #[error(
+        "{name}: Glance already has an image of this name with other content (image {image_id}, \
+         {what} {theirs}, ours {ours}); not creating a second one: give this artifact another \
+         name, or pass --allow-duplicates"
+    )]
+    NameTaken {
+        name: String,
+        image_id: String,
+        what: &'static str,
+        theirs: String,
+        ours: String,
+    },
 }
 
 impl UploadError {
@@ -174,6 +188,7 @@ impl UploadError {
             | UploadError::ImportFailed { .. }
             | UploadError::ImportTimeout { .. } => ErrorKind::Network,
             UploadError::FileChanged { .. } | UploadError::Mismatch { .. } => ErrorKind::Integrity,
+            UploadError::NameTaken { .. } => ErrorKind::NameTaken,
         }
     }
 

@@ -60,6 +60,9 @@ pub struct UploadOptions {
     pub import_timeout: Duration,
     /// Glance visibility instead of the metadata's (a catalog target's own).
     pub visibility: Option<String>,
+    /// Create an image even when one of the same name holds other content (openstacksdk's
+    /// `allow_duplicates`); otherwise that is [`UploadError::NameTaken`].
+    pub allow_duplicates: bool,
 }
 
 impl Default for UploadOptions {
@@ -69,6 +72,7 @@ impl Default for UploadOptions {
             method: UploadMethod::Direct,
             import_timeout: Duration::from_secs(30 * 60),
             visibility: None,
+            allow_duplicates: false,
         }
     }
 }
@@ -129,6 +133,9 @@ pub fn metadata_files(path: &Path) -> Result<Vec<PathBuf>, UploadError> {
 ///   Those metadata files are read from beside the ami's when not in the list.
 /// - An active image with the same name and SHA-512 is not uploaded again
 ///   ([`Outcome::AlreadyPresent`]).
+/// - An image with the same name and other content (Glance's `os_hash_value`, else its MD5
+///   `checksum`) stops the upload before anything is created ([`UploadError::NameTaken`]),
+///   unless `options.allow_duplicates`. Images without data yet (queued) do not count.
 /// - The file is streamed (never held in memory) and hashed on the way; it must still match
 ///   its metadata ([`UploadError::FileChanged`], integrity) and Glance's size, `checksum` and
 ///   `os_hash_value` must match ours ([`UploadError::Mismatch`], integrity).
@@ -442,20 +449,35 @@ impl Glance {
                 actual: size.to_string(),
             });
         }
-        let present = self
+        let namesakes = self
             .images(&ImageFilter {
                 name: Some(metadata.name.clone()),
                 ..ImageFilter::default()
             })
-            .await?
-            .into_iter()
-            .find(|image| {
-                image.status == "active"
-                    && image.os_hash_value.as_deref() == Some(metadata.digests.sha512.as_str())
-            });
+            .await?;
+        let present = namesakes.iter().find(|image| {
+            image.status == "active"
+                && image.os_hash_value.as_deref() == Some(metadata.digests.sha512.as_str())
+        });
         if let Some(image) = present {
             tracing::info!(name = %metadata.name, id = %image.id, "already in Glance with the same SHA-512; not uploaded again");
-            return Ok(uploaded(item, image, Outcome::AlreadyPresent));
+            return Ok(uploaded(item, image.clone(), Outcome::AlreadyPresent));
+        }
+        if let Some((image, difference)) = namesakes
+            .iter()
+            .find_map(|image| other_content(image, metadata).map(|d| (image, d)))
+        {
+            if !options.allow_duplicates {
+                return Err(UploadError::NameTaken {
+                    name: metadata.name.clone(),
+                    image_id: image.id.clone(),
+                    what: difference.what,
+                    theirs: difference.theirs,
+                    ours: difference.ours,
+                });
+            }
+            tracing::warn!(name = %metadata.name, id = %image.id,
+                "an image of this name with other content is in Glance; creating another (--allow-duplicates)");
         }
         // A transient failure once the image exists (a 5xx at the end of the data, a broken
         // connection) is retried with a fresh image after deleting the failed one: the data
@@ -557,6 +579,33 @@ impl Glance {
         tracing::info!(name = %metadata.name, id, "uploaded and verified");
         Ok(image)
     }
+}
+
+/// How an image's content differs from an artifact's, by the strongest digest both have.
+#[derive(Debug, PartialEq, Eq)]
+struct Difference {
+    what: &'static str,
+    theirs: String,
+    ours: String,
+}
+
+/// Whether `image` holds other bytes than the artifact `metadata` describes: its SHA-512
+/// (`os_hash_value` with `os_hash_algo` sha512) or, from a Glance without multihash, its MD5
+/// `checksum`. `None` when the content is the same, or unknown (no data yet).
+fn other_content(image: &Image, metadata: &ImageMetadata) -> Option<Difference> {
+    let digests = &metadata.digests;
+    let (what, theirs, ours) = match (&image.os_hash_algo, &image.os_hash_value, &image.checksum) {
+        (Some(algo), Some(value), _) if algo == "sha512" => {
+            ("os_hash_value (SHA-512)", value, &digests.sha512)
+        }
+        (_, _, Some(md5)) => ("checksum (MD5)", md5, &digests.md5),
+        _ => return None,
+    };
+    (!theirs.eq_ignore_ascii_case(ours)).then(|| Difference {
+        what,
+        theirs: theirs.clone(),
+        ours: ours.clone(),
+    })
 }
 
 fn uploaded(item: &Item, image: Image, outcome: Outcome) -> Uploaded {
@@ -678,6 +727,43 @@ mod tests {
             "os_hash_algo": algo, "os_hash_value": sha512
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn other_content_is_judged_by_sha512_then_md5_and_not_without_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let artifact = dir.path().join("a.raw");
+        std::fs::write(&artifact, b"a").unwrap();
+        let metadata = ImageMetadata::for_file(&artifact, "a", "raw", "bare", 1).unwrap();
+        let (md5, sha512) = (&metadata.digests.md5, &metadata.digests.sha512);
+        assert_eq!(
+            other_content(&image(Some(1), md5, "sha512", sha512), &metadata),
+            None
+        );
+        let other = other_content(&image(Some(1), md5, "sha512", "beef"), &metadata).unwrap();
+        assert_eq!(other.what, "os_hash_value (SHA-512)");
+        assert_eq!(
+            (other.theirs.as_str(), other.ours.as_str()),
+            ("beef", sha512.as_str())
+        );
+        // A Glance without multihash: the MD5 decides.
+        let old: Image = serde_json::from_value(
+            serde_json::json!({"id": "i", "status": "active", "checksum": "beef"}),
+        )
+        .unwrap();
+        assert_eq!(
+            other_content(&old, &metadata).unwrap().what,
+            "checksum (MD5)"
+        );
+        let same_md5: Image = serde_json::from_value(
+            serde_json::json!({"id": "i", "status": "active", "checksum": md5}),
+        )
+        .unwrap();
+        assert_eq!(other_content(&same_md5, &metadata), None);
+        // Queued: no data, nothing to compare.
+        let queued: Image =
+            serde_json::from_value(serde_json::json!({"id": "i", "status": "queued"})).unwrap();
+        assert_eq!(other_content(&queued, &metadata), None);
     }
 
     #[test]
