@@ -459,7 +459,13 @@ async fn convert_download(
     // The copy loop is synchronous: a blocking thread owns its inputs.
     let (source, output) = (source.to_owned(), destination.clone());
     blocking::run(&destination, move || {
-        formats::convert::convert_file(&source, None, &output, format, &options, reporter.as_ref())
+        let output = formats::convert::Output {
+            path: &output,
+            format,
+            options: &options,
+        };
+        let source = formats::convert::Source::file(&source);
+        formats::convert::convert_file(source, output, None, reporter.as_ref())
             .map_err(Error::from)
     })
     .await?;

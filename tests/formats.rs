@@ -362,18 +362,18 @@ matrix_tests! {
 /// and archives): runs without the CLI.
 #[test]
 fn library_converts_raw_and_archives_to_raw() {
-    use cloudimg::formats::{convert::convert_file, DiskFormat, Options};
+    use cloudimg::formats::convert::{convert_file, Output, Source};
+    use cloudimg::formats::{DiskFormat, Options};
     let dir = tempfile::tempdir().expect("temporary directory");
     for input in ["raw", "raw-tar-gz", "raw-tar-xz", "vhd-tar-gz"] {
         let dst = dir.path().join(format!("{input}.raw"));
-        let stats = convert_file(
-            images().input(input),
-            None,
-            &dst,
-            DiskFormat::Raw,
-            &Options::default(),
-            &cloudimg::io::progress::Silent,
-        )
+        let output = Output {
+            path: &dst,
+            format: DiskFormat::Raw,
+            options: &Options::default(),
+        };
+        let source = Source::file(images().input(input));
+        let stats = convert_file(source, output, None, &cloudimg::io::progress::Silent)
         .unwrap_or_else(|error| panic!("{input}: {error}"));
         assert_eq!(stats.virtual_size, RAW_SIZE, "{input}");
         assert!(stats.zero_bytes_skipped > 8 << 20, "{input}: {stats:?}");

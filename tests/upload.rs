@@ -440,7 +440,7 @@ fn ova_and_ovf_container_formats_upload() {
     let vmdk_size = std::fs::metadata(&vmdk).unwrap().len();
     let ova_path = dir.path().join("appliance.ova");
     let spec = OvfSpec::new("appliance", "disk.vmdk", vmdk_size, 64 << 20);
-    ova::write_ova_package(&ova_path, &spec, &vmdk, ManifestHash::Sha256).unwrap();
+    ova::write_ova_package(&ova_path, &spec, &vmdk, ManifestHash::Sha256, None).unwrap();
     let ova_name = unique("ova");
     let ovf_name = unique("ovf");
     describe(&ova_path, &ova_name, "vmdk", "ova", |_| {});

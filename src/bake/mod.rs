@@ -483,13 +483,12 @@ fn working_copy(
         inner: reader,
         cancel,
     };
-    convert::convert_into_file(
-        &mut reader,
-        disk,
-        DiskFormat::Qcow2,
-        &Options::default(),
-        reporter,
-    )?;
+    let output = convert::Output {
+        path: disk,
+        format: DiskFormat::Qcow2,
+        options: &Options::default(),
+    };
+    convert::convert_file(convert::Source::Reader(&mut reader), output, None, reporter)?;
     if let Some(wanted) = request.disk_size.filter(|&wanted| wanted > size) {
         formats::resize(disk, Some(DiskFormat::Qcow2), wanted, false)?;
     }
@@ -508,11 +507,15 @@ fn compact(
         inner: reader,
         cancel,
     };
-    Ok(convert::convert_into_file(
-        &mut reader,
-        &request.output,
-        request.output_format,
-        &request.options,
+    let output = convert::Output {
+        path: &request.output,
+        format: request.output_format,
+        options: &request.options,
+    };
+    Ok(convert::convert_file(
+        convert::Source::Reader(&mut reader),
+        output,
+        None,
         reporter,
     )?)
 }

@@ -80,14 +80,16 @@ pub fn convert(global: &Global, args: ConvertArgs) -> Result<i32, Error> {
     let (Some(source), Some(destination)) = (&args.source, &args.destination) else {
         return Err(Error::Usage("convert needs SOURCE and DESTINATION".into()));
     };
-    let stats = formats::convert::convert_file(
-        source,
-        source_format,
-        destination,
-        target_format,
-        &options,
-        reporter.as_ref(),
-    )?;
+    let source = formats::convert::Source::File {
+        path: source,
+        format: source_format,
+    };
+    let output = formats::convert::Output {
+        path: destination,
+        format: target_format,
+        options: &options,
+    };
+    let stats = formats::convert::convert_file(source, output, None, reporter.as_ref())?;
     if global.json {
         print_json(&stats);
     }

@@ -12,6 +12,7 @@ use std::path::Path;
 use super::manifest::{manifest, ManifestHash, Source};
 use super::ovf::{descriptor, OvfSpec};
 use super::{check_member_name, write_atomically, ContainerError};
+use crate::io::digests::{DigestTee, DigestWriter};
 
 /// Modification time of every member, in seconds since the Unix epoch: fixed so the same inputs
 /// make the same archive.
@@ -21,17 +22,23 @@ pub const OVA_MTIME: u64 = 0;
 const MEMBER_MODE: u32 = 0o644;
 
 /// Writes the OVA `out` holding the descriptor `ovf` (name, text), the manifest `manifest`
-/// (name, text) and `disks` (name in the archive, file to copy), in that order.
+/// (name, text) and `disks` (name in the archive, file to copy), in that order. `tee`, when
+/// given, hashes the archive as it is written (its Glance digests, without reading it back).
 pub fn write_ova(
     out: &Path,
     ovf: (&str, &[u8]),
     manifest: (&str, &[u8]),
     disks: &[(&str, &Path)],
+    tee: Option<&mut DigestTee>,
 ) -> Result<(), ContainerError> {
     check_names(ovf.0, manifest.0, disks)?;
     write_atomically(out, |writer, temp| {
         let io = |e| ContainerError::io(temp, "write", e);
-        let mut builder = tar::Builder::new(&mut *writer);
+        let hashed = DigestWriter {
+            inner: &mut *writer,
+            tee,
+        };
+        let mut builder = tar::Builder::new(hashed);
         for (name, text) in [ovf, manifest] {
             let header = member_header(name, text.len() as u64).map_err(io)?;
             builder.append(&header, text).map_err(io)?;
@@ -44,7 +51,9 @@ pub fn write_ova(
                 .len();
             append_exact(&mut builder, name, size, file, path, temp)?;
         }
-        builder.finish().map_err(io)
+        builder.finish().map_err(io)?;
+        builder.into_inner().map_err(io)?;
+        Ok(())
     })
 }
 
@@ -54,12 +63,13 @@ pub fn write_ova(
 /// are named after `out` (`noble.ova` holds `noble.ovf` and `noble.mf`).
 ///
 /// The disk is read twice, once for its digest and once into the archive, because the manifest
-/// precedes it.
+/// precedes it; `tee` hashes the archive as it is written.
 pub fn write_ova_package(
     out: &Path,
     spec: &OvfSpec,
     disk: &Path,
     hash: ManifestHash,
+    tee: Option<&mut DigestTee>,
 ) -> Result<(), ContainerError> {
     let stem = out
         .file_stem()
@@ -93,6 +103,7 @@ pub fn write_ova_package(
         (&ovf_name, text.as_bytes()),
         (&mf_name, mf.as_bytes()),
         &[(disk_name, disk)],
+        tee,
     )
 }
 
@@ -242,13 +253,18 @@ mod tests {
         let out = f.dir.path().join(out_name);
         let d1 = f.dir.path().join("d1.vmdk");
         let d2 = f.dir.path().join("d2.vmdk");
+        let mut tee = DigestTee::new();
         write_ova(
             &out,
             ("vm.ovf", b"<Envelope/>\n"),
             ("vm.mf", b"SHA256(vm.ovf)= 00\n"),
             &[("vm-disk1.vmdk", &d1), ("vm-disk2.vmdk", &d2)],
+            Some(&mut tee),
         )
         .unwrap();
+        // Hashed as written: the same digests as reading the archive back.
+        let written = crate::container::glance::digests(&out).unwrap();
+        assert_eq!(tee.finish().unwrap(), written);
         out
     }
 
@@ -314,7 +330,7 @@ mod tests {
             ("vm.ovf", "vm.mf", "../d.vmdk"),
         ];
         for (ovf, mf, disk) in cases {
-            let err = write_ova(&out, (ovf, b""), (mf, b""), &[(disk, &d1)]).unwrap_err();
+            let err = write_ova(&out, (ovf, b""), (mf, b""), &[(disk, &d1)], None).unwrap_err();
             assert_eq!(err.kind(), crate::ErrorKind::Usage, "{ovf} {mf} {disk}");
         }
         assert!(!out.exists());
@@ -330,6 +346,7 @@ mod tests {
             ("vm.ovf", b""),
             ("vm.mf", b""),
             &[("d.vmdk", &missing)],
+            None,
         )
         .unwrap_err();
         assert!(err.to_string().contains("nope.vmdk"), "{err}");
@@ -373,7 +390,7 @@ mod tests {
         }
         let out = dir.path().join("noble.ova");
         let spec = OvfSpec::new("noble", "noble-disk1.vmdk", 0, 64 << 20);
-        write_ova_package(&out, &spec, &disk, ManifestHash::Sha256).unwrap();
+        write_ova_package(&out, &spec, &disk, ManifestHash::Sha256, None).unwrap();
 
         let x = dir.path().join("x");
         std::fs::create_dir(&x).unwrap();

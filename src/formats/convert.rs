@@ -13,6 +13,7 @@ use tracing::debug;
 
 use super::{is_zero, DiskFormat, DiskReader, DiskWriter, Extent, FormatError, Options, Target};
 use crate::io::device::{Device, DeviceError};
+use crate::io::digests::DigestTee;
 use crate::io::progress::Reporter;
 use crate::io::publish::{self, Publication, Resolved};
 
@@ -49,12 +50,15 @@ enum Chunk {
     Zero(u64),
 }
 
-/// Copies every non-zero unit of `reader` into `writer`, then finishes the writer.
+/// Copies every non-zero unit of `reader` into `writer`, then finishes the writer. `tee`, when
+/// given, receives the whole guest stream in order (zero runs as [`DigestTee::zeros`], never
+/// read): the digests of a raw output, computed as it is written.
 ///
 /// The caller fsyncs and renames the output; [`convert_file`] does all of that.
 pub fn convert(
     reader: &mut dyn DiskReader,
     writer: Box<dyn DiskWriter>,
+    tee: Option<&mut DigestTee>,
     reporter: &dyn Reporter,
 ) -> Result<ConvertStats, FormatError> {
     let size = reader.virtual_size();
@@ -75,7 +79,7 @@ pub fn convert(
                 produce(reader, unit, buffer_len, &chunk_tx, &free_rx)
             })
             .map_err(|source| FormatError::io(Path::new("convert-read thread"), source))?;
-        let consumed = consume(writer, size, &chunk_rx, &free_tx, reporter);
+        let consumed = consume(writer, size, &chunk_rx, &free_tx, tee, reporter);
         // Unblock the reader if the writer failed while it waits for a free buffer or a slot.
         drop(chunk_rx);
         drop(free_tx);
@@ -85,6 +89,7 @@ pub fn convert(
                 what: "the reader thread panicked".into(),
             })
         });
+        // The reader ended normally, so the writer saw the whole guest stream.
         // A reader error explains a short stream better than the writer's view of it.
         let bytes_read = produced?;
         let (writer, bytes_written) = consumed?;
@@ -229,6 +234,7 @@ fn consume(
     size: u64,
     chunks: &mpsc::Receiver<Chunk>,
     free: &mpsc::SyncSender<Vec<u8>>,
+    mut tee: Option<&mut DigestTee>,
     reporter: &dyn Reporter,
 ) -> Result<(Box<dyn DiskWriter>, u64), FormatError> {
     let mut covered = 0u64;
@@ -236,6 +242,9 @@ fn consume(
     while let Ok(chunk) = chunks.recv() {
         match chunk {
             Chunk::Zero(len) => {
+                if let Some(tee) = tee.as_deref_mut() {
+                    tee.zeros(len);
+                }
                 covered += len;
                 reporter.advance(len);
             }
@@ -248,6 +257,9 @@ fn consume(
                 for (from, to) in runs {
                     writer.write_data(offset + from as u64, &buf[from..to])?;
                     written += (to - from) as u64;
+                }
+                if let Some(tee) = tee.as_deref_mut() {
+                    tee.update(&buf[..len]);
                 }
                 covered += len as u64;
                 reporter.advance(len as u64);
@@ -263,41 +275,71 @@ fn consume(
     Ok((writer, written))
 }
 
-/// Converts the image at `src` into a new `dst_format` image at `dst`.
-///
-/// The output is written under a temporary name in `dst`'s folder ([`crate::io::publish`]),
-/// fsynced and renamed to `dst` only when everything succeeded; on failure the temporary (and a
-/// vmdk monolithicFlat extent) is deleted.
-pub fn convert_file(
-    src: &Path,
-    src_format: Option<DiskFormat>,
-    dst: &Path,
-    dst_format: DiskFormat,
-    options: &Options,
-    reporter: &dyn Reporter,
-) -> Result<ConvertStats, FormatError> {
-    let mut reader = super::open(src, src_format)?;
-    convert_into_file(reader.as_mut(), dst, dst_format, options, reporter)
+/// Where a conversion reads from.
+pub enum Source<'a> {
+    /// An image file; its format is detected by content unless given.
+    File {
+        path: &'a Path,
+        format: Option<DiskFormat>,
+    },
+    /// A reader the caller opened (and may have wrapped: bake's cancellable reader).
+    Reader(&'a mut dyn DiskReader),
 }
 
-/// [`convert_file`] from a reader the caller opened (and may have wrapped), published the same
-/// way: under a temporary name, fsynced, renamed to `dst` only when complete.
-pub fn convert_into_file(
-    reader: &mut dyn DiskReader,
-    dst: &Path,
-    dst_format: DiskFormat,
-    options: &Options,
+impl<'a> Source<'a> {
+    /// An image file whose format is detected by content.
+    pub fn file(path: &'a Path) -> Source<'a> {
+        Source::File { path, format: None }
+    }
+}
+
+/// What a conversion writes.
+#[derive(Clone, Copy)]
+pub struct Output<'a> {
+    pub path: &'a Path,
+    pub format: DiskFormat,
+    /// qemu-img's `-o` settings for `format`.
+    pub options: &'a Options,
+}
+
+/// Converts `source` into a new image at `output.path`: the one way a file is converted.
+///
+/// The output is written under a temporary name in its folder ([`crate::io::publish`]),
+/// fsynced and renamed to its final name only when everything succeeded; on failure the
+/// temporary (and a vmdk monolithicFlat extent) is deleted.
+///
+/// `tee` hashes the output as it is written; only a raw output's bytes are the guest stream
+/// (the other formats write their tables after the data and the header last), so any other
+/// format with a `tee` is refused rather than given wrong digests.
+pub fn convert_file(
+    source: Source<'_>,
+    output: Output<'_>,
+    tee: Option<&mut DigestTee>,
     reporter: &dyn Reporter,
 ) -> Result<ConvertStats, FormatError> {
-    let size = reader.virtual_size();
-    if let Resolved::BlockDevice(device) = publish::resolve(dst)? {
-        let writer = device_writer(&device, dst_format, size, options)?;
-        return convert(reader, writer, reporter);
+    if tee.is_some() && output.format != DiskFormat::Raw {
+        return Err(FormatError::Unsupported {
+            path: output.path.to_owned(),
+            what: format!("hashing a {} output as it is written", output.format),
+        });
     }
-    publish(dst, dst_format, |target| {
-        let writer = super::create(target, dst_format, size, options)?;
+    let mut opened;
+    let reader: &mut dyn DiskReader = match source {
+        Source::File { path, format } => {
+            opened = super::open(path, format)?;
+            opened.as_mut()
+        }
+        Source::Reader(reader) => reader,
+    };
+    let size = reader.virtual_size();
+    if let Resolved::BlockDevice(device) = publish::resolve(output.path)? {
+        let writer = device_writer(&device, output.format, size, output.options)?;
+        return convert(reader, writer, tee, reporter);
+    }
+    publish(output.path, output.format, |target| {
+        let writer = super::create(target, output.format, size, output.options)?;
         let writer = super::writeback::Writeback::wrap(writer, target.path);
-        convert(reader, writer, reporter)
+        convert(reader, writer, tee, reporter)
     })
 }
 
@@ -453,13 +495,13 @@ mod tests {
         finished: bool,
     }
 
-    type Output = Arc<Mutex<Recorded>>;
+    type Recording = Arc<Mutex<Recorded>>;
 
     /// Records every write and checks the writer contract.
     struct MemWriter {
         unit: u64,
         size: u64,
-        out: Output,
+        out: Recording,
         fail_at: Option<u64>,
     }
 
@@ -507,8 +549,8 @@ mod tests {
         fn finish(&self) {}
     }
 
-    fn writer(unit: u64, size: u64, fail_at: Option<u64>) -> (Box<MemWriter>, Output) {
-        let out: Output = Arc::new(Mutex::new(Recorded {
+    fn writer(unit: u64, size: u64, fail_at: Option<u64>) -> (Box<MemWriter>, Recording) {
+        let out: Recording = Arc::new(Mutex::new(Recorded {
             bytes: vec![0; size as usize],
             ..Recorded::default()
         }));
@@ -547,7 +589,7 @@ mod tests {
             let size = reader.virtual_size();
             let (w, out) = writer(unit, size, None);
             let reporter = Counting::default();
-            let stats = convert(&mut reader, w, &reporter).unwrap();
+            let stats = convert(&mut reader, w, None, &reporter).unwrap();
             let out = out.lock().unwrap();
             assert!(out.finished, "finish was not called");
             assert_eq!(out.bytes, reader.data, "unit {unit}");
@@ -567,7 +609,7 @@ mod tests {
         let reads = reader.reads.clone();
         let size = reader.virtual_size();
         let (w, out) = writer(unit, size, None);
-        convert(&mut reader, w, &crate::io::progress::Silent).unwrap();
+        convert(&mut reader, w, None, &crate::io::progress::Silent).unwrap();
         let out = out.lock().unwrap();
         for &(offset, len) in &out.writes {
             let written = offset..offset + len as u64;
@@ -587,7 +629,7 @@ mod tests {
     fn all_zero_source_writes_nothing() {
         let mut reader = MemReader::new(vec![0; 3 << 20], vec![(0, 3 << 20, Extent::Data)]);
         let (w, out) = writer(64 << 10, 3 << 20, None);
-        let stats = convert(&mut reader, w, &crate::io::progress::Silent).unwrap();
+        let stats = convert(&mut reader, w, None, &crate::io::progress::Silent).unwrap();
         assert_eq!(stats.bytes_written, 0);
         assert!(out.lock().unwrap().writes.is_empty());
         assert!(out.lock().unwrap().finished);
@@ -598,7 +640,7 @@ mod tests {
         let mut reader = sample();
         let size = reader.virtual_size();
         let (w, out) = writer(64 << 10, size, Some(8 << 20));
-        let error = convert(&mut reader, w, &crate::io::progress::Silent).unwrap_err();
+        let error = convert(&mut reader, w, None, &crate::io::progress::Silent).unwrap_err();
         assert!(matches!(error, FormatError::Malformed { offset, .. } if offset >= 8 << 20));
         assert!(
             !out.lock().unwrap().finished,
@@ -612,7 +654,7 @@ mod tests {
         reader.fail_read_at = Some(7 << 20);
         let size = reader.virtual_size();
         let (w, out) = writer(64 << 10, size, None);
-        let error = convert(&mut reader, w, &crate::io::progress::Silent).unwrap_err();
+        let error = convert(&mut reader, w, None, &crate::io::progress::Silent).unwrap_err();
         assert!(matches!(error, FormatError::Malformed { reason, .. } if reason == "boom"));
         assert!(!out.lock().unwrap().finished);
     }
@@ -641,11 +683,16 @@ mod tests {
         std::fs::write(&src, &data).unwrap();
         let dst = dir.path().join("dst.raw");
         let stats = convert_file(
-            &src,
-            Some(DiskFormat::Raw),
-            &dst,
-            DiskFormat::Raw,
-            &Options::default(),
+            Source::File {
+                path: &src,
+                format: Some(DiskFormat::Raw),
+            },
+            Output {
+                path: &dst,
+                format: DiskFormat::Raw,
+                options: &Options::default(),
+            },
+            None,
             &crate::io::progress::Silent,
         )
         .unwrap();
@@ -655,17 +702,62 @@ mod tests {
 
         let bad = dir.path().join("bad.raw");
         let error = convert_file(
-            &src,
+            Source::file(&src),
+            Output {
+                path: &bad,
+                format: DiskFormat::Raw,
+                options: &Options::parse("nonsense=1").unwrap(),
+            },
             None,
-            &bad,
-            DiskFormat::Raw,
-            &Options::parse("nonsense=1").unwrap(),
             &crate::io::progress::Silent,
         )
         .unwrap_err();
         assert!(matches!(error, FormatError::InvalidOption { .. }));
         assert!(!bad.exists());
         assert_eq!(names(dir.path()), ["dst.raw", "src.raw"]);
+    }
+
+    #[test]
+    fn raw_output_is_hashed_as_written_holes_included() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut reader = sample();
+        let dst = dir.path().join("out.raw");
+        let mut tee = DigestTee::new();
+        let output = Output {
+            path: &dst,
+            format: DiskFormat::Raw,
+            options: &Options::default(),
+        };
+        let stats = convert_file(
+            Source::Reader(&mut reader),
+            output,
+            Some(&mut tee),
+            &crate::io::progress::Silent,
+        )
+        .unwrap();
+        // The hole was skipped, not read, and still hashed.
+        assert!(stats.zero_bytes_skipped >= 3 << 20, "{stats:?}");
+        let written = std::fs::read(&dst).unwrap();
+        assert_eq!(written, reader.data);
+        let expected = crate::io::digests::digest_reader(&mut &written[..]).unwrap();
+        assert_eq!(tee.finish().unwrap(), expected);
+    }
+
+    #[test]
+    fn hashing_an_output_that_is_not_the_guest_stream_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut reader = sample();
+        let dst = dir.path().join("out.qcow2");
+        let mut tee = DigestTee::new();
+        let output = Output {
+            path: &dst,
+            format: DiskFormat::Qcow2,
+            options: &Options::default(),
+        };
+        let source = Source::Reader(&mut reader);
+        let error = convert_file(source, output, Some(&mut tee), &crate::io::progress::Silent);
+        assert!(matches!(error, Err(FormatError::Unsupported { .. })));
+        assert!(!dst.exists());
     }
 
     fn names(dir: &Path) -> Vec<String> {

@@ -2,6 +2,7 @@
 
 pub mod blocking;
 pub mod device;
+pub mod digests;
 pub mod hashing;
 pub mod progress;
 pub mod publish;

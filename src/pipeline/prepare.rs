@@ -12,7 +12,7 @@ use url::Url;
 
 use super::{fetch_entry, Error, Fetched, Refusal, SignaturePolicy, VISIBILITIES};
 use crate::catalog::Catalog;
-use crate::container::glance::ImageMetadata;
+use crate::container::glance::{self, Digests, ImageMetadata};
 use crate::container::manifest::ManifestHash;
 use crate::container::ovf::{self, Firmware, OvfSpec};
 use crate::container::{self, ova, ContainerFormat};
@@ -20,6 +20,7 @@ use crate::fetch::Client;
 use crate::formats::{self, DiskFormat, Options};
 use crate::index::{Discovery, FileEntry, IndexError, Listing, Query};
 use crate::io::blocking;
+use crate::io::digests::DigestTee;
 use crate::io::progress::Reporter;
 
 /// Default upstream kind of the ami machine image: the raw disk inside the `.tar.gz`.
@@ -473,6 +474,10 @@ impl Describe {
     }
 
     /// Metadata of `artifact`: catalog properties, the preset, provenance, request overrides.
+    /// `digests` are the artifact's, computed as it was written; `None` for a file this run
+    /// did not write byte by byte (a hard-linked download, a format that writes its header
+    /// last), which is then read once to hash it.
+    #[allow(clippy::too_many_arguments)]
     fn metadata(
         &self,
         artifact: &Path,
@@ -480,12 +485,23 @@ impl Describe {
         disk_format: &str,
         container: ContainerFormat,
         virtual_size: u64,
+        digests: Option<Digests>,
         source: &Fetched,
     ) -> Result<ImageMetadata, Error> {
         let glance = &self.catalog.glance;
         let image = &self.request.image;
-        let mut metadata =
-            ImageMetadata::for_file(artifact, &name, disk_format, container.name(), virtual_size)?;
+        let digests = match digests {
+            Some(digests) => digests,
+            None => glance::digests(artifact)?,
+        };
+        let mut metadata = ImageMetadata::with_digests(
+            artifact,
+            &name,
+            disk_format,
+            container.name(),
+            virtual_size,
+            digests,
+        );
         metadata.min_ram = image.min_ram.unwrap_or(glance.min_ram);
         if let Some(visibility) = &image.visibility {
             metadata.visibility = visibility.clone();
@@ -612,7 +628,20 @@ fn virtual_size(path: &Path) -> Result<u64, Error> {
     Ok(formats::open(path, None)?.virtual_size())
 }
 
-/// Produces the disk file at `dst` from the verified download.
+/// Whether an artifact's Glance digests are wanted as it is written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hash {
+    /// Hash the output (when it is written byte by byte in order: a raw disk).
+    Output,
+    /// The disk is an ingredient (of an OVA, a containerDisk): its digests are not needed.
+    No,
+}
+
+/// Produces the disk file at `dst` from the verified download. Returns its digests when they
+/// were computed as it was written: a converted raw disk, whose bytes are the guest stream
+/// (zero runs hashed without being read). Other formats write tables and headers after the
+/// data, and a hard link writes nothing: their digests are `None`, for the caller to compute.
+#[allow(clippy::too_many_arguments)]
 fn produce_disk(
     fetched: &Fetched,
     kind: &str,
@@ -620,16 +649,30 @@ fn produce_disk(
     options: &Options,
     catalog: &Catalog,
     dst: &Path,
+    hash: Hash,
     reporter: &dyn Reporter,
-) -> Result<(), Error> {
+) -> Result<Option<Digests>, Error> {
     if is_already(catalog, kind, format, options) {
         // Still parse it: a file that is not the format its kind promises must not be published.
         formats::open(&fetched.path, Some(format))?;
-        link_or_copy(&fetched.path, dst)
-    } else {
-        formats::convert::convert_file(&fetched.path, None, dst, format, options, reporter)?;
-        Ok(())
+        link_or_copy(&fetched.path, dst)?;
+        return Ok(None);
     }
+    let mut tee = (hash == Hash::Output && format == DiskFormat::Raw).then(DigestTee::new);
+    let output = formats::convert::Output {
+        path: dst,
+        format,
+        options,
+    };
+    let source = formats::convert::Source::file(&fetched.path);
+    formats::convert::convert_file(source, output, tee.as_mut(), reporter)?;
+    tee.map(|tee| finish_digests(tee, dst)).transpose()
+}
+
+/// The digests a [`DigestTee`] reached for the file at `path`.
+fn finish_digests(tee: DigestTee, path: &Path) -> Result<Digests, Error> {
+    tee.finish()
+        .map_err(|e| io_error(path)(std::io::Error::other(e)))
 }
 
 fn build_disk(
@@ -667,32 +710,33 @@ fn build_disk(
         }
         spec
     };
-    let produce = |disk: &Path| {
-        produce_disk(
+    let produce = |disk: &Path, hash: Hash| {
+        let digests = produce_disk(
             fetched,
             kind,
             format,
             &options,
             &describe.catalog,
             disk,
+            hash,
             describe.reporter.as_ref(),
         )?;
-        virtual_size(disk)
+        Ok::<_, Error>((virtual_size(disk)?, digests))
     };
-    let (path, capacity, package_files) = match container {
+    let (path, (capacity, digests), package_files) = match container {
         ContainerFormat::Ovf => {
             // Built in a hidden sibling folder, then renamed: the package appears whole.
             let package = dir.join(&stem);
             let staging = dir.join(format!(".{stem}.ovf-partial"));
             let _ = std::fs::remove_dir_all(&staging);
             std::fs::create_dir_all(&staging).map_err(io_error(&staging))?;
-            let built = produce(&staging.join(&disk_name)).and_then(|capacity| {
-                let spec = ovf_spec(&disk_name, capacity);
+            let built = produce(&staging.join(&disk_name), Hash::Output).and_then(|produced| {
+                let spec = ovf_spec(&disk_name, produced.0);
                 ovf::write_package_files(&staging, &stem, &spec, request.machine.manifest_hash)?;
-                Ok(capacity)
+                Ok(produced)
             });
-            let capacity = match built {
-                Ok(capacity) => capacity,
+            let produced = match built {
+                Ok(produced) => produced,
                 Err(error) => {
                     let _ = std::fs::remove_dir_all(&staging);
                     return Err(error);
@@ -703,27 +747,38 @@ fn build_disk(
                 package.join(format!("{stem}.ovf")),
                 package.join(format!("{stem}.mf")),
             ];
-            (package.join(&disk_name), capacity, files)
+            (package.join(&disk_name), produced, files)
         }
         ContainerFormat::Ova => {
             let ova_path = dir.join(format!("{stem}.ova"));
             // The disk is only an ingredient: a hidden temporary, removed whatever happens.
             let disk = dir.join(format!(".{stem}.ova-disk.vmdk"));
-            let built = produce(&disk).and_then(|capacity| {
+            let built = produce(&disk, Hash::No).and_then(|(capacity, _)| {
                 let spec = ovf_spec(&disk_name, capacity);
-                ova::write_ova_package(&ova_path, &spec, &disk, request.machine.manifest_hash)?;
-                Ok(capacity)
+                // The archive is hashed as it is written.
+                let mut tee = DigestTee::new();
+                let hash = request.machine.manifest_hash;
+                ova::write_ova_package(&ova_path, &spec, &disk, hash, Some(&mut tee))?;
+                Ok((capacity, Some(finish_digests(tee, &ova_path)?)))
             });
             let _ = std::fs::remove_file(&disk);
             (ova_path, built?, Vec::new())
         }
         _ => {
             let disk = dir.join(&disk_name);
-            let capacity = produce(&disk)?;
-            (disk, capacity, Vec::new())
+            let produced = produce(&disk, Hash::Output)?;
+            (disk, produced, Vec::new())
         }
     };
-    let metadata = describe.metadata(&path, name, format.name(), container, capacity, fetched)?;
+    let metadata = describe.metadata(
+        &path,
+        name,
+        format.name(),
+        container,
+        capacity,
+        digests,
+        fetched,
+    )?;
     let metadata_path = metadata.write_beside(&path)?;
     Ok(Artifact {
         path,
@@ -781,9 +836,10 @@ fn build_containerdisk(
         &request.convert_options,
         &describe.catalog,
         &disk,
+        Hash::No,
         reporter,
     )
-    .and_then(|()| {
+    .and_then(|_| {
         layout::write_layout(
             dir,
             std::slice::from_ref(&spec),
@@ -846,6 +902,7 @@ fn build_amazon_part(
         format,
         container,
         fetched.size,
+        None,
         fetched,
     )?;
     let metadata_path = metadata.write_beside(&path)?;
@@ -871,17 +928,26 @@ fn build_machine_image(
         .clone()
         .unwrap_or_else(|| describe.default_name(&stem, "ami", "ami"));
     let path = request.output_dir.join(format!("{stem}.ami"));
-    formats::convert::convert_file(
-        &fetched.path,
-        None,
+    // A raw disk: hashed as it is written.
+    let mut tee = DigestTee::new();
+    let output = formats::convert::Output {
+        path: &path,
+        format: DiskFormat::Raw,
+        options: &request.convert_options,
+    };
+    let source = formats::convert::Source::file(&fetched.path);
+    let reporter = describe.reporter.as_ref();
+    let stats = formats::convert::convert_file(source, output, Some(&mut tee), reporter)?;
+    let digests = finish_digests(tee, &path)?;
+    let mut metadata = describe.metadata(
         &path,
-        DiskFormat::Raw,
-        &request.convert_options,
-        describe.reporter.as_ref(),
+        name,
+        "ami",
+        ContainerFormat::Ami,
+        stats.virtual_size,
+        Some(digests),
+        fetched,
     )?;
-    let capacity = virtual_size(&path)?;
-    let mut metadata =
-        describe.metadata(&path, name, "ami", ContainerFormat::Ami, capacity, fetched)?;
     metadata.kernel = kernel;
     metadata.ramdisk = ramdisk;
     let metadata_path = metadata.write_beside(&path)?;
