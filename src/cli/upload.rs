@@ -24,7 +24,11 @@ pub(super) fn target_and_options(
         .token
         .clone()
         .or_else(|| std::env::var("OS_TOKEN").ok().filter(|t| !t.is_empty()));
-    let target = GlanceTarget::from_env(args.glance.as_deref(), token.as_deref())?;
+    let target = GlanceTarget::from_env(
+        args.glance.as_deref(),
+        token.as_deref(),
+        args.os_project_name.as_deref(),
+    )?;
     Ok((target, upload_options(global, args)?))
 }
 
@@ -62,8 +66,9 @@ pub(super) fn catalog_target(config: &GlanceConfig, lone: bool) -> Result<NamedT
     })
 }
 
-/// The targets `--target`, `--os-cloud` and `--os-region-name` name, else the one the
-/// environment (and `--glance`, `--token`) describes.
+/// The targets `--target`, `--os-cloud` and `--os-region-name` name (each scoped to
+/// `--os-project-name` when given), else the one the environment (and `--glance`, `--token`,
+/// `--os-project-name`) describes.
 pub(super) fn targets(global: &Global, args: &GlanceArgs) -> Result<Vec<NamedTarget>, Error> {
     if !args.targets.is_empty() {
         let path = args
@@ -119,6 +124,9 @@ pub(super) fn targets(global: &Global, args: &GlanceArgs) -> Result<Vec<NamedTar
             }
             if let Some(region) = &region {
                 settings.push(("OS_REGION_NAME", region.as_str()));
+            }
+            if let Some(project) = &args.os_project_name {
+                settings.push(("OS_PROJECT_NAME", project.as_str()));
             }
             // Regions alone split the environment's cloud or credentials.
             let target = GlanceTarget::from_settings(&settings, cloud.is_none())?;

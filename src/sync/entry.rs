@@ -367,6 +367,7 @@ impl Run {
                     .collect(),
             },
             machine: MachineSettings::default(),
+            bake: None,
         })
     }
 }
