@@ -561,6 +561,10 @@ pub struct UploadArgs {
     /// A `<artifact>.glance.json` file, or a directory: every `*.glance.json` directly in it.
     #[arg(value_name = "DIR_OR_METADATA")]
     pub path: PathBuf,
+    /// Say what would be uploaded (or found already present, or refused) to each target;
+    /// only read: no image is created.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub glance: GlanceArgs,
 }
@@ -590,6 +594,15 @@ pub struct GlanceArgs {
     /// otherwise paired with the --os-cloud of the same position).
     #[arg(long = "os-region-name", value_name = "REGION")]
     pub os_region_name: Vec<String>,
+    /// The project to scope the Keystone token to, instead of the cloud's or the
+    /// environment's [env: OS_PROJECT_NAME] (applies to every --os-cloud/--os-region-name
+    /// target; a catalog's --target has its own).
+    #[arg(
+        long = "os-project-name",
+        value_name = "PROJECT",
+        conflicts_with = "targets"
+    )]
+    pub os_project_name: Option<String>,
     /// A [[glance]] target of the user catalog named by --user-catalog (repeatable).
     #[arg(long = "target", value_name = "NAME", requires = "user_catalog")]
     pub targets: Vec<String>,

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use super::publish::{self, ImageTree};
 use super::state::{ArtifactRecord, SerialRecord, UpstreamRecord};
 use super::{hook, now, EntryReport, Outcome, Run, SyncError, SPACE_HEADROOM};
+use crate::bake::BakeError;
 use crate::catalog::user::ImageSpec;
 use crate::catalog::Catalog;
 use crate::container::ContainerFormat;
@@ -21,10 +22,7 @@ use crate::index::release::sort_serials_newest_first;
 use crate::index::{Discovery, Listing};
 use crate::io::blocking;
 use crate::io::progress::Reporter;
-use crate::bake::BakeError;
-use crate::pipeline::{
-    self, BakeStep, ImageSettings, MachineSettings, PrepareRequest, Prepared,
-};
+use crate::pipeline::{self, BakeStep, ImageSettings, MachineSettings, PrepareRequest, Prepared};
 use crate::runner::{self, EntrySource};
 
 /// Hex digits of the download-cache folder name (from the SHA-256 of the build's URL).
@@ -37,9 +35,9 @@ fn download_cache_key(listing: &Listing) -> String {
 }
 
 /// What an entry decided after discovery.
-struct Found {
-    source: EntrySource,
-    listing: Listing,
+pub(super) struct Found {
+    pub(super) source: EntrySource,
+    pub(super) listing: Listing,
     tree: ImageTree,
     previous: Option<String>,
     /// Whether `ROOT/<name>/<serial>/` is already there and verifies.
@@ -282,7 +280,8 @@ impl Run {
             .output
             .join(publish::DOWNLOADS)
             .join(&cache_key);
-        let needed = space_needed(image, &found.source.catalog, &found.listing);
+        let needed = space_needed(image, &found.source.catalog, &found.listing)
+            .saturating_mul(image.arches.len() as u64);
         {
             let (root, staging) = (self.catalog.output.clone(), staging.clone());
             let (name, serial) = (image.name.clone(), serial.to_owned());
@@ -297,18 +296,25 @@ impl Run {
             })
             .await?;
         }
-        let mut request = self.request(image, found, staging.clone(), downloads)?;
-        request.bake = bake;
-        let discovery: Discovery<'_> = found.source.discovery(&self.client);
-        let prepared = pipeline::prepare_listing(
-            &self.client,
-            &found.source.catalog,
-            &discovery,
-            &found.listing,
-            request,
-            reporter,
-        )
-        .await;
+        let prepared = if image.arches.len() > 1 {
+            self.prepare_arches(image, found, &staging, &downloads, reporter)
+                .await
+        } else {
+            let mut request = self.request(image, found, staging.clone(), downloads)?;
+            // Catalog validation keeps `[image.bake]` to one architecture.
+            request.bake = bake;
+            let discovery: Discovery<'_> = found.source.discovery(&self.client);
+            pipeline::prepare_listing(
+                &self.client,
+                &found.source.catalog,
+                &discovery,
+                &found.listing,
+                request,
+                reporter,
+            )
+            .await
+            .map_err(SyncError::from)
+        };
         let published = match prepared {
             Ok(prepared) => {
                 let record = serial_record(&prepared, &staging, cache_key);
@@ -319,7 +325,7 @@ impl Run {
                 })
                 .await
             }
-            Err(error) => Err(error.into()),
+            Err(error) => Err(error),
         };
         if published.is_err() {
             let staging = staging.clone();
@@ -344,7 +350,7 @@ impl Run {
 
     /// What `prepare` is asked for this entry: the build discovered, the catalog's Glance words
     /// and properties, staging as the output and the shared cache for downloads.
-    fn request<'s>(
+    pub(super) fn request<'s>(
         &self,
         image: &ImageSpec,
         found: &'s Found,
@@ -355,7 +361,7 @@ impl Run {
         Ok(PrepareRequest {
             query: crate::index::Query {
                 release: image.release.clone(),
-                arch: image.arch.clone(),
+                arch: image.arch().to_owned(),
                 stream: found.listing.stream,
                 source: Some(found.listing.source),
             },
