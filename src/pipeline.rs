@@ -477,8 +477,7 @@ async fn convert_download(
             options: &options,
         };
         let source = formats::convert::Source::file(&source);
-        formats::convert::convert_file(source, output, None, reporter.as_ref())
-            .map_err(Error::from)
+        formats::convert::convert_file(source, output, None, reporter.as_ref()).map_err(Error::from)
     })
     .await?;
     Ok(destination)

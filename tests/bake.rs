@@ -538,17 +538,18 @@ fn prepare_bakes_the_verified_download_and_records_its_provenance() {
 
     // Provenance: upstream URL, serial and digest as for any artifact, plus the recipe's.
     let meta: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join(
-            "ubuntu-24.04-server-cloudimg-amd64.qcow2.glance.json",
-        ))
-        .unwrap(),
+        &std::fs::read_to_string(out.join("ubuntu-24.04-server-cloudimg-amd64.qcow2.glance.json"))
+            .unwrap(),
     )
     .unwrap();
     let properties = &meta["properties"];
     assert_eq!(properties["cloudimg_baked"], "true", "{meta}");
     assert_eq!(properties["cloudimg_recipe_sha256"], digest);
     assert_eq!(properties["cloudimg_boot_tested"], "false");
-    assert_eq!(properties["cloudimg_serial"], crate::common::site::RELEASED[1]);
+    assert_eq!(
+        properties["cloudimg_serial"],
+        crate::common::site::RELEASED[1]
+    );
     let upstream = hex::encode(sha2::Sha256::digest(std::fs::read(&guest).unwrap()));
     assert_eq!(properties["cloudimg_source_sha256"], upstream.as_str());
     assert!(

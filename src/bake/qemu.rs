@@ -245,14 +245,14 @@ pub fn check_guestfwd(rule: &str) -> Result<(), &'static str> {
         .strip_prefix("tcp:")
         .and_then(|rest| rest.split_once('-'))
     else {
-        return Err("expected tcp:[ADDRESS]:PORT-TARGET, e.g. tcp:10.0.2.100:80-tcp:127.0.0.1:8080");
+        return Err(
+            "expected tcp:[ADDRESS]:PORT-TARGET, e.g. tcp:10.0.2.100:80-tcp:127.0.0.1:8080",
+        );
     };
-    let port_ok = guest
-        .rsplit_once(':')
-        .is_some_and(|(address, port)| {
-            port.parse::<u16>().is_ok_and(|p| p > 0)
-                && (address.is_empty() || address.parse::<std::net::Ipv4Addr>().is_ok())
-        });
+    let port_ok = guest.rsplit_once(':').is_some_and(|(address, port)| {
+        port.parse::<u16>().is_ok_and(|p| p > 0)
+            && (address.is_empty() || address.parse::<std::net::Ipv4Addr>().is_ok())
+    });
     if !port_ok {
         return Err("the guest side must be tcp:[ADDRESS]:PORT with an IPv4 address");
     }

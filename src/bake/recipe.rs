@@ -360,13 +360,13 @@ impl RecipeSpec {
             .network
             .as_deref()
             .map(|word| {
-                network_from_word(word).ok_or_else(|| {
-                    invalid("network", word, "expected user, restricted or none")
-                })
+                network_from_word(word)
+                    .ok_or_else(|| invalid("network", word, "expected user, restricted or none"))
             })
             .transpose()?;
         for rule in &self.guestfwd {
-            super::qemu::check_guestfwd(rule).map_err(|reason| invalid("guestfwd", rule, reason))?;
+            super::qemu::check_guestfwd(rule)
+                .map_err(|reason| invalid("guestfwd", rule, reason))?;
         }
         if network == Some(Network::None) && !self.guestfwd.is_empty() {
             return Err(invalid(

@@ -244,7 +244,11 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
             outln!(
                 "  baked (recipe sha256 {}, boot test {}): {}",
                 bake.recipe_digest,
-                if bake.boot_tested { "passed" } else { "skipped" },
+                if bake.boot_tested {
+                    "passed"
+                } else {
+                    "skipped"
+                },
                 bake.log.display()
             );
         }

@@ -137,8 +137,14 @@ pub(super) async fn bake_source(
     source.path = baked.output.clone();
     let properties = vec![
         (BAKED_PROPERTY.to_owned(), "true".to_owned()),
-        (RECIPE_DIGEST_PROPERTY.to_owned(), baked.recipe_digest.clone()),
-        (BOOT_TESTED_PROPERTY.to_owned(), baked.boot_tested.to_string()),
+        (
+            RECIPE_DIGEST_PROPERTY.to_owned(),
+            baked.recipe_digest.clone(),
+        ),
+        (
+            BOOT_TESTED_PROPERTY.to_owned(),
+            baked.boot_tested.to_string(),
+        ),
     ];
     Ok(BakedSource {
         dir,

@@ -310,7 +310,12 @@ impl Mirror {
                 let work = tempfile::tempdir()?;
                 let raw = make_raw_disk(work.path(), &tag)?;
                 let image = dir.join(format!("{prefix}.img"));
-                match self.knobs.amd64_image.as_deref().filter(|_| arch == "amd64") {
+                match self
+                    .knobs
+                    .amd64_image
+                    .as_deref()
+                    .filter(|_| arch == "amd64")
+                {
                     Some(given) => {
                         if fs::hard_link(given, &image).is_err() {
                             fs::copy(given, &image)?;
