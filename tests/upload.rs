@@ -717,3 +717,37 @@ fn os_project_name_scopes_the_keystone_token_instead_of_the_clouds_project() {
     // Keystone refused: the lab's target fails its row, exit 5.
     assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
 }
+
+#[test]
+fn dry_run_says_what_would_be_uploaded_and_creates_nothing() {
+    require_glance!(glance);
+    let dir = TempDir::new().unwrap();
+    let name = unique("dry");
+    let raw = dir.path().join("disk.raw");
+    std::fs::write(&raw, random_bytes(1 << 20, 31)).unwrap();
+    let metadata = describe(&raw, &name, "raw", "bare", |_| {});
+    let cleanup = Cleanup::new(&glance);
+
+    let planned = uploaded(&upload(&glance, &metadata, &["--dry-run"]));
+    assert_eq!(planned.len(), 1, "{planned:?}");
+    let images = &planned[0]["images"];
+    assert_eq!(images[0]["name"], name.as_str());
+    assert_eq!(images[0]["outcome"], "would-upload");
+    assert!(
+        images_named(&glance, &name).is_empty(),
+        "a dry run created an image"
+    );
+
+    let first = uploaded(&upload(&glance, &metadata, &[]));
+    let id = cleanup.track(first[0]["id"].as_str().unwrap());
+    let again = uploaded(&upload(&glance, &metadata, &["--dry-run"]));
+    assert_eq!(again[0]["images"][0]["outcome"], "already-present");
+    assert_eq!(again[0]["images"][0]["id"], id.as_str());
+
+    // Other bytes under the name: the refusal the upload would meet, and still nothing made.
+    std::fs::write(&raw, random_bytes(1 << 20, 32)).unwrap();
+    let metadata = describe(&raw, &name, "raw", "bare", |_| {});
+    let refused = upload(&glance, &metadata, &["--dry-run"]);
+    assert_eq!(refused.status.code(), Some(7), "{}", stderr(&refused));
+    assert_eq!(images_named(&glance, &name).len(), 1);
+}

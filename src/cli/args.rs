@@ -558,6 +558,10 @@ pub struct UploadArgs {
     /// A `<artifact>.glance.json` file, or a directory: every `*.glance.json` directly in it.
     #[arg(value_name = "DIR_OR_METADATA")]
     pub path: PathBuf,
+    /// Say what would be uploaded (or found already present, or refused) to each target;
+    /// only read: no image is created.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub glance: GlanceArgs,
 }
