@@ -136,16 +136,16 @@ pub enum Refusal {
         "disk format {format}: Glance knows it but cloudimg does not write it; pick raw, qcow2, \
          vmdk, vhd, vhdx or vdi"
     )]
-    NotWritten { format: String },
+    NotWritten { format: crate::glance::DiskFormat },
     #[error("disk format {format}: not writable")]
-    NotWritable { format: String },
+    NotWritable { format: crate::glance::DiskFormat },
     #[error("visibility {value:?}: expected one of {}", VISIBILITIES.join(", "))]
     Visibility { value: String },
     #[error(
         "--file does not apply to {format}: the kernel and ramdisk come from the build's \
          unpacked/ folder"
     )]
-    FileForKernelOrRamdisk { format: String },
+    FileForKernelOrRamdisk { format: crate::glance::DiskFormat },
     #[error("catalog {catalog} names no default file kind; pass --file")]
     NoDefaultKind { catalog: String },
     #[error(
@@ -465,8 +465,7 @@ async fn convert_download(
             options: &options,
         };
         let source = formats::convert::Source::file(&source);
-        formats::convert::convert_file(source, output, None, reporter.as_ref())
-            .map_err(Error::from)
+        formats::convert::convert_file(source, output, None, reporter.as_ref()).map_err(Error::from)
     })
     .await?;
     Ok(destination)

@@ -374,7 +374,7 @@ fn library_converts_raw_and_archives_to_raw() {
         };
         let source = Source::file(images().input(input));
         let stats = convert_file(source, output, None, &cloudimg::io::progress::Silent)
-        .unwrap_or_else(|error| panic!("{input}: {error}"));
+            .unwrap_or_else(|error| panic!("{input}: {error}"));
         assert_eq!(stats.virtual_size, RAW_SIZE, "{input}");
         assert!(stats.zero_bytes_skipped > 8 << 20, "{input}: {stats:?}");
         let compare = qemu_img(&[

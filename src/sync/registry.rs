@@ -15,9 +15,7 @@ use crate::oci::Reference;
 
 /// Whether the entry makes KubeVirt containerDisks (OCI layouts for registries).
 pub(super) fn is_containerdisk(image: &ImageSpec) -> bool {
-    image
-        .container_format
-        .eq_ignore_ascii_case(ContainerFormat::ContainerDisk.name())
+    image.container_format == ContainerFormat::ContainerDisk
 }
 
 impl Run {
