@@ -21,7 +21,12 @@ use crate::verify::digest::{FileDigest, Sha256Digest, Sha512Digest};
 use crate::verify::openpgp::{Keyring, KeyringError, VerifyError};
 use crate::ErrorKind;
 
+mod bake;
 mod prepare;
+
+pub use bake::{
+    BakeReport, BakeStep, BAKED_PROPERTY, BOOT_TESTED_PROPERTY, RECIPE_DIGEST_PROPERTY,
+};
 
 pub(crate) use prepare::unpacked_file;
 pub use prepare::{
@@ -161,6 +166,13 @@ pub enum Refusal {
     },
     #[error("{path}: not a UTF-8 file name")]
     NotUtf8 { path: PathBuf },
+    #[error(
+        "--bake makes a disk image; disk format {format} is a kernel, ramdisk or machine image \
+         set (bake a qcow2, raw, vmdk, vhd, vhdx or vdi)"
+    )]
+    BakeNeedsADisk { format: crate::glance::DiskFormat },
+    #[error("bake boots amd64 and arm64 guests, not {arch}")]
+    BakeArch { arch: String },
     #[error("{path} already has the .{extension} extension; nothing to convert to")]
     NothingToConvert {
         path: PathBuf,

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use sha2::Digest as _;
 use tempfile::TempDir;
 
 use crate::require_tools;
@@ -424,4 +425,150 @@ fn help_documents_the_exit_statuses() {
     ] {
         assert!(help.contains(needle), "{needle:?} not in:\n{help}");
     }
+}
+
+/// A server of the test on the host that answers one HTTP request with `body`; returns the
+/// request it received. The restricted guest reaches it only through a `guestfwd` rule, whose
+/// `tcp:` target QEMU connects when it starts.
+fn one_request_server(body: &'static str) -> (u16, std::thread::JoinHandle<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(20 * 60)))
+            .unwrap();
+        let mut request = Vec::new();
+        let mut byte = [0u8; 1];
+        while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+            request.push(byte[0]);
+        }
+        let response = format!(
+            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(response.as_bytes());
+        String::from_utf8_lossy(&request).into_owned()
+    });
+    (port, handle)
+}
+
+/// `prepare --bake` on the loopback mirror serving the bootable guest as noble's disk, in one
+/// boot (no boot test): the verified download is baked, then described with its provenance;
+/// the restricted guest reached the test's server through its guestfwd rule and nothing else.
+#[test]
+fn prepare_bakes_the_verified_download_and_records_its_provenance() {
+    use crate::common::mirror::Knobs;
+    use crate::common::site::{build_site, json, run};
+    require_tools!("qemu-system-x86_64", "qemu-img", "debugfs", "sfdisk");
+    let Some(guest) = guest() else { return };
+    let site = build_site(Knobs {
+        amd64_image: Some(guest.clone()),
+        ..Knobs::default()
+    });
+    let (port, server) = one_request_server("from the host\n");
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("motd"), "baked by prepare\n").unwrap();
+    let mirror_port = site.server.url().port().unwrap();
+    // python3 is there (cloud-init's own interpreter); curl and wget may not be.
+    let fetch = "python3 -c \"import urllib.request as u; \
+                 open('/var/lib/from-host', 'wb').write(u.urlopen('http://10.0.2.100/x', \
+                 timeout=120).read())\"";
+    let escape = format!(
+        "if python3 -c \"import urllib.request as u; u.urlopen('http://10.0.2.2:{mirror_port}/', \
+         timeout=5)\"; then echo reached > /var/lib/outside; else echo blocked > \
+         /var/lib/outside; fi"
+    );
+    let recipe = format!(
+        "# the test's recipe\n\
+         run = [{fetch:?}, {escape:?}]\n\
+         write_files = [\"motd:/etc/motd-cloudimg:0644\"]\n\
+         boot_test = false\n\
+         network = \"restricted\"\n\
+         guestfwd = [\"tcp:10.0.2.100:80-tcp:127.0.0.1:{port}\"]\n\
+         cpus = 1\n\
+         memory = 1024\n\
+         timeout = \"15m\"\n"
+    );
+    std::fs::write(d.join("recipe.toml"), recipe).unwrap();
+    let out = d.join("out");
+    let output = {
+        let _turn = ONE_GUEST.lock().unwrap_or_else(|e| e.into_inner());
+        run(
+            &site,
+            &[
+                "--json",
+                "prepare",
+                "noble",
+                "-o",
+                out.to_str().unwrap(),
+                "--bake",
+                d.join("recipe.toml").to_str().unwrap(),
+                "--accel",
+                "tcg",
+            ],
+        )
+    };
+    let report = json(&output);
+    let request = server.join().unwrap();
+    assert!(request.starts_with("GET /x HTTP/1.1\r\n"), "{request:?}");
+
+    // One artifact, its metadata and the console log; no hidden bake folder left.
+    let artifact = out.join("ubuntu-24.04-server-cloudimg-amd64.qcow2");
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "ubuntu-24.04-server-cloudimg-amd64.qcow2",
+            "ubuntu-24.04-server-cloudimg-amd64.qcow2.bake.log",
+            "ubuntu-24.04-server-cloudimg-amd64.qcow2.glance.json",
+        ]
+    );
+    let bake = &report["bake"];
+    assert_eq!(bake["boot_tested"], false, "{report}");
+    assert_eq!(bake["accel"], "tcg");
+    let digest = bake["recipe_digest"].as_str().unwrap();
+    assert_eq!(digest.len(), 64);
+
+    // Provenance: upstream URL, serial and digest as for any artifact, plus the recipe's.
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("ubuntu-24.04-server-cloudimg-amd64.qcow2.glance.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let properties = &meta["properties"];
+    assert_eq!(properties["cloudimg_baked"], "true", "{meta}");
+    assert_eq!(properties["cloudimg_recipe_sha256"], digest);
+    assert_eq!(properties["cloudimg_boot_tested"], "false");
+    assert_eq!(
+        properties["cloudimg_serial"],
+        crate::common::site::RELEASED[1]
+    );
+    let upstream = hex::encode(sha2::Sha256::digest(std::fs::read(&guest).unwrap()));
+    assert_eq!(properties["cloudimg_source_sha256"], upstream.as_str());
+    assert!(
+        properties["cloudimg_source_url"]
+            .as_str()
+            .unwrap()
+            .starts_with(site.server.url().as_str()),
+        "{meta}"
+    );
+    // The artifact is the baked disk, not the download.
+    assert_ne!(meta["digests"]["sha256"], upstream.as_str());
+
+    let root = RootFs::open(&artifact, d);
+    assert_eq!(root.cat("/etc/motd-cloudimg"), "baked by prepare\n");
+    assert_eq!(root.cat("/var/lib/from-host"), "from the host\n");
+    assert_eq!(
+        root.cat("/var/lib/outside"),
+        "blocked\n",
+        "the restricted guest reached the host alias"
+    );
+    assert_eq!(root.size_and_mode("/etc/machine-id").0, 0);
 }

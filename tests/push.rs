@@ -1,7 +1,8 @@
 //! KubeVirt containerDisks: `prepare --container-format containerdisk` writes an OCI layout,
 //! `push` sends it to a real registry (Debian's docker-registry on 127.0.0.1), and skopeo, an
 //! independent client, judges the result: the tags, the platform, and a pull whose layer holds
-//! `disk/<name>.qcow2` owned by 107:107 with mode 0440 and the upstream bytes exactly.
+//! `disk/<name>.qcow2` owned by 107:107 with mode 0440 and the upstream bytes exactly; a
+//! catalog entry naming two architectures becomes one image index with a manifest per platform.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -363,4 +364,164 @@ fn sync_pushes_containerdisk_entries_to_catalog_registries() {
     assert!(registry
         .inspect(&format!("vm/noble-cd:noble-{NEWEST}"), false)
         .is_none());
+}
+
+/// A site whose mirror offers noble for amd64 and arm64.
+fn two_arch_site() -> Site {
+    use crate::common::mirror::{Knobs, MirrorBuilder, Release};
+    use crate::common::site::RELEASED;
+    let dir = TempDir::new().unwrap();
+    let mirror = MirrorBuilder::new(dir.path().join("mirror"))
+        .releases(&[Release::NOBLE])
+        .arches(&["amd64", "arm64"])
+        .released_serials(&RELEASED)
+        .daily_serials(&[])
+        .knobs(Knobs::default())
+        .build()
+        .expect("mirror");
+    let keyring = dir.path().join("trusted.asc");
+    crate::common::pgp::signing_key()
+        .write_public_key(&keyring)
+        .unwrap();
+    let server = crate::common::server::Server::start(mirror.root());
+    Site {
+        _dir: dir,
+        mirror,
+        server,
+        keyring,
+    }
+}
+
+#[test]
+fn an_entry_naming_two_architectures_is_pushed_as_an_image_index() {
+    use crate::common::mirror::{Mirror, Release, Stream};
+    use crate::common::site::{outcome, summary};
+    require_tools!("docker-registry", "skopeo", "tar");
+    let site = two_arch_site();
+    let dir = TempDir::new().unwrap();
+    let registry = Registry::start(false);
+    let catalog = dir.path().join("lab.toml");
+    std::fs::write(
+        &catalog,
+        format!(
+            "output = \"root\"\nkeep = 1\n\n[[image]]\nname = \"noble-cd\"\nrelease = \"noble\"\n\
+             arch = [\"amd64\", \"arm64\"]\ncontainer_format = \"containerdisk\"\n\n\
+             [[registry]]\nname = \"lab\"\nurl = \"{}\"\ninsecure = true\n",
+            registry.reference("vm")
+        ),
+    )
+    .unwrap();
+    let sync = || {
+        let mut command = cloudimg(&site, &["--json", "sync", catalog.to_str().unwrap()]);
+        command
+            .env_remove("XDG_RUNTIME_DIR")
+            .env("HOME", dir.path())
+            .env("REGISTRY_AUTH_FILE", dir.path().join("no-auth.json"));
+        command.output().unwrap()
+    };
+
+    let first = sync();
+    assert!(first.status.success(), "{}", stderr(&first));
+    let entry = outcome(&summary(&first), "noble-cd").clone();
+    assert_eq!(entry["outcome"], "published");
+    let row = &entry["targets"][0];
+    assert_eq!(row["status"], "ok", "{entry}");
+    let digest = row["ids"][0].as_str().unwrap().to_owned();
+
+    // skopeo's view of the tag: an OCI image index, one manifest per platform.
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(registry.reference("vm/noble-cd:latest"))
+        .output()
+        .unwrap();
+    assert!(
+        raw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&raw.stdout))
+        ),
+        digest,
+        "the tag names the bytes the summary reports"
+    );
+    let index: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let manifests = index["manifests"].as_array().unwrap();
+    assert_eq!(manifests.len(), 2, "{index}");
+    let platforms: Vec<(&str, &str, Option<&str>)> = manifests
+        .iter()
+        .map(|m| {
+            assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+            let p = &m["platform"];
+            (
+                p["architecture"].as_str().unwrap(),
+                p["os"].as_str().unwrap(),
+                p["variant"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        platforms,
+        [("amd64", "linux", None), ("arm64", "linux", Some("v8"))]
+    );
+
+    // Each platform pulls back its own architecture's upstream disk, byte for byte.
+    for arch in ["amd64", "arm64"] {
+        let pulled = dir.path().join(format!("pulled-{arch}"));
+        registry.pull_platform("vm/noble-cd:latest", Some(arch), &pulled);
+        let config: Value = {
+            let manifest: Value =
+                serde_json::from_slice(&std::fs::read(pulled.join("manifest.json")).unwrap())
+                    .unwrap();
+            let hex = manifest["config"]["digest"].as_str().unwrap()[7..].to_owned();
+            serde_json::from_slice(&std::fs::read(pulled.join(hex)).unwrap()).unwrap()
+        };
+        assert_eq!(config["architecture"], arch);
+        let (listing, unpacked) = unpack_layer(&pulled);
+        let disk = format!("disk/ubuntu-24.04-server-cloudimg-{arch}.qcow2");
+        assert!(listing.contains(&disk), "{listing}");
+        let upstream = site.mirror.root().join(Mirror::image_path(
+            Stream::Released,
+            &Release::NOBLE,
+            arch,
+            NEWEST,
+        ));
+        assert_eq!(
+            sha256_file(&unpacked.join(&disk)),
+            sha256_file(&upstream),
+            "{arch}"
+        );
+    }
+
+    // Nothing new: the published index verifies and nothing is sent.
+    let again = sync();
+    assert!(again.status.success(), "{}", stderr(&again));
+    let entry = outcome(&summary(&again), "noble-cd").clone();
+    assert_eq!(entry["outcome"], "up-to-date");
+    assert_eq!(entry["targets"][0]["bytes_sent"], 0);
+    assert_eq!(entry["targets"][0]["ids"][0], digest);
+}
+
+#[test]
+fn several_architectures_are_refused_for_a_glance_entry() {
+    let dir = TempDir::new().unwrap();
+    let catalog = dir.path().join("lab.toml");
+    std::fs::write(
+        &catalog,
+        "output = \"root\"\n[[image]]\nname = \"n\"\nrelease = \"noble\"\narch = [\"amd64\", \"arm64\"]\n",
+    )
+    .unwrap();
+    let output = run(shared_site(), &["sync", catalog.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("containerdisk"),
+        "{}",
+        stderr(&output)
+    );
 }

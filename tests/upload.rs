@@ -655,3 +655,105 @@ fn no_endpoint_and_no_credentials_is_a_usage_error() {
     assert_eq!(output.status.code(), Some(2), "{message}");
     assert!(message.contains("--glance"), "{message}");
 }
+
+/// Accepts one HTTP request on 127.0.0.1, answers it 401 (as Keystone answers bad
+/// credentials), and hands back the request body: what cloudimg asked Keystone for.
+fn one_refused_request() -> (String, std::thread::JoinHandle<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v3", listener.local_addr().unwrap());
+    let handle = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line.trim_end().is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap();
+                }
+            }
+        }
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body).unwrap();
+        let reply = "{\"error\": {\"code\": 401, \"message\": \"refused\"}}";
+        write!(
+            reader.get_mut(),
+            "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+            reply.len()
+        )
+        .unwrap();
+        String::from_utf8(body).unwrap()
+    });
+    (url, handle)
+}
+
+#[test]
+fn os_project_name_scopes_the_keystone_token_instead_of_the_clouds_project() {
+    let dir = TempDir::new().unwrap();
+    let raw = dir.path().join("disk.raw");
+    std::fs::write(&raw, b"data").unwrap();
+    let metadata = describe(&raw, &unique("project"), "raw", "bare", |_| {});
+    let (auth_url, request) = one_refused_request();
+    let clouds = dir.path().join("clouds.yaml");
+    std::fs::write(
+        &clouds,
+        format!(
+            "clouds:\n  lab:\n    auth:\n      auth_url: {auth_url}\n      username: u\n      \
+             password: pw\n      project_id: cloud-project-id\n"
+        ),
+    )
+    .unwrap();
+    let output = cloudimg(&["--retries", "0", "upload", "--os-cloud", "lab"])
+        .args(["--os-project-name", "other-project"])
+        .arg(&metadata)
+        .env("OS_CLIENT_CONFIG_FILE", &clouds)
+        .env_remove("OS_PROJECT_ID")
+        .output()
+        .unwrap();
+    let body: Value = serde_json::from_str(&request.join().unwrap()).unwrap();
+    let project = &body["auth"]["scope"]["project"];
+    assert_eq!(project["name"], "other-project", "{body}");
+    assert!(project.get("id").is_none(), "{body}");
+    // Keystone refused: the lab's target fails its row, exit 5.
+    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+}
+
+#[test]
+fn dry_run_says_what_would_be_uploaded_and_creates_nothing() {
+    require_glance!(glance);
+    let dir = TempDir::new().unwrap();
+    let name = unique("dry");
+    let raw = dir.path().join("disk.raw");
+    std::fs::write(&raw, random_bytes(1 << 20, 31)).unwrap();
+    let metadata = describe(&raw, &name, "raw", "bare", |_| {});
+    let cleanup = Cleanup::new(&glance);
+
+    let planned = uploaded(&upload(&glance, &metadata, &["--dry-run"]));
+    assert_eq!(planned.len(), 1, "{planned:?}");
+    let images = &planned[0]["images"];
+    assert_eq!(images[0]["name"], name.as_str());
+    assert_eq!(images[0]["outcome"], "would-upload");
+    assert!(
+        images_named(&glance, &name).is_empty(),
+        "a dry run created an image"
+    );
+
+    let first = uploaded(&upload(&glance, &metadata, &[]));
+    let id = cleanup.track(first[0]["id"].as_str().unwrap());
+    let again = uploaded(&upload(&glance, &metadata, &["--dry-run"]));
+    assert_eq!(again[0]["images"][0]["outcome"], "already-present");
+    assert_eq!(again[0]["images"][0]["id"], id.as_str());
+
+    // Other bytes under the name: the refusal the upload would meet, and still nothing made.
+    std::fs::write(&raw, random_bytes(1 << 20, 32)).unwrap();
+    let metadata = describe(&raw, &name, "raw", "bare", |_| {});
+    let refused = upload(&glance, &metadata, &["--dry-run"]);
+    assert_eq!(refused.status.code(), Some(7), "{}", stderr(&refused));
+    assert_eq!(images_named(&glance, &name).len(), 1);
+}

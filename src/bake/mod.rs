@@ -54,6 +54,13 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// emulated CPU starved by a loaded host can cause before anything is written to the disk.
 const MAX_BOOT_ATTEMPTS: u32 = 3;
 
+/// Guest memory and CPUs when the recipe and the command line say nothing.
+pub const DEFAULT_MEMORY_MIB: u64 = 2048;
+pub const DEFAULT_CPUS: u32 = 2;
+/// The guest's network when the recipe and the command line say nothing: user-mode
+/// networking, so that package installs reach their mirrors.
+pub const DEFAULT_NETWORK: Network = Network::User;
+
 /// Suffix of the published console log, after the output's file name.
 pub const LOG_SUFFIX: &str = ".bake.log";
 
@@ -181,6 +188,17 @@ impl BakeError {
         }
     }
 
+    /// The console tail a guest failure carries, to say where its log went when it is moved.
+    pub fn console_mut(&mut self) -> Option<&mut ConsoleTail> {
+        match self {
+            BakeError::Guest { console, .. }
+            | BakeError::RunFailed { console, .. }
+            | BakeError::CloudInit { console, .. }
+            | BakeError::BootTest { console, .. } => Some(console),
+            _ => None,
+        }
+    }
+
     fn io(path: &Path, action: &'static str, source: std::io::Error) -> BakeError {
         BakeError::Io {
             path: path.to_owned(),
@@ -191,13 +209,15 @@ impl BakeError {
 }
 
 /// The guest's hardware and accelerator.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct MachineSettings {
     pub arch: Arch,
     pub accel: Accel,
     pub memory_mib: u64,
     pub cpus: u32,
     pub network: Network,
+    /// QEMU `guestfwd` rules: the ways a restricted guest may reach the host.
+    pub guestfwd: Vec<String>,
 }
 
 /// One bake.
@@ -215,6 +235,40 @@ pub struct BakeRequest {
     /// For each boot.
     pub timeout: Duration,
     pub boot_test: bool,
+}
+
+impl BakeRequest {
+    /// A bake of `recipe` from `source` into a qcow2 `output` (uncompressed), on `arch` with
+    /// `accel`: the recipe's machine options, each unset one taking its default. The one place
+    /// the defaults are applied, for `bake`, `prepare --bake` and `sync`.
+    pub fn new(
+        recipe: Recipe,
+        arch: Arch,
+        accel: Accel,
+        source: PathBuf,
+        output: PathBuf,
+    ) -> BakeRequest {
+        let options = recipe.machine.clone();
+        BakeRequest {
+            source,
+            source_format: None,
+            output,
+            output_format: DiskFormat::Qcow2,
+            options: Options::default(),
+            disk_size: options.disk_size,
+            machine: MachineSettings {
+                arch,
+                accel,
+                memory_mib: options.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB),
+                cpus: options.cpus.unwrap_or(DEFAULT_CPUS),
+                network: options.network.unwrap_or(DEFAULT_NETWORK),
+                guestfwd: options.guestfwd,
+            },
+            timeout: options.timeout.unwrap_or(DEFAULT_TIMEOUT),
+            boot_test: options.boot_test.unwrap_or(true),
+            recipe,
+        }
+    }
 }
 
 /// When a phase of a boot began, in seconds from QEMU's start.
@@ -533,13 +587,14 @@ fn write_seed(path: &Path, seed: &Seed) -> Result<(), BakeError> {
 }
 
 fn machine(request: &BakeRequest, disk: &Path, seed: &Path, snapshot: bool) -> Machine {
-    let settings = request.machine;
+    let settings = &request.machine;
     Machine {
         arch: settings.arch,
         accel: settings.accel,
         memory_mib: settings.memory_mib,
         cpus: settings.cpus,
         network: settings.network,
+        guestfwd: settings.guestfwd.clone(),
         disk: disk.to_owned(),
         snapshot,
         seed: seed.to_owned(),

@@ -7,6 +7,12 @@
 //! qcow2), the seed as a read-only virtio disk labelled `cidata`, and user-mode networking
 //! (restricted, or none). The serial console is QEMU's stdout.
 //!
+//! A restricted guest (`restrict=on`) reaches nothing, not even the host's alias 10.0.2.2;
+//! QEMU's `guestfwd` rules are the way through that stays explicit: `tcp:10.0.2.100:80-tcp:
+//! 127.0.0.1:8080` makes the guest's connections to 10.0.2.100:80 reach one server on the host
+//! (QEMU refuses a rule on 10.0.2.2 itself, the host alias, and connects a `tcp:` target once,
+//! when it starts; a `cmd:` target runs its command per connection).
+//!
 //! QEMU runs in its own process group, so the terminal's Ctrl-C reaches cloudimg only, which
 //! then kills the guest itself; and it gets `SIGKILL` if cloudimg dies (`PR_SET_PDEATHSIG`), so
 //! no guest outlives its bake. [`boot`] returns when QEMU has exited — after the guest's
@@ -165,6 +171,8 @@ pub struct Machine {
     pub memory_mib: u64,
     pub cpus: u32,
     pub network: Network,
+    /// QEMU `guestfwd` rules of the user-mode network ([`check_guestfwd`]).
+    pub guestfwd: Vec<String>,
     /// The qcow2 system disk.
     pub disk: PathBuf,
     /// Writes go to a throwaway overlay (the boot test), not to `disk`.
@@ -210,13 +218,51 @@ impl Machine {
         args.push("-drive".into());
         args.push(seed);
         let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
-        match self.network {
-            Network::User => push(&["-nic", "user,model=virtio-net-pci"]),
-            Network::Restricted => push(&["-nic", "user,model=virtio-net-pci,restrict=on"]),
-            Network::None => push(&["-nic", "none"]),
+        let mut nic = match self.network {
+            Network::User => "user,model=virtio-net-pci".to_owned(),
+            Network::Restricted => "user,model=virtio-net-pci,restrict=on".to_owned(),
+            Network::None => "none".to_owned(),
+        };
+        if self.network != Network::None {
+            for rule in &self.guestfwd {
+                nic.push_str(",guestfwd=");
+                nic.push_str(rule);
+            }
         }
+        push(&["-nic", &nic]);
         args
     }
+}
+
+/// Checks a `guestfwd` rule: `tcp:[ADDRESS]:PORT-TARGET`, the target a character device
+/// (`tcp:HOST:PORT`, `unix:PATH`) or `cmd:COMMAND`; no comma, which would end QEMU's option
+/// and start another.
+pub fn check_guestfwd(rule: &str) -> Result<(), &'static str> {
+    if rule.contains(',') || rule.chars().any(char::is_control) {
+        return Err("must not contain a comma or a control character");
+    }
+    let Some((guest, target)) = rule
+        .strip_prefix("tcp:")
+        .and_then(|rest| rest.split_once('-'))
+    else {
+        return Err(
+            "expected tcp:[ADDRESS]:PORT-TARGET, e.g. tcp:10.0.2.100:80-tcp:127.0.0.1:8080",
+        );
+    };
+    let port_ok = guest.rsplit_once(':').is_some_and(|(address, port)| {
+        port.parse::<u16>().is_ok_and(|p| p > 0)
+            && (address.is_empty() || address.parse::<std::net::Ipv4Addr>().is_ok())
+    });
+    if !port_ok {
+        return Err("the guest side must be tcp:[ADDRESS]:PORT with an IPv4 address");
+    }
+    if !["tcp:", "unix:", "cmd:"]
+        .iter()
+        .any(|kind| target.starts_with(kind) && target.len() > kind.len())
+    {
+        return Err("the target must be tcp:HOST:PORT, unix:PATH or cmd:COMMAND");
+    }
+    Ok(())
 }
 
 /// `key=path` with QEMU's escaping of commas in option values (`,,`).
@@ -527,6 +573,7 @@ mod tests {
             memory_mib: 1024,
             cpus: 2,
             network: Network::Restricted,
+            guestfwd: Vec::new(),
             disk: PathBuf::from("/w/a,b.qcow2"),
             snapshot: true,
             seed: PathBuf::from("/w/seed.iso"),
@@ -558,6 +605,27 @@ mod tests {
         ] {
             assert!(line.contains(expected), "{expected:?} not in {line}");
         }
+    }
+
+    #[test]
+    fn guestfwd_rules_join_the_restricted_nic() {
+        let mut machine = machine();
+        machine.guestfwd = vec!["tcp:10.0.2.100:80-tcp:127.0.0.1:8080".into()];
+        let line = joined(&machine);
+        assert!(
+            line.contains(
+                "-nic user,model=virtio-net-pci,restrict=on,\
+                 guestfwd=tcp:10.0.2.100:80-tcp:127.0.0.1:8080"
+            ),
+            "{line}"
+        );
+        assert!(check_guestfwd("tcp:10.0.2.100:80-tcp:127.0.0.1:8080").is_ok());
+        assert!(check_guestfwd("tcp::80-cmd:nc 127.0.0.1 8080").is_ok());
+        // One byte off each: a comma smuggling another option, no protocol, a bad port.
+        assert!(check_guestfwd("tcp:10.0.2.100:80-tcp:127.0.0.1:8080,hostfwd=x").is_err());
+        assert!(check_guestfwd("udp:10.0.2.100:80-tcp:127.0.0.1:8080").is_err());
+        assert!(check_guestfwd("tcp:10.0.2.100:8O-tcp:127.0.0.1:8080").is_err());
+        assert!(check_guestfwd("tcp:10.0.2.100:80-").is_err());
     }
 
     #[test]

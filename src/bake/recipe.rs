@@ -15,6 +15,14 @@
 //! status — cloud-init itself only sees the status of the last line of its `runcmd` script.
 //! SSH host keys are limited to Ed25519 (`ssh_genkeytypes`) unless the user says otherwise: the
 //! keys are deleted anyway, and RSA generation costs seconds under emulation.
+//!
+//! One model, two front ends: `bake`'s options and a TOML recipe file (`bake --recipe`,
+//! `prepare --bake`, a catalog's `[image.bake]`) both fill a [`RecipeSpec`]; [`RecipeSpec::load`]
+//! reads and checks it into a [`Recipe`]. Besides what goes into the guest, a recipe carries how
+//! its guest runs ([`MachineOptions`]: disk size, memory, CPUs, timeout, boot test, network),
+//! each unset value taking `bake`'s default. A recipe's digest ([`Recipe::digest`]) covers what
+//! changes the result — the composed cloud-config and the disk size — so `sync` rebakes when,
+//! and only when, it changes.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +30,7 @@ use base64::Engine as _;
 use serde_yaml_ng::{Mapping, Value};
 use sha2::{Digest, Sha256};
 
+use super::qemu::Network;
 use super::validate::{self, ValidationError, CLOUD_CONFIG_HEADER};
 
 /// Largest SSH public key file read (a few keys; real ones are under 1 KiB each).
@@ -32,6 +41,9 @@ const MAX_TEXT_FILE: u64 = crate::container::iso::MAX_SEED_BYTES;
 const MAX_USER_NAME: usize = 32;
 /// Longest host name label (RFC 1123).
 const MAX_HOSTNAME: usize = 63;
+/// Most guest memory a recipe may ask for (1 TiB), and most CPUs: beyond is a typo.
+const MAX_MEMORY_MIB: u64 = 1 << 20;
+const MAX_CPUS: u32 = 1024;
 
 /// Where a wrapped `--run` command records its failure inside the guest (tmpfs, gone at boot).
 const FAILED_FILE: &str = "/run/cloudimg-bake.failed";
@@ -87,12 +99,13 @@ pub enum RecipeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {size} bytes is more than the {limit} a recipe file may hold")]
+    #[error("{path}: {size} bytes or more is more than the {limit} a recipe file may hold")]
     TooLarge {
         path: PathBuf,
         size: u64,
         limit: u64,
     },
+    /// The TOML parser's message (the source) names an unknown key and where it is.
     #[error("{path}: not a valid recipe")]
     Toml {
         path: PathBuf,
@@ -144,22 +157,80 @@ pub struct RecipeSpec {
     #[serde(default)]
     pub write_files: Vec<String>,
     pub hostname: Option<String>,
+    /// Grow the disk to this size first: bytes, or a size with a K, M, G or T suffix.
+    pub disk_size: Option<Scalar>,
+    /// Guest memory in MiB.
+    pub memory: Option<u64>,
+    pub cpus: Option<u32>,
+    /// Per boot: seconds, or `90s`, `20m`, `1h`.
+    pub timeout: Option<Scalar>,
+    /// Boot the result once more as a new instance before publishing it (default true).
+    pub boot_test: Option<bool>,
+    /// `user` (default), `restricted` (a NIC, no traffic out) or `none`.
+    pub network: Option<String>,
+    /// QEMU `guestfwd` rules (`tcp:10.0.2.100:80-tcp:127.0.0.1:8080`): what a restricted
+    /// guest may reach on the host.
+    #[serde(default)]
+    pub guestfwd: Vec<String>,
+}
+
+/// A TOML value written either as an integer or as a string (`disk_size = 4294967296` or
+/// `disk_size = "4G"`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    Integer(u64),
+    Text(String),
+}
+
+impl Scalar {
+    fn text(&self) -> String {
+        match self {
+            Scalar::Integer(value) => value.to_string(),
+            Scalar::Text(text) => text.clone(),
+        }
+    }
+}
+
+/// How a recipe's guest runs; `None` takes `bake`'s default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MachineOptions {
+    /// Bytes.
+    pub disk_size: Option<u64>,
+    pub memory_mib: Option<u64>,
+    pub cpus: Option<u32>,
+    pub timeout: Option<std::time::Duration>,
+    pub boot_test: Option<bool>,
+    pub network: Option<Network>,
+    pub guestfwd: Vec<String>,
 }
 
 impl RecipeSpec {
     /// Reads a TOML recipe; relative paths in it are made relative to its folder.
     pub fn from_file(path: &Path) -> Result<RecipeSpec, RecipeError> {
         let bytes = read_bounded(path, MAX_TEXT_FILE)?;
-        let text = String::from_utf8(bytes).map_err(|_| RecipeError::Invalid {
+        RecipeSpec::parse(&bytes, path)
+    }
+
+    /// Parses the TOML recipe `bytes` read from `path`; relative paths in it are made relative
+    /// to the folder of `path`. Unknown keys are refused, named.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<RecipeSpec, RecipeError> {
+        let text = std::str::from_utf8(bytes).map_err(|_| RecipeError::Invalid {
             what: "recipe",
             value: path.display().to_string(),
             reason: "not UTF-8 text",
         })?;
-        let mut spec: RecipeSpec = toml::from_str(&text).map_err(|source| RecipeError::Toml {
+        let spec: RecipeSpec = toml::from_str(text).map_err(|source| RecipeError::Toml {
             path: path.to_owned(),
             source: Box::new(source),
         })?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        Ok(spec.relative_to(path.parent().unwrap_or(Path::new("."))))
+    }
+
+    /// The recipe with its relative file names made relative to `base` (the folder of the file
+    /// that held it).
+    pub fn relative_to(mut self, base: &Path) -> RecipeSpec {
+        let spec = &mut self;
         if let Some(user_data) = &mut spec.user_data {
             *user_data = base.join(&*user_data);
         }
@@ -171,7 +242,7 @@ impl RecipeSpec {
                 *spec_file = format!("{}/{spec_file}", base.display());
             }
         }
-        Ok(spec)
+        self
     }
 
     /// This recipe followed by `more` (command-line shorthands after a recipe file): lists are
@@ -186,6 +257,13 @@ impl RecipeSpec {
         self.run.extend(more.run);
         self.write_files.extend(more.write_files);
         self.hostname = more.hostname.or(self.hostname);
+        self.disk_size = more.disk_size.or(self.disk_size);
+        self.memory = more.memory.or(self.memory);
+        self.cpus = more.cpus.or(self.cpus);
+        self.timeout = more.timeout.or(self.timeout);
+        self.boot_test = more.boot_test.or(self.boot_test);
+        self.network = more.network.or(self.network);
+        self.guestfwd.extend(more.guestfwd);
         self
     }
 
@@ -223,6 +301,7 @@ impl RecipeSpec {
         if let Some(hostname) = &self.hostname {
             check_hostname(hostname)?;
         }
+        let machine = self.machine()?;
         Ok(Recipe {
             user_data,
             user: self.user.clone(),
@@ -232,7 +311,89 @@ impl RecipeSpec {
             run: self.run.clone(),
             files,
             hostname: self.hostname.clone(),
+            machine,
         })
+    }
+
+    /// The machine options, checked.
+    fn machine(&self) -> Result<MachineOptions, RecipeError> {
+        let disk_size = self
+            .disk_size
+            .as_ref()
+            .map(|value| {
+                let text = value.text();
+                crate::formats::options::parse_size(&text)
+                    .filter(|&size| size > 0)
+                    .ok_or_else(|| {
+                        invalid("disk size", &text, "expected bytes or a size such as 4G")
+                    })
+            })
+            .transpose()?;
+        if let Some(memory) = self.memory {
+            if memory == 0 || memory > MAX_MEMORY_MIB {
+                return Err(invalid(
+                    "memory",
+                    &memory.to_string(),
+                    "expected MiB between 1 and 1048576",
+                ));
+            }
+        }
+        if let Some(cpus) = self.cpus {
+            if cpus == 0 || cpus > MAX_CPUS {
+                return Err(invalid(
+                    "cpus",
+                    &cpus.to_string(),
+                    "expected between 1 and 1024",
+                ));
+            }
+        }
+        let timeout = self
+            .timeout
+            .as_ref()
+            .map(|value| {
+                let text = value.text();
+                super::parse_duration(&text)
+                    .ok_or_else(|| invalid("timeout", &text, "expected e.g. 900, 90s, 20m, 1h"))
+            })
+            .transpose()?;
+        let network = self
+            .network
+            .as_deref()
+            .map(|word| {
+                network_from_word(word)
+                    .ok_or_else(|| invalid("network", word, "expected user, restricted or none"))
+            })
+            .transpose()?;
+        for rule in &self.guestfwd {
+            super::qemu::check_guestfwd(rule)
+                .map_err(|reason| invalid("guestfwd", rule, reason))?;
+        }
+        if network == Some(Network::None) && !self.guestfwd.is_empty() {
+            return Err(invalid(
+                "guestfwd",
+                &self.guestfwd[0],
+                "needs a network; it is `none`",
+            ));
+        }
+        Ok(MachineOptions {
+            disk_size,
+            memory_mib: self.memory,
+            cpus: self.cpus,
+            timeout,
+            boot_test: self.boot_test,
+            network,
+            guestfwd: self.guestfwd.clone(),
+        })
+    }
+}
+
+/// A recipe's `network` word.
+pub fn network_from_word(word: &str) -> Option<Network> {
+    match word {
+        "user" => Some(Network::User),
+        "restricted" => Some(Network::Restricted),
+        "none" => Some(Network::None),
+        _ => None,
     }
 }
 
@@ -291,6 +452,8 @@ pub struct Recipe {
     pub run: Vec<String>,
     pub files: Vec<GuestFile>,
     pub hostname: Option<String>,
+    /// How the guest runs (not part of the cloud-config).
+    pub machine: MachineOptions,
 }
 
 /// What the seed of one boot holds.
@@ -303,11 +466,18 @@ pub struct Seed {
 }
 
 impl Recipe {
-    /// SHA-256 of what the recipe puts into the guest: the composed cloud-config without the
-    /// per-run nonce, so the same recipe always has the same digest.
+    /// SHA-256 of what makes the result: the composed cloud-config without the per-run nonce
+    /// (so the same recipe always has the same digest), then the disk size when one is asked
+    /// for. Memory, CPUs, timeout, boot test and network change how the guest runs, not what it
+    /// becomes, and are left out.
     pub fn digest(&self) -> Result<String, RecipeError> {
         let seed = compose(self, "")?;
-        Ok(hex::encode(Sha256::digest(&seed.user_data)))
+        let mut hasher = Sha256::new();
+        hasher.update(&seed.user_data);
+        if let Some(size) = self.machine.disk_size {
+            hasher.update(format!("\0disk_size={size}").as_bytes());
+        }
+        Ok(hex::encode(hasher.finalize()))
     }
 }
 
@@ -502,12 +672,20 @@ fn invalid(what: &'static str, value: &str, reason: &'static str) -> RecipeError
     }
 }
 
+/// Reads at most `limit` bytes of `path`; more is an error. Read through `take`, not sized by
+/// the metadata: a device or a FIFO named in a recipe (`/dev/zero`) reports no size.
 fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, RecipeError> {
+    use std::io::Read;
     let read_error = |source| RecipeError::Read {
         path: path.to_owned(),
         source,
     };
-    let size = std::fs::metadata(path).map_err(read_error)?.len();
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    let size = bytes.len() as u64;
     if size > limit {
         return Err(RecipeError::TooLarge {
             path: path.to_owned(),
@@ -515,7 +693,7 @@ fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, RecipeError> {
             limit,
         });
     }
-    std::fs::read(path).map_err(read_error)
+    Ok(bytes)
 }
 
 /// The key lines of an authorized_keys-style file (comments and blank lines dropped).
@@ -742,6 +920,162 @@ mod tests {
             RecipeSpec::from_file(&path),
             Err(RecipeError::Toml { .. })
         ));
+    }
+
+    /// A recipe with every key, as a user writes it.
+    const FULL_RECIPE: &[u8] = b"cloud_config = '''
+#cloud-config
+runcmd: [echo inline]
+'''
+user = \"lab\"
+packages = [\"htop\"]
+run = [\"echo one\", \"echo two\"]
+hostname = \"golden\"
+disk_size = \"4G\"
+memory = 1024
+cpus = 1
+timeout = \"20m\"
+boot_test = false
+network = \"restricted\"
+";
+
+    fn parse(bytes: &[u8]) -> Result<RecipeSpec, RecipeError> {
+        RecipeSpec::parse(bytes, Path::new("/lab/recipe.toml"))
+    }
+
+    /// `bytes` with the first `from` replaced by `to` (the same length: one byte differs).
+    fn flip(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+        assert_eq!(from.len(), to.len());
+        let at = bytes
+            .windows(from.len())
+            .position(|window| window == from)
+            .expect("in the recipe");
+        let mut out = bytes.to_vec();
+        out[at..at + to.len()].copy_from_slice(to);
+        out
+    }
+
+    #[test]
+    fn a_toml_recipe_carries_every_bake_option() {
+        let spec = parse(FULL_RECIPE).unwrap();
+        assert_eq!(spec.user.as_deref(), Some("lab"));
+        assert_eq!(spec.run, vec!["echo one".to_owned(), "echo two".to_owned()]);
+        let recipe = spec.load().unwrap();
+        assert_eq!(
+            recipe.user_data.as_deref(),
+            Some(&b"#cloud-config\nruncmd: [echo inline]\n"[..])
+        );
+        assert_eq!(
+            recipe.machine,
+            MachineOptions {
+                disk_size: Some(4 << 30),
+                memory_mib: Some(1024),
+                cpus: Some(1),
+                timeout: Some(std::time::Duration::from_secs(1200)),
+                boot_test: Some(false),
+                network: Some(Network::Restricted),
+                guestfwd: Vec::new(),
+            }
+        );
+        // Integers are accepted where a size or a duration is expected.
+        let recipe = parse(b"disk_size = 1048576\ntimeout = 90\n")
+            .unwrap()
+            .load()
+            .unwrap();
+        assert_eq!(recipe.machine.disk_size, Some(1 << 20));
+        assert_eq!(
+            recipe.machine.timeout,
+            Some(std::time::Duration::from_secs(90))
+        );
+        // Nothing said: every default is left to bake.
+        assert_eq!(
+            parse(b"").unwrap().load().unwrap().machine,
+            MachineOptions::default()
+        );
+    }
+
+    #[test]
+    fn one_wrong_byte_in_a_recipe_is_refused_and_named() {
+        // An unknown key: the error names it, and the file.
+        let error = parse(&flip(FULL_RECIPE, b"user =", b"usar =")).unwrap_err();
+        assert!(matches!(error, RecipeError::Toml { .. }), "{error:?}");
+        let text = crate::error::chain(&error);
+        assert!(text.contains("usar"), "{text}");
+        assert!(text.contains("/lab/recipe.toml"), "{text}");
+        let error = parse(&flip(FULL_RECIPE, b"cpus", b"cpu_")).unwrap_err();
+        assert!(crate::error::chain(&error).contains("cpu_"), "{error:?}");
+        // Values of the wrong type or out of range.
+        for (from, to) in [
+            (&b"false"[..], &b"fals\""[..]),
+            (b"cpus = 1", b"cpus = 0"),
+            (b"memory = 1024", b"memory = 0024"),
+            (b"\"4G\"", b"\"4Q\""),
+            (b"\"20m\"", b"\"20d\""),
+            (b"\"restricted\"", b"\"restrictex\""),
+            (b"\"golden\"", b"\"-olden\""),
+            (b"\"lab\"", b"\"Lab\""),
+        ] {
+            let loaded = parse(&flip(FULL_RECIPE, from, to)).and_then(|spec| spec.load());
+            assert!(
+                matches!(
+                    loaded,
+                    Err(RecipeError::Invalid { .. } | RecipeError::Toml { .. })
+                ),
+                "{} -> {}: {loaded:?}",
+                String::from_utf8_lossy(from),
+                String::from_utf8_lossy(to)
+            );
+        }
+        // Not UTF-8.
+        assert!(matches!(
+            parse(b"user = \"l\xffb\"\n"),
+            Err(RecipeError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn command_line_values_win_over_the_recipe_file() {
+        let file = parse(FULL_RECIPE).unwrap();
+        let cli = RecipeSpec {
+            cpus: Some(4),
+            run: vec!["echo three".into()],
+            ..RecipeSpec::default()
+        };
+        let merged = file.and(cli);
+        assert_eq!(merged.cpus, Some(4));
+        assert_eq!(merged.memory, Some(1024));
+        assert_eq!(merged.run.len(), 3);
+    }
+
+    #[test]
+    fn the_digest_follows_the_disk_size_but_not_the_machine() {
+        let base = parse(b"run = [\"true\"]\n").unwrap().load().unwrap();
+        let mut faster = base.clone();
+        faster.machine.cpus = Some(8);
+        faster.machine.boot_test = Some(false);
+        assert_eq!(base.digest().unwrap(), faster.digest().unwrap());
+        let mut bigger = base.clone();
+        bigger.machine.disk_size = Some(8 << 30);
+        assert_ne!(base.digest().unwrap(), bigger.digest().unwrap());
+    }
+
+    #[test]
+    fn a_device_named_as_a_file_is_read_only_up_to_the_limit() {
+        let spec = parse(b"user_data = \"/dev/zero\"\n").unwrap();
+        assert!(matches!(spec.load(), Err(RecipeError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn the_example_recipe_is_valid() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("catalogs/examples/golden.recipe.toml");
+        let recipe = RecipeSpec::from_file(&path).unwrap().load().unwrap();
+        assert_eq!(recipe.user.as_deref(), Some("lab"));
+        assert!(check_recipe_composes(&recipe));
+    }
+
+    fn check_recipe_composes(recipe: &Recipe) -> bool {
+        compose(recipe, "n").is_ok()
     }
 
     #[test]

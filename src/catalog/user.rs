@@ -163,8 +163,14 @@ pub struct ImageSpec {
     pub source: String,
     /// Codename, version, `lts` or `latest`.
     pub release: String,
-    #[serde(default = "default_arch")]
-    pub arch: String,
+    /// `arch = "amd64"`, or for a containerDisk entry several, `arch = ["amd64", "arm64"]`:
+    /// one OCI image index with a manifest per architecture, all of the same serial.
+    #[serde(
+        rename = "arch",
+        default = "default_arches",
+        deserialize_with = "one_or_many_arches"
+    )]
+    pub arches: Vec<String>,
     #[serde(default = "default_stream")]
     pub stream: String,
     /// Upstream kind (simplestreams ftype); default `disk1.img`, `tar.gz` for ami.
@@ -200,9 +206,63 @@ pub struct ImageSpec {
 fn default_source() -> String {
     "ubuntu".to_owned()
 }
-fn default_arch() -> String {
-    "amd64".to_owned()
+/// The architecture of an entry that names none.
+pub const DEFAULT_ARCH: &str = "amd64";
+
+fn default_arches() -> Vec<String> {
+    vec![DEFAULT_ARCH.to_owned()]
 }
+
+/// `arch = "amd64"` or `arch = ["amd64", "arm64"]`.
+fn one_or_many_arches<'de, D>(deserializer: D) -> Result<Vec<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(arch) => vec![arch],
+        OneOrMany::Many(arches) => arches,
+    })
+}
+
+impl ImageSpec {
+    /// The entry's architecture: the first when a containerDisk entry names several (its
+    /// serial decides the others').
+    pub fn arch(&self) -> &str {
+        self.arches.first().map_or(DEFAULT_ARCH, String::as_str)
+    }
+
+    /// Checks the `arch` list: at least one, no repeats, several only for a containerDisk (a
+    /// Glance image has one architecture: one entry per architecture there).
+    fn check_arches(&self) -> Result<(), String> {
+        let name = &self.name;
+        if self.arches.is_empty() {
+            return Err(format!("image {name:?}: arch = [] names no architecture"));
+        }
+        for (index, arch) in self.arches.iter().enumerate() {
+            if self.arches[..index]
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(arch))
+            {
+                return Err(format!("image {name:?}: arch {arch:?} is named twice"));
+            }
+        }
+        let containerdisk = ContainerFormat::ContainerDisk;
+        if self.arches.len() > 1 && self.container_format != containerdisk {
+            return Err(format!(
+                "image {name:?}: several architectures need container_format = \"{containerdisk}\" \
+                 (one image index); a Glance image has one, so declare one entry per architecture"
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn default_stream() -> String {
     "released".to_owned()
 }
@@ -300,6 +360,7 @@ impl UserCatalog {
         }
         for (index, image) in self.images.iter().enumerate() {
             check_image_name(&image.name)?;
+            image.check_arches()?;
             if self.images[..index].iter().any(|i| i.name == image.name) {
                 return Err(format!("image {:?} is declared twice", image.name));
             }
@@ -412,11 +473,7 @@ mod tests {
         .unwrap();
         let image = &catalog.images[0];
         assert_eq!(
-            (
-                image.source.as_str(),
-                image.arch.as_str(),
-                image.stream.as_str()
-            ),
+            (image.source.as_str(), image.arch(), image.stream.as_str()),
             ("ubuntu", "amd64", "released")
         );
         assert_eq!(
@@ -424,6 +481,33 @@ mod tests {
             (DiskFormat::Qcow2, ContainerFormat::Bare)
         );
         assert_eq!(catalog.keep, 2);
+    }
+
+    #[test]
+    fn a_containerdisk_entry_may_name_several_architectures() {
+        let entry = |arch: &str, container: &str| {
+            format!(
+                "output = \"out\"\n[[image]]\nname = \"n\"\nrelease = \"noble\"\n\
+                 arch = {arch}\ncontainer_format = \"{container}\"\n"
+            )
+        };
+        let several = entry(r#"["amd64", "arm64"]"#, "containerdisk");
+        let catalog = UserCatalog::from_toml_str(&several, "test").unwrap();
+        assert_eq!(catalog.images[0].arches, ["amd64", "arm64"]);
+        assert_eq!(catalog.images[0].arch(), "amd64");
+        let one = UserCatalog::from_toml_str(&entry(r#""arm64""#, "bare"), "test").unwrap();
+        assert_eq!(one.images[0].arches, ["arm64"]);
+        for (arch, container) in [
+            (r#"["amd64", "arm64"]"#, "bare"),
+            (r#"["amd64", "AMD64"]"#, "containerdisk"),
+            ("[]", "containerdisk"),
+        ] {
+            let error = UserCatalog::from_toml_str(&entry(arch, container), "test").unwrap_err();
+            assert!(
+                matches!(error, CatalogError::Invalid { .. }),
+                "{arch} {container}: {error}"
+            );
+        }
     }
 
     #[test]

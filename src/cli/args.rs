@@ -515,6 +515,14 @@ pub struct PrepareArgs {
     /// Digest of the OVF manifest (.mf).
     #[arg(long, value_enum, default_value_t = ManifestHashArg::Sha256)]
     pub manifest_hash: ManifestHashArg,
+    /// Bake the verified upstream disk with this recipe (TOML, as `bake --recipe`) before
+    /// converting it; the metadata records the recipe's digest (cloudimg_recipe_sha256) and
+    /// cloudimg_baked=true, the console log is kept as <artifact>.bake.log.
+    #[arg(long, value_name = "RECIPE")]
+    pub bake: Option<PathBuf>,
+    /// The accelerator of --bake's guest.
+    #[arg(long, value_enum, env = "CLOUDIMG_ACCEL", default_value_t = AccelArg::Auto)]
+    pub accel: AccelArg,
     /// Then upload the artifacts to Glance (credentials as for `upload`).
     #[arg(long)]
     pub upload: bool,
@@ -562,6 +570,10 @@ pub struct UploadArgs {
     /// A `<artifact>.glance.json` file, or a directory: every `*.glance.json` directly in it.
     #[arg(value_name = "DIR_OR_METADATA")]
     pub path: PathBuf,
+    /// Say what would be uploaded (or found already present, or refused) to each target;
+    /// only read: no image is created.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub glance: GlanceArgs,
 }
@@ -591,6 +603,15 @@ pub struct GlanceArgs {
     /// otherwise paired with the --os-cloud of the same position).
     #[arg(long = "os-region-name", value_name = "REGION")]
     pub os_region_name: Vec<String>,
+    /// The project to scope the Keystone token to, instead of the cloud's or the
+    /// environment's [env: OS_PROJECT_NAME] (applies to every --os-cloud/--os-region-name
+    /// target; a catalog's --target has its own).
+    #[arg(
+        long = "os-project-name",
+        value_name = "PROJECT",
+        conflicts_with = "targets"
+    )]
+    pub os_project_name: Option<String>,
     /// A [[glance]] target of the user catalog named by --user-catalog (repeatable).
     #[arg(long = "target", value_name = "NAME", requires = "user_catalog")]
     pub targets: Vec<String>,
@@ -704,8 +725,12 @@ overlay as a new instance (the boot test), and only then converts and publishes 
 guest's serial console is written to <OUTPUT>.bake.log, also on failure.
 
 A recipe file (--recipe) is TOML with the same names: user_data (a file) or cloud_config
-(inline), user, ssh_authorized_keys, password_hash, packages, run, write_files, hostname;
-paths are relative to the recipe. Options given on the command line are added to it.
+(inline), user, ssh_authorized_keys, password_hash, packages, run, write_files, hostname,
+disk_size, memory, cpus, timeout, boot_test (true/false), network (user, restricted, none),
+guestfwd (a list of rules);
+paths are relative to the recipe, unknown keys are refused. Options given on the command line
+are added to it (lists) or win over it (single values). `prepare --bake` and a user catalog's
+[image.bake] take the same recipe.
 
 Exit codes: 10 a --run command failed, 11 cloud-init error, 12 timeout, 13 boot test failed,
 14 QEMU missing, 130 interrupted; nothing is published in each case.")]
@@ -762,27 +787,32 @@ pub struct BakeArgs {
     /// Grow the disk to this size first (K, M, G, T suffixes); cloud-init grows the root.
     #[arg(long, value_name = "SIZE")]
     pub disk_size: Option<String>,
-    /// Give up on a boot that has not powered off after this long (seconds, or 90s, 20m, 1h).
-    #[arg(long, value_name = "DURATION", default_value = "30m")]
-    pub timeout: String,
+    /// Give up on a boot that has not powered off after this long (seconds, or 90s, 20m, 1h)
+    /// [default: 30m].
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
     /// Skip the boot test of the result.
     #[arg(long)]
     pub no_boot_test: bool,
     /// The accelerator.
     #[arg(long, value_enum, env = "CLOUDIMG_ACCEL", default_value_t = AccelArg::Auto)]
     pub accel: AccelArg,
-    /// Guest memory in MiB.
-    #[arg(long, default_value_t = 2048, value_name = "MIB")]
-    pub memory: u64,
-    /// Guest CPUs.
-    #[arg(long, default_value_t = 2)]
-    pub cpus: u32,
+    /// Guest memory in MiB [default: 2048].
+    #[arg(long, value_name = "MIB")]
+    pub memory: Option<u64>,
+    /// Guest CPUs [default: 2].
+    #[arg(long)]
+    pub cpus: Option<u32>,
     /// No network in the guest (offline recipes).
     #[arg(long, conflicts_with = "restrict_network")]
     pub no_network: bool,
     /// A NIC with DHCP but no traffic out of the guest (QEMU's restrict=on).
     #[arg(long)]
     pub restrict_network: bool,
+    /// A QEMU guestfwd rule (repeatable), the way a restricted guest reaches one host server:
+    /// tcp:10.0.2.100:80-tcp:127.0.0.1:8080 (10.0.2.2 itself cannot be forwarded).
+    #[arg(long, value_name = "RULE")]
+    pub guestfwd: Vec<String>,
     /// Skip the OpenPGP check of SHA256SUMS when SOURCE is a release.
     #[arg(long)]
     pub no_verify_signature: bool,

@@ -5,10 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use cloudimg::bake::qemu::{self, AccelChoice, Arch, Network};
-use cloudimg::bake::recipe::RecipeSpec;
-use cloudimg::bake::{self, BakeError, BakeRequest, MachineSettings};
-use cloudimg::formats::options::parse_size;
+use cloudimg::bake::qemu::{self, AccelChoice, Arch};
+use cloudimg::bake::recipe::{RecipeSpec, Scalar};
+use cloudimg::bake::{self, BakeError, BakeRequest};
 use cloudimg::formats::{DiskFormat, Options};
 use cloudimg::pipeline::{self, Error, FetchRequest, SignaturePolicy};
 use tracing::info;
@@ -56,32 +55,7 @@ pub fn bake(global: &Global, args: BakeArgs) -> Result<i32, Error> {
                 .ok_or_else(|| Error::Usage(format!("unknown disk format {name:?}")))
         })
         .transpose()?;
-    let disk_size = args
-        .disk_size
-        .as_deref()
-        .map(|text| {
-            parse_size(text).ok_or_else(|| Error::Usage(format!("invalid --disk-size {text:?}")))
-        })
-        .transpose()?;
-    let timeout = bake::parse_duration(&args.timeout).ok_or_else(|| {
-        Error::Usage(format!(
-            "invalid --timeout {:?}; e.g. 900, 90s, 20m, 1h",
-            args.timeout
-        ))
-    })?;
-    let network = if args.no_network {
-        Network::None
-    } else if args.restrict_network {
-        Network::Restricted
-    } else {
-        Network::User
-    };
-    let choice = match args.accel {
-        AccelArg::Auto => AccelChoice::Auto,
-        AccelArg::Kvm => AccelChoice::Kvm,
-        AccelArg::Tcg => AccelChoice::Tcg,
-    };
-    let (accel, why) = qemu::choose_accel(choice, arch);
+    let (accel, why) = qemu::choose_accel(args.accel.choice(), arch);
     info!("accelerator: {} ({why})", accel.name());
 
     let cancel = Arc::new(AtomicBool::new(false));
@@ -99,24 +73,10 @@ pub fn bake(global: &Global, args: BakeArgs) -> Result<i32, Error> {
             source = source(global, &args) => source?,
             () = cancelled(&cancel) => return Err(BakeError::Interrupted.into()),
         };
-        let request = BakeRequest {
-            source,
-            source_format,
-            output: args.output.clone(),
-            output_format,
-            options,
-            recipe,
-            disk_size,
-            machine: MachineSettings {
-                arch,
-                accel,
-                memory_mib: args.memory,
-                cpus: args.cpus,
-                network,
-            },
-            timeout,
-            boot_test: !args.no_boot_test,
-        };
+        let mut request = BakeRequest::new(recipe, arch, accel, source, args.output.clone());
+        request.source_format = source_format;
+        request.output_format = output_format;
+        request.options = options;
         let reporter = progress::phase_reporter(global.quiet);
         let cancel = Arc::clone(&cancel);
         tokio::task::spawn_blocking(move || bake::bake(&request, reporter.as_ref(), &cancel))
@@ -143,6 +103,35 @@ pub fn bake(global: &Global, args: BakeArgs) -> Result<i32, Error> {
     Ok(0)
 }
 
+impl AccelArg {
+    pub fn choice(self) -> AccelChoice {
+        match self {
+            AccelArg::Auto => AccelChoice::Auto,
+            AccelArg::Kvm => AccelChoice::Kvm,
+            AccelArg::Tcg => AccelChoice::Tcg,
+        }
+    }
+}
+
+/// Runs `work` until it ends or Ctrl-C sets `flag`; then it is dropped (a blocking bake sees
+/// the flag, stops its guest and removes its working copy) and the run is `Interrupted`.
+pub async fn interruptible<T>(
+    work: impl std::future::Future<Output = Result<T, Error>>,
+    flag: &Arc<AtomicBool>,
+) -> Result<T, Error> {
+    let watcher = Arc::clone(flag);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::warn!("interrupted: stopping the guest");
+            watcher.store(true, Ordering::Relaxed);
+        }
+    });
+    tokio::select! {
+        result = work => result,
+        () = cancelled(flag) => Err(BakeError::Interrupted.into()),
+    }
+}
+
 /// Returns once the Ctrl-C flag is set.
 async fn cancelled(flag: &AtomicBool) {
     while !flag.load(Ordering::Relaxed) {
@@ -162,6 +151,19 @@ fn recipe_spec(args: &BakeArgs) -> Result<RecipeSpec, Error> {
         run: args.run.clone(),
         write_files: args.write_files.clone(),
         hostname: args.hostname.clone(),
+        disk_size: args.disk_size.clone().map(Scalar::Text),
+        memory: args.memory,
+        cpus: args.cpus,
+        timeout: args.timeout.clone().map(Scalar::Text),
+        boot_test: args.no_boot_test.then_some(false),
+        network: if args.no_network {
+            Some("none".into())
+        } else if args.restrict_network {
+            Some("restricted".into())
+        } else {
+            None
+        },
+        guestfwd: args.guestfwd.clone(),
     };
     Ok(match &args.recipe {
         Some(path) => RecipeSpec::from_file(path)

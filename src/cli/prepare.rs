@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::args::{FirmwareArg, Global, ManifestHashArg, PrepareArgs};
+use cloudimg::bake::recipe::RecipeSpec;
+use cloudimg::bake::BakeError;
+
+use super::args::{AccelArg, FirmwareArg, Global, ManifestHashArg, PrepareArgs};
 use super::fetch::{default_cache_dir, query, runtime, serial, Context};
 use super::{print_json, progress, upload};
 
@@ -21,6 +24,17 @@ use super::{print_json, progress, upload};
 const DOWNLOADS_DIR: &str = "downloads";
 /// Bytes of the output folder's hash that name its download folder.
 const DOWNLOAD_KEY_BYTES: usize = 16;
+
+/// `--bake RECIPE`: the recipe read and checked, its warnings logged.
+fn bake_step(path: &Path, accel: AccelArg) -> Result<pipeline::BakeStep, Error> {
+    let recipe = RecipeSpec::from_file(path)
+        .and_then(|spec| spec.load())
+        .map_err(BakeError::from)?;
+    for warning in cloudimg::bake::check_recipe(&recipe)? {
+        tracing::warn!("{warning}");
+    }
+    Ok(pipeline::BakeStep::new(recipe, accel.choice()))
+}
 
 fn property(text: &str) -> Result<(String, String), Error> {
     match text.split_once('=') {
@@ -89,6 +103,12 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
         }
         convert_options.set("compress", "on");
     }
+    // A bad recipe is refused before anything is downloaded.
+    let bake = args
+        .bake
+        .as_deref()
+        .map(|path| bake_step(path, args.accel))
+        .transpose()?;
     let downloads = download_dir(global, &args.output);
     let request = PrepareRequest {
         query: query(&args.release, &args.selection),
@@ -129,6 +149,7 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
                 Compression::None
             },
         },
+        bake: bake.clone(),
     };
     if args.upload && request.container == ContainerFormat::ContainerDisk {
         return Err(Error::Usage(
@@ -151,13 +172,21 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
     };
     let reporter = progress::reporter(global.quiet);
     let runtime = runtime()?;
-    let prepared = runtime.block_on(pipeline::prepare(
-        &context.client,
-        &context.catalog,
-        &context.mirror,
-        request,
-        reporter.clone(),
-    ))?;
+    let prepared = runtime.block_on(async {
+        let prepare = pipeline::prepare(
+            &context.client,
+            &context.catalog,
+            &context.mirror,
+            request,
+            reporter.clone(),
+        );
+        match &bake {
+            // Ctrl-C stops the guest (the bake thread sees the flag and cleans up) or the
+            // download; without a bake, Ctrl-C keeps its default.
+            Some(step) => super::bake::interruptible(prepare, &step.cancel).await,
+            None => prepare.await,
+        }
+    })?;
     prune_downloads(&prepared, downloads.as_deref());
     let files: Vec<_> = prepared
         .artifacts
@@ -210,6 +239,18 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
                 outln!("  {}", file.display());
             }
             outln!("  {}", artifact.metadata_path.display());
+        }
+        if let Some(bake) = &prepared.bake {
+            outln!(
+                "  baked (recipe sha256 {}, boot test {}): {}",
+                bake.recipe_digest,
+                if bake.boot_tested {
+                    "passed"
+                } else {
+                    "skipped"
+                },
+                bake.log.display()
+            );
         }
         if let Some(layout) = &prepared.containerdisk {
             outln!(

@@ -42,6 +42,7 @@ pub fn sync(global: &Global, args: SyncArgs) -> Result<i32, Error> {
                 import_timeout: DEFAULT_IMPORT_TIMEOUT_SECONDS,
                 os_cloud: Vec::new(),
                 os_region_name: Vec::new(),
+                os_project_name: None,
                 targets: Vec::new(),
                 user_catalog: None,
                 // sync owns its names (`<entry>-<serial>`) and retires old images itself.

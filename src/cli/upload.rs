@@ -7,8 +7,8 @@ use cloudimg::catalog::user::{GlanceConfig, UserCatalog};
 use cloudimg::fetch::ClientConfig;
 use cloudimg::pipeline::Error;
 use cloudimg::upload::{
-    self, GlanceTarget, NamedTarget, Outcome, Retire, TargetUpload, UploadMethod, UploadOptions,
-    Uploaded,
+    self, GlanceTarget, NamedTarget, Outcome, Planned, PlannedOutcome, Retire, TargetUpload,
+    UploadMethod, UploadOptions, Uploaded,
 };
 
 use super::args::{GlanceArgs, Global, UploadArgs};
@@ -24,7 +24,11 @@ pub(super) fn target_and_options(
         .token
         .clone()
         .or_else(|| std::env::var("OS_TOKEN").ok().filter(|t| !t.is_empty()));
-    let target = GlanceTarget::from_env(args.glance.as_deref(), token.as_deref())?;
+    let target = GlanceTarget::from_env(
+        args.glance.as_deref(),
+        token.as_deref(),
+        args.os_project_name.as_deref(),
+    )?;
     Ok((target, upload_options(global, args)?))
 }
 
@@ -62,8 +66,9 @@ pub(super) fn catalog_target(config: &GlanceConfig, lone: bool) -> Result<NamedT
     })
 }
 
-/// The targets `--target`, `--os-cloud` and `--os-region-name` name, else the one the
-/// environment (and `--glance`, `--token`) describes.
+/// The targets `--target`, `--os-cloud` and `--os-region-name` name (each scoped to
+/// `--os-project-name` when given), else the one the environment (and `--glance`, `--token`,
+/// `--os-project-name`) describes.
 pub(super) fn targets(global: &Global, args: &GlanceArgs) -> Result<Vec<NamedTarget>, Error> {
     if !args.targets.is_empty() {
         let path = args
@@ -119,6 +124,9 @@ pub(super) fn targets(global: &Global, args: &GlanceArgs) -> Result<Vec<NamedTar
             }
             if let Some(region) = &region {
                 settings.push(("OS_REGION_NAME", region.as_str()));
+            }
+            if let Some(project) = &args.os_project_name {
+                settings.push(("OS_PROJECT_NAME", project.as_str()));
             }
             // Regions alone split the environment's cloud or credentials.
             let target = GlanceTarget::from_settings(&settings, cloud.is_none())?;
@@ -207,7 +215,74 @@ pub(super) fn print_uploaded(images: &[Uploaded]) {
     }
 }
 
+/// One target of a dry run: what it would receive, or why it cannot be asked.
+#[derive(serde::Serialize)]
+struct PlannedTarget {
+    target: String,
+    images: Vec<Planned>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// `upload --dry-run`: every target asked what it holds, nothing created. A target that
+/// cannot be asked fails its row (exit 5 with several, its own status alone); a name taken by
+/// other content is the refusal the upload would meet (exit 7).
+fn dry_run(global: &Global, args: &UploadArgs) -> Result<i32, Error> {
+    let files = upload::metadata_files(&args.path)?;
+    let options = upload_options(global, &args.glance)?;
+    let named = args.glance.names_targets();
+    let runtime = super::fetch::runtime()?;
+    let mut rows = Vec::new();
+    for target in targets(global, &args.glance)? {
+        let found = runtime.block_on(upload::preview_artifacts(&target.target, &files, &options));
+        let (images, error) = match found {
+            Ok(images) => (images, None),
+            Err(error) if !named => return Err(error.into()),
+            Err(error) => (Vec::new(), Some(cloudimg::error::chain(&error))),
+        };
+        rows.push(PlannedTarget {
+            target: target.name,
+            images,
+            error,
+        });
+    }
+    if global.json {
+        print_json(&rows);
+    } else if !global.quiet {
+        for row in &rows {
+            if let Some(error) = &row.error {
+                outln!("{}: FAILED {error}", row.target);
+                continue;
+            }
+            for image in &row.images {
+                let what = match image.outcome {
+                    PlannedOutcome::WouldUpload => "would upload".to_owned(),
+                    PlannedOutcome::AlreadyPresent => format!(
+                        "already present as {}",
+                        image.id.as_deref().unwrap_or_default()
+                    ),
+                };
+                outln!(
+                    "{}: {} ({} bytes, {}): {what}",
+                    row.target,
+                    image.name,
+                    image.size,
+                    image.metadata.display()
+                );
+            }
+        }
+    }
+    Ok(if rows.iter().any(|row| row.error.is_some()) {
+        super::runs::EXIT_SOME_FAILED
+    } else {
+        0
+    })
+}
+
 pub fn upload(global: &Global, args: UploadArgs) -> Result<i32, Error> {
+    if args.dry_run {
+        return dry_run(global, &args);
+    }
     if args.glance.names_targets() {
         let targets = targets(global, &args.glance)?;
         let options = upload_options(global, &args.glance)?;

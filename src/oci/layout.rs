@@ -236,6 +236,64 @@ pub fn write_layout(
         descriptors.push(descriptor);
         manifests.push(summary);
     }
+    finish_layout(root, descriptors, manifests, ref_name)
+}
+
+/// Points the layout at `root` at one image index over `manifests`, images already written
+/// into its blobs one architecture at a time (by [`write_layout`] into the same folder), and
+/// names it `ref_name`. Each manifest is read back and checked against its digest; its
+/// platform comes from its architecture.
+pub fn write_index(
+    root: &Path,
+    manifests: &[ManifestSummary],
+    ref_name: &str,
+) -> Result<LayoutSummary, OciError> {
+    if manifests.len() < 2 {
+        return Err(OciError::invalid(
+            "image index",
+            ref_name,
+            "an index needs at least two architectures",
+        ));
+    }
+    check_existing_layout(root)?;
+    let blobs = blob_dir(root);
+    let mut descriptors = Vec::new();
+    for summary in manifests {
+        let hex = summary
+            .digest
+            .strip_prefix("sha256:")
+            .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| OciError::invalid("manifest digest", &summary.digest, "not sha256"))?;
+        let path = layer::blob_path(&blobs, hex);
+        let bytes = read_capped(&path)?;
+        let actual = sha256_hex(&bytes);
+        if actual != hex {
+            return Err(OciError::BlobDigest {
+                path,
+                expected: summary.digest.clone(),
+                actual: format!("sha256:{actual}"),
+            });
+        }
+        let mut descriptor = Descriptor::new(
+            MediaType::ImageManifest,
+            bytes.len() as u64,
+            digest_of(hex)?,
+        );
+        descriptor.set_platform(Some(platform(&summary.architecture)?));
+        descriptors.push(descriptor);
+    }
+    finish_layout(root, descriptors, manifests.to_vec(), ref_name)
+}
+
+/// Writes the top document (the one manifest, or an index over several) and then
+/// `oci-layout` and `index.json`, which name it `ref_name`.
+fn finish_layout(
+    root: &Path,
+    mut descriptors: Vec<Descriptor>,
+    manifests: Vec<ManifestSummary>,
+    ref_name: &str,
+) -> Result<LayoutSummary, OciError> {
+    let blobs = blob_dir(root);
     let mut root_descriptor = if descriptors.len() == 1 {
         descriptors.remove(0)
     } else {
@@ -663,6 +721,46 @@ mod tests {
         assert_eq!(index["manifests"][1]["platform"]["architecture"], "arm64");
         assert_eq!(index["manifests"][1]["platform"]["variant"], "v8");
         assert!(Layout::open(&out, Some("other")).is_err());
+    }
+
+    #[test]
+    fn arches_written_one_at_a_time_join_in_one_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("layout");
+        let together = write_layout(
+            &dir.path().join("together"),
+            &[
+                disk(dir.path(), "amd64", b"a"),
+                disk(dir.path(), "arm64", b"b"),
+            ],
+            "noble",
+            Compression::None,
+            &Silent,
+        )
+        .unwrap();
+        let mut manifests = Vec::new();
+        for (arch, bytes) in [("amd64", b"a"), ("arm64", b"b")] {
+            let one = write_layout(
+                &out,
+                &[disk(dir.path(), arch, bytes)],
+                "noble",
+                Compression::None,
+                &Silent,
+            )
+            .unwrap();
+            manifests.extend(one.manifests);
+        }
+        let joined = write_index(&out, &manifests, "noble").unwrap();
+        // The same index as writing both at once, byte for byte.
+        assert_eq!(joined.digest, together.digest);
+        let layout = Layout::open(&out, None).unwrap();
+        assert_eq!(layout.manifests.len(), 2);
+        assert!(layout.blobs_match().unwrap());
+        assert!(write_index(&out, &manifests[..1], "noble").is_err());
+        // A manifest that is not in the blobs is refused.
+        let mut missing = manifests.clone();
+        missing[1].digest = format!("sha256:{}", "0".repeat(64));
+        assert!(write_index(&out, &missing, "noble").is_err());
     }
 
     #[test]

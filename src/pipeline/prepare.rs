@@ -90,6 +90,8 @@ pub struct PrepareRequest<'a> {
     pub convert_options: Options,
     pub image: ImageSettings,
     pub machine: MachineSettings,
+    /// Bake the upstream disk with this recipe before converting it.
+    pub bake: Option<super::BakeStep>,
 }
 
 /// One artifact ready for Glance.
@@ -119,6 +121,9 @@ pub struct Prepared {
     /// `--container-format containerdisk`: the OCI image layout written (no Glance artifact).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub containerdisk: Option<crate::oci::LayoutSummary>,
+    /// `--bake`: the recipe's digest, the console log, where the seconds went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bake: Option<super::BakeReport>,
 }
 
 /// What is being produced, decided before any download.
@@ -140,6 +145,12 @@ enum Plan {
 fn plan(request: &PrepareRequest<'_>, catalog: &Catalog) -> Result<Plan, Error> {
     let disk_format = request.disk_format;
     container::validate(disk_format, request.container)?;
+    if request.bake.is_some() && disk_format.amazon().is_some() {
+        return Err(Refusal::BakeNeedsADisk {
+            format: disk_format,
+        }
+        .into());
+    }
     match disk_format {
         glance::DiskFormat::Iso => return Err(Refusal::SeedIsNotADisk.into()),
         glance::DiskFormat::Ploop => {
@@ -255,6 +266,7 @@ pub async fn prepare_listing(
     let mut sources = Vec::new();
     let mut artifacts = Vec::new();
     let mut containerdisk = None;
+    let mut bake_report = None;
     // Building moves to a blocking thread: it owns what it reads.
     let describe = Describe {
         catalog: catalog.clone(),
@@ -284,16 +296,47 @@ pub async fn prepare_listing(
         } => {
             let file = listing.file(&kind)?;
             let fetched = fetch(client, catalog, listing, file, &downloads, reporter).await?;
-            if container == ContainerFormat::ContainerDisk {
-                let built = on_blocking(&describe, &fetched, move |describe, fetched| {
+            // `--bake`: the build starts from the baked disk, its metadata says so.
+            let baked = match &request.bake {
+                Some(step) => Some(
+                    super::bake::bake_source(
+                        step,
+                        &fetched,
+                        &request.output_dir,
+                        &listing.arch,
+                        describe.reporter.clone(),
+                    )
+                    .await?,
+                ),
+                None => None,
+            };
+            let mut describe = describe.clone();
+            let mut source = fetched.clone();
+            if let Some(baked) = &baked {
+                source = baked.fetched.clone();
+                describe
+                    .request
+                    .image
+                    .properties
+                    .extend(baked.properties.iter().cloned());
+            }
+            let log_beside = if container == ContainerFormat::ContainerDisk {
+                let built = on_blocking(&describe, &source, move |describe, fetched| {
                     build_containerdisk(fetched, &kind, format, describe)
                 });
                 containerdisk = Some(built.await?);
+                request.output_dir.join(&file.name)
             } else {
-                let artifact = on_blocking(&describe, &fetched, move |describe, fetched| {
+                let artifact = on_blocking(&describe, &source, move |describe, fetched| {
                     build_disk(fetched, &kind, format, container, describe)
-                });
-                artifacts.push(artifact.await?);
+                })
+                .await?;
+                let path = artifact.path.clone();
+                artifacts.push(artifact);
+                path
+            };
+            if let Some(baked) = baked {
+                bake_report = Some(baked.finish(&log_beside).await?);
             }
             sources.push(fetched);
         }
@@ -355,6 +398,7 @@ pub async fn prepare_listing(
         sources,
         artifacts,
         containerdisk,
+        bake: bake_report,
     })
 }
 
@@ -985,6 +1029,7 @@ mod tests {
             convert_options: Options::default(),
             image: ImageSettings::default(),
             machine: MachineSettings::default(),
+            bake: None,
         }
     }
 

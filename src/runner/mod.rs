@@ -158,7 +158,7 @@ impl EntrySource {
 pub fn query(image: &ImageSpec) -> Result<Query, RunnerError> {
     Ok(Query {
         release: image.release.clone(),
-        arch: image.arch.clone(),
+        arch: image.arch().to_owned(),
         stream: Stream::from_str(&image.stream)?,
         source: None,
     })

@@ -33,9 +33,9 @@ fn download_cache_key(listing: &Listing) -> String {
 }
 
 /// What an entry decided after discovery.
-struct Found {
-    source: EntrySource,
-    listing: Listing,
+pub(super) struct Found {
+    pub(super) source: EntrySource,
+    pub(super) listing: Listing,
     tree: ImageTree,
     previous: Option<String>,
     /// Whether `ROOT/<name>/<serial>/` is already there and verifies.
@@ -264,7 +264,8 @@ impl Run {
             .output
             .join(publish::DOWNLOADS)
             .join(&cache_key);
-        let needed = space_needed(image, &found.source.catalog, &found.listing);
+        let needed = space_needed(image, &found.source.catalog, &found.listing)
+            .saturating_mul(image.arches.len() as u64);
         {
             let (root, staging) = (self.catalog.output.clone(), staging.clone());
             let (name, serial) = (image.name.clone(), serial.to_owned());
@@ -279,17 +280,23 @@ impl Run {
             })
             .await?;
         }
-        let request = self.request(image, found, staging.clone(), downloads)?;
-        let discovery: Discovery<'_> = found.source.discovery(&self.client);
-        let prepared = pipeline::prepare_listing(
-            &self.client,
-            &found.source.catalog,
-            &discovery,
-            &found.listing,
-            request,
-            reporter,
-        )
-        .await;
+        let prepared = if image.arches.len() > 1 {
+            self.prepare_arches(image, found, &staging, &downloads, reporter)
+                .await
+        } else {
+            let request = self.request(image, found, staging.clone(), downloads)?;
+            let discovery: Discovery<'_> = found.source.discovery(&self.client);
+            pipeline::prepare_listing(
+                &self.client,
+                &found.source.catalog,
+                &discovery,
+                &found.listing,
+                request,
+                reporter,
+            )
+            .await
+            .map_err(SyncError::from)
+        };
         let published = match prepared {
             Ok(prepared) => {
                 let record = serial_record(&prepared, &staging, cache_key);
@@ -300,7 +307,7 @@ impl Run {
                 })
                 .await
             }
-            Err(error) => Err(error.into()),
+            Err(error) => Err(error),
         };
         if published.is_err() {
             let staging = staging.clone();
@@ -311,7 +318,7 @@ impl Run {
 
     /// What `prepare` is asked for this entry: the build discovered, the catalog's Glance words
     /// and properties, staging as the output and the shared cache for downloads.
-    fn request<'s>(
+    pub(super) fn request<'s>(
         &self,
         image: &ImageSpec,
         found: &'s Found,
@@ -322,7 +329,7 @@ impl Run {
         Ok(PrepareRequest {
             query: crate::index::Query {
                 release: image.release.clone(),
-                arch: image.arch.clone(),
+                arch: image.arch().to_owned(),
                 stream: found.listing.stream,
                 source: Some(found.listing.source),
             },
@@ -358,6 +365,7 @@ impl Run {
                     .collect(),
             },
             machine: MachineSettings::default(),
+            bake: None,
         })
     }
 }

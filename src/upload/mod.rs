@@ -100,6 +100,39 @@ pub struct Uploaded {
     pub outcome: Outcome,
 }
 
+/// What a dry run found an upload would do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlannedOutcome {
+    WouldUpload,
+    /// An active image with the same name and SHA-512 is there: nothing would be sent.
+    AlreadyPresent,
+}
+
+/// One image of a dry run, as printed with `--json`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Planned {
+    pub metadata: PathBuf,
+    pub name: String,
+    pub size: u64,
+    pub outcome: PlannedOutcome,
+    /// The image already there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// [`Glance::preview_artifacts`] on the Glance of `target`: what an upload would do, with
+/// nothing written.
+pub async fn preview_artifacts(
+    target: &GlanceTarget,
+    metadata_files: &[PathBuf],
+    options: &UploadOptions,
+) -> Result<Vec<Planned>, UploadError> {
+    plan(metadata_files)?;
+    let glance = Glance::connect(target, &options.client).await?;
+    glance.preview_artifacts(metadata_files, options).await
+}
+
 /// The metadata files `path` names: a metadata file itself, or every `*.glance.json` directly
 /// in a directory (sorted by name). An empty directory is a usage error.
 pub fn metadata_files(path: &Path) -> Result<Vec<PathBuf>, UploadError> {
@@ -451,35 +484,9 @@ impl Glance {
                 actual: size.to_string(),
             });
         }
-        let namesakes = self
-            .images(&ImageFilter {
-                name: Some(metadata.name.clone()),
-                ..ImageFilter::default()
-            })
-            .await?;
-        let present = namesakes.iter().find(|image| {
-            image.status == "active"
-                && image.os_hash_value.as_deref() == Some(metadata.digests.sha512.as_str())
-        });
-        if let Some(image) = present {
+        if let Some(image) = self.already_present(metadata, options).await? {
             tracing::info!(name = %metadata.name, id = %image.id, "already in Glance with the same SHA-512; not uploaded again");
-            return Ok(uploaded(item, image.clone(), Outcome::AlreadyPresent));
-        }
-        if let Some((image, difference)) = namesakes
-            .iter()
-            .find_map(|image| other_content(image, metadata).map(|d| (image, d)))
-        {
-            if !options.allow_duplicates {
-                return Err(UploadError::NameTaken {
-                    name: metadata.name.clone(),
-                    image_id: image.id.clone(),
-                    what: difference.what,
-                    theirs: difference.theirs,
-                    ours: difference.ours,
-                });
-            }
-            tracing::warn!(name = %metadata.name, id = %image.id,
-                "an image of this name with other content is in Glance; creating another (--allow-duplicates)");
+            return Ok(uploaded(item, image, Outcome::AlreadyPresent));
         }
         // A transient failure once the image exists (a 5xx at the end of the data, a broken
         // connection) is retried with a fresh image after deleting the failed one: the data
@@ -508,6 +515,86 @@ impl Glance {
                 "upload failed; trying again with a new image");
             tokio::time::sleep(delay).await;
         }
+    }
+
+    /// The active image with the artifact's name and SHA-512, if Glance has one; an image of
+    /// that name with other content is [`UploadError::NameTaken`] unless
+    /// `options.allow_duplicates`. Only reads.
+    async fn already_present(
+        &self,
+        metadata: &ImageMetadata,
+        options: &UploadOptions,
+    ) -> Result<Option<Image>, UploadError> {
+        let namesakes = self
+            .images(&ImageFilter {
+                name: Some(metadata.name.clone()),
+                ..ImageFilter::default()
+            })
+            .await?;
+        let present = namesakes.iter().find(|image| {
+            image.status == "active"
+                && image.os_hash_value.as_deref() == Some(metadata.digests.sha512.as_str())
+        });
+        if let Some(image) = present {
+            return Ok(Some(image.clone()));
+        }
+        if let Some((image, difference)) = namesakes
+            .iter()
+            .find_map(|image| other_content(image, metadata).map(|d| (image, d)))
+        {
+            if !options.allow_duplicates {
+                return Err(UploadError::NameTaken {
+                    name: metadata.name.clone(),
+                    image_id: image.id.clone(),
+                    what: difference.what,
+                    theirs: difference.theirs,
+                    ours: difference.ours,
+                });
+            }
+            tracing::warn!(name = %metadata.name, id = %image.id,
+                "an image of this name with other content is in Glance; creating another (--allow-duplicates)");
+        }
+        Ok(None)
+    }
+
+    /// What [`Glance::upload_artifacts`] would do with `metadata_files`, found by reading
+    /// only: the files are checked against their metadata's size, Glance is asked for images
+    /// of the same name, and nothing is created. A name another image holds with other content
+    /// is the same [`UploadError::NameTaken`] the upload would meet.
+    pub async fn preview_artifacts(
+        &self,
+        metadata_files: &[PathBuf],
+        options: &UploadOptions,
+    ) -> Result<Vec<Planned>, UploadError> {
+        let mut rows = Vec::new();
+        for item in plan(metadata_files)? {
+            let metadata = &item.metadata;
+            let artifact = item.artifact();
+            let size = std::fs::metadata(&artifact)
+                .map_err(|e| UploadError::io(&artifact, "read", e))?
+                .len();
+            if size != metadata.digests.size {
+                return Err(UploadError::FileChanged {
+                    path: artifact,
+                    what: "size",
+                    expected: metadata.digests.size.to_string(),
+                    actual: size.to_string(),
+                });
+            }
+            let present = self.already_present(metadata, options).await?;
+            rows.push(Planned {
+                metadata: item.metadata_path.clone(),
+                name: metadata.name.clone(),
+                size,
+                outcome: if present.is_some() {
+                    PlannedOutcome::AlreadyPresent
+                } else {
+                    PlannedOutcome::WouldUpload
+                },
+                id: present.map(|image| image.id),
+            });
+        }
+        Ok(rows)
     }
 
     /// Sends the data of a created image and checks the result; the caller deletes the image

@@ -79,13 +79,19 @@ impl GlanceTarget {
         Ok(config)
     }
 
-    /// From the process environment, the way the `openstack` client reads it; `glance` and
-    /// `token` (the command line's `--glance`, `--token`) take precedence over it.
+    /// From the process environment, the way the `openstack` client reads it; `glance`,
+    /// `token` and `project_name` (the command line's `--glance`, `--token`,
+    /// `--os-project-name`) take precedence over it.
     pub fn from_env(
         glance: Option<&str>,
         token: Option<&str>,
+        project_name: Option<&str>,
     ) -> Result<GlanceTarget, UploadError> {
-        let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
+        let settings: Vec<(&str, &str)> = project_name
+            .map(|name| (PROJECT_NAME, name))
+            .into_iter()
+            .collect();
+        let env = lookup(&settings, true);
         GlanceTarget::from_vars(glance, token, &env)
     }
 
@@ -98,16 +104,7 @@ impl GlanceTarget {
         settings: &[(&str, &str)],
         inherit: bool,
     ) -> Result<GlanceTarget, UploadError> {
-        let env = |key: &str| -> Option<String> {
-            if let Some((_, value)) = settings.iter().find(|(name, _)| *name == key) {
-                return Some((*value).to_owned());
-            }
-            let locates_clouds = !key.starts_with("OS_") || key == "OS_CLIENT_CONFIG_FILE";
-            (inherit || locates_clouds)
-                .then(|| std::env::var(key).ok().filter(|v| !v.is_empty()))
-                .flatten()
-        };
-        GlanceTarget::from_vars(None, None, &env)
+        GlanceTarget::from_vars(None, None, &lookup(settings, inherit))
     }
 
     /// [`GlanceTarget::from_env`] with the variables looked up through `env` (for tests).
@@ -117,7 +114,16 @@ impl GlanceTarget {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<GlanceTarget, UploadError> {
         let cloud = match env("OS_CLOUD") {
-            Some(name) => clouds::load(&name, &clouds::search_path(env))?,
+            Some(name) => {
+                let mut cloud = clouds::load(&name, &clouds::search_path(env))?;
+                // A project named beside the cloud scopes the token to it instead of the
+                // cloud's, as the CLI's options and variables override clouds.yaml.
+                if let Some(project) = env(PROJECT_NAME) {
+                    cloud.auth.project_name = Some(project);
+                    cloud.auth.project_id = None;
+                }
+                cloud
+            }
             None => clouds::Cloud {
                 auth: env_auth(env),
                 ..clouds::Cloud::default()
@@ -171,6 +177,34 @@ impl GlanceTarget {
     }
 }
 
+/// The variable (and `--os-project-name`) naming the project a token is scoped to.
+const PROJECT_NAME: &str = "OS_PROJECT_NAME";
+
+/// Variables that name a project otherwise; a project name among the settings hides them, so
+/// `--os-project-name` wins over an `OS_PROJECT_ID` of the environment.
+const OTHER_PROJECT_KEYS: [&str; 3] = ["OS_PROJECT_ID", "OS_TENANT_ID", "OS_TENANT_NAME"];
+
+/// Variable lookup for [`GlanceTarget::from_vars`]: `settings` first, then the process
+/// environment — all of it when `inherit`, otherwise only what locates `clouds.yaml`.
+fn lookup<'s>(
+    settings: &'s [(&'s str, &'s str)],
+    inherit: bool,
+) -> impl Fn(&str) -> Option<String> + 's {
+    move |key: &str| -> Option<String> {
+        if let Some((_, value)) = settings.iter().find(|(name, _)| *name == key) {
+            return Some((*value).to_owned());
+        }
+        let project_given = settings.iter().any(|(name, _)| *name == PROJECT_NAME);
+        if project_given && OTHER_PROJECT_KEYS.contains(&key) {
+            return None;
+        }
+        let locates_clouds = !key.starts_with("OS_") || key == "OS_CLIENT_CONFIG_FILE";
+        (inherit || locates_clouds)
+            .then(|| std::env::var(key).ok().filter(|v| !v.is_empty()))
+            .flatten()
+    }
+}
+
 /// The `OS_*` variables in the shape of a `clouds.yaml` `auth` section.
 fn env_auth(env: &dyn Fn(&str) -> Option<String>) -> CloudAuth {
     CloudAuth {
@@ -178,7 +212,7 @@ fn env_auth(env: &dyn Fn(&str) -> Option<String>) -> CloudAuth {
         username: env("OS_USERNAME"),
         user_id: env("OS_USER_ID"),
         password: env("OS_PASSWORD"),
-        project_name: env("OS_PROJECT_NAME").or_else(|| env("OS_TENANT_NAME")),
+        project_name: env(PROJECT_NAME).or_else(|| env("OS_TENANT_NAME")),
         project_id: env("OS_PROJECT_ID").or_else(|| env("OS_TENANT_ID")),
         user_domain_name: env("OS_USER_DOMAIN_NAME"),
         user_domain_id: env("OS_USER_DOMAIN_ID"),
@@ -437,6 +471,73 @@ mod tests {
             ),
             other => panic!("expected Keystone auth, got {other:?}"),
         }
+    }
+
+    fn password_project(target: &GlanceTarget) -> Option<ProjectRef> {
+        match &target.auth {
+            Auth::Keystone {
+                credentials: Credentials::Password { project, .. },
+                ..
+            } => project.clone(),
+            other => panic!("expected password credentials, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_project_name_beside_a_cloud_wins_over_the_clouds_project() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("clouds.yaml");
+        std::fs::write(
+            &file,
+            "clouds:\n  lab:\n    auth:\n      auth_url: https://lab:5000/v3\n      \
+             username: u\n      password: pw\n      project_id: p1\n      \
+             project_domain_name: Lab\n",
+        )
+        .unwrap();
+        let config = file.to_str().unwrap();
+        let cloud = [("OS_CLOUD", "lab"), ("OS_CLIENT_CONFIG_FILE", config)];
+        let own = target(None, None, &cloud).unwrap();
+        assert_eq!(password_project(&own), Some(ProjectRef::Id("p1".into())));
+        let mut other = cloud.to_vec();
+        other.push(("OS_PROJECT_NAME", "other"));
+        let scoped = target(None, None, &other).unwrap();
+        assert_eq!(
+            password_project(&scoped),
+            Some(ProjectRef::Name {
+                name: "other".into(),
+                domain: DomainRef::Name("Lab".into())
+            })
+        );
+    }
+
+    #[test]
+    fn a_given_project_name_hides_the_environments_project_id() {
+        let settings = [
+            ("OS_AUTH_URL", "http://k:5000"),
+            ("OS_USERNAME", "a"),
+            ("OS_PASSWORD", "pw"),
+            ("OS_PROJECT_NAME", "flag"),
+        ];
+        let env = lookup(&settings, true);
+        assert_eq!(env("OS_PROJECT_NAME").as_deref(), Some("flag"));
+        for key in OTHER_PROJECT_KEYS {
+            assert_eq!(env(key), None, "{key}");
+        }
+        let t = GlanceTarget::from_vars(None, None, &env).unwrap();
+        assert_eq!(
+            password_project(&t),
+            Some(ProjectRef::Name {
+                name: "flag".into(),
+                domain: DomainRef::Name("Default".into())
+            })
+        );
+        // Without a project name among the settings, nothing is hidden.
+        let plain = [("OS_CLIENT_CONFIG_FILE", "/nonexistent")];
+        let env = lookup(&plain, false);
+        assert_eq!(
+            env("OS_CLIENT_CONFIG_FILE").as_deref(),
+            Some("/nonexistent")
+        );
     }
 
     #[test]

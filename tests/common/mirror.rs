@@ -131,6 +131,9 @@ pub struct Knobs {
     pub wrong_sha256_for: Option<String>,
     /// Also write `<prefix>.tar.gz` (a raw disk image inside, as the real ones).
     pub tarballs: bool,
+    /// Publish this file (hard-linked, else copied) as every amd64 `<prefix>.img`, instead of
+    /// a generated one: the bootable guest, for the bake tests.
+    pub amd64_image: Option<PathBuf>,
 }
 
 /// Describes the mirror to generate; [`MirrorBuilder::build`] writes it.
@@ -307,10 +310,22 @@ impl Mirror {
                 let work = tempfile::tempdir()?;
                 let raw = make_raw_disk(work.path(), &tag)?;
                 let image = dir.join(format!("{prefix}.img"));
-                run(Command::new("qemu-img")
-                    .args(["convert", "-c", "-O", "qcow2"])
-                    .arg(&raw)
-                    .arg(&image))?;
+                match self
+                    .knobs
+                    .amd64_image
+                    .as_deref()
+                    .filter(|_| arch == "amd64")
+                {
+                    Some(given) => {
+                        if fs::hard_link(given, &image).is_err() {
+                            fs::copy(given, &image)?;
+                        }
+                    }
+                    None => run(Command::new("qemu-img")
+                        .args(["convert", "-c", "-O", "qcow2"])
+                        .arg(&raw)
+                        .arg(&image))?,
+                }
                 let manifest = dir.join(format!("{prefix}.manifest"));
                 fs::write(&manifest, manifest_text(&tag))?;
                 let mut files = vec![("disk1.img", image), ("manifest", manifest)];

@@ -178,7 +178,17 @@ impl Registry {
 
     /// `skopeo copy docker://…/<path> dir:<out>`.
     pub fn pull(&self, path: &str, out: &Path) -> Output {
+        self.pull_platform(path, None, out)
+    }
+
+    /// [`Registry::pull`] of the image for `arch` (linux) when `path` names an image index.
+    pub fn pull_platform(&self, path: &str, arch: Option<&str>, out: &Path) -> Output {
+        let platform: Vec<&str> = match arch {
+            Some(arch) => vec!["--override-os", "linux", "--override-arch", arch],
+            None => Vec::new(),
+        };
         let output = Command::new("skopeo")
+            .args(&platform)
             .args(["copy", "--src-tls-verify=false"])
             .args(self.creds("--src-creds"))
             .arg(self.reference(path))
