@@ -721,7 +721,10 @@ mod tests {
             &artifact,
             file,
             disk_format.parse().unwrap(),
-            disk_format.parse().unwrap(),
+            // aki/ari/ami pair with themselves, everything else goes bare.
+            disk_format
+                .parse()
+                .unwrap_or(crate::glance::ContainerFormat::Bare),
             1,
         )
         .unwrap();
