@@ -23,6 +23,7 @@ use crate::ErrorKind;
 
 mod bake;
 mod prepare;
+mod preview;
 
 pub use bake::{
     BakeReport, BakeStep, BAKED_PROPERTY, BOOT_TESTED_PROPERTY, RECIPE_DIGEST_PROPERTY,
@@ -33,6 +34,7 @@ pub use prepare::{
     prepare, prepare_listing, upstream_kind, Artifact, ImageSettings, MachineSettings,
     PrepareRequest, Prepared,
 };
+pub use preview::{preview, PlannedArtifact, PlannedFetch, PreparePreview};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

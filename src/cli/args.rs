@@ -444,6 +444,10 @@ pub struct PrepareArgs {
     pub release: String,
     #[command(flatten)]
     pub selection: Selection,
+    /// Say what would be fetched, written and uploaded (and the Glance names); only index
+    /// documents are read: nothing is downloaded, written or uploaded, not even the cache.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Glance disk_format: raw, qcow2, vmdk, vhd, vhdx, vdi, or aki/ari/ami.
     #[arg(
         long,

@@ -22,6 +22,16 @@ pub(super) struct Context {
 
 impl Context {
     pub(super) fn new(global: &Global) -> Result<Context, Error> {
+        Context::with_cache(global, true)
+    }
+
+    /// A context for a dry run: index documents are read without the document cache, so
+    /// nothing is written anywhere.
+    pub(super) fn uncached(global: &Global) -> Result<Context, Error> {
+        Context::with_cache(global, false)
+    }
+
+    fn with_cache(global: &Global, cache: bool) -> Result<Context, Error> {
         let catalog = match &global.catalog {
             Some(name_or_path) => Catalog::load(name_or_path)?,
             None => Catalog::builtin("ubuntu")?,
@@ -40,7 +50,11 @@ impl Context {
             retries: global.retries,
             stall_timeout: Duration::from_secs(global.stall_timeout.max(1)),
             document_timeout: Duration::from_secs(global.document_timeout.max(1)),
-            cache_dir: global.cache_dir.clone().or_else(default_cache_dir),
+            cache_dir: if cache {
+                global.cache_dir.clone().or_else(default_cache_dir)
+            } else {
+                None
+            },
             tls: tls(global)?,
             ..ClientConfig::default()
         })?;

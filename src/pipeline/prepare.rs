@@ -27,8 +27,8 @@ use crate::io::progress::Reporter;
 /// Default upstream kind of the ami machine image: the raw disk inside the `.tar.gz`.
 const DEFAULT_AMI_KIND: &str = "tar.gz";
 /// Kinds of the kernel and ramdisk of an aki/ari/ami set.
-const KERNEL_KIND: &str = "vmlinuz";
-const RAMDISK_KIND: &str = "initrd";
+pub(super) const KERNEL_KIND: &str = "vmlinuz";
+pub(super) const RAMDISK_KIND: &str = "initrd";
 
 /// OVF disk format URIs by VMDK subformat (VMware's vmdk.html fragments).
 const VMDK_SPARSE_URI: &str = "http://www.vmware.com/interfaces/specifications/vmdk.html#sparse";
@@ -127,7 +127,7 @@ pub struct Prepared {
 }
 
 /// What is being produced, decided before any download.
-enum Plan {
+pub(super) enum Plan {
     /// One disk (bare, ovf or ova).
     Disk {
         kind: String,
@@ -142,7 +142,7 @@ enum Plan {
     },
 }
 
-fn plan(request: &PrepareRequest<'_>, catalog: &Catalog) -> Result<Plan, Error> {
+pub(super) fn plan(request: &PrepareRequest<'_>, catalog: &Catalog) -> Result<Plan, Error> {
     let disk_format = request.disk_format;
     container::validate(disk_format, request.container)?;
     if request.bake.is_some() && disk_format.amazon().is_some() {
@@ -516,12 +516,7 @@ impl Describe {
         disk_format: glance::DiskFormat,
         container: ContainerFormat,
     ) -> String {
-        let serial = &self.listing.serial;
-        if container == ContainerFormat::Bare || container.amazon().is_some() {
-            format!("{stem}-{serial}-{disk_format}")
-        } else {
-            format!("{stem}-{serial}-{disk_format}-{container}")
-        }
+        default_name(stem, &self.listing.serial, disk_format, container)
     }
 
     /// Metadata of `artifact`: catalog properties, the preset, provenance, request overrides.
@@ -624,9 +619,24 @@ impl Describe {
     }
 }
 
+/// [`Describe::default_name`] of a build of `serial` (also what a dry run shows).
+pub(super) fn default_name(
+    stem: &str,
+    serial: &str,
+    disk_format: glance::DiskFormat,
+    container: ContainerFormat,
+) -> String {
+    // Validated pairs: an Amazon container always holds its own word.
+    if container == ContainerFormat::Bare || container.amazon().is_some() {
+        format!("{stem}-{serial}-{disk_format}")
+    } else {
+        format!("{stem}-{serial}-{disk_format}-{container}")
+    }
+}
+
 /// The name an artifact takes from its upstream file: `x.img` → `x`, `x.tar.gz` → `x`
 /// (`x.vhd.tar.gz` → `x`, but the dots of `ubuntu-24.04-…` are not extensions).
-fn stem(file_name: &str) -> &str {
+pub(super) fn stem(file_name: &str) -> &str {
     const DISK_EXTENSIONS: [&str; 7] = ["img", "raw", "qcow2", "vmdk", "vhd", "vhdx", "vdi"];
     let strip_disk_extension = |name: &'_ str| -> Option<usize> {
         let (stem, extension) = name.rsplit_once('.')?;
