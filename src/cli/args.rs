@@ -667,6 +667,10 @@ pub struct MirrorArgs {
     /// The mirror tree to create or update.
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
+    /// Say which serials each entry would hold, which files would be fetched and which serials
+    /// pruned; only index documents and the tree are read, nothing is written.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Only this entry (repeatable).
     #[arg(long, value_name = "NAME")]
     pub only: Vec<String>,
