@@ -186,6 +186,10 @@ pub struct Selection {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Sizes: human (KiB, MiB, GiB) when stdout is a terminal; exact bytes when it is not (a pipe, a
+script, cron) and in --json, so scripts read the same numbers either way. ~ marks an HTML
+listing's rounded figure.")]
 pub struct ListArgs {
     /// Codename or version (noble, 24.04); without it, list releases.
     pub release: Option<String>,
