@@ -186,6 +186,10 @@ pub struct Selection {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Sizes: human (KiB, MiB, GiB) when stdout is a terminal; exact bytes when it is not (a pipe, a
+script, cron) and in --json, so scripts read the same numbers either way. ~ marks an HTML
+listing's rounded figure.")]
 pub struct ListArgs {
     /// Codename or version (noble, 24.04); without it, list releases.
     pub release: Option<String>,
@@ -679,6 +683,10 @@ pub struct MirrorArgs {
     /// The mirror tree to create or update.
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
+    /// Say which serials each entry would hold, which files would be fetched and which serials
+    /// pruned; only index documents and the tree are read, nothing is written.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Only this entry (repeatable).
     #[arg(long, value_name = "NAME")]
     pub only: Vec<String>,

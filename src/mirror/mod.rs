@@ -17,6 +17,7 @@
 mod entry;
 pub mod listing;
 mod pages;
+mod preview;
 mod products;
 mod serial;
 mod state;
@@ -25,6 +26,7 @@ mod tree;
 
 use entry::*;
 use pages::*;
+pub use preview::{preview, PlannedFile, PlannedOutcome, Preview};
 use tree::*;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
