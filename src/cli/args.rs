@@ -453,12 +453,24 @@ pub struct PrepareArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Glance disk_format: raw, qcow2, vmdk, vhd, vhdx, vdi, or aki/ari/ami.
-    #[arg(long, default_value = "qcow2", value_name = "FMT")]
-    pub disk_format: String,
+    #[arg(
+        long,
+        default_value = "qcow2",
+        value_name = "FMT",
+        ignore_case = true,
+        hide_possible_values = true
+    )]
+    pub disk_format: cloudimg::glance::DiskFormat,
     /// Glance container_format: bare, ovf, ova, aki, ari, ami; or containerdisk (a KubeVirt
     /// containerDisk: the output directory becomes an OCI image layout for `cloudimg push`).
-    #[arg(long, default_value = "bare", value_name = "FMT")]
-    pub container_format: String,
+    #[arg(
+        long,
+        default_value = "bare",
+        value_name = "FMT",
+        ignore_case = true,
+        hide_possible_values = true
+    )]
+    pub container_format: cloudimg::glance::ContainerFormat,
     /// containerdisk: gzip the layer (qcow2 disks are often compressed already).
     #[arg(long)]
     pub gzip_layer: bool,

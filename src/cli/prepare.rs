@@ -179,7 +179,7 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
     let mut convert_options =
         Options::parse(&args.deprecated.merged(&args.convert_options).join(","))?;
     if args.compress {
-        if !args.disk_format.eq_ignore_ascii_case("qcow2") {
+        if args.disk_format != cloudimg::glance::DiskFormat::Qcow2 {
             return Err(Error::Usage(
                 "-c compresses qcow2 output; vmdk in ovf/ova is streamOptimized (compressed) \
                  already"
@@ -199,8 +199,8 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
         query: query(&args.release, &args.selection),
         serial: serial(&args.selection).map(str::to_owned),
         kind: args.kind.clone(),
-        disk_format: args.disk_format.to_ascii_lowercase(),
-        container: ContainerFormat::from_name(&args.container_format)?,
+        disk_format: args.disk_format,
+        container: args.container_format,
         output_dir: args.output.clone(),
         download_dir: downloads.clone(),
         signature,

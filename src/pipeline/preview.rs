@@ -17,6 +17,7 @@ use crate::container::glance::metadata_path;
 use crate::container::ContainerFormat;
 use crate::fetch::Client;
 use crate::formats::DiskFormat;
+use crate::glance::Amazon;
 use crate::index::{Discovery, FileEntry};
 
 /// An upstream file a run would download.
@@ -109,16 +110,14 @@ pub async fn preview(
             ramdisk,
             machine,
         } => {
-            for (wanted, kind, format, suffix) in [
-                (kernel, KERNEL_KIND, "aki", "kernel"),
-                (ramdisk, RAMDISK_KIND, "ari", "ramdisk"),
+            for (wanted, kind, part) in [
+                (kernel, KERNEL_KIND, Amazon::Kernel),
+                (ramdisk, RAMDISK_KIND, Amazon::Ramdisk),
             ] {
                 if wanted {
                     let (_, file) = prepare::unpacked_file(&discovery, &listing, kind)?;
                     preview.fetch.push(planned_fetch(&file, downloads));
-                    preview
-                        .artifacts
-                        .push(names.part(&file.name, format, suffix));
+                    preview.artifacts.push(names.part(&file.name, part));
                 }
             }
             if let Some(kind) = machine {
@@ -177,28 +176,46 @@ impl Names<'_> {
             _ => self.dir.join(&disk_name),
         };
         let name = self.name.map_or_else(
-            || prepare::default_name(stem, self.serial, format.name(), container.name()),
+            || prepare::default_name(stem, self.serial, format.glance(), container),
             str::to_owned,
         );
         self.artifact(path, format.name(), container.name(), name)
     }
 
     /// `build_amazon_part`: the upstream file name plus `.aki` / `.ari`.
-    fn part(&self, upstream: &str, format: &str, suffix: &str) -> PlannedArtifact {
-        let name = match self.name {
-            Some(name) => format!("{name}-{suffix}"),
-            None => prepare::default_name(upstream, self.serial, format, format),
+    fn part(&self, upstream: &str, part: Amazon) -> PlannedArtifact {
+        let (format, container) = (part.disk_format(), part.container_format());
+        let name = match (self.name, part.name_suffix()) {
+            (Some(name), Some(suffix)) => format!("{name}-{suffix}"),
+            (Some(name), None) => name.to_owned(),
+            (None, _) => prepare::default_name(upstream, self.serial, format, container),
         };
         let path = self.dir.join(format!("{upstream}.{format}"));
-        self.artifact(path, format, format, name)
+        self.artifact(path, format.name(), container.name(), name)
     }
 
     /// `build_machine_image`: `<stem>.ami`.
     fn machine(&self, stem: &str) -> PlannedArtifact {
         let name = self.name.map_or_else(
-            || prepare::default_name(stem, self.serial, "ami", "ami"),
+            || {
+                prepare::default_name(
+                    stem,
+                    self.serial,
+                    Amazon::Machine.disk_format(),
+                    Amazon::Machine.container_format(),
+                )
+            },
             str::to_owned,
         );
-        self.artifact(self.dir.join(format!("{stem}.ami")), "ami", "ami", name)
+        let (format, container) = (
+            Amazon::Machine.disk_format(),
+            Amazon::Machine.container_format(),
+        );
+        self.artifact(
+            self.dir.join(format!("{stem}.{format}")),
+            format.name(),
+            container.name(),
+            name,
+        )
     }
 }
