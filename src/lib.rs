@@ -17,6 +17,7 @@ pub mod container;
 pub mod error;
 pub mod fetch;
 pub mod formats;
+pub mod glance;
 pub mod index;
 pub mod io;
 pub mod mirror;

@@ -23,6 +23,7 @@ use crate::ErrorKind;
 
 mod bake;
 mod prepare;
+mod preview;
 
 pub use bake::{
     BakeReport, BakeStep, BAKED_PROPERTY, BOOT_TESTED_PROPERTY, RECIPE_DIGEST_PROPERTY,
@@ -33,6 +34,7 @@ pub use prepare::{
     prepare, prepare_listing, upstream_kind, Artifact, ImageSettings, MachineSettings,
     PrepareRequest, Prepared,
 };
+pub use preview::{preview, PlannedArtifact, PlannedFetch, PreparePreview};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -141,16 +143,16 @@ pub enum Refusal {
         "disk format {format}: Glance knows it but cloudimg does not write it; pick raw, qcow2, \
          vmdk, vhd, vhdx or vdi"
     )]
-    NotWritten { format: String },
+    NotWritten { format: crate::glance::DiskFormat },
     #[error("disk format {format}: not writable")]
-    NotWritable { format: String },
+    NotWritable { format: crate::glance::DiskFormat },
     #[error("visibility {value:?}: expected one of {}", VISIBILITIES.join(", "))]
     Visibility { value: String },
     #[error(
         "--file does not apply to {format}: the kernel and ramdisk come from the build's \
          unpacked/ folder"
     )]
-    FileForKernelOrRamdisk { format: String },
+    FileForKernelOrRamdisk { format: crate::glance::DiskFormat },
     #[error("catalog {catalog} names no default file kind; pass --file")]
     NoDefaultKind { catalog: String },
     #[error(
@@ -170,7 +172,7 @@ pub enum Refusal {
         "--bake makes a disk image; disk format {format} is a kernel, ramdisk or machine image \
          set (bake a qcow2, raw, vmdk, vhd, vhdx or vdi)"
     )]
-    BakeNeedsADisk { format: String },
+    BakeNeedsADisk { format: crate::glance::DiskFormat },
     #[error("bake boots amd64 and arm64 guests, not {arch}")]
     BakeArch { arch: String },
     #[error("{path} already has the .{extension} extension; nothing to convert to")]

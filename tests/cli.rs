@@ -543,3 +543,58 @@ fn index_documents_are_revalidated_from_the_cache() {
         "not revalidated: {index:?}"
     );
 }
+
+#[test]
+fn list_prints_bytes_to_a_pipe_and_human_sizes_to_a_terminal() {
+    require_tools!("qemu-img", "mkfs.ext4", "script");
+    let site = shared_site();
+    let file_rows = |text: &str| -> Vec<String> {
+        text.lines()
+            .skip_while(|line| !line.starts_with("files of"))
+            .skip(1)
+            .map(|line| {
+                line.split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let piped = run(site, &["list", "noble"]);
+    assert!(piped.status.success(), "{}", stderr(&piped));
+    let sizes = file_rows(&String::from_utf8_lossy(&piped.stdout));
+    assert!(!sizes.is_empty());
+    for size in &sizes {
+        let digits = size.trim_start_matches('~');
+        assert!(
+            digits.parse::<u64>().is_ok(),
+            "not bytes for a pipe: {size:?}"
+        );
+    }
+
+    // The same command with stdout on a pseudo-terminal (script(1) makes one).
+    let command = format!(
+        "{} --mirror {} --keyring {} list noble",
+        env!("CARGO_BIN_EXE_cloudimg"),
+        site.server.url(),
+        site.keyring.display()
+    );
+    let tty = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(tty.status.success(), "{}", stderr(&tty));
+    let text = String::from_utf8_lossy(&tty.stdout).replace('\r', "");
+    let rows: Vec<&str> = text
+        .lines()
+        .skip_while(|line| !line.starts_with("files of"))
+        .skip(1)
+        .collect();
+    assert_eq!(rows.len(), sizes.len(), "{text}");
+    assert!(
+        rows.iter()
+            .all(|row| row.contains("iB ") || row.contains(" B ")),
+        "not human sizes at a terminal:\n{text}"
+    );
+}

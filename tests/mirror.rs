@@ -671,3 +671,46 @@ fn a_mirror_killed_mid_way_leaves_a_servable_tree() {
         serde_json::json!([newer, RELEASED[1]])
     );
 }
+
+#[test]
+fn dry_run_names_serials_fetches_and_prunes_and_writes_nothing() {
+    require_tools!("qemu-img", "mkfs.ext4");
+    let mut site = build_site(Knobs::default());
+    let work = TempDir::new().unwrap();
+    let catalog = write_catalog(work.path(), 1, &[NOBLE]);
+    let dir = work.path().join("tree");
+
+    let planned = mirror(&site, &catalog, &dir, &["--dry-run"]);
+    assert_eq!(planned.status.code(), Some(0), "{}", stderr(&planned));
+    let report = summary(&planned);
+    let noble = outcome(&report, "noble");
+    assert_eq!(noble["outcome"], "would-mirror", "{report}");
+    assert_eq!(noble["serials"], serde_json::json!([RELEASED[1]]));
+    assert_eq!(noble["present"], 0);
+    let fetch = noble["would_fetch"].as_array().unwrap();
+    assert_eq!(fetch.len(), 1, "{report}");
+    let path = fetch[0]["path"].as_str().unwrap();
+    assert!(path.ends_with(IMAGE), "{path}");
+    assert!(!dir.exists(), "a dry run made the tree");
+    assert_eq!(image_bytes_sent(&site.server), 0);
+
+    // The real run fetches exactly that file.
+    let first = mirror(&site, &catalog, &dir, &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    assert!(dir.join(path).is_file(), "{path}");
+
+    site.mirror
+        .add_serial(Stream::Released, "20241105")
+        .unwrap();
+    let before = stamps(&dir);
+    site.server.clear_log();
+    let planned = mirror(&site, &catalog, &dir, &["--dry-run"]);
+    assert_eq!(planned.status.code(), Some(0), "{}", stderr(&planned));
+    let report = summary(&planned);
+    let noble = outcome(&report, "noble");
+    assert_eq!(noble["serials"], serde_json::json!(["20241105"]));
+    assert_eq!(noble["would_fetch"].as_array().unwrap().len(), 1);
+    assert_eq!(noble["would_prune"], serde_json::json!([RELEASED[1]]));
+    assert_eq!(stamps(&dir), before, "a dry run changed the tree");
+    assert_eq!(image_bytes_sent(&site.server), 0);
+}

@@ -573,3 +573,75 @@ fn vhd_vhdx_and_vdi_artifacts_read_like_the_upstream_image() {
         assert_digests_match(&meta, &artifact);
     }
 }
+
+/// The artifacts of a report as (path, metadata path, Glance name).
+fn planned_or_made(
+    report: &Value,
+    name_of: impl Fn(&Value) -> String,
+) -> Vec<(String, String, String)> {
+    report["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["path"].as_str().unwrap().to_owned(),
+                a["metadata_path"].as_str().unwrap().to_owned(),
+                name_of(a),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn dry_run_names_what_prepare_would_fetch_and_write_and_writes_nothing() {
+    let top = TempDir::new().unwrap();
+    for (format, container) in [("qcow2", "bare"), ("vmdk", "ova"), ("ami", "ami")] {
+        let out = top.path().join(format!("{format}-{container}"));
+        // A cache of its own each time: the real run below fills it.
+        let cache = top.path().join(format!("cache-{format}"));
+        std::fs::create_dir(&cache).unwrap();
+        let args = |dry: bool| {
+            let mut args = vec!["--cache-dir", cache.to_str().unwrap(), "--json", "prepare"];
+            args.extend(["noble", "-o", out.to_str().unwrap()]);
+            args.extend(["--disk-format", format, "--container-format", container]);
+            if dry {
+                args.push("--dry-run");
+            }
+            args
+        };
+        let plan = json(&run(site(), &args(true)));
+        assert!(
+            !out.exists(),
+            "{format}/{container}: a dry run made the output folder"
+        );
+        assert!(
+            names(&cache).is_empty(),
+            "a dry run wrote to the cache: {:?}",
+            names(&cache)
+        );
+        assert_eq!(plan["serial"], NEWEST);
+        let fetch = plan["fetch"].as_array().unwrap();
+        assert!(!fetch.is_empty(), "{plan}");
+        assert!(fetch.iter().all(|f| f["present"] == false), "{plan}");
+
+        // The real run writes exactly what the dry run named.
+        let made = json(&run(site(), &args(false)));
+        let sources: Vec<&str> = made["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["url"].as_str().unwrap())
+            .collect();
+        let planned: Vec<&str> = fetch.iter().map(|f| f["url"].as_str().unwrap()).collect();
+        assert_eq!(planned, sources, "{format}/{container}");
+        assert_eq!(
+            planned_or_made(&plan, |a| a["name"].as_str().unwrap().to_owned()),
+            planned_or_made(&made, |a| a["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .to_owned()),
+            "{format}/{container}"
+        );
+    }
+}

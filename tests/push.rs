@@ -525,3 +525,68 @@ fn several_architectures_are_refused_for_a_glance_entry() {
         stderr(&output)
     );
 }
+
+#[test]
+fn token_auth_follows_the_bearer_challenge_to_a_real_token_server() {
+    use crate::common::registry::Auth;
+    use crate::common::token::SERVICE;
+    require_tools!("docker-registry", "skopeo", "openssl");
+    let site = shared_site();
+    let dir = TempDir::new().unwrap();
+    let (older, _) = prepare_containerdisk(site, dir.path(), OLDER);
+    let (newer, report) = prepare_containerdisk(site, dir.path(), NEWEST);
+    let registry = Registry::start_with(Auth::Token);
+    let tokens = registry.token_server.as_ref().expect("a token server");
+    let destination = registry.reference("lab/noble");
+
+    // No credentials: the challenge leads to the token server, which refuses; exit 2.
+    let refused = push(site, &newer, &[&destination], None);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("credentials"),
+        "{}",
+        stderr(&refused)
+    );
+    let asked = tokens.requests();
+    assert!(!asked.is_empty(), "the client never asked the realm");
+    assert!(asked.iter().all(|r| !r.granted));
+
+    // The right credentials: tokens for the challenged scopes, then a push and a retirement
+    // (which needs the `delete` action the registry challenges for).
+    let auth = registry.auth_file.as_deref();
+    json(&push(site, &older, &[&destination, "--keep", "1"], auth));
+    let pushed = json(&push(site, &newer, &[&destination, "--keep", "1"], auth));
+    assert_eq!(pushed[0]["blobs_uploaded"], 2);
+    assert_eq!(
+        pushed[0]["retired"],
+        serde_json::json!([format!("noble-{OLDER}")])
+    );
+    let granted: Vec<_> = tokens
+        .requests()
+        .into_iter()
+        .filter(|r| r.granted)
+        .collect();
+    assert!(!granted.is_empty());
+    for request in &granted {
+        assert_eq!(request.service.as_deref(), Some(SERVICE), "{request:?}");
+    }
+    let scopes: Vec<&String> = granted.iter().flat_map(|r| &r.scopes).collect();
+    assert!(
+        scopes
+            .iter()
+            .any(|s| *s == "repository:lab/noble:pull,push"),
+        "{scopes:?}"
+    );
+    assert!(
+        scopes.iter().any(|s| *s == "repository:lab/noble:delete"),
+        "{scopes:?}"
+    );
+
+    // skopeo, doing its own token dance, sees the result.
+    let latest = registry.inspect("lab/noble:latest", false).expect("latest");
+    assert_eq!(latest["Digest"], report["containerdisk"]["digest"]);
+    assert_eq!(
+        registry.tags("lab/noble"),
+        ["latest", "noble", &format!("noble-{NEWEST}")]
+    );
+}

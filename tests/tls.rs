@@ -151,11 +151,16 @@ fn glance_behind_a_private_ca() {
     let raw = dir.path().join("disk.raw");
     std::fs::write(&raw, vec![0x5a; 4096]).unwrap();
     let name = crate::common::glance::unique("tls");
-    let metadata =
-        cloudimg::container::glance::ImageMetadata::for_file(&raw, &name, "raw", "bare", 4096)
-            .unwrap()
-            .write_beside(&raw)
-            .unwrap();
+    let metadata = cloudimg::container::glance::ImageMetadata::for_file(
+        &raw,
+        &name,
+        cloudimg::glance::DiskFormat::Raw,
+        cloudimg::glance::ContainerFormat::Bare,
+        4096,
+    )
+    .unwrap()
+    .write_beside(&raw)
+    .unwrap();
     let cleanup = crate::common::glance::Cleanup::new(&glance);
     let token = [("OS_TOKEN", "test-token"), ("OS_IMAGE_URL", https)];
 

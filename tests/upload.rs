@@ -95,8 +95,14 @@ fn describe(
     container_format: &str,
     edit: impl FnOnce(&mut ImageMetadata),
 ) -> PathBuf {
-    let mut metadata =
-        ImageMetadata::for_file(artifact, name, disk_format, container_format, 64 << 20).unwrap();
+    let mut metadata = ImageMetadata::for_file(
+        artifact,
+        name,
+        disk_format.parse().unwrap(),
+        container_format.parse().unwrap(),
+        64 << 20,
+    )
+    .unwrap();
     metadata.set_property("os_distro", "ubuntu");
     edit(&mut metadata);
     metadata.write_beside(artifact).unwrap()

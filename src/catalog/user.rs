@@ -4,6 +4,7 @@
 //! and where to publish it; the source catalogs (`ubuntu`, `debian`, or a file) say how to find
 //! it upstream.
 
+use crate::glance::{ContainerFormat, DiskFormat};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -176,10 +177,11 @@ pub struct ImageSpec {
     /// Upstream kind (simplestreams ftype); default `disk1.img`, `tar.gz` for ami.
     #[serde(default)]
     pub file: Option<String>,
+    /// Glance's words (case-insensitive in the file).
     #[serde(default = "default_disk_format")]
-    pub disk_format: String,
+    pub disk_format: DiskFormat,
     #[serde(default = "default_container_format")]
-    pub container_format: String,
+    pub container_format: ContainerFormat,
     /// Conversion options, as qemu-img's `-o` (`"preallocation=metadata,compat=1.1"`).
     #[serde(default)]
     pub options: Option<String>,
@@ -297,10 +299,10 @@ impl ImageSpec {
                 return Err(format!("image {name:?}: arch {arch:?} is named twice"));
             }
         }
-        let containerdisk = self.container_format.eq_ignore_ascii_case(CONTAINERDISK);
-        if self.arches.len() > 1 && !containerdisk {
+        let containerdisk = ContainerFormat::ContainerDisk;
+        if self.arches.len() > 1 && self.container_format != containerdisk {
             return Err(format!(
-                "image {name:?}: several architectures need container_format = \"{CONTAINERDISK}\" \
+                "image {name:?}: several architectures need container_format = \"{containerdisk}\" \
                  (one image index); a Glance image has one, so declare one entry per architecture"
             ));
         }
@@ -308,17 +310,14 @@ impl ImageSpec {
     }
 }
 
-/// The container word of KubeVirt containerDisks (`container::ContainerFormat::ContainerDisk`;
-/// the catalog room does not depend on `container`, a test in `sync` keeps the two equal).
-pub const CONTAINERDISK: &str = "containerdisk";
 fn default_stream() -> String {
     "released".to_owned()
 }
-fn default_disk_format() -> String {
-    "qcow2".to_owned()
+fn default_disk_format() -> DiskFormat {
+    DiskFormat::Qcow2
 }
-fn default_container_format() -> String {
-    "bare".to_owned()
+fn default_container_format() -> ContainerFormat {
+    ContainerFormat::Bare
 }
 fn default_keep() -> usize {
     2
@@ -543,8 +542,8 @@ mod tests {
             ("ubuntu", "amd64", "released")
         );
         assert_eq!(
-            (image.disk_format.as_str(), image.container_format.as_str()),
-            ("qcow2", "bare")
+            (image.disk_format, image.container_format),
+            (DiskFormat::Qcow2, ContainerFormat::Bare)
         );
         assert_eq!(catalog.keep, 2);
     }

@@ -186,6 +186,10 @@ pub struct Selection {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Sizes: human (KiB, MiB, GiB) when stdout is a terminal; exact bytes when it is not (a pipe, a
+script, cron) and in --json, so scripts read the same numbers either way. ~ marks an HTML
+listing's rounded figure.")]
 pub struct ListArgs {
     /// Codename or version (noble, 24.04); without it, list releases.
     pub release: Option<String>,
@@ -444,13 +448,29 @@ pub struct PrepareArgs {
     pub release: String,
     #[command(flatten)]
     pub selection: Selection,
+    /// Say what would be fetched, written and uploaded (and the Glance names); only index
+    /// documents are read: nothing is downloaded, written or uploaded, not even the cache.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Glance disk_format: raw, qcow2, vmdk, vhd, vhdx, vdi, or aki/ari/ami.
-    #[arg(long, default_value = "qcow2", value_name = "FMT")]
-    pub disk_format: String,
+    #[arg(
+        long,
+        default_value = "qcow2",
+        value_name = "FMT",
+        ignore_case = true,
+        hide_possible_values = true
+    )]
+    pub disk_format: cloudimg::glance::DiskFormat,
     /// Glance container_format: bare, ovf, ova, aki, ari, ami; or containerdisk (a KubeVirt
     /// containerDisk: the output directory becomes an OCI image layout for `cloudimg push`).
-    #[arg(long, default_value = "bare", value_name = "FMT")]
-    pub container_format: String,
+    #[arg(
+        long,
+        default_value = "bare",
+        value_name = "FMT",
+        ignore_case = true,
+        hide_possible_values = true
+    )]
+    pub container_format: cloudimg::glance::ContainerFormat,
     /// containerdisk: gzip the layer (qcow2 disks are often compressed already).
     #[arg(long)]
     pub gzip_layer: bool,
@@ -666,6 +686,10 @@ pub struct MirrorArgs {
     /// The mirror tree to create or update.
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
+    /// Say which serials each entry would hold, which files would be fetched and which serials
+    /// pruned; only index documents and the tree are read, nothing is written.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Only this entry (repeatable).
     #[arg(long, value_name = "NAME")]
     pub only: Vec<String>,

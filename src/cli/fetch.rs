@@ -1,5 +1,6 @@
 //! `list` and `fetch`: the commands that talk to the mirror.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use cloudimg::catalog::Catalog;
@@ -22,6 +23,16 @@ pub(super) struct Context {
 
 impl Context {
     pub(super) fn new(global: &Global) -> Result<Context, Error> {
+        Context::with_cache(global, true)
+    }
+
+    /// A context for a dry run: index documents are read without the document cache, so
+    /// nothing is written anywhere.
+    pub(super) fn uncached(global: &Global) -> Result<Context, Error> {
+        Context::with_cache(global, false)
+    }
+
+    fn with_cache(global: &Global, cache: bool) -> Result<Context, Error> {
         let catalog = match &global.catalog {
             Some(name_or_path) => Catalog::load(name_or_path)?,
             None => Catalog::builtin("ubuntu")?,
@@ -40,7 +51,11 @@ impl Context {
             retries: global.retries,
             stall_timeout: Duration::from_secs(global.stall_timeout.max(1)),
             document_timeout: Duration::from_secs(global.document_timeout.max(1)),
-            cache_dir: global.cache_dir.clone().or_else(default_cache_dir),
+            cache_dir: if cache {
+                global.cache_dir.clone().or_else(default_cache_dir)
+            } else {
+                None
+            },
             tls: tls(global)?,
             ..ClientConfig::default()
         })?;
@@ -184,12 +199,9 @@ pub fn list(global: &Global, args: ListArgs) -> Result<i32, Error> {
             outln!("  {s}");
         }
         outln!("files of {} ({}):", listing.serial, listing.dir_url);
+        let human = std::io::stdout().is_terminal();
         for f in &listing.files {
-            let size = match (f.size, f.size_exact) {
-                (Some(size), true) => size.to_string(),
-                (Some(size), false) => format!("~{size}"),
-                (None, _) => "-".to_owned(),
-            };
+            let size = size_column(f.size, f.size_exact, human);
             outln!(
                 "  {:<14} {:>12}  {}",
                 f.ftype.as_deref().unwrap_or("-"),
@@ -199,6 +211,24 @@ pub fn list(global: &Global, args: ListArgs) -> Result<i32, Error> {
         }
     }
     Ok(0)
+}
+
+/// A file's size in `list`: human units for a reader at a terminal, exact bytes for scripts
+/// (and pipes); `~` when the listing rounded it, `-` when unknown.
+fn size_column(size: Option<u64>, exact: bool, human: bool) -> String {
+    let Some(size) = size else {
+        return "-".to_owned();
+    };
+    let figure = if human {
+        progress::human_bytes(size)
+    } else {
+        size.to_string()
+    };
+    if exact {
+        figure
+    } else {
+        format!("~{figure}")
+    }
 }
 
 pub fn fetch(global: &Global, args: FetchArgs) -> Result<i32, Error> {
@@ -255,4 +285,18 @@ pub fn fetch(global: &Global, args: FetchArgs) -> Result<i32, Error> {
         outln!("{}  {}", fetched.digest, fetched.path.display());
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size_column;
+
+    #[test]
+    fn list_sizes_are_human_at_a_terminal_and_bytes_for_scripts() {
+        assert_eq!(size_column(Some(629_145_600), true, true), "600.00 MiB");
+        assert_eq!(size_column(Some(629_145_600), true, false), "629145600");
+        assert_eq!(size_column(Some(1024), false, true), "~1.00 KiB");
+        assert_eq!(size_column(Some(1024), false, false), "~1024");
+        assert_eq!(size_column(None, true, true), "-");
+    }
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use cloudimg::catalog::user::UserCatalog;
-use cloudimg::mirror::{self, MirrorOptions, Outcome};
+use cloudimg::mirror::{self, MirrorOptions, Outcome, PlannedOutcome};
 use cloudimg::pipeline::Error;
 
 use super::args::{Global, MirrorArgs};
@@ -18,11 +18,52 @@ pub fn mirror(global: &Global, args: MirrorArgs) -> Result<i32, Error> {
         .parent()
         .unwrap_or(Path::new("."))
         .to_owned();
-    let context = Context::new(global)?;
+    let context = if args.dry_run {
+        Context::uncached(global)?
+    } else {
+        Context::new(global)?
+    };
     let options = MirrorOptions {
         only: args.only.clone(),
         source: runs::source_options(global, &context, args.no_verify_signature)?,
     };
+    if args.dry_run {
+        let result = runtime()?.block_on(mirror::preview(
+            &context.client,
+            &catalog,
+            &catalog_dir,
+            &args.dir,
+            &options,
+        ));
+        let preview = match result {
+            Ok(preview) => preview,
+            Err(error) => return Ok(runs::not_started(&error)),
+        };
+        return Ok(runs::finished(
+            global,
+            &preview,
+            &preview.entries,
+            |outcome| match outcome {
+                PlannedOutcome::WouldMirror {
+                    serials,
+                    would_fetch,
+                    present,
+                    would_prune,
+                } => {
+                    let mut line = format!(
+                        "would mirror {} ({} files to fetch, {present} present)",
+                        serials.join(", "),
+                        would_fetch.len()
+                    );
+                    if !would_prune.is_empty() {
+                        line.push_str(&format!(" (would prune {})", would_prune.join(", ")));
+                    }
+                    line
+                }
+                PlannedOutcome::Failed { error } => format!("FAILED      {error}"),
+            },
+        ));
+    }
     let reporter = progress::reporter(global.quiet);
     let result = runtime()?.block_on(mirror::mirror(
         &context.client,

@@ -82,8 +82,93 @@ fn prune_downloads(prepared: &pipeline::Prepared, download_dir: Option<&Path>) {
     }
 }
 
+/// The names of the Glance targets `--upload` would send to (resolved, not contacted).
+fn targets_named(
+    global: &Global,
+    args: &PrepareArgs,
+    targets: &[cloudimg::upload::NamedTarget],
+) -> Result<Vec<String>, Error> {
+    if !targets.is_empty() {
+        return Ok(targets.iter().map(|t| t.name.clone()).collect());
+    }
+    let (target, _) = upload::target_and_options(global, &args.glance)?;
+    Ok(vec![target.endpoint.as_ref().map_or_else(
+        || "Glance of the Keystone catalog".to_owned(),
+        |url| url.to_string(),
+    )])
+}
+
+/// `prepare --dry-run`: the plan and names, from the index alone.
+fn dry_run(
+    global: &Global,
+    context: &Context,
+    request: &PrepareRequest<'_>,
+    targets: &[String],
+) -> Result<i32, Error> {
+    let preview = runtime()?.block_on(pipeline::preview(
+        &context.client,
+        &context.catalog,
+        &context.mirror,
+        request,
+    ))?;
+    if global.json {
+        let mut report = serde_json::to_value(&preview).unwrap_or_default();
+        if let Some(fields) = report.as_object_mut() {
+            fields.insert("upload_to".into(), serde_json::json!(targets));
+        }
+        print_json(&report);
+        return Ok(0);
+    }
+    if global.quiet {
+        return Ok(0);
+    }
+    outln!(
+        "{} {} ({}), serial {}: dry run, nothing written",
+        preview.release,
+        preview.version,
+        preview.arch,
+        preview.serial
+    );
+    for file in &preview.fetch {
+        let size = file
+            .size
+            .map_or_else(String::new, |s| format!(", {s} bytes"));
+        let state = if file.present {
+            ", present: would be verified"
+        } else {
+            ""
+        };
+        outln!(
+            "would fetch {} -> {}{size}{state}",
+            file.url,
+            file.path.display()
+        );
+    }
+    for artifact in &preview.artifacts {
+        outln!(
+            "would write {} ({}/{}) as {:?}, and {}",
+            artifact.path.display(),
+            artifact.disk_format,
+            artifact.container_format,
+            artifact.name,
+            artifact.metadata_path.display()
+        );
+        for target in targets {
+            outln!("would upload {:?} to {target}", artifact.name);
+        }
+    }
+    if let Some(layout) = &preview.containerdisk {
+        outln!("would write the OCI image layout {}", layout.display());
+    }
+    Ok(0)
+}
+
 pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
-    let context = Context::new(global)?;
+    let context = if args.dry_run {
+        Context::uncached(global)?
+    } else {
+        Context::new(global)?
+    };
     let keyring;
     let signature = if args.no_verify_signature {
         SignaturePolicy::Skip
@@ -94,7 +179,7 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
     let mut convert_options =
         Options::parse(&args.deprecated.merged(&args.convert_options).join(","))?;
     if args.compress {
-        if !args.disk_format.eq_ignore_ascii_case("qcow2") {
+        if args.disk_format != cloudimg::glance::DiskFormat::Qcow2 {
             return Err(Error::Usage(
                 "-c compresses qcow2 output; vmdk in ovf/ova is streamOptimized (compressed) \
                  already"
@@ -114,8 +199,8 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
         query: query(&args.release, &args.selection),
         serial: serial(&args.selection).map(str::to_owned),
         kind: args.kind.clone(),
-        disk_format: args.disk_format.to_ascii_lowercase(),
-        container: ContainerFormat::from_name(&args.container_format)?,
+        disk_format: args.disk_format,
+        container: args.container_format,
         output_dir: args.output.clone(),
         download_dir: downloads.clone(),
         signature,
@@ -170,6 +255,14 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
     } else {
         Vec::new()
     };
+    if args.dry_run {
+        let names = if args.upload {
+            targets_named(global, &args, &targets)?
+        } else {
+            Vec::new()
+        };
+        return dry_run(global, &context, &request, &names);
+    }
     let reporter = progress::reporter(global.quiet);
     let runtime = runtime()?;
     let prepared = runtime.block_on(async {

@@ -106,6 +106,11 @@ fn message(operation: Option<&str>, label: &str) -> String {
     }
 }
 
+/// A byte count in binary units as the progress lines show them (`1.50 GiB`).
+pub(super) fn human_bytes(bytes: u64) -> String {
+    HumanBytes(bytes).to_string()
+}
+
 /// An indicatif bar with bytes, rate and ETA, one per operation in a shared `MultiProgress`.
 struct Bar {
     bars: MultiProgress,

@@ -76,8 +76,14 @@ pub fn seed(global: &Global, args: SeedArgs) -> Result<i32, Error> {
             source,
         })?
         .len();
-    let mut metadata =
-        ImageMetadata::for_file(&args.output, "", "iso", "bare", size).map_err(Error::from)?;
+    let mut metadata = ImageMetadata::for_file(
+        &args.output,
+        "",
+        cloudimg::glance::DiskFormat::Iso,
+        cloudimg::glance::ContainerFormat::Bare,
+        size,
+    )
+    .map_err(Error::from)?;
     metadata.name = match args.name {
         Some(name) => name,
         None => default_name(&args.output, &metadata.digests.sha256),

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::ContainerError;
+use crate::glance::{ContainerFormat, DiskFormat};
 pub use crate::io::digests::Digests;
 
 /// Hashes a finished file once, streaming, for all three digests ([`crate::io::digests`]).
@@ -19,8 +20,8 @@ pub fn digests(path: &Path) -> Result<Digests, ContainerError> {
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ImageMetadata {
     pub name: String,
-    pub disk_format: String,
-    pub container_format: String,
+    pub disk_format: DiskFormat,
+    pub container_format: ContainerFormat,
     /// GiB, rounded up from the virtual size.
     pub min_disk: u64,
     /// MiB.
@@ -58,8 +59,8 @@ impl ImageMetadata {
     pub fn for_file(
         artifact: &Path,
         name: &str,
-        disk_format: &str,
-        container_format: &str,
+        disk_format: DiskFormat,
+        container_format: ContainerFormat,
         virtual_size: u64,
     ) -> Result<ImageMetadata, ContainerError> {
         let digests = digests(artifact)?;
@@ -77,8 +78,8 @@ impl ImageMetadata {
     pub fn with_digests(
         artifact: &Path,
         name: &str,
-        disk_format: &str,
-        container_format: &str,
+        disk_format: DiskFormat,
+        container_format: ContainerFormat,
         virtual_size: u64,
         digests: Digests,
     ) -> ImageMetadata {
@@ -88,8 +89,8 @@ impl ImageMetadata {
             .unwrap_or_default();
         ImageMetadata {
             name: name.to_owned(),
-            disk_format: disk_format.to_owned(),
-            container_format: container_format.to_owned(),
+            disk_format,
+            container_format,
             min_disk: virtual_size.div_ceil(1 << 30),
             min_ram: 0,
             visibility: "private".to_owned(),
@@ -114,8 +115,8 @@ impl ImageMetadata {
     pub fn render_openstack_command(&self) -> String {
         let mut words = vec![
             "openstack image create".to_owned(),
-            format!("--disk-format {}", shell_quote(&self.disk_format)),
-            format!("--container-format {}", shell_quote(&self.container_format)),
+            format!("--disk-format {}", self.disk_format),
+            format!("--container-format {}", self.container_format),
             format!("--min-disk {}", self.min_disk),
         ];
         if self.min_ram > 0 {
@@ -230,8 +231,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("seed.iso");
         std::fs::write(&path, b"x").unwrap();
-        let mut meta =
-            ImageMetadata::for_file(&path, "my seed", "iso", "bare", (1 << 30) + 1).unwrap();
+        let mut meta = ImageMetadata::for_file(
+            &path,
+            "my seed",
+            crate::glance::DiskFormat::Iso,
+            crate::glance::ContainerFormat::Bare,
+            (1 << 30) + 1,
+        )
+        .unwrap();
         meta.set_property("os_distro", "ubuntu");
         assert_eq!(meta.min_disk, 2);
         let command = meta.render_openstack_command();

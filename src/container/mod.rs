@@ -10,11 +10,12 @@ pub mod manifest;
 pub mod ova;
 pub mod ovf;
 
-use std::fmt;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+pub use crate::glance::ContainerFormat;
+use crate::glance::DiskFormat;
 use crate::io::publish::Publication;
 use crate::ErrorKind;
 
@@ -35,17 +36,13 @@ pub enum ContainerError {
         value: String,
         reason: String,
     },
-    #[error("unknown container format {name:?}; expected one of: bare, ovf, ova, aki, ari, ami, containerdisk")]
-    UnknownContainerFormat { name: String },
-    #[error(
-        "unknown disk format {name:?}; expected one of: ami, ari, aki, vhd, vhdx, vmdk, raw, \
-         qcow2, vdi, iso, ploop"
-    )]
-    UnknownDiskFormat { name: String },
+    /// A word that is not Glance's.
+    #[error(transparent)]
+    Word(#[from] crate::glance::UnknownWord),
     /// A disk format / container format pair that Glance (or the container itself) refuses.
     #[error("disk format {disk_format} cannot go in container {container}: {reason}")]
     Incompatible {
-        disk_format: String,
+        disk_format: DiskFormat,
         container: ContainerFormat,
         reason: &'static str,
     },
@@ -84,114 +81,39 @@ impl ContainerError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             ContainerError::InvalidInput { .. }
-            | ContainerError::UnknownContainerFormat { .. }
-            | ContainerError::UnknownDiskFormat { .. }
+            | ContainerError::Word(_)
             | ContainerError::Incompatible { .. } => ErrorKind::Usage,
             ContainerError::Io { .. } | ContainerError::SizeChanged { .. } => ErrorKind::Other,
         }
     }
 }
 
-/// Glance's `container_format` values that cloudimg can produce or declare.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ContainerFormat {
-    /// No container: the disk image as is (what Glance users pick almost always).
-    Bare,
-    /// An OVF descriptor beside its disk files.
-    Ovf,
-    /// An OVF package in one tar archive.
-    Ova,
-    /// Amazon kernel image.
-    Aki,
-    /// Amazon ramdisk image.
-    Ari,
-    /// Amazon machine image (root file system).
-    Ami,
-    /// A KubeVirt containerDisk: an OCI image whose layer holds `disk/<name>` (cloudimg's word,
-    /// for registries; Glance's own `docker` is something else).
-    ContainerDisk,
-}
-
-impl ContainerFormat {
-    /// Every variant, in the order the CLI lists them.
-    pub const ALL: [ContainerFormat; 7] = [
-        ContainerFormat::Bare,
-        ContainerFormat::Ovf,
-        ContainerFormat::Ova,
-        ContainerFormat::Aki,
-        ContainerFormat::Ari,
-        ContainerFormat::Ami,
-        ContainerFormat::ContainerDisk,
-    ];
-
-    /// Parses Glance's word for the container format, case-insensitively.
-    pub fn from_name(name: &str) -> Result<ContainerFormat, ContainerError> {
-        ContainerFormat::ALL
-            .into_iter()
-            .find(|format| format.name().eq_ignore_ascii_case(name))
-            .ok_or_else(|| ContainerError::UnknownContainerFormat {
-                name: name.to_owned(),
-            })
-    }
-
-    /// Glance's word for the container format.
-    pub fn name(self) -> &'static str {
-        match self {
-            ContainerFormat::Bare => "bare",
-            ContainerFormat::Ovf => "ovf",
-            ContainerFormat::Ova => "ova",
-            ContainerFormat::Aki => "aki",
-            ContainerFormat::Ari => "ari",
-            ContainerFormat::Ami => "ami",
-            ContainerFormat::ContainerDisk => "containerdisk",
-        }
-    }
-}
-
-impl fmt::Display for ContainerFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Glance's `disk_format` values.
-const GLANCE_DISK_FORMATS: [&str; 11] = [
-    "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop",
-];
-
 /// Refuses a `disk_format` / `container_format` pair that Glance rejects or that the container
 /// cannot really carry. Strict on purpose: OVF and OVA are only produced around VMDK, the only
 /// disk format every OVF consumer reads.
-pub fn validate(disk_format: &str, container: ContainerFormat) -> Result<(), ContainerError> {
-    let disk = GLANCE_DISK_FORMATS
-        .into_iter()
-        .find(|known| known.eq_ignore_ascii_case(disk_format))
-        .ok_or_else(|| ContainerError::UnknownDiskFormat {
-            name: disk_format.to_owned(),
-        })?;
+pub fn validate(disk: DiskFormat, container: ContainerFormat) -> Result<(), ContainerError> {
     let incompatible = |reason| ContainerError::Incompatible {
-        disk_format: disk.to_owned(),
+        disk_format: disk,
         container,
         reason,
     };
     // Glance: when either side is aki, ari or ami, both must be the same word.
     const AMAZON_PAIRING: &str = "Glance requires the disk format and the container format to \
                                   match when either is aki, ari or ami";
-    let amazon_disk = matches!(disk, "ami" | "aki" | "ari");
-    let amazon_container = matches!(
-        container,
-        ContainerFormat::Aki | ContainerFormat::Ari | ContainerFormat::Ami
-    );
-    if (amazon_disk || amazon_container) && disk != container.name() {
+    if (disk.amazon().is_some() || container.amazon().is_some())
+        && disk.amazon() != container.amazon()
+    {
         return Err(incompatible(AMAZON_PAIRING));
     }
     match container {
-        ContainerFormat::Ovf | ContainerFormat::Ova if disk != "vmdk" => Err(incompatible(
-            "OVF packages are only built around VMDK disks (convert to vmdk first)",
-        )),
-        ContainerFormat::ContainerDisk if !matches!(disk, "qcow2" | "raw") => Err(incompatible(
-            "KubeVirt containerDisks hold qcow2 or raw disks",
-        )),
+        ContainerFormat::Ovf | ContainerFormat::Ova if disk != DiskFormat::Vmdk => Err(
+            incompatible("OVF packages are only built around VMDK disks (convert to vmdk first)"),
+        ),
+        ContainerFormat::ContainerDisk if !matches!(disk, DiskFormat::Qcow2 | DiskFormat::Raw) => {
+            Err(incompatible(
+                "KubeVirt containerDisks hold qcow2 or raw disks",
+            ))
+        }
         _ => Ok(()),
     }
 }
@@ -250,18 +172,20 @@ mod tests {
     #[test]
     fn container_names_round_trip_case_insensitively() {
         for format in ContainerFormat::ALL {
-            assert_eq!(ContainerFormat::from_name(format.name()).ok(), Some(format));
+            assert_eq!(format.name().parse(), Ok(format));
         }
-        assert_eq!(
-            ContainerFormat::from_name("OVA").ok(),
-            Some(ContainerFormat::Ova)
-        );
+        assert_eq!("OVA".parse(), Ok(ContainerFormat::Ova));
+    }
+
+    /// [`super::validate`] of a word, as a user types it.
+    fn validate(disk: &str, container: ContainerFormat) -> Result<(), ContainerError> {
+        super::validate(disk.parse()?, container)
     }
 
     #[test]
     fn unknown_container_name_is_a_usage_error() {
-        let err = ContainerFormat::from_name("docker").unwrap_err();
-        assert!(matches!(err, ContainerError::UnknownContainerFormat { .. }));
+        let err = ContainerError::from("docker".parse::<ContainerFormat>().unwrap_err());
+        assert!(matches!(err, ContainerError::Word(_)));
         assert_eq!(err.kind(), ErrorKind::Usage);
     }
 
@@ -325,7 +249,8 @@ mod tests {
     #[test]
     fn unknown_disk_format_is_refused() {
         let err = validate("qcow3", ContainerFormat::Bare).unwrap_err();
-        assert!(matches!(err, ContainerError::UnknownDiskFormat { .. }));
+        assert!(matches!(err, ContainerError::Word(_)));
+        assert_eq!(err.kind(), ErrorKind::Usage);
     }
 
     #[test]

@@ -91,6 +91,26 @@ impl DiskFormat {
     pub fn extension(self) -> &'static str {
         self.name()
     }
+    /// Glance's word for this format.
+    pub fn glance(self) -> crate::glance::DiskFormat {
+        use crate::glance::DiskFormat as Glance;
+        match self {
+            DiskFormat::Raw => Glance::Raw,
+            DiskFormat::Qcow2 => Glance::Qcow2,
+            DiskFormat::Vmdk => Glance::Vmdk,
+            DiskFormat::Vhd => Glance::Vhd,
+            DiskFormat::Vhdx => Glance::Vhdx,
+            DiskFormat::Vdi => Glance::Vdi,
+        }
+    }
+
+    /// The format cloudimg writes for a Glance word, if it writes one (not aki/ari/ami, iso,
+    /// ploop).
+    pub fn from_glance(word: crate::glance::DiskFormat) -> Option<DiskFormat> {
+        DiskFormat::ALL
+            .into_iter()
+            .find(|format| format.glance() == word)
+    }
 }
 
 impl std::fmt::Display for DiskFormat {

@@ -17,6 +17,7 @@
 mod entry;
 pub mod listing;
 mod pages;
+mod preview;
 mod products;
 mod serial;
 mod state;
@@ -25,6 +26,7 @@ mod tree;
 
 use entry::*;
 use pages::*;
+pub use preview::{preview, PlannedFile, PlannedOutcome, Preview};
 use tree::*;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -39,6 +41,7 @@ use crate::catalog::{
     pattern, Catalog, CatalogError, DigestAlgorithm, Signature, StreamSpec, Vars,
 };
 use crate::fetch::{Client, Download};
+use crate::glance::Amazon;
 use crate::index::release::{is_serial, sort_serials_newest_first, Release};
 use crate::index::{html, streams, Discovery, IndexError, Listing, SourceKind};
 use crate::io::hashing::ContentHasher;
@@ -344,12 +347,12 @@ struct Kinds {
 
 impl Kinds {
     fn of(image: &ImageSpec, source: &Catalog) -> Result<Kinds, MirrorError> {
-        let format = image.disk_format.to_ascii_lowercase();
-        let amazon = matches!(format.as_str(), "ami" | "aki" | "ari");
+        let format = image.disk_format;
+        let amazon = format.amazon();
         let mut folder = Vec::new();
         // aki and ari are the kernel and ramdisk alone, unless a file is asked for too.
-        if !matches!(format.as_str(), "aki" | "ari") || image.file.is_some() {
-            let kind = pipeline::upstream_kind(source, &format, image.file.as_deref()).ok_or_else(
+        if matches!(amazon, None | Some(Amazon::Machine)) || image.file.is_some() {
+            let kind = pipeline::upstream_kind(source, format, image.file.as_deref()).ok_or_else(
                 || {
                     pipeline::Error::Usage(format!(
                         "{}: catalog {} has no default file kind; set `file`",
@@ -359,10 +362,10 @@ impl Kinds {
             )?;
             folder.push(kind);
         }
-        if format == "ami" && !folder.iter().any(|k| k == "tar.gz") {
+        if amazon == Some(Amazon::Machine) && !folder.iter().any(|k| k == "tar.gz") {
             folder.push("tar.gz".to_owned());
         }
-        let unpacked = if amazon {
+        let unpacked = if amazon.is_some() {
             vec!["vmlinuz".to_owned(), "initrd".to_owned()]
         } else {
             Vec::new()

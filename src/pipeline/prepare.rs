@@ -12,12 +12,13 @@ use url::Url;
 
 use super::{fetch_entry, Error, Fetched, Refusal, SignaturePolicy, VISIBILITIES};
 use crate::catalog::Catalog;
-use crate::container::glance::{self, Digests, ImageMetadata};
+use crate::container::glance::{Digests, ImageMetadata};
 use crate::container::manifest::ManifestHash;
 use crate::container::ovf::{self, Firmware, OvfSpec};
 use crate::container::{self, ova, ContainerFormat};
 use crate::fetch::Client;
 use crate::formats::{self, DiskFormat, Options};
+use crate::glance::{self, Amazon};
 use crate::index::{Discovery, FileEntry, IndexError, Listing, Query};
 use crate::io::blocking;
 use crate::io::digests::DigestTee;
@@ -26,8 +27,8 @@ use crate::io::progress::Reporter;
 /// Default upstream kind of the ami machine image: the raw disk inside the `.tar.gz`.
 const DEFAULT_AMI_KIND: &str = "tar.gz";
 /// Kinds of the kernel and ramdisk of an aki/ari/ami set.
-const KERNEL_KIND: &str = "vmlinuz";
-const RAMDISK_KIND: &str = "initrd";
+pub(super) const KERNEL_KIND: &str = "vmlinuz";
+pub(super) const RAMDISK_KIND: &str = "initrd";
 
 /// OVF disk format URIs by VMDK subformat (VMware's vmdk.html fragments).
 const VMDK_SPARSE_URI: &str = "http://www.vmware.com/interfaces/specifications/vmdk.html#sparse";
@@ -78,8 +79,7 @@ pub struct PrepareRequest<'a> {
     pub serial: Option<String>,
     /// Upstream file kind (simplestreams ftype); default `disk1.img`, `tar.gz` for ami.
     pub kind: Option<String>,
-    /// Glance `disk_format`.
-    pub disk_format: String,
+    pub disk_format: glance::DiskFormat,
     pub container: ContainerFormat,
     /// Where the artifacts go.
     pub output_dir: PathBuf,
@@ -127,7 +127,7 @@ pub struct Prepared {
 }
 
 /// What is being produced, decided before any download.
-enum Plan {
+pub(super) enum Plan {
     /// One disk (bare, ovf or ova).
     Disk {
         kind: String,
@@ -142,18 +142,18 @@ enum Plan {
     },
 }
 
-fn plan(request: &PrepareRequest<'_>, catalog: &Catalog) -> Result<Plan, Error> {
-    let disk_format = request.disk_format.to_ascii_lowercase();
-    container::validate(&disk_format, request.container)?;
-    if request.bake.is_some() && matches!(disk_format.as_str(), "aki" | "ari" | "ami") {
+pub(super) fn plan(request: &PrepareRequest<'_>, catalog: &Catalog) -> Result<Plan, Error> {
+    let disk_format = request.disk_format;
+    container::validate(disk_format, request.container)?;
+    if request.bake.is_some() && disk_format.amazon().is_some() {
         return Err(Refusal::BakeNeedsADisk {
             format: disk_format,
         }
         .into());
     }
-    match disk_format.as_str() {
-        "iso" => return Err(Refusal::SeedIsNotADisk.into()),
-        "ploop" => {
+    match disk_format {
+        glance::DiskFormat::Iso => return Err(Refusal::SeedIsNotADisk.into()),
+        glance::DiskFormat::Ploop => {
             return Err(Refusal::NotWritten {
                 format: disk_format,
             }
@@ -169,34 +169,32 @@ fn plan(request: &PrepareRequest<'_>, catalog: &Catalog) -> Result<Plan, Error> 
             .into());
         }
     }
-    match disk_format.as_str() {
-        "aki" | "ari" => {
-            if request.kind.is_some() {
-                return Err(Refusal::FileForKernelOrRamdisk {
-                    format: disk_format,
-                }
-                .into());
+    match disk_format.amazon() {
+        Some(Amazon::Kernel | Amazon::Ramdisk) if request.kind.is_some() => {
+            Err(Refusal::FileForKernelOrRamdisk {
+                format: disk_format,
             }
-            Ok(Plan::Amazon {
-                kernel: disk_format == "aki",
-                ramdisk: disk_format == "ari",
-                machine: None,
-            })
+            .into())
         }
-        "ami" => Ok(Plan::Amazon {
+        Some(part @ (Amazon::Kernel | Amazon::Ramdisk)) => Ok(Plan::Amazon {
+            kernel: part == Amazon::Kernel,
+            ramdisk: part == Amazon::Ramdisk,
+            machine: None,
+        }),
+        Some(Amazon::Machine) => Ok(Plan::Amazon {
             kernel: true,
             ramdisk: true,
-            machine: upstream_kind(catalog, "ami", request.kind.as_deref()),
+            machine: upstream_kind(catalog, disk_format, request.kind.as_deref()),
         }),
-        name => {
-            let format = DiskFormat::from_name(name).ok_or_else(|| Refusal::NotWritable {
-                format: name.to_owned(),
+        None => {
+            let format = DiskFormat::from_glance(disk_format).ok_or(Refusal::NotWritable {
+                format: disk_format,
             })?;
             if format == DiskFormat::Vmdk {
                 check_vmdk_subformat(request.container, &request.convert_options)?;
             }
             Ok(Plan::Disk {
-                kind: upstream_kind(catalog, &disk_format, request.kind.as_deref()).ok_or_else(
+                kind: upstream_kind(catalog, disk_format, request.kind.as_deref()).ok_or_else(
                     || Refusal::NoDefaultKind {
                         catalog: catalog.name.clone(),
                     },
@@ -210,11 +208,15 @@ fn plan(request: &PrepareRequest<'_>, catalog: &Catalog) -> Result<Plan, Error> 
 
 /// The upstream file an artifact of `disk_format` starts from: the one asked for, else the raw
 /// disk of the `.tar.gz` for an ami, else the catalog's default kind.
-pub fn upstream_kind(catalog: &Catalog, disk_format: &str, asked: Option<&str>) -> Option<String> {
+pub fn upstream_kind(
+    catalog: &Catalog,
+    disk_format: glance::DiskFormat,
+    asked: Option<&str>,
+) -> Option<String> {
     if let Some(kind) = asked {
         return Some(kind.to_owned());
     }
-    if disk_format.eq_ignore_ascii_case("ami") {
+    if disk_format.amazon() == Some(Amazon::Machine) {
         return Some(DEFAULT_AMI_KIND.to_owned());
     }
     catalog.default_kind.clone()
@@ -347,8 +349,8 @@ pub async fn prepare_listing(
             // machine-image conversion.
             let mut parts = Vec::new();
             for (wanted, kind, role) in [
-                (kernel, KERNEL_KIND, AmazonRole::Kernel),
-                (ramdisk, RAMDISK_KIND, AmazonRole::Ramdisk),
+                (kernel, KERNEL_KIND, Amazon::Kernel),
+                (ramdisk, RAMDISK_KIND, Amazon::Ramdisk),
             ] {
                 if wanted {
                     let (sub_listing, file) = unpacked_file(discovery, listing, kind)?;
@@ -372,8 +374,8 @@ pub async fn prepare_listing(
                 .await?;
                 let file_name = artifact.metadata.file.clone();
                 match role {
-                    AmazonRole::Kernel => links.0 = Some(file_name),
-                    AmazonRole::Ramdisk => links.1 = Some(file_name),
+                    Amazon::Kernel => links.0 = Some(file_name),
+                    _ => links.1 = Some(file_name),
                 }
                 sources.push(fetched);
                 artifacts.push(artifact);
@@ -508,13 +510,13 @@ impl Describe {
     /// `<upstream stem>-<serial>-<disk format>`, plus `-<container>` when it is neither bare
     /// nor the disk format's own word (aki/ari/ami): one folder prepared in several formats gives
     /// Glance distinct names.
-    fn default_name(&self, stem: &str, disk_format: &str, container: &str) -> String {
-        let serial = &self.listing.serial;
-        if container == "bare" || container == disk_format {
-            format!("{stem}-{serial}-{disk_format}")
-        } else {
-            format!("{stem}-{serial}-{disk_format}-{container}")
-        }
+    fn default_name(
+        &self,
+        stem: &str,
+        disk_format: glance::DiskFormat,
+        container: ContainerFormat,
+    ) -> String {
+        default_name(stem, &self.listing.serial, disk_format, container)
     }
 
     /// Metadata of `artifact`: catalog properties, the preset, provenance, request overrides.
@@ -526,7 +528,7 @@ impl Describe {
         &self,
         artifact: &Path,
         name: String,
-        disk_format: &str,
+        disk_format: glance::DiskFormat,
         container: ContainerFormat,
         virtual_size: u64,
         digests: Option<Digests>,
@@ -536,13 +538,13 @@ impl Describe {
         let image = &self.request.image;
         let digests = match digests {
             Some(digests) => digests,
-            None => glance::digests(artifact)?,
+            None => crate::container::glance::digests(artifact)?,
         };
         let mut metadata = ImageMetadata::with_digests(
             artifact,
             &name,
             disk_format,
-            container.name(),
+            container,
             virtual_size,
             digests,
         );
@@ -567,7 +569,7 @@ impl Describe {
                         .join(", "),
                 }
             })?),
-            None => glance.preset_for_disk_format(disk_format),
+            None => glance.preset_for_disk_format(disk_format.name()),
         };
         if let Some(preset) = preset {
             for (key, value) in &preset.properties {
@@ -584,7 +586,7 @@ impl Describe {
             Firmware::Efi => "uefi",
         };
         metadata.set_property("hw_firmware_type", firmware);
-        if disk_format == "vmdk" {
+        if disk_format == glance::DiskFormat::Vmdk {
             let subformat =
                 self.request
                     .convert_options
@@ -617,9 +619,24 @@ impl Describe {
     }
 }
 
+/// [`Describe::default_name`] of a build of `serial` (also what a dry run shows).
+pub(super) fn default_name(
+    stem: &str,
+    serial: &str,
+    disk_format: glance::DiskFormat,
+    container: ContainerFormat,
+) -> String {
+    // Validated pairs: an Amazon container always holds its own word.
+    if container == ContainerFormat::Bare || container.amazon().is_some() {
+        format!("{stem}-{serial}-{disk_format}")
+    } else {
+        format!("{stem}-{serial}-{disk_format}-{container}")
+    }
+}
+
 /// The name an artifact takes from its upstream file: `x.img` → `x`, `x.tar.gz` → `x`
 /// (`x.vhd.tar.gz` → `x`, but the dots of `ubuntu-24.04-…` are not extensions).
-fn stem(file_name: &str) -> &str {
+pub(super) fn stem(file_name: &str) -> &str {
     const DISK_EXTENSIONS: [&str; 7] = ["img", "raw", "qcow2", "vmdk", "vhd", "vhdx", "vdi"];
     let strip_disk_extension = |name: &'_ str| -> Option<usize> {
         let (stem, extension) = name.rsplit_once('.')?;
@@ -733,7 +750,7 @@ fn build_disk(
         .image
         .name
         .clone()
-        .unwrap_or_else(|| describe.default_name(&stem, format.name(), container.name()));
+        .unwrap_or_else(|| describe.default_name(&stem, format.glance(), container));
     let disk_name = format!("{stem}.{}", format.extension());
     let mut options = request.convert_options.clone();
     if matches!(container, ContainerFormat::Ovf | ContainerFormat::Ova)
@@ -817,7 +834,7 @@ fn build_disk(
     let metadata = describe.metadata(
         &path,
         name,
-        format.name(),
+        format.glance(),
         container,
         capacity,
         digests,
@@ -903,29 +920,22 @@ fn replace_dir(staging: &Path, target: &Path) -> Result<(), Error> {
     crate::io::publish::replace_dir(staging, target).map_err(|e| io_error(target)(e.into()))
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum AmazonRole {
-    Kernel,
-    Ramdisk,
-}
-
 /// Name of an aki/ari image: the ami's name plus a suffix when the user named the set.
-fn part_name(describe: &Describe, stem: &str, suffix: &str, format: &str) -> String {
-    match &describe.request.image.name {
-        Some(name) => format!("{name}-{suffix}"),
-        None => describe.default_name(stem, format, format),
+fn part_name(describe: &Describe, stem: &str, part: Amazon) -> String {
+    match (&describe.request.image.name, part.name_suffix()) {
+        (Some(name), Some(suffix)) => format!("{name}-{suffix}"),
+        (Some(name), None) => name.clone(),
+        (None, _) => describe.default_name(stem, part.disk_format(), part.container_format()),
     }
 }
 
+/// The kernel or the ramdisk of an Amazon set: the verified download as it is.
 fn build_amazon_part(
     fetched: &Fetched,
-    role: AmazonRole,
+    part: Amazon,
     describe: &Describe,
 ) -> Result<Artifact, Error> {
-    let (format, suffix) = match role {
-        AmazonRole::Kernel => ("aki", "kernel"),
-        AmazonRole::Ramdisk => ("ari", "ramdisk"),
-    };
+    let format = part.disk_format();
     let upstream = fetched
         .path
         .file_name()
@@ -939,12 +949,11 @@ fn build_amazon_part(
         .output_dir
         .join(format!("{upstream}.{format}"));
     link_or_copy(&fetched.path, &path)?;
-    let container = ContainerFormat::from_name(format)?;
     let metadata = describe.metadata(
         &path,
-        part_name(describe, &upstream, suffix, format),
+        part_name(describe, &upstream, part),
         format,
-        container,
+        part.container_format(),
         fetched.size,
         None,
         fetched,
@@ -970,7 +979,7 @@ fn build_machine_image(
         .image
         .name
         .clone()
-        .unwrap_or_else(|| describe.default_name(&stem, "ami", "ami"));
+        .unwrap_or_else(|| part_name(describe, &stem, Amazon::Machine));
     let path = request.output_dir.join(format!("{stem}.ami"));
     // A raw disk: hashed as it is written.
     let mut tee = DigestTee::new();
@@ -986,8 +995,8 @@ fn build_machine_image(
     let mut metadata = describe.metadata(
         &path,
         name,
-        "ami",
-        ContainerFormat::Ami,
+        Amazon::Machine.disk_format(),
+        Amazon::Machine.container_format(),
         stats.virtual_size,
         Some(digests),
         fetched,
@@ -1022,7 +1031,7 @@ mod tests {
             },
             serial: None,
             kind: None,
-            disk_format: disk_format.into(),
+            disk_format: disk_format.parse().unwrap(),
             container,
             output_dir: PathBuf::from("out"),
             download_dir: None,

@@ -16,7 +16,6 @@ use super::{hook, now, EntryReport, Outcome, Run, SyncError, SPACE_HEADROOM};
 use crate::bake::BakeError;
 use crate::catalog::user::ImageSpec;
 use crate::catalog::Catalog;
-use crate::container::ContainerFormat;
 use crate::formats::Options;
 use crate::index::release::sort_serials_newest_first;
 use crate::index::{Discovery, Listing};
@@ -367,9 +366,8 @@ impl Run {
             },
             serial: Some(serial.to_owned()),
             kind: image.file.clone(),
-            disk_format: image.disk_format.to_ascii_lowercase(),
-            container: ContainerFormat::from_name(&image.container_format)
-                .map_err(pipeline::Error::from)?,
+            disk_format: image.disk_format,
+            container: image.container_format,
             output_dir: staging,
             download_dir: Some(downloads),
             signature: found.source.signature(),
@@ -422,8 +420,8 @@ fn serial_record(prepared: &Prepared, staging: &Path, cache_key: String) -> Seri
             .iter()
             .map(|a| ArtifactRecord {
                 path: a.path.strip_prefix(staging).unwrap_or(&a.path).to_owned(),
-                disk_format: a.metadata.disk_format.clone(),
-                container_format: a.metadata.container_format.clone(),
+                disk_format: a.metadata.disk_format.to_string(),
+                container_format: a.metadata.container_format.to_string(),
                 size: a.metadata.digests.size,
                 sha256: a.metadata.digests.sha256.clone(),
                 sha512: a.metadata.digests.sha512.clone(),
@@ -438,7 +436,7 @@ fn serial_record(prepared: &Prepared, staging: &Path, cache_key: String) -> Seri
 /// What a build needs on disk: the download plus an artifact of about the same size, plus
 /// headroom.
 fn space_needed(image: &ImageSpec, source: &Catalog, listing: &Listing) -> u64 {
-    let kind = pipeline::upstream_kind(source, &image.disk_format, image.file.as_deref())
+    let kind = pipeline::upstream_kind(source, image.disk_format, image.file.as_deref())
         .unwrap_or_default();
     let download = listing
         .files

@@ -306,7 +306,14 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let artifact = dir.join("disk.qcow2");
         std::fs::write(&artifact, b"disk bytes").unwrap();
-        let metadata = ImageMetadata::for_file(&artifact, "n", "qcow2", "bare", 10).unwrap();
+        let metadata = ImageMetadata::for_file(
+            &artifact,
+            "n",
+            crate::glance::DiskFormat::Qcow2,
+            crate::glance::ContainerFormat::Bare,
+            10,
+        )
+        .unwrap();
         metadata.write_beside(&artifact).unwrap();
         assert!(verify_serial(&dir).unwrap());
         std::fs::write(&artifact, b"disk bytez").unwrap();

@@ -28,9 +28,7 @@ use crate::runner;
 
 /// Whether the entry makes KubeVirt containerDisks (OCI layouts for registries).
 pub(super) fn is_containerdisk(image: &ImageSpec) -> bool {
-    image
-        .container_format
-        .eq_ignore_ascii_case(ContainerFormat::ContainerDisk.name())
+    image.container_format == ContainerFormat::ContainerDisk
 }
 
 impl Run {
@@ -169,18 +167,5 @@ impl Run {
             });
         }
         Ok(rows)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_catalog_and_the_container_room_say_the_same_word() {
-        assert_eq!(
-            crate::catalog::user::CONTAINERDISK,
-            ContainerFormat::ContainerDisk.name()
-        );
     }
 }

@@ -38,6 +38,7 @@ pub use target::{Auth, GlanceTarget};
 use crate::container::glance::{ImageMetadata, METADATA_SUFFIX};
 use crate::fetch::retry::Retry;
 use crate::fetch::ClientConfig;
+use crate::glance::Amazon;
 use crate::io::progress::Reporter;
 
 /// How image data reaches Glance.
@@ -303,9 +304,10 @@ fn plan(metadata_files: &[PathBuf]) -> Result<Vec<Item>, UploadError> {
         }
         index += 1;
     }
-    let rank = |item: &Item| match item.metadata.disk_format.as_str() {
-        "aki" => 0,
-        "ari" => 1,
+    // Kernels and ramdisks first: the machine image names them by id.
+    let rank = |item: &Item| match item.metadata.disk_format.amazon() {
+        Some(Amazon::Kernel) => 0,
+        Some(Amazon::Ramdisk) => 1,
         _ => 2,
     };
     // Stable: equal ranks keep the caller's order.
@@ -348,10 +350,10 @@ fn create_body(metadata: &ImageMetadata, links: &[(&str, &str)]) -> Map<String, 
     }
     // The standard attributes win over properties of the same name.
     body.insert("name".into(), metadata.name.clone().into());
-    body.insert("disk_format".into(), metadata.disk_format.clone().into());
+    body.insert("disk_format".into(), metadata.disk_format.name().into());
     body.insert(
         "container_format".into(),
-        metadata.container_format.clone().into(),
+        metadata.container_format.name().into(),
     );
     body.insert("visibility".into(), metadata.visibility.clone().into());
     body.insert("min_disk".into(), metadata.min_disk.into());
@@ -715,15 +717,31 @@ mod tests {
     fn write_artifact(dir: &Path, file: &str, disk_format: &str) -> PathBuf {
         let artifact = dir.join(file);
         std::fs::write(&artifact, file.as_bytes()).unwrap();
-        let metadata =
-            ImageMetadata::for_file(&artifact, file, disk_format, disk_format, 1).unwrap();
+        let metadata = ImageMetadata::for_file(
+            &artifact,
+            file,
+            disk_format.parse().unwrap(),
+            // aki/ari/ami pair with themselves, everything else goes bare.
+            disk_format
+                .parse()
+                .unwrap_or(crate::glance::ContainerFormat::Bare),
+            1,
+        )
+        .unwrap();
         metadata.write_beside(&artifact).unwrap()
     }
 
     fn write_ami(dir: &Path, kernel: Option<&str>, ramdisk: Option<&str>) -> PathBuf {
         let artifact = dir.join("root.img");
         std::fs::write(&artifact, b"root").unwrap();
-        let mut metadata = ImageMetadata::for_file(&artifact, "root", "ami", "ami", 1).unwrap();
+        let mut metadata = ImageMetadata::for_file(
+            &artifact,
+            "root",
+            crate::glance::DiskFormat::Ami,
+            crate::glance::ContainerFormat::Ami,
+            1,
+        )
+        .unwrap();
         metadata.kernel = kernel.map(str::to_owned);
         metadata.ramdisk = ramdisk.map(str::to_owned);
         metadata.write_beside(&artifact).unwrap()
@@ -789,8 +807,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let artifact = dir.path().join("root.img");
         std::fs::write(&artifact, b"root").unwrap();
-        let mut metadata =
-            ImageMetadata::for_file(&artifact, "noble", "ami", "ami", 3 << 30).unwrap();
+        let mut metadata = ImageMetadata::for_file(
+            &artifact,
+            "noble",
+            crate::glance::DiskFormat::Ami,
+            crate::glance::ContainerFormat::Ami,
+            3 << 30,
+        )
+        .unwrap();
         metadata.set_property("os_distro", "ubuntu");
         metadata
             .properties
@@ -821,7 +845,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let artifact = dir.path().join("a.raw");
         std::fs::write(&artifact, b"a").unwrap();
-        let metadata = ImageMetadata::for_file(&artifact, "a", "raw", "bare", 1).unwrap();
+        let metadata = ImageMetadata::for_file(
+            &artifact,
+            "a",
+            crate::glance::DiskFormat::Raw,
+            crate::glance::ContainerFormat::Bare,
+            1,
+        )
+        .unwrap();
         let (md5, sha512) = (&metadata.digests.md5, &metadata.digests.sha512);
         assert_eq!(
             other_content(&image(Some(1), md5, "sha512", sha512), &metadata),

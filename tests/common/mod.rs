@@ -12,4 +12,6 @@ pub mod server;
 pub mod site;
 /// A private CA made with openssl, and an HTTPS proxy presenting a certificate it signed.
 pub mod tls;
+/// A registry token server (the `WWW-Authenticate: Bearer` realm) issuing signed JWTs.
+pub mod token;
 pub mod tools;

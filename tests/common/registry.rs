@@ -1,6 +1,7 @@
 //! A real OCI registry for the push tests: Debian's `docker-registry` (the CNCF distribution
 //! registry 2.8) on 127.0.0.1, storing under a temporary folder, with deletes enabled and,
-//! optionally, htpasswd basic auth. `skopeo` is the independent client that judges a push.
+//! optionally, htpasswd basic auth or token auth (a [`TokenServer`] as the realm). `skopeo` is
+//! the independent client that judges a push.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -10,6 +11,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::Value;
 use tempfile::TempDir;
+
+use super::token::{self, TokenServer};
 
 /// User and password of the registry started with auth.
 pub const USER: &str = "lab";
@@ -24,6 +27,8 @@ pub struct Registry {
     pub addr: String,
     /// A containers auth file with the credentials (when started with auth).
     pub auth_file: Option<PathBuf>,
+    /// The token server (with [`Auth::Token`]).
+    pub token_server: Option<TokenServer>,
 }
 
 fn free_port() -> u16 {
@@ -34,9 +39,35 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// How the test registry authenticates clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Auth {
+    None,
+    /// htpasswd (bcrypt) basic auth for [`USER`].
+    Basic,
+    /// Token auth: a [`TokenServer`] is the realm; it checks [`USER`]'s basic credentials.
+    Token,
+}
+
+/// A containers auth file in `dir` holding [`USER`]'s credentials for `addr`.
+fn write_auth_file(dir: &Path, addr: &str) -> PathBuf {
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    let file = dir.join("auth.json");
+    std::fs::write(
+        &file,
+        format!(r#"{{"auths": {{"{addr}": {{"auth": "{token}"}}}}}}"#),
+    )
+    .unwrap();
+    file
+}
+
 impl Registry {
     /// Starts a registry; with `auth`, htpasswd (bcrypt) basic auth for [`USER`].
     pub fn start(auth: bool) -> Registry {
+        Registry::start_with(if auth { Auth::Basic } else { Auth::None })
+    }
+
+    pub fn start_with(auth: Auth) -> Registry {
         let dir = TempDir::new().unwrap();
         let addr = format!("127.0.0.1:{}", free_port());
         let mut config = format!(
@@ -46,27 +77,36 @@ impl Registry {
             dir.path().join("data").display()
         );
         let mut auth_file = None;
-        if auth {
-            let output = Command::new("htpasswd")
-                .args(["-Bbn", USER, PASSWORD])
-                .output()
-                .expect("run htpasswd");
-            assert!(output.status.success(), "htpasswd failed");
-            let htpasswd = dir.path().join("htpasswd");
-            std::fs::write(&htpasswd, &output.stdout).unwrap();
-            config.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: cloudimg-test\n    path: {}\n",
-                htpasswd.display()
-            ));
-            let token =
-                base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
-            let file = dir.path().join("auth.json");
-            std::fs::write(
-                &file,
-                format!(r#"{{"auths": {{"{addr}": {{"auth": "{token}"}}}}}}"#),
-            )
-            .unwrap();
-            auth_file = Some(file);
+        let mut token_server = None;
+        match auth {
+            Auth::None => {}
+            Auth::Basic => {
+                let output = Command::new("htpasswd")
+                    .args(["-Bbn", USER, PASSWORD])
+                    .output()
+                    .expect("run htpasswd");
+                assert!(output.status.success(), "htpasswd failed");
+                let htpasswd = dir.path().join("htpasswd");
+                std::fs::write(&htpasswd, &output.stdout).unwrap();
+                config.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: cloudimg-test\n    path: {}\n",
+                    htpasswd.display()
+                ));
+                auth_file = Some(write_auth_file(dir.path(), &addr));
+            }
+            Auth::Token => {
+                let server = TokenServer::start(dir.path(), USER, PASSWORD);
+                config.push_str(&format!(
+                    "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    \
+                     rootcertbundle: {}\n",
+                    server.realm(),
+                    token::SERVICE,
+                    token::ISSUER,
+                    server.cert.display()
+                ));
+                auth_file = Some(write_auth_file(dir.path(), &addr));
+                token_server = Some(server);
+            }
         }
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).unwrap();
@@ -82,6 +122,7 @@ impl Registry {
             child,
             addr,
             auth_file,
+            token_server,
         };
         let started = Instant::now();
         while TcpStream::connect(&registry.addr).is_err() {

@@ -1,0 +1,159 @@
+//! `mirror --dry-run`: which serials each entry would hold, which of their files would be
+//! fetched (the others are in the tree already) and which older serials would lose the entry's
+//! files. Only upstream index documents and the tree are read: no lock, no work area, no file
+//! written.
+
+use super::*;
+
+/// One file of a kept serial.
+#[derive(Debug, serde::Serialize)]
+pub struct PlannedFile {
+    /// Relative to the mirror root.
+    pub path: PathBuf,
+    /// Its upstream URL, where the listing names it (files of `unpacked/` are found at fetch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// What a run would do for one entry.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "outcome")]
+pub enum PlannedOutcome {
+    WouldMirror {
+        /// Newest first.
+        serials: Vec<String>,
+        /// Files not in the tree yet.
+        would_fetch: Vec<PlannedFile>,
+        /// Files of the kept serials already in the tree (a run verifies them).
+        present: usize,
+        /// Serials beyond `keep` holding files of this entry (another entry may still keep
+        /// a shared file).
+        would_prune: Vec<String>,
+    },
+    Failed {
+        error: String,
+    },
+}
+
+impl EntryOutcome for PlannedOutcome {
+    fn is_failure(&self) -> bool {
+        matches!(self, PlannedOutcome::Failed { .. })
+    }
+}
+
+/// A dry run of [`mirror`]: one report per selected entry.
+#[derive(Debug, serde::Serialize)]
+pub struct Preview {
+    pub dir: PathBuf,
+    pub dry_run: bool,
+    pub entries: Vec<runner::EntryReport<PlannedOutcome>>,
+}
+
+/// What [`mirror`] would do; reads only.
+pub async fn preview(
+    client: &Client,
+    catalog: &UserCatalog,
+    catalog_dir: &Path,
+    dir: &Path,
+    options: &MirrorOptions,
+) -> Result<Preview, MirrorError> {
+    let selected = runner::select(catalog, &options.only)?;
+    let mut entries = Vec::new();
+    for image in selected {
+        let outcome = match preview_entry(client, catalog, catalog_dir, dir, options, image).await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                let text = crate::error::chain(&error);
+                tracing::error!(image = %image.name, "{text}");
+                PlannedOutcome::Failed { error: text }
+            }
+        };
+        entries.push(runner::EntryReport {
+            name: image.name.clone(),
+            outcome,
+        });
+    }
+    Ok(Preview {
+        dir: dir.to_owned(),
+        dry_run: true,
+        entries,
+    })
+}
+
+async fn preview_entry(
+    client: &Client,
+    catalog: &UserCatalog,
+    catalog_dir: &Path,
+    dir: &Path,
+    options: &MirrorOptions,
+    image: &ImageSpec,
+) -> Result<PlannedOutcome, MirrorError> {
+    let resolved = EntrySource::resolve(image, catalog, catalog_dir, &options.source)?;
+    let source = &resolved.catalog;
+    let query = runner::query(image)?;
+    let stream = query.stream;
+    let spec = source
+        .stream(stream.name())
+        .ok_or_else(|| IndexError::StreamNotInCatalog {
+            catalog: source.name.clone(),
+            stream,
+        })?;
+    let entry = Entry {
+        source,
+        spec,
+        discovery: resolved.discovery(client),
+        kinds: Kinds::of(image, source)?,
+    };
+    let keep = catalog.keep_for(image).max(1);
+    let listings = entry.discovery.newest_listings(&query, keep).await?;
+    let mut serials = Vec::new();
+    let mut would_fetch = Vec::new();
+    let mut present = 0;
+    let mut newest: Option<Listing> = None;
+    for (serial, listing) in listings {
+        let listing = listing?;
+        let folder = serial_rel(spec, &listing.release, &serial)?;
+        for own in own_files(&entry, &listing, &serial)? {
+            let rel = format!("{folder}{own}");
+            let path = safe_relative(&rel, "file")?;
+            if dir.join(&path).is_file() {
+                present += 1;
+                continue;
+            }
+            let name = own.rsplit('/').next().unwrap_or(&own);
+            let url = listing
+                .files
+                .iter()
+                .find(|file| file.name == name)
+                .map(|file| file.url.to_string());
+            would_fetch.push(PlannedFile { path, url });
+        }
+        serials.push(serial);
+        newest.get_or_insert(listing);
+    }
+    let mut would_prune = Vec::new();
+    if let Some(listing) = &newest {
+        let release_rel = release_rel(spec, &listing.release)?;
+        let release_dir = dir.join(safe_relative(&release_rel, "release folder")?);
+        for (serial, folder) in
+            serial_folders(&release_dir, &spec.serial_dir, source.serial_separator)?
+        {
+            if serials.contains(&serial) {
+                continue;
+            }
+            let holds = own_files(&entry, listing, &serial)?
+                .iter()
+                .any(|own| release_dir.join(&folder).join(own).is_file());
+            if holds {
+                would_prune.push(serial);
+            }
+        }
+        sort_serials_newest_first(&mut would_prune, source.serial_separator);
+    }
+    Ok(PlannedOutcome::WouldMirror {
+        serials,
+        would_fetch,
+        present,
+        would_prune,
+    })
+}
