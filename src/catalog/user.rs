@@ -419,11 +419,7 @@ impl UserCatalog {
                     STREAM_NAMES.join(", ")
                 ));
             }
-            if image.bake.is_some()
-                && matches!(
-                    image.disk_format.to_ascii_lowercase().as_str(),
-                    "aki" | "ari" | "ami"
-                )
+            if image.bake.is_some() && image.disk_format.amazon().is_some()
             {
                 return Err(format!(
                     "image {:?}: [image.bake] makes a disk image, not a {} kernel, ramdisk or \
