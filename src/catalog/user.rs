@@ -419,8 +419,7 @@ impl UserCatalog {
                     STREAM_NAMES.join(", ")
                 ));
             }
-            if image.bake.is_some() && image.disk_format.amazon().is_some()
-            {
+            if image.bake.is_some() && image.disk_format.amazon().is_some() {
                 return Err(format!(
                     "image {:?}: [image.bake] makes a disk image, not a {} kernel, ramdisk or \
                      machine image set",
