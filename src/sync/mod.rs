@@ -13,6 +13,8 @@
 //!
 //! - `entry.rs`: one entry, from discovery to publication;
 //! - `glance.rs`: upload of a published serial and retirement of older ones;
+//! - `registry.rs`: containerDisk entries pushed to the OCI registries (tags retired beyond
+//!   `keep`), and the image index of an entry naming several architectures;
 //! - `hook.rs`: the user's command after a publication;
 //! - `publish.rs`: the tree (`<name>/<serial>/`, `current`, staging); `state.rs`: the record.
 
