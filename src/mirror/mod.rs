@@ -354,10 +354,10 @@ impl Kinds {
         if matches!(amazon, None | Some(Amazon::Machine)) || image.file.is_some() {
             let kind = pipeline::upstream_kind(source, format, image.file.as_deref()).ok_or_else(
                 || {
-                    pipeline::Error::Usage(format!(
-                        "{}: catalog {} has no default file kind; set `file`",
-                        image.name, source.name
-                    ))
+                    pipeline::Error::from(pipeline::Refusal::EntryWithoutKind {
+                        entry: image.name.clone(),
+                        catalog: source.name.clone(),
+                    })
                 },
             )?;
             folder.push(kind);
