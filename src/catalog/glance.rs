@@ -50,7 +50,7 @@ impl GlanceSpec {
     }
 
     /// Checks names are unique and property keys look like Glance's (`[a-z0-9_:.-]`).
-    pub(super) fn validate(&self) -> Result<(), String> {
+    pub(super) fn validate(&self) -> Result<(), super::Invalid> {
         let valid_key = |key: &str| {
             !key.is_empty()
                 && key.len() <= 255
@@ -64,8 +64,11 @@ impl GlanceSpec {
             .chain(self.presets.iter().flat_map(|p| p.properties.keys()));
         for key in keys {
             if !valid_key(key) {
-                return Err(format!(
-                    "glance property {key:?}: letters, digits, '_', ':', '.', '-'"
+                return Err(super::Invalid::new(
+                    "glance",
+                    "property",
+                    key,
+                    "letters, digits, '_', ':', '.', '-'",
                 ));
             }
         }
@@ -74,7 +77,12 @@ impl GlanceSpec {
                 .iter()
                 .any(|p| p.name.eq_ignore_ascii_case(&preset.name))
             {
-                return Err(format!("glance preset {:?} defined twice", preset.name));
+                return Err(super::Invalid::new(
+                    format!("glance preset {:?}", preset.name),
+                    "name",
+                    &preset.name,
+                    "defined twice",
+                ));
             }
         }
         Ok(())
@@ -117,7 +125,7 @@ mod tests {
     #[test]
     fn property_key_with_a_space_is_refused() {
         let spec = spec("properties = { \"os distro\" = \"ubuntu\" }");
-        assert!(spec.validate().unwrap_err().contains("os distro"));
+        assert_eq!(spec.validate().unwrap_err().value, "os distro");
     }
 
     #[test]

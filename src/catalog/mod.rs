@@ -18,6 +18,7 @@
 pub mod glance;
 pub mod pattern;
 pub mod user;
+mod validate;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -30,6 +31,7 @@ use crate::ErrorKind;
 
 pub use glance::{GlancePreset, GlanceSpec};
 pub use pattern::{compare_versions, PatternError, Placeholder, Vars};
+pub use validate::Invalid;
 
 /// The built-in catalogs: name and TOML text.
 const BUILTIN: &[(&str, &str)] = &[
@@ -65,6 +67,13 @@ pub enum CatalogError {
         #[source]
         source: toml::de::Error,
     },
+    /// A source catalog value that breaks a rule (the entry, field and value are in `source`).
+    #[error("{origin}: invalid catalog")]
+    Rule {
+        origin: String,
+        #[source]
+        source: Invalid,
+    },
     #[error("{origin}: {reason}")]
     Invalid { origin: String, reason: String },
 }
@@ -77,6 +86,7 @@ impl CatalogError {
             | CatalogError::Read { .. }
             | CatalogError::TooLarge { .. }
             | CatalogError::Parse { .. }
+            | CatalogError::Rule { .. }
             | CatalogError::Invalid { .. } => ErrorKind::Usage,
         }
     }
@@ -416,9 +426,9 @@ impl Catalog {
             origin: origin.to_owned(),
             source,
         })?;
-        validate(raw).map_err(|reason| CatalogError::Invalid {
+        validate::validate(raw).map_err(|source| CatalogError::Rule {
             origin: origin.to_owned(),
-            reason,
+            source,
         })
     }
 
@@ -474,284 +484,6 @@ impl Catalog {
         name.push_str(suffix);
         Ok(Some(name))
     }
-}
-
-/// Checks that every pattern uses only the placeholders it can be given.
-fn check_pattern(field: &str, text: &str, allowed: &[Placeholder]) -> Result<(), String> {
-    let used = pattern::placeholders(text).map_err(|e| format!("{field}: {e}"))?;
-    match used.iter().find(|p| !allowed.contains(p)) {
-        Some(bad) => Err(format!("{field}: {bad} is not available in {text:?}")),
-        None => Ok(()),
-    }
-}
-
-/// A relative folder path: empty or ending with `/`, no `..`, no leading `/`, no scheme.
-fn check_dir(field: &str, text: &str) -> Result<(), String> {
-    let relative =
-        !text.starts_with('/') && !text.contains("://") && !text.split('/').any(|s| s == "..");
-    if relative && (text.is_empty() || text.ends_with('/')) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{field}: {text:?} must be a relative folder ending with '/'"
-        ))
-    }
-}
-
-fn validate(raw: RawCatalog) -> Result<Catalog, String> {
-    use Placeholder::{Arch as A, Codename as C, Serial as S, Variant as W, Version as V};
-
-    if raw.name.is_empty()
-        || !raw
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-')
-    {
-        return Err(format!("name {:?}: letters, digits and '-' only", raw.name));
-    }
-    let base_url = Url::parse(&raw.base_url).map_err(|e| format!("base_url: {e}"))?;
-    if !matches!(base_url.scheme(), "https" | "http") || !raw.base_url.ends_with('/') {
-        return Err(format!(
-            "base_url {:?}: must be an http(s) URL ending with '/'",
-            raw.base_url
-        ));
-    }
-    let mut separator = raw.serial_separator.chars();
-    let serial_separator = match (separator.next(), separator.next()) {
-        (Some(c), None) if c.is_ascii_punctuation() => c,
-        _ => {
-            return Err(format!(
-                "serial_separator {:?}: one punctuation character",
-                raw.serial_separator
-            ))
-        }
-    };
-    if raw.checksums.file.is_empty() || raw.checksums.file.contains('/') {
-        return Err(format!(
-            "checksums.file {:?}: a plain file name",
-            raw.checksums.file
-        ));
-    }
-    raw.glance.validate()?;
-    let signature = match raw.signature {
-        RawSignature {
-            published: false,
-            file: None,
-            format: None,
-        } => Signature::NotPublished,
-        RawSignature {
-            published: false, ..
-        } => return Err("signature: an unpublished signature has no file or format".into()),
-        RawSignature {
-            published: true,
-            file: Some(file),
-            format: Some(format),
-        } if !file.is_empty() && !file.contains('/') => Signature::Published { file, format },
-        RawSignature {
-            published: true, ..
-        } => {
-            return Err(
-                "signature: a published signature needs a plain file name and a format".into(),
-            )
-        }
-    };
-    if matches!(signature, Signature::Published { .. }) && raw.keys.is_empty() {
-        return Err("keys: a published signature needs at least one key".into());
-    }
-    for key in &raw.keys {
-        let fingerprint_ok =
-            key.fingerprint.len() == 40 && key.fingerprint.chars().all(|c| c.is_ascii_hexdigit());
-        if !fingerprint_ok {
-            return Err(format!(
-                "key {:?}: fingerprint {:?} is not 40 hex digits",
-                key.name, key.fingerprint
-            ));
-        }
-        if !key
-            .armored
-            .trim_start()
-            .starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----")
-        {
-            return Err(format!(
-                "key {:?}: not an armored public key block",
-                key.name
-            ));
-        }
-    }
-    if raw.arches.is_empty() {
-        return Err("arches: at least one architecture".into());
-    }
-    for (index, arch) in raw.arches.iter().enumerate() {
-        let plain = |s: &str| {
-            !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        };
-        if !plain(&arch.name) || !plain(&arch.glance) {
-            return Err(format!("arch {:?}: names must be plain words", arch.name));
-        }
-        if raw.arches[..index].iter().any(|a| a.name == arch.name) {
-            return Err(format!("arch {:?}: listed twice", arch.name));
-        }
-    }
-    if raw.streams.is_empty() {
-        return Err("streams: at least one stream".into());
-    }
-    for (name, stream) in &raw.streams {
-        if !STREAM_NAMES.contains(&name.as_str()) {
-            return Err(format!(
-                "stream {name:?}: not one of {}",
-                STREAM_NAMES.join(", ")
-            ));
-        }
-        let field = |f: &str| format!("streams.{name}.{f}");
-        check_dir(&field("releases_dir"), &stream.releases_dir)?;
-        check_pattern(&field("releases_dir"), &stream.releases_dir, &[])?;
-        check_dir(&field("release_dir"), &stream.release_dir)?;
-        check_pattern(&field("release_dir"), &stream.release_dir, &[V, C])?;
-        check_dir(&field("serial_dir"), &stream.serial_dir)?;
-        check_pattern(&field("serial_dir"), &stream.serial_dir, &[S])?;
-        if !pattern::placeholders(&stream.serial_dir).is_ok_and(|p| p == [S]) {
-            return Err(format!(
-                "{}: must contain {{serial}} once",
-                field("serial_dir")
-            ));
-        }
-        if let Some(alias) = &stream.alias_dir {
-            check_dir(&field("alias_dir"), alias)?;
-            check_pattern(&field("alias_dir"), alias, &[])?;
-        }
-        let (names, allowed): (_, &[Placeholder]) = match (&stream.file_prefix, &stream.file_name) {
-            (Some(prefix), None) => (("file_prefix", prefix), &[V, C, A]),
-            (None, Some(name)) => (("file_name", name), &[V, C, A, S, W]),
-            _ => {
-                return Err(format!(
-                    "streams.{name}: exactly one of file_prefix and file_name"
-                ))
-            }
-        };
-        let (key, text) = names;
-        check_pattern(&field(key), text, allowed)?;
-        let used = pattern::placeholders(text).unwrap_or_default();
-        if !used.contains(&A) {
-            return Err(format!("{}: must contain {{arch}}", field(key)));
-        }
-        if text.contains('/') {
-            return Err(format!("{}: a file name, without '/'", field(key)));
-        }
-        if used.contains(&W) {
-            let plain = raw
-                .kinds
-                .iter()
-                .find(|k| k.dir.is_none() && k.variant.is_none());
-            if let Some(kind) = plain {
-                return Err(format!(
-                    "kind {:?}: {} needs a variant",
-                    kind.ftype,
-                    field(key)
-                ));
-            }
-        }
-        if let Some(streams) = &stream.simplestreams {
-            check_dir(&field("simplestreams.root"), &streams.root)?;
-            let index_ok = !streams.index.is_empty()
-                && !streams.index.starts_with('/')
-                && !streams.index.split('/').any(|s| s == "..");
-            if !index_ok || streams.datatype.is_empty() {
-                return Err(format!(
-                    "{}: a relative index path and a datatype",
-                    field("simplestreams")
-                ));
-            }
-        }
-    }
-    for (index, kind) in raw.kinds.iter().enumerate() {
-        if kind.ftype.is_empty() || raw.kinds[..index].iter().any(|k| k.ftype == kind.ftype) {
-            return Err(format!("kind {:?}: empty or listed twice", kind.ftype));
-        }
-        if kind.suffixes.is_empty() {
-            return Err(format!("kind {:?}: at least one suffix", kind.ftype));
-        }
-        if kind
-            .suffixes
-            .iter()
-            .any(|era| era.suffix.is_empty() || era.suffix.contains('/'))
-        {
-            return Err(format!(
-                "kind {:?}: suffixes are non-empty, without '/'",
-                kind.ftype
-            ));
-        }
-        if let Some(dir) = &kind.dir {
-            check_dir(&format!("kind {:?} dir", kind.ftype), dir)?;
-        }
-        if kind.role == FileRole::Disk && kind.disk_format.is_none() {
-            return Err(format!("kind {:?}: a disk needs a disk_format", kind.ftype));
-        }
-        let variant_ok = kind.variant.as_deref().is_none_or(|v| {
-            !v.is_empty()
-                && v.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        });
-        if !variant_ok {
-            return Err(format!(
-                "kind {:?}: variant must be a plain word",
-                kind.ftype
-            ));
-        }
-    }
-    if let Some(default) = &raw.default_kind {
-        if !raw.kinds.iter().any(|k| &k.ftype == default) {
-            return Err(format!("default_kind {default:?}: not one of the kinds"));
-        }
-    }
-    for (index, release) in raw.releases.iter().enumerate() {
-        let word = |s: &str| {
-            !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
-        };
-        let lower = release
-            .codename
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-        if !word(&release.codename) || !lower || !word(&release.version) {
-            return Err(format!(
-                "release {:?}: a lower-case code name and a plain version",
-                release.codename
-            ));
-        }
-        let earlier = &raw.releases[..index];
-        if earlier
-            .iter()
-            .any(|r| r.codename == release.codename || r.version == release.version)
-        {
-            return Err(format!("release {:?}: listed twice", release.codename));
-        }
-        for stream in release.streams.iter().flatten() {
-            if !raw.streams.contains_key(stream) {
-                return Err(format!(
-                    "release {:?}: the catalog has no {stream:?} stream",
-                    release.codename
-                ));
-            }
-        }
-    }
-    Ok(Catalog {
-        name: raw.name,
-        title: raw.title,
-        base_url,
-        serial_separator,
-        default_kind: raw.default_kind,
-        checksums: raw.checksums,
-        signature,
-        keys: raw.keys,
-        arches: raw.arches,
-        releases: raw.releases,
-        streams: raw.streams,
-        kinds: raw.kinds,
-        glance: raw.glance,
-    })
 }
 
 #[cfg(test)]
@@ -1030,9 +762,37 @@ mod tests {
 
     fn invalid(text: &str) -> String {
         match Catalog::from_toml_str(text, "test") {
-            Err(CatalogError::Invalid { reason, .. }) => reason,
+            Err(CatalogError::Rule { source, .. }) => source.to_string(),
             other => panic!("expected Invalid, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_refusal_names_the_entry_the_field_and_the_value() {
+        let text = MINIMAL.replace("images/cloud/\"", "images/cloud\"");
+        let Err(CatalogError::Rule { origin, source }) = Catalog::from_toml_str(&text, "test")
+        else {
+            panic!("expected a rule refusal");
+        };
+        assert_eq!(origin, "test");
+        assert_eq!(
+            (
+                source.entry.as_str(),
+                source.field.as_str(),
+                source.value.as_str()
+            ),
+            (
+                "catalog",
+                "base_url",
+                "https://cloud.debian.org/images/cloud"
+            )
+        );
+        assert!(source.rule.contains("ending with '/'"), "{source}");
+        let message = crate::error::chain(&CatalogError::Rule { origin, source });
+        assert!(
+            message.starts_with("test: invalid catalog: catalog: base_url"),
+            "{message}"
+        );
     }
 
     #[test]
