@@ -572,3 +572,95 @@ fn prepare_bakes_the_verified_download_and_records_its_provenance() {
     );
     assert_eq!(root.size_and_mode("/etc/machine-id").0, 0);
 }
+
+/// `sync` with an `[image.bake]` entry (a recipe file beside the catalog): the first run bakes
+/// (one boot, no boot test), the second finds the published serial baked with the same recipe
+/// and boots nothing, and an edited recipe bakes the same serial again.
+#[test]
+fn sync_bakes_an_entry_once_and_again_when_its_recipe_changes() {
+    use crate::common::mirror::Knobs;
+    use crate::common::site::{build_site, cloudimg, outcome, stderr, summary, RELEASED};
+    require_tools!("qemu-system-x86_64", "qemu-img", "debugfs", "sfdisk");
+    let Some(guest) = guest() else { return };
+    let site = build_site(Knobs {
+        amd64_image: Some(guest),
+        ..Knobs::default()
+    });
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    let catalog = d.join("lab.toml");
+    std::fs::write(
+        &catalog,
+        "output = \"root\"\n\n[[image]]\nname = \"golden\"\nrelease = \"noble\"\n\
+         file = \"disk1.img\"\ndisk_format = \"qcow2\"\n\n[image.bake]\nrecipe = \"golden.toml\"\n",
+    )
+    .unwrap();
+    let recipe = |word: &str| {
+        let text = format!(
+            "run = [\"echo {word} > /var/lib/recipe\"]\nboot_test = false\nnetwork = \"none\"\n\
+             cpus = 1\nmemory = 1024\ntimeout = \"15m\"\n"
+        );
+        std::fs::write(d.join("golden.toml"), text).unwrap();
+    };
+    let sync = || {
+        let _turn = ONE_GUEST.lock().unwrap_or_else(|e| e.into_inner());
+        let output = cloudimg(&site, &["--json", "sync", catalog.to_str().unwrap()])
+            .env("CLOUDIMG_ACCEL", "tcg")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        output
+    };
+    let serial = RELEASED[1];
+    let published = d.join("root/golden").join(serial);
+    let artifact = published.join("ubuntu-24.04-server-cloudimg-amd64.qcow2");
+    let metadata = |path: &Path| -> serde_json::Value {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".glance.json");
+        serde_json::from_str(&std::fs::read_to_string(name).unwrap()).unwrap()
+    };
+    let baked_word = |path: &Path| RootFs::open(path, d).cat("/var/lib/recipe");
+
+    recipe("one");
+    let first = sync();
+    let entry = outcome(&summary(&first), "golden").clone();
+    assert_eq!(entry["outcome"], "published", "{entry}");
+    assert_eq!(entry["serial"], serial);
+    let first_meta = metadata(&artifact);
+    assert_eq!(first_meta["properties"]["cloudimg_baked"], "true");
+    let first_digest = first_meta["properties"]["cloudimg_recipe_sha256"].clone();
+    assert!(first_digest.is_string(), "{first_meta}");
+    let mut log = artifact.as_os_str().to_owned();
+    log.push(".bake.log");
+    let log = PathBuf::from(log);
+    let log_written = std::fs::metadata(&log).unwrap().modified().unwrap();
+    assert_eq!(baked_word(&artifact), "one\n");
+
+    // Nothing changed: no boot, the log and the artifact untouched.
+    let second = sync();
+    let entry = outcome(&summary(&second), "golden").clone();
+    assert_eq!(entry["outcome"], "up-to-date", "{entry}");
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().modified().unwrap(),
+        log_written,
+        "the second sync booted a guest"
+    );
+    assert_eq!(metadata(&artifact), first_meta);
+
+    // The recipe changed: the same serial is baked again, with the new recipe's digest.
+    recipe("two");
+    let third = sync();
+    let entry = outcome(&summary(&third), "golden").clone();
+    assert_eq!(entry["outcome"], "published", "{entry}");
+    assert_eq!(entry["serial"], serial);
+    let third_meta = metadata(&artifact);
+    assert_ne!(
+        third_meta["properties"]["cloudimg_recipe_sha256"],
+        first_digest
+    );
+    assert_eq!(baked_word(&artifact), "two\n");
+    assert_eq!(
+        std::fs::read_link(d.join("root/golden/current")).unwrap(),
+        PathBuf::from(serial)
+    );
+}

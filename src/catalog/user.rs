@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{CatalogError, STREAM_NAMES};
+use crate::bake::recipe::{RecipeError, RecipeSpec};
 
 /// Largest user catalog accepted; real ones are a few KiB.
 const MAX_USER_CATALOG_BYTES: u64 = 1 << 20;
@@ -201,6 +202,52 @@ pub struct ImageSpec {
     /// Command run (by `sh -c`) after a new serial is published; overrides the catalog's.
     #[serde(default)]
     pub hook: Option<String>,
+    /// `[image.bake]`: bake each new serial with this recipe before converting it.
+    #[serde(default)]
+    pub bake: Option<BakeConfig>,
+}
+
+/// `[image.bake]`: the keys of a recipe file inline, or `recipe = "path"` naming one; paths
+/// are relative to the catalog's folder. Unknown keys are refused, named, when the catalog is
+/// read.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(try_from = "toml::Table")]
+pub enum BakeConfig {
+    File(PathBuf),
+    Inline(Box<RecipeSpec>),
+}
+
+/// The key of `[image.bake]` that names a recipe file.
+const RECIPE_FILE_KEY: &str = "recipe";
+
+impl TryFrom<toml::Table> for BakeConfig {
+    type Error = String;
+
+    fn try_from(table: toml::Table) -> Result<BakeConfig, String> {
+        match table.get(RECIPE_FILE_KEY) {
+            Some(toml::Value::String(path)) if table.len() == 1 => {
+                Ok(BakeConfig::File(PathBuf::from(path)))
+            }
+            Some(toml::Value::String(_)) => Err(format!(
+                "bake: `{RECIPE_FILE_KEY}` names a recipe file; give the other keys in it, or \
+                 drop `{RECIPE_FILE_KEY}` and give them all here"
+            )),
+            Some(_) => Err(format!("bake: `{RECIPE_FILE_KEY}` must be a file name")),
+            None => RecipeSpec::deserialize(toml::Value::Table(table))
+                .map(|spec| BakeConfig::Inline(Box::new(spec)))
+                .map_err(|error| format!("bake: {}", error.message())),
+        }
+    }
+}
+
+impl BakeConfig {
+    /// The recipe, read from its file or taken inline, paths made relative to `catalog_dir`.
+    pub fn spec(&self, catalog_dir: &Path) -> Result<RecipeSpec, RecipeError> {
+        match self {
+            BakeConfig::File(path) => RecipeSpec::from_file(&catalog_dir.join(path)),
+            BakeConfig::Inline(spec) => Ok(spec.as_ref().clone().relative_to(catalog_dir)),
+        }
+    }
 }
 
 fn default_source() -> String {
@@ -372,6 +419,19 @@ impl UserCatalog {
                     STREAM_NAMES.join(", ")
                 ));
             }
+            if image.bake.is_some() && image.disk_format.amazon().is_some() {
+                return Err(format!(
+                    "image {:?}: [image.bake] makes a disk image, not a {} kernel, ramdisk or \
+                     machine image set",
+                    image.name, image.disk_format
+                ));
+            }
+            if image.bake.is_some() && image.arches.len() > 1 {
+                return Err(format!(
+                    "image {:?}: [image.bake] bakes one architecture; give the entry one arch",
+                    image.name
+                ));
+            }
             if self.keep_for(image) == 0 {
                 return Err(format!(
                     "image {:?}: keep must be at least 1 (the current serial)",
@@ -532,6 +592,54 @@ mod tests {
     #[test]
     fn unknown_stream_is_refused() {
         let text = MINIMAL.replace("\"released\"", "\"weekly\"");
+        assert!(UserCatalog::from_toml_str(&text, "test").is_err());
+    }
+
+    #[test]
+    fn image_bake_is_a_recipe_inline_or_a_file() {
+        let text = format!(
+            "{MINIMAL}\n[image.bake]\nuser = \"lab\"\nrun = [\"true\"]\nboot_test = false\n"
+        );
+        let catalog = UserCatalog::from_toml_str(&text, "test").unwrap();
+        let Some(BakeConfig::Inline(spec)) = &catalog.images[0].bake else {
+            panic!("no inline recipe");
+        };
+        assert_eq!(spec.user.as_deref(), Some("lab"));
+        assert_eq!(spec.boot_test, Some(false));
+        let text = format!("{MINIMAL}\n[image.bake]\nrecipe = \"golden.recipe.toml\"\n");
+        let catalog = UserCatalog::from_toml_str(&text, "test").unwrap();
+        let bake = catalog.images[0].bake.as_ref().unwrap();
+        assert_eq!(bake, &BakeConfig::File(PathBuf::from("golden.recipe.toml")));
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("catalogs/examples");
+        let spec = bake.spec(&examples).unwrap();
+        assert_eq!(spec.hostname.as_deref(), Some("golden"));
+    }
+
+    #[test]
+    fn image_bake_refuses_unknown_keys_by_name_and_mixed_forms() {
+        // One byte off: `usar` for `user`.
+        let text = format!("{MINIMAL}\n[image.bake]\nusar = \"lab\"\n");
+        let error = UserCatalog::from_toml_str(&text, "test").unwrap_err();
+        let text = crate::error::chain(&error);
+        assert!(text.contains("usar"), "{text}");
+        let text =
+            format!("{MINIMAL}\n[image.bake]\nrecipe = \"golden.recipe.toml\"\nuser = \"lab\"\n");
+        assert!(UserCatalog::from_toml_str(&text, "test").is_err());
+        let text = format!("{MINIMAL}\n[image.bake]\nrecipe = 1\n");
+        assert!(UserCatalog::from_toml_str(&text, "test").is_err());
+        // One architecture per baked entry.
+        let text = format!("{MINIMAL}\n[image.bake]\nrun = [\"true\"]\n")
+            .replace("arch = \"amd64\"", "arch = [\"amd64\", \"arm64\"]")
+            .replace("\"bare\"", "\"containerdisk\"");
+        let error = UserCatalog::from_toml_str(&text, "test").unwrap_err();
+        assert!(
+            error.to_string().contains("one arch")
+                || crate::error::chain(&error).contains("one arch"),
+            "{error}"
+        );
+        // A kernel/ramdisk set cannot be baked.
+        let text = format!("{MINIMAL}\n[image.bake]\nrun = [\"true\"]\n")
+            .replace("disk_format = \"qcow2\"", "disk_format = \"ami\"");
         assert!(UserCatalog::from_toml_str(&text, "test").is_err());
     }
 

@@ -558,6 +558,9 @@ pub struct SyncArgs {
     /// Accept a mirror whose newest serial is older than the published one.
     #[arg(long)]
     pub allow_downgrade: bool,
+    /// The accelerator of the guests of [image.bake] entries.
+    #[arg(long, value_enum, env = "CLOUDIMG_ACCEL", default_value_t = AccelArg::Auto)]
+    pub accel: AccelArg,
     /// Skip the OpenPGP check of checksum files (logged; checksums are still verified).
     #[arg(long)]
     pub no_verify_signature: bool,

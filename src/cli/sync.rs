@@ -25,6 +25,7 @@ pub fn sync(global: &Global, args: SyncArgs) -> Result<i32, Error> {
         only: args.only.clone(),
         wait: args.wait,
         allow_downgrade: args.allow_downgrade,
+        accel: args.accel.choice(),
         source: runs::source_options(global, &context, args.no_verify_signature)?,
         glance: catalog
             .glance

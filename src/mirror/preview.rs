@@ -116,7 +116,7 @@ async fn preview_entry(
         for own in own_files(&entry, &listing, &serial)? {
             let rel = format!("{folder}{own}");
             let path = safe_relative(&rel, "file")?;
-            if dir.join(&path).is_file() {
+            if is_file(&dir.join(&path)).await {
                 present += 1;
                 continue;
             }
@@ -135,17 +135,24 @@ async fn preview_entry(
     if let Some(listing) = &newest {
         let release_rel = release_rel(spec, &listing.release)?;
         let release_dir = dir.join(safe_relative(&release_rel, "release folder")?);
-        for (serial, folder) in
-            serial_folders(&release_dir, &spec.serial_dir, source.serial_separator)?
-        {
+        let (folder_dir, pattern) = (release_dir.clone(), spec.serial_dir.clone());
+        let separator = source.serial_separator;
+        let folders =
+            tokio::task::spawn_blocking(move || serial_folders(&folder_dir, &pattern, separator))
+                .await
+                .map_err(|error| MirrorError::Io {
+                    path: release_dir.clone(),
+                    source: std::io::Error::other(error.to_string()),
+                })??;
+        for (serial, folder) in folders {
             if serials.contains(&serial) {
                 continue;
             }
-            let holds = own_files(&entry, listing, &serial)?
-                .iter()
-                .any(|own| release_dir.join(&folder).join(own).is_file());
-            if holds {
-                would_prune.push(serial);
+            for own in own_files(&entry, listing, &serial)? {
+                if is_file(&release_dir.join(&folder).join(own)).await {
+                    would_prune.push(serial);
+                    break;
+                }
             }
         }
         sort_serials_newest_first(&mut would_prune, source.serial_separator);
@@ -156,4 +163,11 @@ async fn preview_entry(
         present,
         would_prune,
     })
+}
+
+/// Whether `path` is a regular file (asked without blocking the async worker).
+async fn is_file(path: &Path) -> bool {
+    tokio::fs::metadata(path)
+        .await
+        .is_ok_and(|meta| meta.is_file())
 }

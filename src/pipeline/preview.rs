@@ -96,7 +96,7 @@ pub async fn preview(
             container,
         } => {
             let file = listing.file(&kind)?;
-            preview.fetch.push(planned_fetch(file, downloads));
+            preview.fetch.push(planned_fetch(file, downloads).await);
             if container == ContainerFormat::ContainerDisk {
                 preview.containerdisk = Some(request.output_dir.clone());
             } else {
@@ -116,13 +116,13 @@ pub async fn preview(
             ] {
                 if wanted {
                     let (_, file) = prepare::unpacked_file(&discovery, &listing, kind)?;
-                    preview.fetch.push(planned_fetch(&file, downloads));
+                    preview.fetch.push(planned_fetch(&file, downloads).await);
                     preview.artifacts.push(names.part(&file.name, part));
                 }
             }
             if let Some(kind) = machine {
                 let file = listing.file(&kind)?;
-                preview.fetch.push(planned_fetch(file, downloads));
+                preview.fetch.push(planned_fetch(file, downloads).await);
                 preview
                     .artifacts
                     .push(names.machine(prepare::stem(&file.name)));
@@ -132,11 +132,14 @@ pub async fn preview(
     Ok(preview)
 }
 
-fn planned_fetch(file: &FileEntry, dir: &Path) -> PlannedFetch {
+/// A file to download; whether one of that name is there is asked without blocking.
+async fn planned_fetch(file: &FileEntry, dir: &Path) -> PlannedFetch {
     let path = dir.join(&file.name);
     PlannedFetch {
         url: file.url.to_string(),
-        present: path.is_file(),
+        present: tokio::fs::metadata(&path)
+            .await
+            .is_ok_and(|meta| meta.is_file()),
         path,
         size: file.size,
     }

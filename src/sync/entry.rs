@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use super::publish::{self, ImageTree};
 use super::state::{ArtifactRecord, SerialRecord, UpstreamRecord};
 use super::{hook, now, EntryReport, Outcome, Run, SyncError, SPACE_HEADROOM};
+use crate::bake::BakeError;
 use crate::catalog::user::ImageSpec;
 use crate::catalog::Catalog;
 use crate::formats::Options;
@@ -20,7 +21,7 @@ use crate::index::release::sort_serials_newest_first;
 use crate::index::{Discovery, Listing};
 use crate::io::blocking;
 use crate::io::progress::Reporter;
-use crate::pipeline::{self, ImageSettings, MachineSettings, PrepareRequest, Prepared};
+use crate::pipeline::{self, BakeStep, ImageSettings, MachineSettings, PrepareRequest, Prepared};
 use crate::runner::{self, EntrySource};
 
 /// Hex digits of the download-cache folder name (from the SHA-256 of the build's URL).
@@ -91,7 +92,20 @@ impl Run {
         image: &ImageSpec,
         reporter: Arc<dyn Reporter>,
     ) -> Result<Outcome, SyncError> {
-        let found = self.discover(image).await?;
+        // `[image.bake]`: a bad recipe fails the entry before anything is downloaded, and a
+        // published serial baked with another recipe is baked again.
+        let bake = self.bake_step(image)?;
+        let mut found = self.discover(image).await?;
+        if found.published {
+            let expected = bake.as_ref().map(|step| step.recipe.digest()).transpose();
+            let expected = expected.map_err(|e| pipeline::Error::from(BakeError::from(e)))?;
+            let dir = found.tree.serial_dir(found.serial());
+            let digest = blocking::run(&dir.clone(), move || publish::recipe_digest(&dir)).await?;
+            if digest != expected {
+                tracing::info!(image = %image.name, serial = found.serial(), "the recipe changed: baking again");
+                found.published = false;
+            }
+        }
         let serial = found.serial().to_owned();
         let keep = self.catalog.keep_for(image);
         if found.published && found.previous.as_deref() == Some(serial.as_str()) {
@@ -135,7 +149,7 @@ impl Run {
                 download_cache: Some(download_cache_key(&found.listing)),
             }
         } else {
-            self.build(image, &found, reporter.clone()).await?
+            self.build(image, &found, bake, reporter.clone()).await?
         };
         let (pruned, artifacts) = self.switch(image, &found, keep, record.clone()).await?;
         // Published locally first: a Glance outage must not hold back local consumers.
@@ -250,6 +264,7 @@ impl Run {
         self: &Arc<Self>,
         image: &ImageSpec,
         found: &Found,
+        bake: Option<BakeStep>,
         reporter: Arc<dyn Reporter>,
     ) -> Result<SerialRecord, SyncError> {
         let serial = found.serial();
@@ -284,7 +299,9 @@ impl Run {
             self.prepare_arches(image, found, &staging, &downloads, reporter)
                 .await
         } else {
-            let request = self.request(image, found, staging.clone(), downloads)?;
+            let mut request = self.request(image, found, staging.clone(), downloads)?;
+            // Catalog validation keeps `[image.bake]` to one architecture.
+            request.bake = bake;
             let discovery: Discovery<'_> = found.source.discovery(&self.client);
             pipeline::prepare_listing(
                 &self.client,
@@ -314,6 +331,20 @@ impl Run {
             let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(staging)).await;
         }
         published
+    }
+
+    /// The entry's `[image.bake]` recipe, read and checked; its files are relative to the
+    /// catalog's folder.
+    fn bake_step(&self, image: &ImageSpec) -> Result<Option<BakeStep>, SyncError> {
+        let Some(config) = &image.bake else {
+            return Ok(None);
+        };
+        let recipe = config
+            .spec(&self.catalog_dir)
+            .and_then(|spec| spec.load())
+            .map_err(|e| pipeline::Error::from(BakeError::from(e)))?;
+        crate::bake::check_recipe(&recipe).map_err(pipeline::Error::from)?;
+        Ok(Some(BakeStep::new(recipe, self.options.accel)))
     }
 
     /// What `prepare` is asked for this entry: the build discovered, the catalog's Glance words

@@ -151,6 +151,8 @@ pub struct SyncOptions {
     /// Wait for a running sync instead of exiting.
     pub wait: bool,
     pub allow_downgrade: bool,
+    /// `--accel`: the accelerator of `[image.bake]` guests.
+    pub accel: crate::bake::qemu::AccelChoice,
     /// `--mirror`, `--keyring`, `--no-verify-signature`.
     pub source: SourceOptions,
     /// The catalog's Glance targets, each independent: one that fails fails its own row.

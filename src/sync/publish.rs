@@ -217,6 +217,23 @@ pub fn verify_serial(dir: &Path) -> Result<bool, SyncError> {
     Ok(true)
 }
 
+/// The recipe digest a published serial was baked with (its artifacts' metadata property
+/// `cloudimg_recipe_sha256`); `None` when it was not baked. Blocking.
+pub fn recipe_digest(dir: &Path) -> Result<Option<String>, SyncError> {
+    for metadata_path in metadata_files(dir)? {
+        if let Ok(metadata) = ImageMetadata::read(&metadata_path) {
+            let digest = metadata
+                .properties
+                .get(crate::pipeline::RECIPE_DIGEST_PROPERTY)
+                .and_then(|value| value.as_str());
+            if let Some(digest) = digest {
+                return Ok(Some(digest.to_owned()));
+            }
+        }
+    }
+    Ok(None)
+}
+
 fn sha256_file(path: &Path) -> Result<String, SyncError> {
     let mut file = std::fs::File::open(path).map_err(io(path))?;
     let mut hasher = ContentHasher::new(DigestAlgorithm::Sha256);
