@@ -121,8 +121,14 @@ impl Run<'_> {
             )
             .await
             .map_err(pipeline::Error::from)?;
-        std::fs::create_dir_all(base).map_err(io_error(base))?;
-        crate::io::publish::rename_durably(&work, &dest).map_err(|e| io_error(&dest)(e.into()))?;
+        // Placing the verified file is blocking work: off the async workers.
+        let (base, placed) = (base.to_owned(), dest.clone());
+        crate::io::blocking::run(&dest, move || {
+            std::fs::create_dir_all(&base).map_err(io_error(&base))?;
+            crate::io::publish::rename_durably(&work, &placed)
+                .map_err(|e| io_error(&placed)(e.into()))
+        })
+        .await?;
         tracing::info!(path = %rel.display(), digest = %done.digest, "mirrored");
         Ok(FileReport {
             path: rel.to_owned(),
