@@ -155,6 +155,9 @@ pub enum Refusal {
     FileForKernelOrRamdisk { format: crate::glance::DiskFormat },
     #[error("catalog {catalog} names no default file kind; pass --file")]
     NoDefaultKind { catalog: String },
+    /// A user-catalog entry without `file` whose source catalog has no default kind.
+    #[error("{entry}: catalog {catalog} has no default file kind; set `file`")]
+    EntryWithoutKind { entry: String, catalog: String },
     #[error(
         "vmdk subformat monolithicFlat: Glance refuses VMDKs with flat extents (\"failed \
          safety checks\"); use streamOptimized or monolithicSparse"

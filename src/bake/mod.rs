@@ -542,7 +542,11 @@ fn working_copy(
         format: DiskFormat::Qcow2,
         options: &Options::default(),
     };
-    convert::convert_file(convert::Source::Reader(&mut reader), output, None, reporter)?;
+    let source = convert::Source::Reader {
+        reader: &mut reader,
+        path: &request.source,
+    };
+    convert::convert_file(source, output, None, reporter)?;
     if let Some(wanted) = request.disk_size.filter(|&wanted| wanted > size) {
         formats::resize(disk, Some(DiskFormat::Qcow2), wanted, false)?;
     }
@@ -566,12 +570,11 @@ fn compact(
         format: request.output_format,
         options: &request.options,
     };
-    Ok(convert::convert_file(
-        convert::Source::Reader(&mut reader),
-        output,
-        None,
-        reporter,
-    )?)
+    let source = convert::Source::Reader {
+        reader: &mut reader,
+        path: disk,
+    };
+    Ok(convert::convert_file(source, output, None, reporter)?)
 }
 
 fn write_seed(path: &Path, seed: &Seed) -> Result<(), BakeError> {

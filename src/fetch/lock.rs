@@ -1,100 +1,52 @@
 //! One exclusive lock per destination, so concurrent downloads of the same file (other tasks or
 //! other processes) take turns instead of interleaving writes into one `.part`.
 //!
-//! The lock is `std::fs::File::lock` (flock on Unix) on a lock file; it is released when the
-//! file is closed, including when the process dies. Lock files live in the cache
-//! (`<cache>/locks/<sha256 of the destination's absolute path>.lock`), not beside the
-//! destination: the output folder holds only what the user asked for. Without a cache folder the
-//! lock is `<dest>.lock`. A lock file is never removed: another process may be waiting on it,
-//! and removing it would let a third lock a new inode.
+//! The lock is [`crate::io::lock`]'s (the one way to lock), on the lock file
+//! [`lock_path`] names: in the cache (`<cache>/locks/<hash of the destination>.lock`), not
+//! beside the destination, or `<dest>.lock` without a cache. Waiting happens on a blocking
+//! thread.
 
-use std::fs::{File, OpenOptions};
-use std::path::{Path, PathBuf};
-
-use sha2::{Digest, Sha256};
-use tracing::debug;
+use std::path::Path;
 
 use super::FetchError;
-
-/// The folder of the cache that holds lock files.
-const LOCK_DIR: &str = "locks";
+pub(crate) use crate::io::lock::lock_path;
+use crate::io::lock::{FileLock, LockError};
 
 /// Held for the whole download; dropping it releases the lock.
 #[derive(Debug)]
-pub(crate) struct DestLock {
-    file: File,
-    path: PathBuf,
-}
+pub(crate) struct DestLock(FileLock);
 
-/// The lock file for `dest`: in `<cache>/locks/` when there is a cache, named by a hash of the
-/// destination's absolute path (its folder canonicalised, so two spellings of one folder share
-/// a lock), else `<dest>.lock`. The destination's folder must exist.
-pub(crate) fn lock_path(dest: &Path, cache_dir: Option<&Path>) -> PathBuf {
-    let Some(cache_dir) = cache_dir else {
-        let mut path = dest.as_os_str().to_owned();
-        path.push(".lock");
-        return PathBuf::from(path);
-    };
-    let folder = match dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(parent) => parent.canonicalize().unwrap_or_else(|_| parent.to_owned()),
-        None => std::env::current_dir().unwrap_or_default(),
-    };
-    let absolute = folder.join(dest.file_name().unwrap_or(dest.as_os_str()));
-    let digest = Sha256::digest(absolute.as_os_str().as_encoded_bytes());
-    cache_dir
-        .join(LOCK_DIR)
-        .join(format!("{}.lock", hex::encode(&digest[..16])))
+fn fetch_error(error: LockError) -> FetchError {
+    match error {
+        LockError::Io { path, source } => FetchError::io(&path, source),
+        // Only when not waiting, which downloads never do.
+        LockError::Held { path } => FetchError::io(
+            &path,
+            std::io::Error::new(std::io::ErrorKind::WouldBlock, "locked"),
+        ),
+    }
 }
 
 impl DestLock {
-    /// Another handle on the same lock (a duplicate descriptor of the same open file, which
-    /// flock treats as one holder): the lock is released when the last handle is dropped. The
-    /// writer thread holds one, so a cancelled download keeps the lock until its last buffered
-    /// bytes are written.
+    /// Another handle on the same lock, released when the last handle is dropped. The writer
+    /// thread holds one, so a cancelled download keeps the lock until its last buffered bytes
+    /// are written.
     pub(crate) fn share(&self) -> Result<DestLock, FetchError> {
-        let file = self
-            .file
-            .try_clone()
-            .map_err(|source| FetchError::io(&self.path, source))?;
-        Ok(DestLock {
-            file,
-            path: self.path.clone(),
-        })
+        self.0.share().map(DestLock).map_err(fetch_error)
     }
 
-    /// Waits (off the async runtime) until the lock of `dest` ([`lock_path`]) is ours; the
+    /// Waits (on a blocking thread) until the lock of `dest` ([`lock_path`]) is ours; the
     /// lock's folder is created if missing.
     pub(crate) async fn acquire(
         dest: &Path,
         cache_dir: Option<&Path>,
     ) -> Result<DestLock, FetchError> {
-        let (dest, cache_dir) = (dest.to_owned(), cache_dir.map(Path::to_owned));
-        tokio::task::spawn_blocking(move || {
-            let path = lock_path(&dest, cache_dir.as_deref());
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|source| FetchError::io(parent, source))?;
-            }
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(|source| FetchError::io(&path, source))?;
-            match file.try_lock() {
-                Ok(()) => {}
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    debug!(path = %path.display(), "waiting for another download of this file");
-                    file.lock()
-                        .map_err(|source| FetchError::io(&path, source))?;
-                }
-                Err(std::fs::TryLockError::Error(source)) => {
-                    return Err(FetchError::io(&path, source))
-                }
-            }
-            Ok(DestLock { file, path })
-        })
-        .await
-        .map_err(|join| FetchError::io("lock", std::io::Error::other(join.to_string())))?
+        let path = lock_path(dest, cache_dir);
+        let owned = path.clone();
+        crate::io::blocking::run(&path, move || FileLock::acquire(&owned, true))
+            .await
+            .map(DestLock)
+            .map_err(fetch_error)
     }
 }
 
@@ -145,21 +97,5 @@ mod tests {
             .await
             .unwrap();
         assert!(second.unwrap().is_ok());
-    }
-
-    #[test]
-    fn with_a_cache_the_lock_is_in_the_cache_and_one_per_destination() {
-        let out = tempfile::tempdir().unwrap();
-        let cache = tempfile::tempdir().unwrap();
-        let dest = out.path().join("image.img");
-        let path = lock_path(&dest, Some(cache.path()));
-        assert_eq!(path.parent().unwrap(), cache.path().join(LOCK_DIR));
-        // Another spelling of the same folder shares the lock; another file does not.
-        let dotted = out.path().join(".").join("image.img");
-        assert_eq!(lock_path(&dotted, Some(cache.path())), path);
-        assert_ne!(
-            lock_path(&out.path().join("other.img"), Some(cache.path())),
-            path
-        );
     }
 }

@@ -50,12 +50,14 @@ enum Chunk {
     Zero(u64),
 }
 
-/// Copies every non-zero unit of `reader` into `writer`, then finishes the writer. `tee`, when
+/// Copies every non-zero unit of `reader` (the image at `input`, named if its reader fails
+/// abnormally) into `writer`, then finishes the writer. `tee`, when
 /// given, receives the whole guest stream in order (zero runs as [`DigestTee::zeros`], never
 /// read): the digests of a raw output, computed as it is written.
 ///
 /// The caller fsyncs and renames the output; [`convert_file`] does all of that.
 pub fn convert(
+    input: &Path,
     reader: &mut dyn DiskReader,
     writer: Box<dyn DiskWriter>,
     tee: Option<&mut DigestTee>,
@@ -84,9 +86,8 @@ pub fn convert(
         drop(chunk_rx);
         drop(free_tx);
         let produced = producer.join().unwrap_or_else(|_| {
-            Err(FormatError::Unsupported {
-                path: PathBuf::new(),
-                what: "the reader thread panicked".into(),
+            Err(FormatError::ReaderPanicked {
+                path: input.to_owned(),
             })
         });
         // The reader ended normally, so the writer saw the whole guest stream.
@@ -282,8 +283,12 @@ pub enum Source<'a> {
         path: &'a Path,
         format: Option<DiskFormat>,
     },
-    /// A reader the caller opened (and may have wrapped: bake's cancellable reader).
-    Reader(&'a mut dyn DiskReader),
+    /// A reader the caller opened (and may have wrapped: bake's cancellable reader) on the
+    /// image at `path`.
+    Reader {
+        reader: &'a mut dyn DiskReader,
+        path: &'a Path,
+    },
 }
 
 impl<'a> Source<'a> {
@@ -324,22 +329,22 @@ pub fn convert_file(
         });
     }
     let mut opened;
-    let reader: &mut dyn DiskReader = match source {
+    let (input, reader): (&Path, &mut dyn DiskReader) = match source {
         Source::File { path, format } => {
             opened = super::open(path, format)?;
-            opened.as_mut()
+            (path, opened.as_mut())
         }
-        Source::Reader(reader) => reader,
+        Source::Reader { reader, path } => (path, reader),
     };
     let size = reader.virtual_size();
     if let Resolved::BlockDevice(device) = publish::resolve(output.path)? {
         let writer = device_writer(&device, output.format, size, output.options)?;
-        return convert(reader, writer, tee, reporter);
+        return convert(input, reader, writer, tee, reporter);
     }
     publish(output.path, output.format, |target| {
         let writer = super::create(target, output.format, size, output.options)?;
         let writer = super::writeback::Writeback::wrap(writer, target.path);
-        convert(reader, writer, tee, reporter)
+        convert(input, reader, writer, tee, reporter)
     })
 }
 
@@ -589,7 +594,7 @@ mod tests {
             let size = reader.virtual_size();
             let (w, out) = writer(unit, size, None);
             let reporter = Counting::default();
-            let stats = convert(&mut reader, w, None, &reporter).unwrap();
+            let stats = convert(Path::new("mem"), &mut reader, w, None, &reporter).unwrap();
             let out = out.lock().unwrap();
             assert!(out.finished, "finish was not called");
             assert_eq!(out.bytes, reader.data, "unit {unit}");
@@ -609,7 +614,14 @@ mod tests {
         let reads = reader.reads.clone();
         let size = reader.virtual_size();
         let (w, out) = writer(unit, size, None);
-        convert(&mut reader, w, None, &crate::io::progress::Silent).unwrap();
+        convert(
+            Path::new("mem"),
+            &mut reader,
+            w,
+            None,
+            &crate::io::progress::Silent,
+        )
+        .unwrap();
         let out = out.lock().unwrap();
         for &(offset, len) in &out.writes {
             let written = offset..offset + len as u64;
@@ -629,7 +641,14 @@ mod tests {
     fn all_zero_source_writes_nothing() {
         let mut reader = MemReader::new(vec![0; 3 << 20], vec![(0, 3 << 20, Extent::Data)]);
         let (w, out) = writer(64 << 10, 3 << 20, None);
-        let stats = convert(&mut reader, w, None, &crate::io::progress::Silent).unwrap();
+        let stats = convert(
+            Path::new("mem"),
+            &mut reader,
+            w,
+            None,
+            &crate::io::progress::Silent,
+        )
+        .unwrap();
         assert_eq!(stats.bytes_written, 0);
         assert!(out.lock().unwrap().writes.is_empty());
         assert!(out.lock().unwrap().finished);
@@ -640,7 +659,14 @@ mod tests {
         let mut reader = sample();
         let size = reader.virtual_size();
         let (w, out) = writer(64 << 10, size, Some(8 << 20));
-        let error = convert(&mut reader, w, None, &crate::io::progress::Silent).unwrap_err();
+        let error = convert(
+            Path::new("mem"),
+            &mut reader,
+            w,
+            None,
+            &crate::io::progress::Silent,
+        )
+        .unwrap_err();
         assert!(matches!(error, FormatError::Malformed { offset, .. } if offset >= 8 << 20));
         assert!(
             !out.lock().unwrap().finished,
@@ -654,8 +680,49 @@ mod tests {
         reader.fail_read_at = Some(7 << 20);
         let size = reader.virtual_size();
         let (w, out) = writer(64 << 10, size, None);
-        let error = convert(&mut reader, w, None, &crate::io::progress::Silent).unwrap_err();
+        let error = convert(
+            Path::new("mem"),
+            &mut reader,
+            w,
+            None,
+            &crate::io::progress::Silent,
+        )
+        .unwrap_err();
         assert!(matches!(error, FormatError::Malformed { reason, .. } if reason == "boom"));
+        assert!(!out.lock().unwrap().finished);
+    }
+
+    /// A reader with a defect: it panics when asked for data.
+    struct PanickingReader;
+
+    impl DiskReader for PanickingReader {
+        fn virtual_size(&self) -> u64 {
+            1 << 20
+        }
+        fn map(&mut self, _offset: u64) -> Result<Mapping, FormatError> {
+            Ok(Mapping {
+                extent: Extent::Data,
+                len: 1 << 20,
+            })
+        }
+        fn read_at(&mut self, _offset: u64, _buf: &mut [u8]) -> Result<(), FormatError> {
+            panic!("a reader defect");
+        }
+        fn info(&self) -> ImageInfo {
+            ImageInfo::new(DiskFormat::Raw, 1 << 20)
+        }
+    }
+
+    #[test]
+    fn a_panicking_reader_is_reported_with_the_input_path() {
+        let (w, out) = writer(64 << 10, 1 << 20, None);
+        let input = Path::new("/images/input.qcow2");
+        let silent = &crate::io::progress::Silent;
+        let error = convert(input, &mut PanickingReader, w, None, silent).unwrap_err();
+        assert!(
+            matches!(&error, FormatError::ReaderPanicked { path } if path == input),
+            "{error}"
+        );
         assert!(!out.lock().unwrap().finished);
     }
 
@@ -729,7 +796,10 @@ mod tests {
             options: &Options::default(),
         };
         let stats = convert_file(
-            Source::Reader(&mut reader),
+            Source::Reader {
+                reader: &mut reader,
+                path: Path::new("mem"),
+            },
             output,
             Some(&mut tee),
             &crate::io::progress::Silent,
@@ -754,7 +824,10 @@ mod tests {
             format: DiskFormat::Qcow2,
             options: &Options::default(),
         };
-        let source = Source::Reader(&mut reader);
+        let source = Source::Reader {
+            reader: &mut reader,
+            path: Path::new("mem"),
+        };
         let error = convert_file(source, output, Some(&mut tee), &crate::io::progress::Silent);
         assert!(matches!(error, Err(FormatError::Unsupported { .. })));
         assert!(!dst.exists());

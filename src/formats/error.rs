@@ -30,6 +30,9 @@ pub enum FormatError {
         value: String,
         reason: String,
     },
+    /// The copy loop's reader thread panicked (a defect in a reader), while reading `path`.
+    #[error("{path}: the reader thread of the conversion panicked")]
+    ReaderPanicked { path: PathBuf },
     /// A streaming reader was asked to go backwards.
     #[error("{path}: offset {offset:#x} requested after {position:#x}; this input can only be read forwards")]
     OutOfOrder {
@@ -96,6 +99,7 @@ impl FormatError {
             FormatError::Io { .. }
             | FormatError::Malformed { .. }
             | FormatError::Unsupported { .. }
+            | FormatError::ReaderPanicked { .. }
             | FormatError::OutOfOrder { .. } => ErrorKind::Other,
         }
     }

@@ -4,6 +4,7 @@ pub mod blocking;
 pub mod device;
 pub mod digests;
 pub mod hashing;
+pub mod lock;
 pub mod progress;
 pub mod publish;
 pub mod sys;

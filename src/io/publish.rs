@@ -440,6 +440,14 @@ fn swap_symlink(target: &Path, link: &Path) -> Result<(), PublishError> {
 /// parent is synced and the old folder removed. A crash leaves the old or the new folder at
 /// `target` (or, between the two renames, the old one at `<target>.old` for the next run).
 pub fn replace_dir(staging: &Path, target: &Path) -> Result<(), PublishError> {
+    let mut aside = target.as_os_str().to_owned();
+    aside.push(".old");
+    replace_dir_via(staging, target, Path::new(&aside))
+}
+
+/// [`replace_dir`] with the old folder moved aside to `aside` (a place of the caller's that a
+/// rerun cleans, such as a staging area), on the same file system as `target`.
+pub fn replace_dir_via(staging: &Path, target: &Path, aside: &Path) -> Result<(), PublishError> {
     for entry in std::fs::read_dir(staging).map_err(|e| PublishError::io(staging, "list", e))? {
         let entry = entry.map_err(|e| PublishError::io(staging, "list", e))?;
         if entry.file_type().is_ok_and(|kind| kind.is_file()) {
@@ -447,11 +455,8 @@ pub fn replace_dir(staging: &Path, target: &Path) -> Result<(), PublishError> {
         }
     }
     sync_dir(staging)?;
-    let mut aside = target.as_os_str().to_owned();
-    aside.push(".old");
-    let aside = PathBuf::from(aside);
-    let _ = std::fs::remove_dir_all(&aside);
-    let had_old = match std::fs::rename(target, &aside) {
+    let _ = std::fs::remove_dir_all(aside);
+    let had_old = match std::fs::rename(target, aside) {
         Ok(()) => true,
         Err(error) if error.kind() == io::ErrorKind::NotFound => false,
         Err(source) => {
@@ -466,7 +471,7 @@ pub fn replace_dir(staging: &Path, target: &Path) -> Result<(), PublishError> {
         .map_err(|source| PublishError::io(target, "rename into place", source))?;
     sync_dir(parent_of(target))?;
     if had_old {
-        let _ = std::fs::remove_dir_all(&aside);
+        let _ = std::fs::remove_dir_all(aside);
     }
     Ok(())
 }

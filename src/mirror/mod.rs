@@ -83,6 +83,9 @@ pub enum MirrorError {
     Pipeline(Box<pipeline::Error>),
     #[error(transparent)]
     Runner(#[from] RunnerError),
+    /// Work on a blocking thread that panicked.
+    #[error(transparent)]
+    Task(#[from] crate::io::blocking::TaskFailed),
     #[error("{what} {value:?} cannot name a place inside the mirror")]
     UnsafePath { what: &'static str, value: String },
     #[error("{path}: unusable simplestreams document of this mirror")]
@@ -101,7 +104,9 @@ impl MirrorError {
             MirrorError::Runner(error) => error.kind(),
             // Names come from upstream documents: one that escapes is not to be trusted.
             MirrorError::UnsafePath { .. } => ErrorKind::Integrity,
-            MirrorError::Io { .. } | MirrorError::OwnJson { .. } => ErrorKind::Other,
+            MirrorError::Io { .. } | MirrorError::OwnJson { .. } | MirrorError::Task(_) => {
+                ErrorKind::Other
+            }
         }
     }
 }
@@ -354,10 +359,10 @@ impl Kinds {
         if matches!(amazon, None | Some(Amazon::Machine)) || image.file.is_some() {
             let kind = pipeline::upstream_kind(source, format, image.file.as_deref()).ok_or_else(
                 || {
-                    pipeline::Error::Usage(format!(
-                        "{}: catalog {} has no default file kind; set `file`",
-                        image.name, source.name
-                    ))
+                    pipeline::Error::from(pipeline::Refusal::EntryWithoutKind {
+                        entry: image.name.clone(),
+                        catalog: source.name.clone(),
+                    })
                 },
             )?;
             folder.push(kind);

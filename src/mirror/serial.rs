@@ -64,7 +64,8 @@ impl Run<'_> {
         if staged {
             let parent = target.parent().unwrap_or(self.dir);
             std::fs::create_dir_all(parent).map_err(io_error(parent))?;
-            std::fs::rename(&base, &target).map_err(io_error(&target))?;
+            crate::io::publish::rename_durably(&base, &target)
+                .map_err(|e| io_error(&target)(e.into()))?;
         }
         let downloads = self.dir.join(WORK_DIR).join("downloads").join(&serial_path);
         let _ = std::fs::remove_dir_all(downloads);
@@ -120,8 +121,14 @@ impl Run<'_> {
             )
             .await
             .map_err(pipeline::Error::from)?;
-        std::fs::create_dir_all(base).map_err(io_error(base))?;
-        std::fs::rename(&work, &dest).map_err(io_error(&dest))?;
+        // Placing the verified file is blocking work: off the async workers.
+        let (base, placed) = (base.to_owned(), dest.clone());
+        crate::io::blocking::run(&dest, move || {
+            std::fs::create_dir_all(&base).map_err(io_error(&base))?;
+            crate::io::publish::rename_durably(&work, &placed)
+                .map_err(|e| io_error(&placed)(e.into()))
+        })
+        .await?;
         tracing::info!(path = %rel.display(), digest = %done.digest, "mirrored");
         Ok(FileReport {
             path: rel.to_owned(),

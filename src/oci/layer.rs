@@ -106,8 +106,8 @@ pub fn write_layer(
             .len();
         let digest = hex_of(blob_hasher);
         let final_path = blob_dir.join(&digest);
-        std::fs::rename(&temporary, &final_path)
-            .map_err(|e| OciError::io(&final_path, "rename into place", e))?;
+        crate::io::publish::rename_durably(&temporary, &final_path)
+            .map_err(|e| OciError::io(&final_path, "rename into place", e.into()))?;
         Ok(Layer {
             diff_id: diff_id.unwrap_or_else(|| digest.clone()),
             digest,

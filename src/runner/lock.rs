@@ -1,15 +1,15 @@
 //! The lock that keeps two runs on one root apart: an advisory lock on a file in the root,
 //! held for the whole run and released when the process ends, however it ends.
 
-use std::fs::{File, OpenOptions, TryLockError};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::RunnerError;
+use crate::io::lock::{FileLock, LockError};
 
 /// Holds a root's lock for a run; dropping it releases the lock.
 #[derive(Debug)]
 pub struct RootLock {
-    _file: File,
+    _lock: FileLock,
 }
 
 /// A root's lock file and what a refusal says.
@@ -23,38 +23,21 @@ pub struct LockSpec {
     pub hint: &'static str,
 }
 
-/// Takes `spec`'s lock file in `root` (created with `root` if missing). `wait` queues behind a
-/// run holding it; otherwise that is [`RunnerError::Locked`].
+/// Takes `spec`'s lock file in `root` (created with `root` if missing), the one way to lock
+/// ([`crate::io::lock`]). `wait` queues behind a run holding it; otherwise that is
+/// [`RunnerError::Locked`].
 pub async fn lock_root(root: &Path, spec: LockSpec, wait: bool) -> Result<RootLock, RunnerError> {
-    let (root, path) = (root.to_owned(), root.join(spec.file));
-    crate::io::blocking::run(&path.clone(), move || lock(&root, path, spec, wait)).await
-}
-
-fn lock(root: &Path, path: PathBuf, spec: LockSpec, wait: bool) -> Result<RootLock, RunnerError> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| RunnerError::Io { path, source }
-    };
-    std::fs::create_dir_all(root).map_err(io(root))?;
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io(&path))?;
-    match file.try_lock() {
-        Ok(()) => Ok(RootLock { _file: file }),
-        Err(TryLockError::WouldBlock) if wait => {
-            tracing::info!(path = %path.display(), "another run holds the lock; waiting for it");
-            file.lock().map_err(io(&path))?;
-            Ok(RootLock { _file: file })
-        }
-        Err(TryLockError::WouldBlock) => Err(RunnerError::Locked {
+    let path = root.join(spec.file);
+    let owned = path.clone();
+    let locked = crate::io::blocking::run(&path, move || FileLock::acquire(&owned, wait)).await;
+    match locked {
+        Ok(lock) => Ok(RootLock { _lock: lock }),
+        Err(LockError::Held { path }) => Err(RunnerError::Locked {
             path,
             command: spec.command,
             hint: spec.hint,
         }),
-        Err(TryLockError::Error(source)) => Err(io(&path)(source)),
+        Err(LockError::Io { path, source }) => Err(RunnerError::Io { path, source }),
     }
 }
 

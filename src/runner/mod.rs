@@ -263,11 +263,13 @@ where
     let mut set = tokio::task::JoinSet::new();
     let mut index_of = std::collections::HashMap::new();
     for (index, item) in items.iter().cloned().enumerate() {
-        let permits = permits.clone();
+        // The slot is taken here, in the order of `items`, not inside the task: tasks start in
+        // whatever order the scheduler picks, and `--jobs 1` must mean one entry after another
+        // in catalog order. The semaphore is never closed, so acquiring only waits.
+        let permit = permits.clone().acquire_owned().await;
         let future = work(item);
         let handle = set.spawn(async move {
-            // The semaphore is never closed, so acquiring only waits.
-            let _permit = permits.acquire_owned().await;
+            let _permit = permit;
             future.await
         });
         index_of.insert(handle.id(), index);
@@ -290,6 +292,28 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_job_runs_entries_one_after_another_in_catalog_order() {
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let items: Vec<usize> = (0..64).collect();
+        let work = |item: usize| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push(("start", item));
+                tokio::task::yield_now().await;
+                log.lock().unwrap().push(("end", item));
+                item
+            }
+        };
+        let results = spawn_entries(items.clone(), 1, work, |item, _| *item).await;
+        assert_eq!(results, items);
+        let expected: Vec<_> = items
+            .iter()
+            .flat_map(|&item| [("start", item), ("end", item)])
+            .collect();
+        assert_eq!(*log.lock().unwrap(), expected);
+    }
 
     fn catalog() -> UserCatalog {
         UserCatalog::from_toml_str(

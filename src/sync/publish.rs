@@ -94,17 +94,8 @@ impl ImageTree {
             .root
             .join(STAGING)
             .join(format!("{}-{serial}.replaced", self.name));
-        let _ = std::fs::remove_dir_all(&aside);
-        let replaced = match std::fs::rename(&target, &aside) {
-            Ok(()) => true,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => false,
-            Err(error) => return Err(io(&target)(error)),
-        };
-        std::fs::rename(staging, &target).map_err(io(&target))?;
-        if replaced {
-            let _ = std::fs::remove_dir_all(&aside);
-        }
-        sync_dir(&dir)?;
+        crate::io::publish::replace_dir_via(staging, &target, &aside)
+            .map_err(|e| io(&target)(e.into()))?;
         Ok(target)
     }
 

@@ -473,7 +473,9 @@ impl Glance {
     ) -> Result<Uploaded, UploadError> {
         let metadata = &item.metadata;
         let artifact = item.artifact();
-        let size = std::fs::metadata(&artifact)
+        // One call: tokio's file system (async code never blocks on std::fs).
+        let size = tokio::fs::metadata(&artifact)
+            .await
             .map_err(|e| UploadError::io(&artifact, "read", e))?
             .len();
         if size != metadata.digests.size {
