@@ -578,10 +578,22 @@ fn prepare_bakes_the_verified_download_and_records_its_provenance() {
 /// and boots nothing, and an edited recipe bakes the same serial again.
 #[test]
 fn sync_bakes_an_entry_once_and_again_when_its_recipe_changes() {
+    use crate::common::glance::{self, images_named, Cleanup};
     use crate::common::mirror::Knobs;
     use crate::common::site::{build_site, cloudimg, outcome, stderr, summary, RELEASED};
-    require_tools!("qemu-system-x86_64", "qemu-img", "debugfs", "sfdisk");
+    require_tools!(
+        "qemu-system-x86_64",
+        "qemu-img",
+        "debugfs",
+        "sfdisk",
+        "curl"
+    );
     let Some(guest) = guest() else { return };
+    let Some(glance_url) = glance::url() else {
+        return;
+    };
+    let cleanup = Cleanup::new(&glance_url);
+    let name = glance::unique("bake");
     let site = build_site(Knobs {
         amd64_image: Some(guest),
         ..Knobs::default()
@@ -591,8 +603,11 @@ fn sync_bakes_an_entry_once_and_again_when_its_recipe_changes() {
     let catalog = d.join("lab.toml");
     std::fs::write(
         &catalog,
-        "output = \"root\"\n\n[[image]]\nname = \"golden\"\nrelease = \"noble\"\n\
-         file = \"disk1.img\"\ndisk_format = \"qcow2\"\n\n[image.bake]\nrecipe = \"golden.toml\"\n",
+        format!(
+            "output = \"root\"\n\n[[image]]\nname = \"{name}\"\nrelease = \"noble\"\n\
+             file = \"disk1.img\"\ndisk_format = \"qcow2\"\n\n[image.bake]\nrecipe = \"golden.toml\"\n\n\
+             [glance]\nurl = \"{glance_url}\"\nretire = \"hide\"\n"
+        ),
     )
     .unwrap();
     let recipe = |word: &str| {
@@ -604,6 +619,7 @@ fn sync_bakes_an_entry_once_and_again_when_its_recipe_changes() {
     };
     let sync = || {
         let _turn = ONE_GUEST.lock().unwrap_or_else(|e| e.into_inner());
+        let _glance_turn = glance::turn();
         let output = cloudimg(&site, &["--json", "sync", catalog.to_str().unwrap()])
             .env("CLOUDIMG_ACCEL", "tcg")
             .output()
@@ -612,7 +628,7 @@ fn sync_bakes_an_entry_once_and_again_when_its_recipe_changes() {
         output
     };
     let serial = RELEASED[1];
-    let published = d.join("root/golden").join(serial);
+    let published = d.join("root").join(&name).join(serial);
     let artifact = published.join("ubuntu-24.04-server-cloudimg-amd64.qcow2");
     let metadata = |path: &Path| -> serde_json::Value {
         let mut name = path.as_os_str().to_owned();
@@ -623,9 +639,10 @@ fn sync_bakes_an_entry_once_and_again_when_its_recipe_changes() {
 
     recipe("one");
     let first = sync();
-    let entry = outcome(&summary(&first), "golden").clone();
+    let entry = outcome(&summary(&first), &name).clone();
     assert_eq!(entry["outcome"], "published", "{entry}");
     assert_eq!(entry["serial"], serial);
+    let first_id = cleanup.track(entry["glance_ids"][0].as_str().unwrap());
     let first_meta = metadata(&artifact);
     assert_eq!(first_meta["properties"]["cloudimg_baked"], "true");
     let first_digest = first_meta["properties"]["cloudimg_recipe_sha256"].clone();
@@ -638,7 +655,7 @@ fn sync_bakes_an_entry_once_and_again_when_its_recipe_changes() {
 
     // Nothing changed: no boot, the log and the artifact untouched.
     let second = sync();
-    let entry = outcome(&summary(&second), "golden").clone();
+    let entry = outcome(&summary(&second), &name).clone();
     assert_eq!(entry["outcome"], "up-to-date", "{entry}");
     assert_eq!(
         std::fs::metadata(&log).unwrap().modified().unwrap(),
@@ -650,9 +667,21 @@ fn sync_bakes_an_entry_once_and_again_when_its_recipe_changes() {
     // The recipe changed: the same serial is baked again, with the new recipe's digest.
     recipe("two");
     let third = sync();
-    let entry = outcome(&summary(&third), "golden").clone();
+    let entry = outcome(&summary(&third), &name).clone();
     assert_eq!(entry["outcome"], "published", "{entry}");
     assert_eq!(entry["serial"], serial);
+    let third_id = cleanup.track(entry["glance_ids"][0].as_str().unwrap());
+    assert_ne!(third_id, first_id, "the rebaked image was not uploaded");
+    // In Glance the image baked with the old recipe is retired (hidden here), though its
+    // serial is current: one visible image carries the serial's name.
+    let images = images_named(&glance_url, &format!("{name}-{serial}"));
+    let visible: Vec<_> = images
+        .iter()
+        .filter(|i| i["os_hidden"] == false)
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(visible, [third_id.as_str()], "{images:?}");
+    assert_eq!(images.len(), 2, "{images:?}");
     let third_meta = metadata(&artifact);
     assert_ne!(
         third_meta["properties"]["cloudimg_recipe_sha256"],
@@ -660,7 +689,7 @@ fn sync_bakes_an_entry_once_and_again_when_its_recipe_changes() {
     );
     assert_eq!(baked_word(&artifact), "two\n");
     assert_eq!(
-        std::fs::read_link(d.join("root/golden/current")).unwrap(),
+        std::fs::read_link(d.join("root").join(&name).join("current")).unwrap(),
         PathBuf::from(serial)
     );
 }

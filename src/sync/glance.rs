@@ -18,7 +18,8 @@ pub(super) fn tag(image: &str) -> String {
 
 impl Run {
     /// Uploads the serial's artifacts (idempotently) to every Glance target and retires there
-    /// the images of serials no longer published, never those of `serial`. One row per target;
+    /// the images of serials no longer published, and those of `serial` that its artifacts
+    /// superseded (a rebake), never the ones just uploaded or found. One row per target;
     /// a target that fails (down, refusing) fails its row only. Nothing when the catalog has no
     /// Glance target or the entry opts out.
     pub(super) async fn glance_step(
@@ -126,7 +127,12 @@ impl Run {
                     Retire::Deactivate => candidate.status == "deactivated",
                     Retire::Delete => false,
                 };
-                if of_serial == place.serial || place.kept.iter().any(|k| k == of_serial) || done {
+                // An image of the current serial that this upload did not name was
+                // superseded (baked again with another recipe): it is retired like an old
+                // serial's, so one image carries the serial's name.
+                let superseded = of_serial == place.serial && !ids.contains(&candidate.id);
+                let kept = of_serial == place.serial || place.kept.iter().any(|k| k == of_serial);
+                if done || (kept && !superseded) {
                     continue;
                 }
                 glance.retire(&candidate.id, policy).await?;
