@@ -693,3 +693,50 @@ fn sync_bakes_an_entry_once_and_again_when_its_recipe_changes() {
         PathBuf::from(serial)
     );
 }
+
+/// Two bakes into one output: while another holds the output's lock, a bake is refused at once
+/// (exit 1, before any download or boot) and writes nothing; once the lock is released the same
+/// command goes on to its next step (here, refusing a broken source image).
+#[test]
+fn a_bake_into_an_output_another_bake_holds_is_refused_at_once() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    let cache = d.join("cache");
+    let output = d.join("golden.qcow2");
+    let source = d.join("broken.qcow2");
+    let mut broken = b"QFI\xfb".to_vec();
+    broken.resize(512, 0);
+    std::fs::write(&source, broken).unwrap();
+    let bake = || {
+        Command::new(env!("CARGO_BIN_EXE_cloudimg"))
+            .arg("--cache-dir")
+            .arg(&cache)
+            .arg("bake")
+            .arg(&source)
+            .arg("-o")
+            .arg(&output)
+            .args(["--no-boot-test", "--accel", "tcg", "--run", "true"])
+            .output()
+            .unwrap()
+    };
+    let busy = "another cloudimg bake is writing it";
+
+    let held = cloudimg::bake::lock_output(&output, Some(&cache)).unwrap();
+    let refused = bake();
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{text}");
+    assert!(text.contains(busy), "{text}");
+    assert_eq!(
+        std::fs::read_dir(d).unwrap().count(),
+        2,
+        "the refused bake wrote"
+    );
+
+    drop(held);
+    let next = bake();
+    let text = String::from_utf8_lossy(&next.stderr);
+    assert!(!next.status.success(), "{text}");
+    assert!(!text.contains(busy), "{text}");
+    assert!(text.contains("qcow2"), "{text}");
+    assert!(!output.exists());
+}

@@ -36,6 +36,7 @@ use tracing::{debug, info, warn};
 use crate::container::{iso, ContainerError};
 use crate::formats::convert::{self, ConvertStats};
 use crate::formats::{self, DiskFormat, DiskReader, FormatError, ImageInfo, Mapping, Options};
+use crate::io::lock::{lock_path, FileLock, LockError};
 use crate::io::progress::Reporter;
 use crate::io::publish::{Publication, PublishError};
 use crate::ErrorKind;
@@ -150,6 +151,11 @@ pub enum BakeError {
     },
     #[error("interrupted; the guest was stopped and the working copy removed")]
     Interrupted,
+    /// Another bake holds the output's lock.
+    #[error("{output}: another cloudimg bake is writing it; wait for it or choose another output")]
+    Busy { output: PathBuf },
+    #[error(transparent)]
+    Lock(#[from] LockError),
 }
 
 impl BakeError {
@@ -160,7 +166,7 @@ impl BakeError {
             BakeError::Format(e) => e.kind(),
             BakeError::Container(e) => e.kind(),
             BakeError::Publish(e) => e.kind(),
-            BakeError::Io { .. } => ErrorKind::Other,
+            BakeError::Io { .. } | BakeError::Busy { .. } | BakeError::Lock(_) => ErrorKind::Other,
             BakeError::Guest { stage, error, .. } => match (error, stage) {
                 (QemuError::Missing { .. }, _) => ErrorKind::QemuMissing,
                 (QemuError::Interrupted, _) => ErrorKind::Interrupted,
@@ -319,6 +325,19 @@ pub fn check_recipe(recipe: &Recipe) -> Result<Vec<String>, BakeError> {
 
 /// Runs the whole bake. `reporter` shows the phases and the conversions; `cancel` (set by the
 /// caller's Ctrl-C handler) stops the guest and removes the working copy.
+/// Takes the lock of `output` ([`lock_path`]: in `<cache>/locks/` when there is a cache), so
+/// that two bakes into one output cannot interleave their working copies and publications; a
+/// held lock is [`BakeError::Busy`] at once rather than a wait behind a guest's minutes.
+pub fn lock_output(output: &Path, cache_dir: Option<&Path>) -> Result<FileLock, BakeError> {
+    match FileLock::acquire(&lock_path(output, cache_dir), false) {
+        Ok(lock) => Ok(lock),
+        Err(LockError::Held { .. }) => Err(BakeError::Busy {
+            output: output.to_owned(),
+        }),
+        Err(error) => Err(error.into()),
+    }
+}
+
 pub fn bake(
     request: &BakeRequest,
     reporter: &dyn Reporter,

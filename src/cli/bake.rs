@@ -13,7 +13,7 @@ use cloudimg::pipeline::{self, Error, FetchRequest, SignaturePolicy};
 use tracing::info;
 
 use super::args::{AccelArg, BakeArgs, Global};
-use super::fetch::{query, runtime, serial, Context};
+use super::fetch::{default_cache_dir, query, runtime, serial, Context};
 use super::{print_json, progress};
 
 /// How often a download in progress looks at the Ctrl-C flag.
@@ -55,6 +55,9 @@ pub fn bake(global: &Global, args: BakeArgs) -> Result<i32, Error> {
                 .ok_or_else(|| Error::Usage(format!("unknown disk format {name:?}")))
         })
         .transpose()?;
+    // Held until the result is published (or the bake fails).
+    let cache = global.cache_dir.clone().or_else(default_cache_dir);
+    let _lock = bake::lock_output(&args.output, cache.as_deref())?;
     let (accel, why) = qemu::choose_accel(args.accel.choice(), arch);
     info!("accelerator: {} ({why})", accel.name());
 
