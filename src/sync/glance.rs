@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use super::publish::{self, ImageTree};
-use super::{Run, SyncError, TargetOutcome};
+use super::{Delivered, Run, SyncError, TargetOutcome};
 use crate::catalog::user::{ImageSpec, Retire};
 use crate::io::blocking;
 use crate::io::progress::Reporter;
@@ -59,30 +59,12 @@ impl Run {
                 }
                 Err(error) => Err(SyncError::GlanceUnavailable(error.clone())),
             };
-            rows.push(match result {
-                Ok(done) => TargetOutcome {
-                    target: named.name.clone(),
-                    kind: "glance",
-                    status: "ok",
-                    ids: done.ids,
-                    retired: done.retired,
-                    bytes_sent: done.bytes_sent,
-                    error: None,
-                },
-                Err(error) => {
-                    let text = crate::error::chain(&error);
-                    tracing::error!(image = %image.name, target = %named.name, "{text}");
-                    TargetOutcome {
-                        target: named.name.clone(),
-                        kind: "glance",
-                        status: "failed",
-                        ids: Vec::new(),
-                        retired: Vec::new(),
-                        bytes_sent: 0,
-                        error: Some(text),
-                    }
-                }
-            });
+            rows.push(TargetOutcome::of(
+                &image.name,
+                &named.name,
+                "glance",
+                result,
+            ));
         }
         Ok(rows)
     }
@@ -96,7 +78,7 @@ impl Run {
         named: &NamedTarget,
         place: &Place<'_>,
         reporter: &dyn Reporter,
-    ) -> Result<Done, SyncError> {
+    ) -> Result<Delivered, SyncError> {
         let upload = UploadOptions {
             visibility: named.visibility.clone(),
             ..self.options.upload.clone()
@@ -141,19 +123,12 @@ impl Run {
                 retired.push(candidate.id);
             }
         }
-        Ok(Done {
+        Ok(Delivered {
             ids,
             retired,
             bytes_sent,
         })
     }
-}
-
-/// What a target did: the serial's image ids, the images retired, the bytes sent.
-struct Done {
-    ids: Vec<String>,
-    retired: Vec<String>,
-    bytes_sent: u64,
 }
 
 /// What a target receives: the serial's metadata files, and the serials still published (their

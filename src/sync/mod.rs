@@ -189,6 +189,42 @@ impl TargetOutcome {
     pub fn failed(&self) -> bool {
         self.error.is_some()
     }
+
+    /// The row of `target` (of `kind`) for `image`: `ok` with what it delivered, or `failed`
+    /// with the error's chain, logged naming the image and the target.
+    fn of<E: std::error::Error>(
+        image: &str,
+        target: &str,
+        kind: &'static str,
+        result: Result<Delivered, E>,
+    ) -> TargetOutcome {
+        let (status, delivered, error) = match result {
+            Ok(delivered) => ("ok", delivered, None),
+            Err(error) => {
+                let text = crate::error::chain(&error);
+                tracing::error!(image, target, "{text}");
+                ("failed", Delivered::default(), Some(text))
+            }
+        };
+        TargetOutcome {
+            target: target.to_owned(),
+            kind,
+            status,
+            ids: delivered.ids,
+            retired: delivered.retired,
+            bytes_sent: delivered.bytes_sent,
+            error,
+        }
+    }
+}
+
+/// What a target received for an entry: the serial's ids there, what was retired, the bytes
+/// sent.
+#[derive(Default)]
+struct Delivered {
+    ids: Vec<String>,
+    retired: Vec<String>,
+    bytes_sent: u64,
 }
 
 /// What happened to one entry.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::entry::Found;
 use super::publish::ImageTree;
-use super::{Run, SyncError, TargetOutcome};
+use super::{Delivered, Run, SyncError, TargetOutcome};
 use crate::catalog::user::ImageSpec;
 use crate::container::ContainerFormat;
 use crate::index::Query;
@@ -141,30 +141,17 @@ impl Run {
                 .await
             }
             .await;
-            rows.push(match result {
-                Ok(pushed) => TargetOutcome {
-                    target: registry.name.clone(),
-                    kind: "registry",
-                    status: "ok",
-                    ids: pushed.iter().map(|p| p.digest.clone()).collect(),
-                    bytes_sent: pushed.iter().map(|p| p.bytes_sent).sum(),
-                    retired: pushed.into_iter().flat_map(|p| p.retired).collect(),
-                    error: None,
-                },
-                Err(error) => {
-                    let text = crate::error::chain(&error);
-                    tracing::error!(image = %image.name, target = %registry.name, "{text}");
-                    TargetOutcome {
-                        target: registry.name.clone(),
-                        kind: "registry",
-                        status: "failed",
-                        ids: Vec::new(),
-                        retired: Vec::new(),
-                        bytes_sent: 0,
-                        error: Some(text),
-                    }
-                }
+            let result = result.map(|pushed| Delivered {
+                ids: pushed.iter().map(|p| p.digest.clone()).collect(),
+                bytes_sent: pushed.iter().map(|p| p.bytes_sent).sum(),
+                retired: pushed.into_iter().flat_map(|p| p.retired).collect(),
             });
+            rows.push(TargetOutcome::of(
+                &image.name,
+                &registry.name,
+                "registry",
+                result,
+            ));
         }
         Ok(rows)
     }
