@@ -5,7 +5,7 @@
 //! — and then runs them through [`Tool`], which fails the test with the tool's output when a run
 //! does not succeed. A missing tool fails the test under CI (`.ci/run` sets
 //! `CLOUDIMG_REQUIRE_TOOLS`) and skips it loudly on a developer machine ([`missing`]). The
-//! integration tests have the same names and rule in `tests/common/tools.rs`.
+//! integration tests include this file (`tests/common/tools.rs`): the same names and rule there.
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
