@@ -111,7 +111,7 @@ impl Tool {
     {
         let mut command = self.command();
         command.args(args);
-        succeeded(&mut command)
+        run(&mut command)
     }
 
     /// [`Tool::run`] in the working folder `dir`.
@@ -122,7 +122,7 @@ impl Tool {
     {
         let mut command = self.command();
         command.current_dir(dir).args(args);
-        succeeded(&mut command)
+        run(&mut command)
     }
 
     /// Runs the tool and parses its standard output as JSON.
@@ -142,14 +142,14 @@ impl Tool {
     }
 }
 
-/// Runs `command`; a run that does not start or does not succeed fails the test with its output.
-fn succeeded(command: &mut Command) -> Output {
+/// Runs `command`, failing the test with its output if it does not start or does not succeed.
+pub fn run(command: &mut Command) -> Output {
     let out = command
         .output()
         .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
     assert!(
         out.status.success(),
-        "{command:?} failed ({}): {}{}",
+        "{command:?} failed ({}):\n{}{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+pub use super::tools::run;
 use super::tools::{oracle, oracles};
 
 /// 48 MiB + 12 KiB: a multiple of 512 (qemu rounds other sizes) but not of any cluster size.
@@ -65,20 +66,6 @@ pub fn have_images() -> bool {
 pub fn images() -> &'static Images {
     static IMAGES: OnceLock<Images> = OnceLock::new();
     IMAGES.get_or_init(build)
-}
-
-/// Runs a command, failing the test with its stderr if it does not succeed.
-pub fn run(command: &mut Command) -> std::process::Output {
-    let output = command
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run {command:?}: {error}"));
-    assert!(
-        output.status.success(),
-        "{command:?} failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 /// qemu-img, the oracle: what it did for `args`, succeeded or not. Callers check for it first
