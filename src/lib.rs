@@ -18,6 +18,7 @@ pub mod error;
 pub mod fetch;
 pub mod formats;
 pub mod glance;
+pub mod guestfs;
 pub mod index;
 pub mod io;
 pub mod mirror;
