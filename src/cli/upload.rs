@@ -71,7 +71,7 @@ pub(super) fn catalog_target(config: &GlanceConfig, lone: bool) -> Result<NamedT
 /// `--os-project-name`) describes.
 pub(super) fn targets(global: &Global, args: &GlanceArgs) -> Result<Vec<NamedTarget>, Error> {
     if !args.targets.is_empty() {
-        let path = args.user_catalog.as_ref().ok_or_else(|| Usage::Missing {
+        let path = args.user_catalog.as_ref().ok_or(Usage::Missing {
             needed_by: "--target",
             what: "--user-catalog FILE",
         })?;
