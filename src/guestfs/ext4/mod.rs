@@ -263,6 +263,23 @@ impl<'a> Ext4<'a> {
         Ok(())
     }
 
+    /// Calls `f` with each run of `inode`'s block map (up to its size), in logical order.
+    pub fn for_each_run(
+        &mut self,
+        inode: &Inode,
+        f: &mut dyn FnMut(Run),
+    ) -> Result<(), GuestFsError> {
+        let limit = inode.size.div_ceil(self.sb.block_size);
+        let mut mapper = Mapper::new(&self.sb, inode, limit)?;
+        while let Some(run) = mapper.next(&mut self.vol)? {
+            if run.logical >= limit {
+                break;
+            }
+            f(run);
+        }
+        Ok(())
+    }
+
     /// Writes the bytes of `inode` (a regular file or a block symlink) to `out`; holes and
     /// unwritten extents as zeroes. Returns the bytes written (the inode's size). The caller
     /// bounds the size it accepts: a sparse file may be large.
