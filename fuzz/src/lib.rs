@@ -11,9 +11,9 @@ use std::sync::OnceLock;
 use cloudimg::catalog::user::UserCatalog;
 use cloudimg::catalog::{Catalog, DigestAlgorithm};
 use cloudimg::formats::archive::{self, ArchiveKind};
+use cloudimg::formats::{DiskFormat, DiskReader, Extent};
 use cloudimg::index::{html, streams, sums};
 use cloudimg::verify::openpgp::Keyring;
-use cloudimg::formats::{DiskFormat, DiskReader, Extent};
 
 /// Guest bytes read at most per input, so a hostile virtual size cannot make a run slow.
 const MAX_GUEST_BYTES: u64 = 64 << 20;
@@ -32,14 +32,18 @@ pub fn fuzz_format(format: DiskFormat, data: &[u8]) {
 
 /// The first byte picks the compression (so plain tar is reachable too); the rest is the file.
 pub fn fuzz_archive(data: &[u8]) {
-    let Some((&selector, rest)) = data.split_first() else { return };
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
     let kind = match selector % 3 {
         0 => ArchiveKind::Tar,
         1 => ArchiveKind::TarGz,
         _ => ArchiveKind::TarXz,
     };
     let Some(file) = input_file(rest) else { return };
-    let Ok(handle) = std::fs::File::open(file.path()) else { return };
+    let Ok(handle) = std::fs::File::open(file.path()) else {
+        return;
+    };
     if let Ok(mut reader) = archive::open(file.path(), handle, kind) {
         read_guest(reader.as_mut());
     }
@@ -66,7 +70,9 @@ pub fn read_guest(reader: &mut dyn DiskReader) {
         assert!(run.len > 0, "map({offset:#x}) answered an empty run");
         let len = run.len.min(READ_CHUNK as u64).min(end - offset);
         if run.extent == Extent::Data {
-            let Some(slice) = buf.get_mut(..len as usize) else { return };
+            let Some(slice) = buf.get_mut(..len as usize) else {
+                return;
+            };
             if reader.read_at(offset, slice).is_err() {
                 return;
             }
@@ -77,7 +83,9 @@ pub fn read_guest(reader: &mut dyn DiskReader) {
 
 /// SHA256SUMS / SHA512SUMS: every parsed entry has a digest of the algorithm's length.
 pub fn fuzz_sums(data: &[u8]) {
-    let Some((&selector, rest)) = data.split_first() else { return };
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
     let algorithm = if selector & 1 == 0 {
         DigestAlgorithm::Sha256
     } else {
@@ -85,7 +93,10 @@ pub fn fuzz_sums(data: &[u8]) {
     };
     if let Ok(entries) = sums::parse(rest, algorithm) {
         for entry in &entries {
-            assert!(entry.file_digest(algorithm).is_some(), "entry without its digest");
+            assert!(
+                entry.file_digest(algorithm).is_some(),
+                "entry without its digest"
+            );
         }
     }
 }
@@ -95,7 +106,11 @@ pub fn fuzz_listing(data: &[u8]) {
     if let Ok(entries) = html::parse_listing(data) {
         assert!(entries.len() <= html::MAX_LISTING_ENTRIES);
         for entry in &entries {
-            assert!(!entry.name.contains('/') && entry.name != "..", "{:?}", entry.name);
+            assert!(
+                !entry.name.contains('/') && entry.name != "..",
+                "{:?}",
+                entry.name
+            );
         }
     }
 }
@@ -104,7 +119,9 @@ pub fn fuzz_listing(data: &[u8]) {
 /// or are refused.
 pub fn fuzz_streams(data: &[u8]) {
     let _ = streams::parse_index(data);
-    let Ok(products) = streams::parse_products(data) else { return };
+    let Ok(products) = streams::parse_products(data) else {
+        return;
+    };
     let root = url::Url::parse("http://mirror.invalid/releases/").expect("root URL");
     for product in &products.products {
         for version in product.versions.values() {
@@ -134,7 +151,9 @@ fn ubuntu_keyring() -> &'static Keyring {
 
 /// Even first byte: the rest is a keyring; odd: a detached signature over a fixed text.
 pub fn fuzz_openpgp(data: &[u8]) {
-    let Some((&selector, rest)) = data.split_first() else { return };
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
     if selector & 1 == 0 {
         let _ = Keyring::from_bytes(rest);
     } else {
@@ -171,9 +190,15 @@ pub fn fuzz_ova(data: &[u8]) {
             return;
         }
     }
-    let Ok(bytes) = builder.into_inner() else { return };
-    let Some(file) = input_file(&bytes) else { return };
-    let Ok(handle) = std::fs::File::open(file.path()) else { return };
+    let Ok(bytes) = builder.into_inner() else {
+        return;
+    };
+    let Some(file) = input_file(&bytes) else {
+        return;
+    };
+    let Ok(handle) = std::fs::File::open(file.path()) else {
+        return;
+    };
     if let Ok(mut reader) = archive::open(file.path(), handle, ArchiveKind::Tar) {
         read_guest(reader.as_mut());
     }
@@ -181,7 +206,9 @@ pub fn fuzz_ova(data: &[u8]) {
 
 /// Any text as a source catalog and as a user catalog.
 pub fn fuzz_catalog(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let _ = Catalog::from_toml_str(text, "fuzz.toml");
     let _ = UserCatalog::from_toml_str(text, "fuzz.toml");
 }
@@ -203,5 +230,147 @@ pub fn fuzz_recipe(data: &[u8]) {
         // The composed document is valid YAML cloudimg would itself accept.
         assert!(cloudimg::bake::validate::cloud_config(&seed.user_data).is_ok());
         let _ = loaded.digest();
+    }
+}
+
+/// A disk held in memory (the fuzz input), so the guestfs targets need no file.
+pub struct MemoryDisk(pub Vec<u8>);
+
+impl DiskReader for MemoryDisk {
+    fn virtual_size(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn map(
+        &mut self,
+        offset: u64,
+    ) -> Result<cloudimg::formats::Mapping, cloudimg::formats::FormatError> {
+        Ok(cloudimg::formats::Mapping {
+            extent: Extent::Data,
+            len: self.virtual_size() - offset,
+        })
+    }
+    fn read_at(
+        &mut self,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), cloudimg::formats::FormatError> {
+        // guestfs::Volume checks its reads against the virtual size before they come here.
+        let start = offset as usize;
+        buf.copy_from_slice(&self.0[start..start + buf.len()]);
+        Ok(())
+    }
+    fn info(&self) -> cloudimg::formats::ImageInfo {
+        cloudimg::formats::ImageInfo::new(DiskFormat::Raw, self.virtual_size())
+    }
+}
+
+/// A partition table: whatever `gpt::read` returns lies within the disk.
+pub fn fuzz_gpt(data: &[u8]) {
+    use cloudimg::guestfs::{gpt, Volume};
+    let mut disk = MemoryDisk(data.to_vec());
+    let sectors = disk.virtual_size() / gpt::SECTOR;
+    if let Ok(table) = gpt::read(&mut Volume::whole(&mut disk)) {
+        for part in table.partitions() {
+            assert!(part.number >= 1 && part.first_lba >= 1);
+            assert!(
+                part.first_lba <= part.last_lba && part.last_lba < sectors,
+                "{part:?}"
+            );
+        }
+    }
+}
+
+/// Files read per ext4 input at most, and the largest file read.
+const MAX_EXT4_FILES: usize = 256;
+const MAX_EXT4_FILE: u64 = 4 << 20;
+
+/// An ext2/3/4 filesystem (the whole input): walk the tree from the root, read every link and
+/// small file, resolve the boot paths, then `boot::find` and `extract` on the same bytes.
+pub fn fuzz_ext4(data: &[u8]) {
+    use cloudimg::guestfs::ext4::{Ext4, Kind};
+    use cloudimg::guestfs::{boot, Volume};
+    let mut disk = MemoryDisk(data.to_vec());
+    if let Ok(mut fs) = Ext4::open(Volume::whole(&mut disk)) {
+        let mut pending = vec![2u32];
+        let mut seen = 0;
+        while let Some(number) = pending.pop() {
+            seen += 1;
+            if seen > MAX_EXT4_FILES {
+                break;
+            }
+            let Ok(inode) = fs.inode(number) else {
+                continue;
+            };
+            match inode.kind() {
+                Kind::Directory => {
+                    let mut children = Vec::new();
+                    let _ = fs.for_each_entry(&inode, &mut |name, child| {
+                        if name != b"." && name != b".." {
+                            children.push(child);
+                        }
+                        children.len() < MAX_EXT4_FILES
+                    });
+                    pending.extend(children);
+                }
+                Kind::Symlink => {
+                    if let Ok(target) = fs.read_link(&inode) {
+                        assert!(target.len() as u64 <= cloudimg::guestfs::ext4::MAX_SYMLINK_LEN);
+                    }
+                }
+                Kind::File if inode.size <= MAX_EXT4_FILE => {
+                    let mut counted = Counter(0);
+                    if let Ok(n) = fs.copy(&inode, &mut counted) {
+                        assert_eq!(n, counted.0, "copy wrote a different length than it says");
+                        assert_eq!(n, inode.size);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for path in [
+            "/boot/grub/grub.cfg",
+            "/grub/grub.cfg",
+            "/vmlinuz",
+            "/initrd.img",
+        ] {
+            let _ = fs.resolve(path);
+        }
+    }
+    if let Ok(found) = boot::find(&mut disk) {
+        if found.kernel.size + found.initrd_len() <= MAX_EXT4_FILE {
+            let (mut kernel, mut initrd) = (Counter(0), Counter(0));
+            if let Ok((k, i)) = boot::extract(&mut disk, &found, &mut kernel, &mut initrd) {
+                assert_eq!((k, i), (kernel.0, initrd.0));
+                assert_eq!((k, i), (found.kernel.size, found.initrd_len()));
+            }
+        }
+    }
+}
+
+/// A `Write` that counts.
+struct Counter(u64);
+
+impl Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A grub.cfg: the first menu entry, when there is one, names a kernel and no argument that
+/// expands a variable.
+pub fn fuzz_grub_cfg(data: &[u8]) {
+    use cloudimg::guestfs::grub;
+    let text = String::from_utf8_lossy(data);
+    if let Ok(entry) = grub::first_menuentry(&text) {
+        assert!(!entry.kernel.is_empty());
+        assert!(entry.initrds.iter().all(|p| !p.is_empty()));
+        let (device, _) = grub::split_device(&entry.kernel);
+        if let Some(device) = device {
+            let _ = grub::device_partition(device);
+        }
     }
 }
