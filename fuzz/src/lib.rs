@@ -11,9 +11,9 @@ use std::sync::OnceLock;
 use cloudimg::catalog::user::UserCatalog;
 use cloudimg::catalog::{Catalog, DigestAlgorithm};
 use cloudimg::formats::archive::{self, ArchiveKind};
-use cloudimg::formats::{DiskFormat, DiskReader, Extent};
 use cloudimg::index::{html, streams, sums};
 use cloudimg::verify::openpgp::Keyring;
+use cloudimg::formats::{DiskFormat, DiskReader, Extent};
 
 /// Guest bytes read at most per input, so a hostile virtual size cannot make a run slow.
 const MAX_GUEST_BYTES: u64 = 64 << 20;
@@ -32,18 +32,14 @@ pub fn fuzz_format(format: DiskFormat, data: &[u8]) {
 
 /// The first byte picks the compression (so plain tar is reachable too); the rest is the file.
 pub fn fuzz_archive(data: &[u8]) {
-    let Some((&selector, rest)) = data.split_first() else {
-        return;
-    };
+    let Some((&selector, rest)) = data.split_first() else { return };
     let kind = match selector % 3 {
         0 => ArchiveKind::Tar,
         1 => ArchiveKind::TarGz,
         _ => ArchiveKind::TarXz,
     };
     let Some(file) = input_file(rest) else { return };
-    let Ok(handle) = std::fs::File::open(file.path()) else {
-        return;
-    };
+    let Ok(handle) = std::fs::File::open(file.path()) else { return };
     if let Ok(mut reader) = archive::open(file.path(), handle, kind) {
         read_guest(reader.as_mut());
     }
@@ -70,9 +66,7 @@ pub fn read_guest(reader: &mut dyn DiskReader) {
         assert!(run.len > 0, "map({offset:#x}) answered an empty run");
         let len = run.len.min(READ_CHUNK as u64).min(end - offset);
         if run.extent == Extent::Data {
-            let Some(slice) = buf.get_mut(..len as usize) else {
-                return;
-            };
+            let Some(slice) = buf.get_mut(..len as usize) else { return };
             if reader.read_at(offset, slice).is_err() {
                 return;
             }
@@ -83,9 +77,7 @@ pub fn read_guest(reader: &mut dyn DiskReader) {
 
 /// SHA256SUMS / SHA512SUMS: every parsed entry has a digest of the algorithm's length.
 pub fn fuzz_sums(data: &[u8]) {
-    let Some((&selector, rest)) = data.split_first() else {
-        return;
-    };
+    let Some((&selector, rest)) = data.split_first() else { return };
     let algorithm = if selector & 1 == 0 {
         DigestAlgorithm::Sha256
     } else {
@@ -93,10 +85,7 @@ pub fn fuzz_sums(data: &[u8]) {
     };
     if let Ok(entries) = sums::parse(rest, algorithm) {
         for entry in &entries {
-            assert!(
-                entry.file_digest(algorithm).is_some(),
-                "entry without its digest"
-            );
+            assert!(entry.file_digest(algorithm).is_some(), "entry without its digest");
         }
     }
 }
@@ -106,11 +95,7 @@ pub fn fuzz_listing(data: &[u8]) {
     if let Ok(entries) = html::parse_listing(data) {
         assert!(entries.len() <= html::MAX_LISTING_ENTRIES);
         for entry in &entries {
-            assert!(
-                !entry.name.contains('/') && entry.name != "..",
-                "{:?}",
-                entry.name
-            );
+            assert!(!entry.name.contains('/') && entry.name != "..", "{:?}", entry.name);
         }
     }
 }
@@ -119,9 +104,7 @@ pub fn fuzz_listing(data: &[u8]) {
 /// or are refused.
 pub fn fuzz_streams(data: &[u8]) {
     let _ = streams::parse_index(data);
-    let Ok(products) = streams::parse_products(data) else {
-        return;
-    };
+    let Ok(products) = streams::parse_products(data) else { return };
     let root = url::Url::parse("http://mirror.invalid/releases/").expect("root URL");
     for product in &products.products {
         for version in product.versions.values() {
@@ -151,9 +134,7 @@ fn ubuntu_keyring() -> &'static Keyring {
 
 /// Even first byte: the rest is a keyring; odd: a detached signature over a fixed text.
 pub fn fuzz_openpgp(data: &[u8]) {
-    let Some((&selector, rest)) = data.split_first() else {
-        return;
-    };
+    let Some((&selector, rest)) = data.split_first() else { return };
     if selector & 1 == 0 {
         let _ = Keyring::from_bytes(rest);
     } else {
@@ -190,15 +171,9 @@ pub fn fuzz_ova(data: &[u8]) {
             return;
         }
     }
-    let Ok(bytes) = builder.into_inner() else {
-        return;
-    };
-    let Some(file) = input_file(&bytes) else {
-        return;
-    };
-    let Ok(handle) = std::fs::File::open(file.path()) else {
-        return;
-    };
+    let Ok(bytes) = builder.into_inner() else { return };
+    let Some(file) = input_file(&bytes) else { return };
+    let Ok(handle) = std::fs::File::open(file.path()) else { return };
     if let Ok(mut reader) = archive::open(file.path(), handle, ArchiveKind::Tar) {
         read_guest(reader.as_mut());
     }
@@ -206,9 +181,7 @@ pub fn fuzz_ova(data: &[u8]) {
 
 /// Any text as a source catalog and as a user catalog.
 pub fn fuzz_catalog(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
+    let Ok(text) = std::str::from_utf8(data) else { return };
     let _ = Catalog::from_toml_str(text, "fuzz.toml");
     let _ = UserCatalog::from_toml_str(text, "fuzz.toml");
 }
