@@ -4,31 +4,31 @@
 //! what debugfs dumps from it.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
 use super::ext4::{Ext4, Kind};
 use super::{boot, gpt, GuestFsError, Volume};
 use crate::formats::{self, DiskFormat, DiskReader};
-use crate::test_tools::missing;
+use crate::test_tools::{missing, oracles, run, Tool};
 
-/// Runs `program args`, or reports it missing (`None`).
-fn run(program: &str, args: &[&str]) -> Option<std::process::Output> {
-    match Command::new(program).args(args).output() {
-        Ok(output) => {
-            assert!(
-                output.status.success(),
-                "{program} {args:?}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            Some(output)
-        }
-        Err(e) => {
-            missing(program, e);
-            None
-        }
-    }
+/// The fixture makers and oracles: mke2fs (`mkfs.ext4 -t KIND -d`), debugfs, sfdisk, qemu-img.
+struct Tools {
+    mkfs: Tool,
+    debugfs: Tool,
+    sfdisk: Tool,
+    qemu_img: Tool,
+}
+
+fn tools() -> Option<Tools> {
+    let [mkfs, debugfs, sfdisk, qemu_img] =
+        oracles(["mkfs.ext4", "debugfs", "sfdisk", "qemu-img"])?;
+    Some(Tools {
+        mkfs,
+        debugfs,
+        sfdisk,
+        qemu_img,
+    })
 }
 
 fn s(path: &Path) -> &str {
@@ -56,6 +56,7 @@ fn guest() -> Option<PathBuf> {
 #[test]
 fn the_test_guest_gives_the_kernel_and_initrd_its_grub_boots() {
     let Some(guest) = guest() else { return };
+    let Some(tools) = tools() else { return };
     let mut reader = formats::open(&guest, None).unwrap();
     let found = boot::find(&mut *reader).unwrap();
     // make-bootable-guest.sh: GPT, p1 the ext4 root with /boot, GRUB's cfg in /boot/grub.
@@ -90,35 +91,28 @@ fn the_test_guest_gives_the_kernel_and_initrd_its_grub_boots() {
         found.kernel.location.len,
         s(&guest)
     );
-    if run("qemu-img", &["convert", "-O", "raw", &spec, s(&part)]).is_none() {
-        return;
-    }
+    tools
+        .qemu_img
+        .run(["convert", "-O", "raw", &spec, s(&part)]);
     for (path, ours) in [
         (&found.kernel.path, &kernel),
         (&found.initrds[0].path, &initrd),
     ] {
         let out = dir.path().join("dumped");
         let request = format!("dump {path} {}", s(&out));
-        if run("debugfs", &["-R", &request, s(&part)]).is_none() {
-            return;
-        }
+        tools.debugfs.run(["-R", &request, s(&part)]);
         let theirs = std::fs::read(&out).unwrap();
         assert_eq!(theirs.len(), ours.len(), "{path}");
         assert_eq!(sha256(&theirs), sha256(ours), "{path}");
     }
 }
 
-/// Deterministic bytes (xorshift), so a misplaced block never matches by chance.
+/// Deterministic pseudo-random bytes, so a misplaced block never matches by chance.
 fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    use rand::{RngCore, SeedableRng};
+    let mut bytes = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut bytes);
+    bytes
 }
 
 /// Data at these offsets of `sparse.bin`, holes between: with 1 KiB blocks the last one lies
@@ -201,13 +195,12 @@ fn listing(root: &Path) -> Vec<(String, std::fs::Metadata)> {
     out
 }
 
-/// `mkfs.<kind> -d src` into a new `size`-byte file; `None` when mkfs is missing.
-fn mkfs(kind: &str, extra: &[&str], src: &Path, image: &Path, size: &str) -> Option<()> {
-    let program = format!("mkfs.{kind}");
-    let mut args = vec!["-q", "-F", "-L", "testroot", "-d", s(src)];
+/// `mkfs.ext4 -t kind -d src` into a new `size`-byte file.
+fn mkfs(tools: &Tools, kind: &str, extra: &[&str], src: &Path, image: &Path, size: &str) {
+    let mut args = vec!["-q", "-F", "-t", kind, "-L", "testroot", "-d", s(src)];
     args.extend_from_slice(extra);
     args.extend_from_slice(&[s(image), size]);
-    run(&program, &args).map(|_| ())
+    tools.mkfs.run(args);
 }
 
 fn open_raw(path: &Path) -> Box<dyn DiskReader> {
@@ -216,18 +209,12 @@ fn open_raw(path: &Path) -> Box<dyn DiskReader> {
 
 /// The (logical, physical) data blocks of `path` as `debugfs -R "stat PATH"` lists them
 /// (its `EXTENTS:` or `BLOCKS:` section; tree and indirect blocks left out).
-fn debugfs_map(image: &Path, path: &str) -> Option<Vec<(u64, u64)>> {
-    let out = match Command::new("debugfs")
+fn debugfs_map(tools: &Tools, image: &Path, path: &str) -> Vec<(u64, u64)> {
+    let mut command = tools.debugfs.command();
+    command
         .env("DEBUGFS_PAGER", "__none__")
-        .args(["-R", &format!("stat {path}"), s(image)])
-        .output()
-    {
-        Ok(out) => out,
-        Err(e) => {
-            missing("debugfs", e);
-            return None;
-        }
-    };
+        .args(["-R", &format!("stat {path}"), s(image)]);
+    let out = run(&mut command);
     let text = String::from_utf8(out.stdout).unwrap();
     let section = text
         .split_once("EXTENTS:\n")
@@ -253,7 +240,7 @@ fn debugfs_map(image: &Path, path: &str) -> Option<Vec<(u64, u64)>> {
         let (start, _) = range(value.trim()).unwrap();
         map.extend((first..=last).map(|l| (l, start + (l - first))));
     }
-    Some(map)
+    map
 }
 
 /// The (logical, physical) data blocks of an inode as this reader maps them.
@@ -273,7 +260,7 @@ fn our_map(fs: &mut Ext4<'_>, path: &str) -> Vec<(u64, u64)> {
 
 /// Reads every file and link of the source tree back from `image` and checks it against the
 /// source, and the block maps of the interesting files against debugfs.
-fn check_filesystem(image: &Path, src: &Path) {
+fn check_filesystem(tools: &Tools, image: &Path, src: &Path) {
     let mut reader = open_raw(image);
     let mut fs = Ext4::open(Volume::whole(&mut *reader)).unwrap();
     assert_eq!(fs.superblock().label, "testroot");
@@ -331,9 +318,7 @@ fn check_filesystem(image: &Path, src: &Path) {
     );
     // The oracle for the block maps: debugfs lists the same data blocks in the same order.
     for path in ["/sparse.bin", "/boot/initrd.img-1.0", "/long", "/big"] {
-        let Some(theirs) = debugfs_map(image, path) else {
-            return;
-        };
+        let theirs = debugfs_map(tools, image, path);
         assert!(!theirs.is_empty(), "{path}");
         assert_eq!(our_map(&mut fs, path), theirs, "{path}");
     }
@@ -342,6 +327,7 @@ fn check_filesystem(image: &Path, src: &Path) {
 /// Builds the source tree and one filesystem per layout, and reads each back.
 #[test]
 fn ext2_ext3_and_ext4_read_back_as_mkfs_wrote_them() {
+    let Some(tools) = tools() else { return };
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     source_tree(&src);
@@ -354,11 +340,8 @@ fn ext2_ext3_and_ext4_read_back_as_mkfs_wrote_them() {
     ];
     for (kind, extra) in layouts {
         let image = dir.path().join("fs.img");
-        if mkfs(kind, extra, &src, &image, "96M").is_none() {
-            return;
-        }
-        eprintln!("{kind} {extra:?}");
-        check_filesystem(&image, &src);
+        mkfs(&tools, kind, extra, &src, &image, "96M");
+        check_filesystem(&tools, &image, &src);
         std::fs::remove_file(&image).unwrap();
     }
 }
@@ -415,29 +398,15 @@ fn place(fs: &Path, disk: &Path, at: u64) {
     }
 }
 
-/// `sfdisk DISK < script`; `None` when sfdisk is missing.
-fn sfdisk(disk: &Path, script: &str) -> Option<()> {
-    use std::io::Write;
-    let mut child = match Command::new("sfdisk")
+/// `sfdisk DISK < script`.
+fn sfdisk(tools: &Tools, disk: &Path, script: &str) {
+    let script_file = disk.with_extension("sfdisk");
+    std::fs::write(&script_file, script).unwrap();
+    let mut command = tools.sfdisk.command();
+    command
         .args(["--quiet", s(disk)])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(e) => {
-            missing("sfdisk", e);
-            return None;
-        }
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "sfdisk {script}");
-    Some(())
+        .stdin(std::fs::File::open(&script_file).unwrap());
+    run(&mut command);
 }
 
 fn extract(reader: &mut dyn DiskReader, found: &boot::BootFiles) -> (Vec<u8>, Vec<u8>) {
@@ -452,6 +421,7 @@ fn extract(reader: &mut dyn DiskReader, found: &boot::BootFiles) -> (Vec<u8>, Ve
 #[test]
 fn a_gpt_disk_with_a_separate_boot_partition_boots_from_it() {
     use std::os::unix::fs::symlink;
+    let Some(tools) = tools() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (root_src, boot_src) = (dir.path().join("root"), dir.path().join("boot"));
     std::fs::create_dir_all(root_src.join("etc")).unwrap();
@@ -480,15 +450,10 @@ fn a_gpt_disk_with_a_separate_boot_partition_boots_from_it() {
         bios = gpt::BIOS_BOOT,
         xboot = gpt::LINUX_EXTENDED_BOOT,
     );
-    if sfdisk(&disk, &script).is_none() {
-        return;
-    }
+    sfdisk(&tools, &disk, &script);
     let (root_fs, boot_fs) = (dir.path().join("root.img"), dir.path().join("boot.img"));
-    if mkfs("ext4", &[], &root_src, &root_fs, "24M").is_none()
-        || mkfs("ext4", &["-L", "BOOT"], &boot_src, &boot_fs, "8M").is_none()
-    {
-        return;
-    }
+    mkfs(&tools, "ext4", &[], &root_src, &root_fs, "24M");
+    mkfs(&tools, "ext4", &["-L", "BOOT"], &boot_src, &boot_fs, "8M");
     place(&root_fs, &disk, 10240 * 512);
     place(&boot_fs, &disk, 59392 * 512);
 
@@ -524,14 +489,9 @@ fn a_gpt_disk_with_a_separate_boot_partition_boots_from_it() {
 
     // The same disk as qcow2 (qemu-img writes it): the same files through another reader.
     let qcow2 = dir.path().join("disk.qcow2");
-    if run(
-        "qemu-img",
-        &["convert", "-f", "raw", "-O", "qcow2", s(&disk), s(&qcow2)],
-    )
-    .is_none()
-    {
-        return;
-    }
+    tools
+        .qemu_img
+        .run(["convert", "-f", "raw", "-O", "qcow2", s(&disk), s(&qcow2)]);
     let mut reader = formats::open(&qcow2, None).unwrap();
     assert_eq!(boot::find(&mut *reader).unwrap(), found);
     assert!(extract(&mut *reader, &found) == (kernel, initrd));
@@ -541,21 +501,18 @@ fn a_gpt_disk_with_a_separate_boot_partition_boots_from_it() {
 /// an MBR partition or the whole disk; `root=` from the filesystem's label.
 #[test]
 fn without_grub_cfg_the_vmlinuz_links_of_the_root_filesystem_boot() {
+    let Some(tools) = tools() else { return };
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     source_tree(&src);
     let fs = dir.path().join("fs.img");
-    if mkfs("ext4", &[], &src, &fs, "96M").is_none() {
-        return;
-    }
+    mkfs(&tools, "ext4", &[], &src, &fs, "96M");
     let disk = dir.path().join("disk.raw");
     std::fs::File::create(&disk)
         .unwrap()
         .set_len(100 << 20)
         .unwrap();
-    if sfdisk(&disk, "label: dos\nstart=2048, type=83\n").is_none() {
-        return;
-    }
+    sfdisk(&tools, &disk, "label: dos\nstart=2048, type=83\n");
     place(&fs, &disk, 2048 * 512);
     for (image, partition) in [(&disk, Some(1)), (&fs, None)] {
         let mut reader = open_raw(image);
@@ -591,9 +548,8 @@ fn a_disk_without_linux_or_boot_files_says_what_it_searched() {
     let src = dir.path().join("src");
     std::fs::create_dir_all(src.join("boot")).unwrap();
     let fs = dir.path().join("fs.img");
-    if mkfs("ext4", &[], &src, &fs, "8M").is_none() {
-        return;
-    }
+    let Some(tools) = tools() else { return };
+    mkfs(&tools, "ext4", &[], &src, &fs, "8M");
     let err = boot::find(&mut *open_raw(&fs)).unwrap_err().to_string();
     assert!(
         err.contains("the whole disk: no /boot/grub/grub.cfg; the whole disk: no /grub/grub.cfg"),
