@@ -8,8 +8,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::common::images::{images, qemu_img, run};
-use crate::require_tools;
+use crate::common::images::{have_images, images, qemu_img, run};
 
 fn cloudimg(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cloudimg"))
@@ -167,7 +166,9 @@ fn matrix_images(dir: &Path) -> Vec<(String, std::path::PathBuf, &'static str)> 
 
 #[test]
 fn info_prints_what_qemu_img_prints() {
-    require_tools!("qemu-img");
+    if !have_images() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("temporary directory");
     let mut failures = Vec::new();
     for (name, path, qemu_format) in matrix_images(dir.path()) {
@@ -199,7 +200,9 @@ fn info_prints_what_qemu_img_prints() {
 
 #[test]
 fn check_prints_what_qemu_img_prints_with_its_exit_status() {
-    require_tools!("qemu-img");
+    if !have_images() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("temporary directory");
     let mut failures = Vec::new();
     for (name, path, qemu_format) in matrix_images(dir.path()) {
@@ -253,7 +256,9 @@ fn set_refcount(path: &Path, cluster: u64, count: u16) {
 
 #[test]
 fn check_repairs_leaks_and_refcount_errors_as_qemu_img_does() {
-    require_tools!("qemu-img");
+    if !have_images() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("temporary directory");
     let image = dir.path().join("leaky.qcow2");
     run(Command::new("qemu-img").args([
@@ -324,7 +329,9 @@ fn check_repairs_leaks_and_refcount_errors_as_qemu_img_does() {
 
 #[test]
 fn raw_has_no_checks() {
-    require_tools!("qemu-img");
+    if !have_images() {
+        return;
+    }
     let raw = s(&images().raw);
     let theirs = qemu_img(&["check", raw]);
     let ours = cloudimg(&["check", raw]);
@@ -335,7 +342,9 @@ fn raw_has_no_checks() {
 
 #[test]
 fn a_closed_stdout_ends_info_quietly() {
-    require_tools!("qemu-img");
+    if !have_images() {
+        return;
+    }
     // The reading end is closed before the program starts, so every write fails with EPIPE.
     let (reader, writer) = std::io::pipe().expect("a pipe");
     drop(reader);
@@ -355,7 +364,9 @@ fn a_closed_stdout_ends_info_quietly() {
 
 #[test]
 fn convert_progress_without_a_terminal_is_qemu_img_s() {
-    require_tools!("qemu-img");
+    if !have_images() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("temporary directory");
     let target = dir.path().join("p.qcow2");
     let output = cloudimg(&["convert", "-p", "-O", "qcow2", s(&images().raw), s(&target)]);
@@ -404,7 +415,9 @@ fn json_failures_print_an_error_object_on_stdout() {
 
 #[test]
 fn compare_answers_as_qemu_img_does() {
-    require_tools!("qemu-img");
+    if !have_images() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("temporary directory");
     let base = images().raw.clone();
     let mut failures = Vec::new();
@@ -482,7 +495,9 @@ fn compare_answers_as_qemu_img_does() {
 
 #[test]
 fn measure_gives_qemu_img_s_figures() {
-    require_tools!("qemu-img");
+    if !have_images() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("temporary directory");
     let mut failures = Vec::new();
     let targets: &[(&str, &[&str])] = &[

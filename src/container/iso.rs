@@ -739,7 +739,7 @@ fn terminator() -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
+    use crate::test_tools::oracle;
 
     #[test]
     fn directory_record_encodes_every_field() {
@@ -936,17 +936,9 @@ mod tests {
         assert_eq!(data, last.as_bytes());
     }
 
+    /// isoinfo's (genisoimage's) standard output for `args`.
     fn isoinfo(args: &[&str]) -> Option<Vec<u8>> {
-        match Command::new("isoinfo").args(args).output() {
-            Ok(output) => {
-                assert!(output.status.success(), "isoinfo {args:?}: {output:?}");
-                Some(output.stdout)
-            }
-            Err(e) => {
-                crate::test_tools::missing("isoinfo (genisoimage)", e);
-                None
-            }
-        }
+        Some(oracle("isoinfo")?.run(args).stdout)
     }
 
     fn listed_names(listing: &[u8]) -> Vec<String> {
@@ -1003,33 +995,25 @@ mod tests {
         );
 
         // cloud-init finds the seed through blkid's label, so ask blkid too.
-        match Command::new("blkid").args(["-o", "export", path]).output() {
-            Ok(output) => {
-                let text = String::from_utf8_lossy(&output.stdout);
-                assert!(text.contains("LABEL=cidata"), "{text}");
-                assert!(text.contains("TYPE=iso9660"), "{text}");
-            }
-            Err(e) => crate::test_tools::missing("blkid", e),
+        if let Some(blkid) = oracle("blkid") {
+            let output = blkid.run(["-o", "export", path]);
+            let text = String::from_utf8_lossy(&output.stdout);
+            assert!(text.contains("LABEL=cidata"), "{text}");
+            assert!(text.contains("TYPE=iso9660"), "{text}");
         }
 
         // libarchive is a third, sequential reader with its own Rock Ridge parser.
-        match Command::new("bsdtar").args(["-tf", path]).output() {
-            Ok(output) => {
-                assert!(output.status.success(), "bsdtar: {output:?}");
-                let mut names: Vec<String> = String::from_utf8_lossy(&output.stdout)
-                    .lines()
-                    .filter(|l| *l != ".")
-                    .map(str::to_owned)
-                    .collect();
-                names.sort();
-                assert_eq!(names, expected);
-                let user = Command::new("bsdtar")
-                    .args(["-xOf", path, "user-data"])
-                    .output()
-                    .unwrap();
-                assert_eq!(user.stdout, user_data);
-            }
-            Err(e) => crate::test_tools::missing("bsdtar (libarchive-tools)", e),
+        if let Some(bsdtar) = oracle("bsdtar") {
+            let output = bsdtar.run(["-tf", path]);
+            let mut names: Vec<String> = String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .filter(|l| *l != ".")
+                .map(str::to_owned)
+                .collect();
+            names.sort();
+            assert_eq!(names, expected);
+            let user = bsdtar.run(["-xOf", path, "user-data"]);
+            assert_eq!(user.stdout, user_data);
         }
 
         for &(name, data) in files {

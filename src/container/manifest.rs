@@ -104,7 +104,7 @@ fn stream<D: Digest>(mut reader: impl Read, path: &Path) -> Result<String, Conta
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
+    use crate::test_tools::oracle;
 
     /// FIPS 180-2 test vectors for "abc".
     const ABC_SHA256: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
@@ -150,17 +150,15 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0], format!("SHA256(a.ovf)= {ABC_SHA256}"));
-        let expected = match Command::new("sha256sum").arg(&path).output() {
-            Ok(out) => String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .to_owned(),
-            Err(e) => {
-                crate::test_tools::missing("sha256sum", e);
-                return;
-            }
+        let Some(sha256sum) = oracle("sha256sum") else {
+            return;
         };
+        let out = sha256sum.run([&path]).stdout;
+        let expected = String::from_utf8_lossy(&out)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned();
         assert_eq!(lines[1], format!("SHA256(disk.vmdk)= {expected}"));
     }
 

@@ -218,19 +218,12 @@ impl<R: Read> Read for Counted<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
+    use crate::test_tools::{oracle, oracles, qemu_img_info};
 
+    /// tar's reading of an archive: its standard output for `args`.
     fn tar_tool(args: &[&str]) -> Option<String> {
-        match Command::new("tar").args(args).output() {
-            Ok(out) => {
-                assert!(out.status.success(), "tar {args:?}: {out:?}");
-                Some(String::from_utf8_lossy(&out.stdout).into_owned())
-            }
-            Err(e) => {
-                crate::test_tools::missing("tar", e);
-                None
-            }
-        }
+        let out = oracle("tar")?.run(args);
+        Some(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     struct Fixture {
@@ -359,19 +352,6 @@ mod tests {
         assert_eq!(temporaries, 0);
     }
 
-    fn run(program: &str, args: &[&str]) -> Option<Vec<u8>> {
-        match Command::new(program).args(args).output() {
-            Ok(out) => {
-                assert!(out.status.success(), "{program} {args:?}: {out:?}");
-                Some(out.stdout)
-            }
-            Err(e) => {
-                crate::test_tools::missing(program, e);
-                None
-            }
-        }
-    }
-
     #[test]
     fn package_holds_a_consistent_descriptor_manifest_and_disk() {
         let dir = tempfile::tempdir().unwrap();
@@ -385,9 +365,10 @@ mod tests {
             "-o",
             "subformat=streamOptimized",
         ];
-        if run("qemu-img", &[&create[..], &[disk_str, "64M"]].concat()).is_none() {
+        let Some([qemu, tar, sha256sum]) = oracles(["qemu-img", "tar", "sha256sum"]) else {
             return;
-        }
+        };
+        qemu.run([&create[..], &[disk_str, "64M"]].concat());
         let out = dir.path().join("noble.ova");
         let spec = OvfSpec::new("noble", "noble-disk1.vmdk", 0, 64 << 20);
         write_ova_package(&out, &spec, &disk, ManifestHash::Sha256, None).unwrap();
@@ -395,24 +376,19 @@ mod tests {
         let x = dir.path().join("x");
         std::fs::create_dir(&x).unwrap();
         let x_str = x.to_str().unwrap();
-        let listing = run("tar", &["-tf", out.to_str().unwrap()]).unwrap();
+        let listing = tar.run(["-tf", out.to_str().unwrap()]).stdout;
         assert_eq!(
             String::from_utf8_lossy(&listing),
             "noble.ovf\nnoble.mf\nnoble-disk1.vmdk\n"
         );
-        run("tar", &["-xf", out.to_str().unwrap(), "-C", x_str]).unwrap();
+        tar.run(["-xf", out.to_str().unwrap(), "-C", x_str]);
 
         let extracted = x.join("noble-disk1.vmdk");
         assert_eq!(
             std::fs::read(&extracted).unwrap(),
             std::fs::read(&disk).unwrap()
         );
-        let info = run(
-            "qemu-img",
-            &["info", "--output=json", extracted.to_str().unwrap()],
-        )
-        .unwrap();
-        let info: serde_json::Value = serde_json::from_slice(&info).unwrap();
+        let info = qemu_img_info(&qemu, &extracted, None);
         assert_eq!(info["format"], "vmdk");
         assert_eq!(info["virtual-size"], 64 << 20);
 
@@ -427,7 +403,7 @@ mod tests {
         let mf = std::fs::read_to_string(x.join("noble.mf")).unwrap();
         let sum = |name: &str| {
             let path = x.join(name);
-            let out = run("sha256sum", &[path.to_str().unwrap()]).unwrap();
+            let out = sha256sum.run([path.as_os_str()]).stdout;
             String::from_utf8_lossy(&out)
                 .split_whitespace()
                 .next()

@@ -342,7 +342,7 @@ pub fn write_package_files(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
+    use crate::test_tools::oracle;
 
     #[test]
     fn escape_covers_markup_and_quotes() {
@@ -382,6 +382,7 @@ mod tests {
     /// Parses the descriptor with Python's ElementTree, an XML parser independent of ours, and
     /// returns the facts it finds as JSON.
     fn parse_with_python(xml: &str) -> Option<serde_json::Value> {
+        let python = oracle("python3")?;
         const SCRIPT: &str = r#"
 import json, sys
 import xml.etree.ElementTree as ET
@@ -416,25 +417,7 @@ print(json.dumps({
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.ovf");
         std::fs::write(&path, xml).unwrap();
-        match Command::new("python3")
-            .arg("-c")
-            .arg(SCRIPT)
-            .arg(&path)
-            .output()
-        {
-            Ok(out) => {
-                assert!(
-                    out.status.success(),
-                    "python3: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                Some(serde_json::from_slice(&out.stdout).unwrap())
-            }
-            Err(e) => {
-                crate::test_tools::missing("python3", e);
-                None
-            }
-        }
+        Some(python.json(["-c".as_ref(), SCRIPT.as_ref(), path.as_os_str()]))
     }
 
     #[test]

@@ -620,7 +620,7 @@ impl DiskReader for Archived {
 
 #[cfg(test)]
 mod tests {
-    use std::process::Command;
+    use crate::test_tools::{oracles, Tool};
 
     use super::*;
 
@@ -640,13 +640,8 @@ mod tests {
     }
 
     /// Runs tar in `dir` with `args`; the file list is last.
-    fn tar(dir: &Path, args: &[&str]) {
-        let status = Command::new("tar")
-            .current_dir(dir)
-            .args(args)
-            .status()
-            .unwrap();
-        assert!(status.success(), "tar {args:?}");
+    fn tar_in(tar: &Tool, dir: &Path, args: &[&str]) {
+        tar.run_in(dir, args);
     }
 
     fn open_path(path: &Path) -> Result<Box<dyn DiskReader>, FormatError> {
@@ -700,11 +695,18 @@ mod tests {
 
     #[test]
     fn raw_disk_in_tar_gz_skips_metadata_entries() {
+        let Some([tar]) = oracles(["tar"]) else {
+            return;
+        };
         let dir = tempfile::tempdir().unwrap();
         let data = disk_bytes(3 * 1024 * 1024 + 4096);
         std::fs::write(dir.path().join("image.json"), b"{}").unwrap();
         std::fs::write(dir.path().join("disk.img"), &data).unwrap();
-        tar(dir.path(), &["-czf", "a.tar.gz", "image.json", "disk.img"]);
+        tar_in(
+            &tar,
+            dir.path(),
+            &["-czf", "a.tar.gz", "image.json", "disk.img"],
+        );
         let mut disk = open_path(&dir.path().join("a.tar.gz")).unwrap();
         assert_eq!(disk.virtual_size(), data.len() as u64);
         let info = disk.info();
@@ -716,17 +718,23 @@ mod tests {
 
     #[test]
     fn vhdx_in_tar_gz_is_named_not_read_as_raw() {
+        let Some([tar]) = oracles(["tar"]) else {
+            return;
+        };
         let dir = tempfile::tempdir().unwrap();
         let mut data = disk_bytes(2 << 20);
         data[..8].copy_from_slice(b"vhdxfile");
         std::fs::write(dir.path().join("disk.vhdx"), &data).unwrap();
-        tar(dir.path(), &["-czf", "a.tar.gz", "disk.vhdx"]);
+        tar_in(&tar, dir.path(), &["-czf", "a.tar.gz", "disk.vhdx"]);
         let error = open_path(&dir.path().join("a.tar.gz")).err().unwrap();
         assert!(error.to_string().contains("a VHDX image"), "{error}");
     }
 
     #[test]
     fn gnu_sparse_entry_reads_back_whole() {
+        let Some([tar, xz]) = oracles(["tar", "xz"]) else {
+            return;
+        };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("disk.raw");
         let file = File::create(&path).unwrap();
@@ -736,17 +744,16 @@ mod tests {
         file.write_all_at(&[0xee; 5000], 1 << 20).unwrap();
         file.write_all_at(&[0x11; 512], size - 512).unwrap();
         drop(file);
-        tar(dir.path(), &["-S", "-cf", "a.tar", "disk.raw"]);
+        tar_in(&tar, dir.path(), &["-S", "-cf", "a.tar", "disk.raw"]);
         let plain = std::fs::read(dir.path().join("a.tar")).unwrap();
         // typeflag (offset 156) 'S': an old-style GNU sparse entry, as `tar -S` writes.
         assert_eq!(plain[156], b'S');
         assert!(plain.len() < 1 << 20, "the holes are not stored");
-        let xz = Command::new("xz")
-            .args(["-0", "-k"])
-            .arg(dir.path().join("a.tar"))
-            .status()
-            .unwrap();
-        assert!(xz.success());
+        xz.run([
+            "-0".as_ref(),
+            "-k".as_ref(),
+            dir.path().join("a.tar").as_os_str(),
+        ]);
         let expected = std::fs::read(&path).unwrap();
         for (name, kind) in [("a.tar", "tar"), ("a.tar.xz", "tar.xz")] {
             let mut disk = open_path(&dir.path().join(name)).unwrap();
@@ -777,12 +784,15 @@ mod tests {
 
     #[test]
     fn fixed_vhd_in_tar_gz_drops_the_footer() {
+        let Some([tar]) = oracles(["tar"]) else {
+            return;
+        };
         let dir = tempfile::tempdir().unwrap();
         let data = disk_bytes(2 << 20);
         let mut file = data.clone();
         file.extend(vhd_footer(2, 2 << 20));
         std::fs::write(dir.path().join("livecd.azure.vhd"), &file).unwrap();
-        tar(dir.path(), &["-czf", "a.tar.gz", "livecd.azure.vhd"]);
+        tar_in(&tar, dir.path(), &["-czf", "a.tar.gz", "livecd.azure.vhd"]);
         let mut disk = open_path(&dir.path().join("a.tar.gz")).unwrap();
         assert_eq!(disk.virtual_size(), 2 << 20);
         let info = disk.info();
@@ -793,6 +803,9 @@ mod tests {
 
     #[test]
     fn vhd_entry_without_footer_fails_at_the_end() {
+        let Some([tar]) = oracles(["tar"]) else {
+            return;
+        };
         let dir = tempfile::tempdir().unwrap();
         for (name, footer) in [
             ("nocookie.vhd", vec![0u8; 512]),
@@ -808,7 +821,7 @@ mod tests {
             file.extend(footer);
             std::fs::write(dir.path().join(name), &file).unwrap();
             let archive = format!("{name}.tar");
-            tar(dir.path(), &["-cf", &archive, name]);
+            tar_in(&tar, dir.path(), &["-cf", &archive, name]);
             let mut disk = open_path(&dir.path().join(archive)).unwrap();
             let error = read_all(disk.as_mut()).unwrap_err();
             assert!(
@@ -820,9 +833,12 @@ mod tests {
 
     #[test]
     fn going_backwards_is_out_of_order() {
+        let Some([tar]) = oracles(["tar"]) else {
+            return;
+        };
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("disk.img"), disk_bytes(1 << 20)).unwrap();
-        tar(dir.path(), &["-cf", "a.tar", "disk.img"]);
+        tar_in(&tar, dir.path(), &["-cf", "a.tar", "disk.img"]);
         let mut disk = open_path(&dir.path().join("a.tar")).unwrap();
         let mut buf = [0u8; 4096];
         // Skipping forward is fine.
@@ -843,10 +859,13 @@ mod tests {
 
     #[test]
     fn archive_without_disk_is_malformed() {
+        let Some([tar]) = oracles(["tar"]) else {
+            return;
+        };
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("x.ovf"), b"<Envelope/>").unwrap();
         std::fs::write(dir.path().join("x.mf"), b"SHA256(x.ovf)= 00").unwrap();
-        tar(dir.path(), &["-cf", "a.ova", "x.ovf", "x.mf"]);
+        tar_in(&tar, dir.path(), &["-cf", "a.ova", "x.ovf", "x.mf"]);
         let error = open_path(&dir.path().join("a.ova")).err().unwrap();
         assert!(
             matches!(&error, FormatError::Malformed { reason, .. } if reason.contains("no disk")),
@@ -878,22 +897,27 @@ mod tests {
 
     #[test]
     fn xz_asking_for_a_huge_dictionary_is_refused() {
+        let Some([tar, xz]) = oracles(["tar", "xz"]) else {
+            return;
+        };
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("disk.img"), disk_bytes(4096)).unwrap();
-        tar(dir.path(), &["-cf", "a.tar", "disk.img"]);
+        tar_in(&tar, dir.path(), &["-cf", "a.tar", "disk.img"]);
         // The header announces 257 MiB of decoder memory; the encoder itself needs little.
-        let xz = Command::new("xz")
-            .args(["-k", "--lzma2=preset=0,dict=256MiB"])
-            .arg(dir.path().join("a.tar"))
-            .status()
-            .unwrap();
-        assert!(xz.success());
+        xz.run([
+            "-k".as_ref(),
+            "--lzma2=preset=0,dict=256MiB".as_ref(),
+            dir.path().join("a.tar").as_os_str(),
+        ]);
         let error = open_path(&dir.path().join("a.tar.xz")).err().unwrap();
         assert!(matches!(error, FormatError::Malformed { .. }), "{error}");
     }
 
     #[test]
     fn long_names_sparse_gnu_and_pax_archives_read_back() {
+        let Some([tar]) = oracles(["tar"]) else {
+            return;
+        };
         let dir = tempfile::tempdir().unwrap();
         let name = format!("{}-server-cloudimg-amd64.img", "n".repeat(120));
         let path = dir.path().join(&name);
@@ -909,7 +933,8 @@ mod tests {
         // GNU format with -S; pax format without (see below for pax with -S).
         for (format, mode) in [("gnu", "-Sczf"), ("pax", "-czf")] {
             let archive = format!("{format}.tar.gz");
-            tar(
+            tar_in(
+                &tar,
                 dir.path(),
                 &[&format!("--format={format}"), mode, &archive, &name],
             );
@@ -918,7 +943,8 @@ mod tests {
             assert!(read_all(disk.as_mut()).unwrap() == expected, "{format}");
         }
         // A pax sparse entry would read as its sparse map plus pieces: refused, not garbled.
-        tar(
+        tar_in(
+            &tar,
             dir.path(),
             &["-S", "--format=pax", "-czf", "pax-sparse.tar.gz", &name],
         );
@@ -954,11 +980,14 @@ mod tests {
 
     #[test]
     fn qcow2_inside_is_unsupported() {
+        let Some([tar]) = oracles(["tar"]) else {
+            return;
+        };
         let dir = tempfile::tempdir().unwrap();
         let mut data = b"QFI\xfb\0\0\0\x03".to_vec();
         data.resize(4096, 0);
         std::fs::write(dir.path().join("disk.qcow2"), data).unwrap();
-        tar(dir.path(), &["-czf", "a.tar.gz", "disk.qcow2"]);
+        tar_in(&tar, dir.path(), &["-czf", "a.tar.gz", "disk.qcow2"]);
         assert!(matches!(
             open_path(&dir.path().join("a.tar.gz")),
             Err(FormatError::Unsupported { .. })
@@ -967,9 +996,12 @@ mod tests {
 
     #[test]
     fn truncated_gzip_is_an_error_not_a_panic() {
+        let Some([tar]) = oracles(["tar"]) else {
+            return;
+        };
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("disk.img"), disk_bytes(2 << 20)).unwrap();
-        tar(dir.path(), &["-czf", "a.tar.gz", "disk.img"]);
+        tar_in(&tar, dir.path(), &["-czf", "a.tar.gz", "disk.img"]);
         let path = dir.path().join("a.tar.gz");
         let bytes = std::fs::read(&path).unwrap();
         for cut in [10, bytes.len() / 2, bytes.len() - 4] {

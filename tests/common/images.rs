@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+pub use super::tools::run;
+use super::tools::{oracle, oracles};
+
 /// 48 MiB + 12 KiB: a multiple of 512 (qemu rounds other sizes) but not of any cluster size.
 pub const RAW_SIZE: u64 = (48 << 20) + (12 << 10);
 /// Where the ext4 partition starts (sector 2048, as Ubuntu's).
@@ -49,32 +52,28 @@ impl Images {
     }
 }
 
+/// The tools [`images`] runs.
+pub const TOOLS: [&str; 5] = ["qemu-img", "sfdisk", "mkfs.ext4", "tar", "xz"];
+
+/// Whether [`images`] can be built: a test that uses them returns at once when this is false
+/// (each missing tool is reported: a loud skip, or a failure under CI).
+pub fn have_images() -> bool {
+    oracles(TOOLS).is_some()
+}
+
 /// Builds the images on first use; later callers (other test threads) wait and share them.
+/// Callers check [`have_images`] first.
 pub fn images() -> &'static Images {
     static IMAGES: OnceLock<Images> = OnceLock::new();
     IMAGES.get_or_init(build)
 }
 
-/// Runs a command, failing the test with its stderr if it does not succeed.
-pub fn run(command: &mut Command) -> std::process::Output {
-    let output = command
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run {command:?}: {error}"));
-    assert!(
-        output.status.success(),
-        "{command:?} failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-/// qemu-img, the oracle.
+/// qemu-img, the oracle: what it did for `args`, succeeded or not. Callers check for it first
+/// (`require_tools!("qemu-img")` or [`have_images`]).
 pub fn qemu_img(args: &[&str]) -> std::process::Output {
-    Command::new("qemu-img")
-        .args(args)
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run qemu-img (is it installed?): {error}"))
+    oracle("qemu-img")
+        .expect("the test checked for qemu-img")
+        .output(args)
 }
 
 fn build() -> Images {

@@ -4,30 +4,13 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use super::*;
 use crate::formats::{Extent, Options, Target};
+use crate::test_tools::{oracles, qemu_img_check, qemu_img_compare, qemu_img_info, Tool};
 
 /// Guest size of the test disk: 24 MiB and a bit, not a multiple of any cluster size.
 const RAW_SIZE: u64 = (24 << 20) + 12345;
-
-fn qemu_img(args: &[&str]) -> std::process::Output {
-    Command::new("qemu-img")
-        .args(args)
-        .output()
-        .expect("qemu-img is installed on every machine of this project")
-}
-
-fn qemu_ok(args: &[&str]) {
-    let out = qemu_img(args);
-    assert!(
-        out.status.success(),
-        "qemu-img {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("temporary paths are UTF-8")
@@ -47,16 +30,12 @@ fn noise(len: usize, mut x: u32) -> Vec<u8> {
 
 /// A raw disk: an ext4 filesystem with real files, a hole, incompressible and compressible
 /// regions, and data in the unaligned tail.
-fn make_raw(dir: &Path) -> PathBuf {
+fn make_raw(mkfs: &Tool, dir: &Path) -> PathBuf {
     let raw = dir.join("disk.raw");
     let file = File::create(&raw).unwrap();
     file.set_len(16 << 20).unwrap();
     drop(file);
-    let status = Command::new("mkfs.ext4")
-        .args(["-q", "-d", "/usr/share/doc/git", s(&raw)])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    mkfs.run(["-q", "-d", "/usr/share/doc/git", s(&raw)]);
     let file = std::fs::OpenOptions::new().write(true).open(&raw).unwrap();
     file.set_len(RAW_SIZE).unwrap();
     // Incompressible data across the 18 MiB mark (and across 4 KiB-cluster L2 boundaries).
@@ -148,12 +127,12 @@ fn write_with_ours(raw: &Path, out: &Path, options: &str) {
     writer.finish().unwrap();
 }
 
-fn assert_qemu_clean(image: &Path, raw: &Path) {
-    qemu_ok(&["check", "-f", "qcow2", s(image)]);
+fn assert_qemu_clean(qemu: &Tool, image: &Path, raw: &Path) {
+    qemu_img_check(qemu, image, "qcow2");
     // Our own check must agree.
     let report = check(image, File::open(image).unwrap()).unwrap();
     assert_eq!(report.exit_code(), 0, "{report:?}");
-    qemu_ok(&["compare", "-f", "raw", "-F", "qcow2", s(raw), s(image)]);
+    qemu_img_compare(qemu, raw, image, "qcow2");
 }
 
 fn same_bytes(a: &Path, b: &Path) -> bool {
@@ -162,8 +141,11 @@ fn same_bytes(a: &Path, b: &Path) -> bool {
 
 #[test]
 fn reader_matches_raw_for_every_qemu_variant() {
+    let Some([qemu, mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let raw = make_raw(dir.path());
+    let raw = make_raw(&mkfs, dir.path());
     let expected = raw_bytes(&raw);
     let variants: [&[&str]; 8] = [
         &["-o", "compat=1.1"],
@@ -180,13 +162,16 @@ fn reader_matches_raw_for_every_qemu_variant() {
         let mut args = vec!["convert", "-f", "raw", "-O", "qcow2"];
         args.extend_from_slice(extra);
         args.extend_from_slice(&[s(&raw), s(&image)]);
-        qemu_ok(&args);
+        qemu.run(args);
         assert!(read_all(&image) == expected, "variant {extra:?} differs");
     }
 }
 
 #[test]
 fn info_matches_qemu_format_specific() {
+    let Some([qemu, mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     for (i, opts) in [
         "compat=1.1",
@@ -198,9 +183,8 @@ fn info_matches_qemu_format_specific() {
     .enumerate()
     {
         let image = dir.path().join(format!("i{i}.qcow2"));
-        qemu_ok(&["create", "-q", "-f", "qcow2", "-o", opts, s(&image), "3M"]);
-        let out = qemu_img(&["info", "--output=json", s(&image)]);
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        qemu.run(["create", "-q", "-f", "qcow2", "-o", opts, s(&image), "3M"]);
+        let json = qemu_img_info(&qemu, &image, None);
         let reader = open(&image, File::open(&image).unwrap()).unwrap();
         let info = reader.info();
         assert_eq!(
@@ -211,7 +195,7 @@ fn info_matches_qemu_format_specific() {
         assert_eq!(info.virtual_size, 3 << 20);
         assert_eq!(info.compression, None);
     }
-    let (image, _) = compressed_image(dir.path());
+    let (image, _) = compressed_image(&qemu, &mkfs, dir.path());
     let reader = open(&image, File::open(&image).unwrap()).unwrap();
     assert_eq!(reader.info().compression.as_deref(), Some("zlib"));
 }
@@ -230,16 +214,15 @@ fn probe_recognises_the_magic_only() {
 
 #[test]
 fn reader_sees_zero_clusters_and_subclusters() {
+    let Some([qemu, qemu_io]) = oracles(["qemu-img", "qemu-io"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     for (i, opts) in ["compat=1.1", "extended_l2=on"].iter().enumerate() {
         let image = dir.path().join(format!("z{i}.qcow2"));
-        qemu_ok(&["create", "-q", "-f", "qcow2", "-o", opts, s(&image), "4M"]);
+        qemu.run(["create", "-q", "-f", "qcow2", "-o", opts, s(&image), "4M"]);
         let io = |cmd: &str| {
-            let out = Command::new("qemu-io")
-                .args(["-f", "qcow2", "-c", cmd, s(&image)])
-                .output()
-                .unwrap();
-            assert!(out.status.success());
+            qemu_io.run(["-f", "qcow2", "-c", cmd, s(&image)]);
         };
         io("write -P 0xab 0 1M");
         // Zero a range inside written data (zero flag / zero subclusters) and a fresh range.
@@ -259,9 +242,12 @@ fn reader_sees_zero_clusters_and_subclusters() {
 
 #[test]
 fn map_returns_long_runs() {
+    let Some([qemu, qemu_io]) = oracles(["qemu-img", "qemu-io"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("long.qcow2");
-    qemu_ok(&[
+    qemu.run([
         "create",
         "-q",
         "-f",
@@ -271,11 +257,7 @@ fn map_returns_long_runs() {
         s(&image),
         "64M",
     ]);
-    let out = Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c", "write -P 1 1M 20M", s(&image)])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    qemu_io.run(["-f", "qcow2", "-c", "write -P 1 1M 20M", s(&image)]);
     let mut reader = open(&image, File::open(&image).unwrap()).unwrap();
     assert_eq!(
         reader.map(0).unwrap(),
@@ -293,8 +275,11 @@ fn map_returns_long_runs() {
 
 #[test]
 fn uncompressed_output_is_identical_to_qemu() {
+    let Some([qemu, mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let raw = make_raw(dir.path());
+    let raw = make_raw(&mkfs, dir.path());
     let cases = [
         ("", vec![]),
         ("compat=0.10", vec!["-o", "compat=0.10"]),
@@ -321,8 +306,8 @@ fn uncompressed_output_is_identical_to_qemu() {
         let mut args = vec!["convert", "-f", "raw", "-O", "qcow2"];
         args.extend_from_slice(qemu_opts);
         args.extend_from_slice(&[s(&raw), s(&theirs)]);
-        qemu_ok(&args);
-        assert_qemu_clean(&ours, &raw);
+        qemu.run(args);
+        assert_qemu_clean(&qemu, &ours, &raw);
         assert!(
             same_bytes(&ours, &theirs),
             "{ours_opts:?} differs from qemu-img"
@@ -332,8 +317,11 @@ fn uncompressed_output_is_identical_to_qemu() {
 
 #[test]
 fn small_clusters_cross_refcount_blocks_cleanly() {
+    let Some([qemu, mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let raw = make_raw(dir.path());
+    let raw = make_raw(&mkfs, dir.path());
     for (i, opts) in [
         // Below 4 KiB qemu's 4 KiB zero detection allocates some all-zero clusters, so only
         // validity is compared, not bytes.
@@ -348,15 +336,18 @@ fn small_clusters_cross_refcount_blocks_cleanly() {
     {
         let ours = dir.path().join(format!("small{i}.qcow2"));
         write_with_ours(&raw, &ours, opts);
-        assert_qemu_clean(&ours, &raw);
+        assert_qemu_clean(&qemu, &ours, &raw);
         assert!(read_all(&ours) == raw_bytes(&raw), "{opts}");
     }
 }
 
 #[test]
 fn compressed_output_is_valid_and_close_to_qemu_size() {
+    let Some([qemu, mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let raw = make_raw(dir.path());
+    let raw = make_raw(&mkfs, dir.path());
     for (i, (ours_opts, qemu_opts)) in [
         ("compress=on", vec!["-c"]),
         (
@@ -382,8 +373,8 @@ fn compressed_output_is_valid_and_close_to_qemu_size() {
         let mut args = vec!["convert", "-f", "raw", "-O", "qcow2"];
         args.extend_from_slice(qemu_opts);
         args.extend_from_slice(&[s(&raw), s(&theirs)]);
-        qemu_ok(&args);
-        assert_qemu_clean(&ours, &raw);
+        qemu.run(args);
+        assert_qemu_clean(&qemu, &ours, &raw);
         assert!(read_all(&ours) == raw_bytes(&raw));
         let (a, b) = (
             std::fs::metadata(&ours).unwrap().len(),
@@ -399,6 +390,9 @@ fn compressed_output_is_valid_and_close_to_qemu_size() {
 
 #[test]
 fn blank_image_matches_qemu_create() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     for (i, (opts, size)) in [
         ("", "100M"),
@@ -427,8 +421,8 @@ fn blank_image_matches_qemu_create() {
             args.extend_from_slice(&["-o", opts]);
         }
         args.extend_from_slice(&[s(&theirs), size]);
-        qemu_ok(&args);
-        qemu_ok(&["check", s(&ours)]);
+        qemu.run(args);
+        qemu.run(["check", s(&ours)]);
         assert!(same_bytes(&ours, &theirs), "blank {opts} {size}");
     }
 }
@@ -463,10 +457,13 @@ fn invalid_options_are_refused() {
 
 #[test]
 fn check_is_clean_on_qemu_images_and_finds_refcount_damage() {
+    let Some([qemu, mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let raw = make_raw(dir.path());
+    let raw = make_raw(&mkfs, dir.path());
     let image = dir.path().join("c.qcow2");
-    qemu_ok(&[
+    qemu.run([
         "convert",
         "-f",
         "raw",
@@ -481,7 +478,7 @@ fn check_is_clean_on_qemu_images_and_finds_refcount_damage() {
     assert!(report.allocated_clusters.unwrap() > 0);
 
     let image = dir.path().join("u.qcow2");
-    qemu_ok(&["convert", "-f", "raw", "-O", "qcow2", s(&raw), s(&image)]);
+    qemu.run(["convert", "-f", "raw", "-O", "qcow2", s(&raw), s(&image)]);
     assert_eq!(
         check(&image, File::open(&image).unwrap())
             .unwrap()
@@ -504,10 +501,10 @@ fn check_is_clean_on_qemu_images_and_finds_refcount_damage() {
     let report = check(&image, File::open(&image).unwrap()).unwrap();
     assert!(report.corruptions.iter().any(|c| c.contains("cluster 5 ")));
     // qemu-img agrees that it is corrupt.
-    assert_eq!(qemu_img(&["check", s(&image)]).status.code(), Some(2));
+    assert_eq!(qemu.output(["check", s(&image)]).status.code(), Some(2));
     // Only a leak: an unused cluster counted once.
     let image = dir.path().join("leak.qcow2");
-    qemu_ok(&["create", "-q", "-f", "qcow2", s(&image), "1M"]);
+    qemu.run(["create", "-q", "-f", "qcow2", s(&image), "1M"]);
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(&image)
@@ -520,11 +517,14 @@ fn check_is_clean_on_qemu_images_and_finds_refcount_damage() {
 
 #[test]
 fn resize_grows_within_and_beyond_the_l1_table() {
+    let Some([qemu, mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let raw = make_raw(dir.path());
+    let raw = make_raw(&mkfs, dir.path());
     let image = dir.path().join("r.qcow2");
     // 512-byte clusters: one L1 entry maps only 32 KiB, so growing needs a bigger L1.
-    qemu_ok(&[
+    qemu.run([
         "convert",
         "-f",
         "raw",
@@ -543,9 +543,8 @@ fn resize_grows_within_and_beyond_the_l1_table() {
             .open(&image)
             .unwrap();
         resize(&image, file, new_size, false).unwrap();
-        qemu_ok(&["check", s(&image)]);
-        let info = qemu_img(&["info", "--output=json", s(&image)]);
-        let json: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+        qemu.run(["check", s(&image)]);
+        let json = qemu_img_info(&qemu, &image, None);
         assert_eq!(json["virtual-size"], new_size);
     }
     let after = read_all(&image);
@@ -555,8 +554,11 @@ fn resize_grows_within_and_beyond_the_l1_table() {
 
 #[test]
 fn resize_grows_a_compressed_image_whose_end_is_not_cluster_aligned() {
+    let Some([qemu, mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let (image, _) = compressed_image(dir.path());
+    let (image, _) = compressed_image(&qemu, &mkfs, dir.path());
     let before = read_all(&image);
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -565,7 +567,7 @@ fn resize_grows_a_compressed_image_whose_end_is_not_cluster_aligned() {
         .unwrap();
     // One L1 entry maps 512 MiB with 64 KiB clusters: 1 GiB needs a new L1.
     resize(&image, file, 1 << 30, false).unwrap();
-    qemu_ok(&["check", s(&image)]);
+    qemu.run(["check", s(&image)]);
     assert_eq!(
         check(&image, File::open(&image).unwrap())
             .unwrap()
@@ -581,14 +583,13 @@ fn resize_grows_a_compressed_image_whose_end_is_not_cluster_aligned() {
 
 #[test]
 fn resize_shrinks_only_when_allowed_and_empty() {
+    let Some([qemu, qemu_io]) = oracles(["qemu-img", "qemu-io"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("s.qcow2");
-    qemu_ok(&["create", "-q", "-f", "qcow2", s(&image), "64M"]);
-    let out = Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c", "write -P 1 1M 1M", s(&image)])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    qemu.run(["create", "-q", "-f", "qcow2", s(&image), "64M"]);
+    qemu_io.run(["-f", "qcow2", "-c", "write -P 1 1M 1M", s(&image)]);
     let rw = || {
         std::fs::OpenOptions::new()
             .read(true)
@@ -605,7 +606,7 @@ fn resize_shrinks_only_when_allowed_and_empty() {
         Err(FormatError::Unsupported { .. })
     ));
     resize(&image, rw(), 2 << 20, true).unwrap();
-    qemu_ok(&["check", s(&image)]);
+    qemu.run(["check", s(&image)]);
     let mut reader = open(&image, File::open(&image).unwrap()).unwrap();
     assert_eq!(reader.virtual_size(), 2 << 20);
     let mut buf = vec![0; 4096];
@@ -614,10 +615,10 @@ fn resize_shrinks_only_when_allowed_and_empty() {
 }
 
 /// A small valid compressed image to damage.
-fn compressed_image(dir: &Path) -> (PathBuf, Vec<u8>) {
-    let raw = make_raw(dir);
+fn compressed_image(qemu: &Tool, mkfs: &Tool, dir: &Path) -> (PathBuf, Vec<u8>) {
+    let raw = make_raw(mkfs, dir);
     let image = dir.join("h.qcow2");
-    qemu_ok(&[
+    qemu.run([
         "convert",
         "-f",
         "raw",
@@ -655,8 +656,11 @@ fn read_fails(path: &Path) -> bool {
 
 #[test]
 fn hostile_images_fail_cleanly() {
+    let Some([qemu, mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let (image, good) = compressed_image(dir.path());
+    let (image, good) = compressed_image(&qemu, &mkfs, dir.path());
     let bad = dir.path().join("bad.qcow2");
     let l1 = 0x30000;
     let l2 = u64::from_be_bytes(good[l1..l1 + 8].try_into().unwrap()) & tables::OFFSET_MASK;

@@ -9,6 +9,7 @@ use super::header::{swap_guid, VdiHeader};
 use super::*;
 use crate::formats::vhd::tests::fixture::*;
 use crate::formats::{DiskReader, Options, Probe};
+use crate::test_tools::{oracles, qemu_virtual_size};
 
 fn header_of(path: &Path) -> VdiHeader {
     let mut area = [0u8; 512];
@@ -46,14 +47,17 @@ const SUBFORMATS: [&str; 2] = ["static=off", "static=on"];
 
 #[test]
 fn qemu_images_read_back_as_the_raw_source() {
+    let Some([qemu, mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let raw = raw_image(dir.path());
+    let raw = raw_image(&mkfs, dir.path());
     for (i, opts) in SUBFORMATS.iter().enumerate() {
         let vdi = dir.path().join(format!("q{i}.vdi"));
         let (r, v) = (raw.to_str().unwrap(), vdi.to_str().unwrap());
-        qemu_img(&["convert", "-f", "raw", "-O", "vdi", "-o", opts, r, v]);
+        qemu.run(["convert", "-f", "raw", "-O", "vdi", "-o", opts, r, v]);
         let mut reader = open_path(&vdi);
-        let size = qemu_virtual_size(&vdi, "vdi");
+        let size = qemu_virtual_size(&qemu, &vdi, "vdi");
         assert_eq!(reader.virtual_size(), size, "{opts}");
         assert!(
             read_all(reader.as_mut()) == raw_padded(&raw, size),
@@ -74,13 +78,16 @@ fn qemu_images_read_back_as_the_raw_source() {
 
 #[test]
 fn converted_images_are_byte_identical_to_qemu() {
+    let Some([qemu, mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let raw = raw_image(dir.path());
+    let raw = raw_image(&mkfs, dir.path());
     let raw_len = std::fs::metadata(&raw).unwrap().len();
     for (i, opts) in SUBFORMATS.iter().enumerate() {
         let theirs = dir.path().join(format!("q{i}.vdi"));
         let (r, t) = (raw.to_str().unwrap(), theirs.to_str().unwrap());
-        qemu_img(&["convert", "-f", "raw", "-O", "vdi", "-o", opts, r, t]);
+        qemu.run(["convert", "-f", "raw", "-O", "vdi", "-o", opts, r, t]);
         let ours = dir.path().join(format!("o{i}.vdi"));
         feed(
             &raw,
@@ -91,13 +98,16 @@ fn converted_images_are_byte_identical_to_qemu() {
             "{opts}: output differs from qemu-img's"
         );
         let o = ours.to_str().unwrap();
-        qemu_img(&["check", "-f", "vdi", o]);
-        qemu_img(&["compare", "-f", "raw", "-F", "vdi", r, o]);
+        qemu.run(["check", "-f", "vdi", o]);
+        qemu.run(["compare", "-f", "raw", "-F", "vdi", r, o]);
     }
 }
 
 #[test]
 fn blank_images_are_byte_identical_to_qemu_create() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     for (opts, size) in [
         ("static=off", "1G"),
@@ -105,7 +115,7 @@ fn blank_images_are_byte_identical_to_qemu_create() {
         ("static=on", "3M"),
     ] {
         let theirs = dir.path().join("theirs.vdi");
-        qemu_img(&[
+        qemu.run([
             "create",
             "-q",
             "-f",
@@ -138,9 +148,12 @@ fn unknown_option_is_rejected() {
 
 #[test]
 fn probe_finds_the_signature() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.vdi");
-    qemu_img(&["create", "-q", "-f", "vdi", path.to_str().unwrap(), "3M"]);
+    qemu.run(["create", "-q", "-f", "vdi", path.to_str().unwrap(), "3M"]);
     assert!(super::probe(
         &Probe::read(&mut File::open(&path).unwrap()).unwrap()
     ));
@@ -164,9 +177,12 @@ fn damaged(dir: &Path, damage: impl Fn(&File)) -> PathBuf {
 
 #[test]
 fn written_image_reads_back_and_checks_clean() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let path = damaged(dir.path(), |_| {});
-    qemu_img(&["check", "-f", "vdi", path.to_str().unwrap()]);
+    qemu.run(["check", "-f", "vdi", path.to_str().unwrap()]);
     let report = check(&path, File::open(&path).unwrap()).unwrap();
     assert_eq!(
         (report.exit_code(), report.allocated_clusters),
@@ -239,15 +255,18 @@ fn block_map_past_end_of_file_is_rejected() {
 
 #[test]
 fn dynamic_image_grows_within_its_block_map_and_refuses_beyond() {
+    let Some([qemu, mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let raw = raw_image(dir.path());
+    let raw = raw_image(&mkfs, dir.path());
     let vdi = dir.path().join("d.vdi");
     let (r, v) = (raw.to_str().unwrap(), vdi.to_str().unwrap());
-    qemu_img(&["convert", "-f", "raw", "-O", "vdi", r, v]);
+    qemu.run(["convert", "-f", "raw", "-O", "vdi", r, v]);
     // The map at 0x200..0x400 holds 128 entries.
     resize(&vdi, rw(&vdi), 100 << 20, false).unwrap();
-    assert_eq!(qemu_virtual_size(&vdi, "vdi"), 100 << 20);
-    qemu_img(&["check", "-f", "vdi", v]);
+    assert_eq!(qemu_virtual_size(&qemu, &vdi, "vdi"), 100 << 20);
+    qemu.run(["check", "-f", "vdi", v]);
     assert!(read_all(open_path(&vdi).as_mut()) == raw_padded(&raw, 100 << 20));
     let err = resize(&vdi, rw(&vdi), 129 << 20, false).err().unwrap();
     assert!(matches!(err, FormatError::Unsupported { .. }), "{err}");
@@ -257,13 +276,16 @@ fn dynamic_image_grows_within_its_block_map_and_refuses_beyond() {
 
 #[test]
 fn static_image_grows_preallocated() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let vdi = dir.path().join("s.vdi");
     let v = vdi.to_str().unwrap();
-    qemu_img(&["create", "-q", "-f", "vdi", "-o", "static=on", v, "3M"]);
+    qemu.run(["create", "-q", "-f", "vdi", "-o", "static=on", v, "3M"]);
     resize(&vdi, rw(&vdi), 10 << 20, false).unwrap();
-    qemu_img(&["check", "-f", "vdi", v]);
-    assert_eq!(qemu_virtual_size(&vdi, "vdi"), 10 << 20);
+    qemu.run(["check", "-f", "vdi", v]);
+    assert_eq!(qemu_virtual_size(&qemu, &vdi, "vdi"), 10 << 20);
     let h = header_of(&vdi);
     assert_eq!((h.blocks_in_image, h.blocks_allocated), (10, 10));
     assert_eq!(std::fs::metadata(&vdi).unwrap().len(), 0x400 + (10 << 20));
@@ -271,11 +293,14 @@ fn static_image_grows_preallocated() {
 
 #[test]
 fn holes_of_a_sparse_static_image_map_as_zeroes() {
+    let Some([qemu, mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let raw = raw_image(dir.path());
+    let raw = raw_image(&mkfs, dir.path());
     let vdi = dir.path().join("s.vdi");
     let (r, v) = (raw.to_str().unwrap(), vdi.to_str().unwrap());
-    qemu_img(&["convert", "-f", "raw", "-O", "vdi", "-o", "static=on", r, v]);
+    qemu.run(["convert", "-f", "raw", "-O", "vdi", "-o", "static=on", r, v]);
     let mut reader = open_path(&vdi);
     let (mut offset, mut zero) = (0, 0);
     while offset < reader.virtual_size() {
@@ -305,13 +330,16 @@ fn zero_entries_read_as_zeroes() {
 
 #[test]
 fn absurd_sizes_are_refused_without_overflow() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.vdi");
     let err = create(target(&path), u64::MAX, &Options::default())
         .err()
         .unwrap();
     assert!(matches!(err, FormatError::Unsupported { .. }), "{err}");
-    qemu_img(&["create", "-q", "-f", "vdi", path.to_str().unwrap(), "4M"]);
+    qemu.run(["create", "-q", "-f", "vdi", path.to_str().unwrap(), "4M"]);
     assert!(resize(&path, rw(&path), u64::MAX, false).is_err());
     let mut reader = open_path(&path);
     assert!(reader.map(reader.virtual_size()).is_err());
@@ -319,10 +347,13 @@ fn absurd_sizes_are_refused_without_overflow() {
 
 #[test]
 fn content_detection_recognises_vdi() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     use crate::formats::{detect, Detected, DiskFormat};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.vdi");
-    qemu_img(&["create", "-q", "-f", "vdi", path.to_str().unwrap(), "3M"]);
+    qemu.run(["create", "-q", "-f", "vdi", path.to_str().unwrap(), "3M"]);
     let probe = Probe::read(&mut File::open(&path).unwrap()).unwrap();
     assert_eq!(detect(&probe), Detected::Disk(DiskFormat::Vdi));
     let reader = crate::formats::open(&path, None).unwrap();

@@ -4,56 +4,30 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use super::*;
 use crate::formats::{DiskReader, Extent, Options, Probe, Target};
+use crate::test_tools::{oracles, qemu_virtual_size, Tool};
 
 /// Shared by the VHD and VDI oracle tests.
 pub(crate) mod fixture {
     use super::*;
 
-    /// Runs qemu-img and returns its stdout; a missing qemu-img fails loudly.
-    pub fn qemu_img(args: &[&str]) -> String {
-        let out = Command::new("qemu-img")
-            .args(args)
-            .output()
-            .expect("qemu-img must be installed for the oracle tests");
-        assert!(
-            out.status.success(),
-            "qemu-img {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// `qemu-img info --output=json` virtual size.
-    pub fn qemu_virtual_size(path: &Path, format: &str) -> u64 {
-        let text = qemu_img(&[
-            "info",
-            "-f",
-            format,
-            "--output=json",
-            path.to_str().unwrap(),
-        ]);
-        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-        json["virtual-size"].as_u64().unwrap()
-    }
-
     /// A raw disk of 30 MiB + 3 sectors: an ext4 filesystem with real files in its first
     /// 24 MiB, a hole, a 300 KiB patterned run at 27 MiB and bytes in the last sector. Its
     /// size is neither a block multiple nor a CHS size.
-    pub fn raw_image(dir: &Path) -> PathBuf {
+    pub fn raw_image(mkfs: &Tool, dir: &Path) -> PathBuf {
         let path = dir.join("source.raw");
         let file = File::create(&path).unwrap();
         file.set_len(24 << 20).unwrap();
         drop(file);
-        let status = Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-d", "/usr/share/doc/git"])
-            .arg(&path)
-            .status()
-            .expect("mkfs.ext4 must be installed for the oracle tests");
-        assert!(status.success());
+        mkfs.run([
+            "-q".as_ref(),
+            "-F".as_ref(),
+            "-d".as_ref(),
+            "/usr/share/doc/git".as_ref(),
+            path.as_os_str(),
+        ]);
         let file = OpenOptions::new().write(true).open(&path).unwrap();
         file.set_len((30 << 20) + 3 * 512).unwrap();
         let pattern: Vec<u8> = (0..300 * 1024u32).map(|i| (i * 7 + 1) as u8).collect();
@@ -132,14 +106,17 @@ const SUBFORMATS: [&str; 4] = [
 
 #[test]
 fn qemu_images_read_back_as_the_raw_source() {
+    let Some([qemu, mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let raw = raw_image(dir.path());
+    let raw = raw_image(&mkfs, dir.path());
     for (i, opts) in SUBFORMATS.iter().enumerate() {
         let vhd = dir.path().join(format!("q{i}.vhd"));
         let (r, v) = (raw.to_str().unwrap(), vhd.to_str().unwrap());
-        qemu_img(&["convert", "-f", "raw", "-O", "vpc", "-o", opts, r, v]);
+        qemu.run(["convert", "-f", "raw", "-O", "vpc", "-o", opts, r, v]);
         let mut reader = open_path(&vhd);
-        let size = qemu_virtual_size(&vhd, "vpc");
+        let size = qemu_virtual_size(&qemu, &vhd, "vpc");
         assert_eq!(reader.virtual_size(), size, "{opts}");
         assert!(
             read_all(reader.as_mut()) == raw_padded(&raw, size),
@@ -156,10 +133,13 @@ fn qemu_images_read_back_as_the_raw_source() {
 
 #[test]
 fn probe_finds_fixed_disks_by_their_tail_and_dynamic_by_their_head() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     for (opts, name) in [("subformat=fixed", "f.vhd"), ("subformat=dynamic", "d.vhd")] {
         let path = dir.path().join(name);
-        qemu_img(&[
+        qemu.run([
             "create",
             "-q",
             "-f",
@@ -180,13 +160,16 @@ fn probe_finds_fixed_disks_by_their_tail_and_dynamic_by_their_head() {
 
 #[test]
 fn converted_images_are_byte_identical_to_qemu() {
+    let Some([qemu, mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let raw = raw_image(dir.path());
+    let raw = raw_image(&mkfs, dir.path());
     let raw_len = std::fs::metadata(&raw).unwrap().len();
     for (i, opts) in SUBFORMATS.iter().enumerate() {
         let theirs = dir.path().join(format!("q{i}.vhd"));
         let (r, t) = (raw.to_str().unwrap(), theirs.to_str().unwrap());
-        qemu_img(&["convert", "-f", "raw", "-O", "vpc", "-o", opts, r, t]);
+        qemu.run(["convert", "-f", "raw", "-O", "vpc", "-o", opts, r, t]);
         let footer = end_footer(&theirs);
         let ours = dir.path().join(format!("o{i}.vhd"));
         let options = Options::parse(&format!(
@@ -201,7 +184,7 @@ fn converted_images_are_byte_identical_to_qemu() {
             "{opts}: output differs from qemu-img's"
         );
         let o = ours.to_str().unwrap();
-        qemu_img(&["compare", "-f", "raw", "-F", "vpc", r, o]);
+        qemu.run(["compare", "-f", "raw", "-F", "vpc", r, o]);
         assert!(check(&ours, File::open(&ours).unwrap())
             .unwrap()
             .corruptions
@@ -211,10 +194,13 @@ fn converted_images_are_byte_identical_to_qemu() {
 
 #[test]
 fn blank_images_are_byte_identical_to_qemu_create() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     for (i, opts) in SUBFORMATS.iter().enumerate() {
         let theirs = dir.path().join(format!("q{i}.vhd"));
-        qemu_img(&[
+        qemu.run([
             "create",
             "-q",
             "-f",
@@ -245,6 +231,9 @@ fn blank_images_are_byte_identical_to_qemu_create() {
 
 #[test]
 fn azure_preset_makes_a_fixed_whole_mib_force_size_disk() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("azure.vhd");
     let size = (5 << 20) + 512;
@@ -256,7 +245,7 @@ fn azure_preset_makes_a_fixed_whole_mib_force_size_disk() {
     let footer = end_footer(&path);
     assert_eq!(footer.disk_type, DiskType::Fixed);
     assert_eq!(footer.creator_app, *b"qem2");
-    assert_eq!(qemu_virtual_size(&path, "vpc"), 6 << 20);
+    assert_eq!(qemu_virtual_size(&qemu, &path, "vpc"), 6 << 20);
 }
 
 #[test]
@@ -278,11 +267,14 @@ fn unknown_option_is_rejected() {
 
 #[test]
 fn check_reports_a_damaged_footer_copy_and_overlapping_blocks() {
+    let Some([qemu, mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let raw = raw_image(dir.path());
+    let raw = raw_image(&mkfs, dir.path());
     let vhd = dir.path().join("d.vhd");
     let (r, v) = (raw.to_str().unwrap(), vhd.to_str().unwrap());
-    qemu_img(&["convert", "-f", "raw", "-O", "vpc", r, v]);
+    qemu.run(["convert", "-f", "raw", "-O", "vpc", r, v]);
     let clean = check(&vhd, File::open(&vhd).unwrap()).unwrap();
     assert_eq!(clean.exit_code(), 0);
     assert!(clean.allocated_clusters.unwrap() > 0);
@@ -305,9 +297,12 @@ fn check_reports_a_damaged_footer_copy_and_overlapping_blocks() {
 
 #[test]
 fn fixed_disk_grows_and_keeps_its_data() {
+    let Some([qemu, mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("azure.vhd");
-    let raw = raw_image(dir.path());
+    let raw = raw_image(&mkfs, dir.path());
     let raw_len = std::fs::metadata(&raw).unwrap().len();
     feed(
         &raw,
@@ -325,16 +320,19 @@ fn fixed_disk_grows_and_keeps_its_data() {
     )
     .unwrap();
     // Whole MiB kept: 40 MiB + 1 byte becomes 41 MiB.
-    assert_eq!(qemu_virtual_size(&path, "vpc"), 41 << 20);
+    assert_eq!(qemu_virtual_size(&qemu, &path, "vpc"), 41 << 20);
     let mut reader = open_path(&path);
     assert!(read_all(reader.as_mut()) == raw_padded(&raw, 41 << 20));
 }
 
 #[test]
 fn fixed_disk_shrink_needs_the_flag() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("f.vhd");
-    qemu_img(&[
+    qemu.run([
         "create",
         "-q",
         "-f",
@@ -356,16 +354,19 @@ fn fixed_disk_shrink_needs_the_flag() {
         Err(FormatError::ShrinkRefused { .. })
     ));
     resize(&path, rw(), 4 << 20, true).unwrap();
-    assert_eq!(qemu_virtual_size(&path, "vpc"), 4 << 20);
+    assert_eq!(qemu_virtual_size(&qemu, &path, "vpc"), 4 << 20);
     assert_eq!(std::fs::metadata(&path).unwrap().len(), (4 << 20) + 512);
 }
 
 #[test]
 fn dynamic_disk_grows_within_its_bat_and_refuses_beyond() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("d.vhd");
     // 3 MiB with force_size: two BAT entries, room for 4 MiB.
-    qemu_img(&[
+    qemu.run([
         "create",
         "-q",
         "-f",
@@ -383,7 +384,7 @@ fn dynamic_disk_grows_within_its_bat_and_refuses_beyond() {
             .unwrap()
     };
     resize(&path, rw(), 4 << 20, false).unwrap();
-    assert_eq!(qemu_virtual_size(&path, "vpc"), 4 << 20);
+    assert_eq!(qemu_virtual_size(&qemu, &path, "vpc"), 4 << 20);
     assert_eq!(
         check(&path, File::open(&path).unwrap())
             .unwrap()
@@ -518,11 +519,14 @@ fn zero_bytes(reader: &mut dyn DiskReader) -> u64 {
 
 #[test]
 fn holes_of_a_sparse_fixed_disk_map_as_zeroes() {
+    let Some([qemu, mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let raw = raw_image(dir.path());
+    let raw = raw_image(&mkfs, dir.path());
     let vhd = dir.path().join("f.vhd");
     let (r, v) = (raw.to_str().unwrap(), vhd.to_str().unwrap());
-    qemu_img(&[
+    qemu.run([
         "convert",
         "-f",
         "raw",
@@ -541,9 +545,12 @@ fn holes_of_a_sparse_fixed_disk_map_as_zeroes() {
 
 #[test]
 fn check_reports_a_fixed_disk_shorter_than_its_footer_says() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("f.vhd");
-    qemu_img(&[
+    qemu.run([
         "create",
         "-q",
         "-f",
@@ -575,9 +582,12 @@ fn check_reports_a_fixed_disk_shorter_than_its_footer_says() {
 
 #[test]
 fn check_reports_bytes_beyond_a_fixed_disk_as_a_leak() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("f.vhd");
-    qemu_img(&[
+    qemu.run([
         "create",
         "-q",
         "-f",
@@ -602,6 +612,9 @@ fn check_reports_bytes_beyond_a_fixed_disk_as_a_leak() {
 
 #[test]
 fn absurd_sizes_are_refused_without_overflow() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.vhd");
     for opts in ["", "azure=on"] {
@@ -609,7 +622,7 @@ fn absurd_sizes_are_refused_without_overflow() {
         let err = create(target(&path), u64::MAX, &options).err().unwrap();
         assert!(matches!(err, FormatError::Unsupported { .. }), "{err}");
     }
-    qemu_img(&["create", "-q", "-f", "vpc", path.to_str().unwrap(), "4M"]);
+    qemu.run(["create", "-q", "-f", "vpc", path.to_str().unwrap(), "4M"]);
     let rw = OpenOptions::new()
         .read(true)
         .write(true)
@@ -622,11 +635,14 @@ fn absurd_sizes_are_refused_without_overflow() {
 
 #[test]
 fn content_detection_recognises_both_subformats() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     use crate::formats::{detect, Detected, DiskFormat};
     let dir = tempfile::tempdir().unwrap();
     for opts in ["subformat=fixed", "subformat=dynamic"] {
         let path = dir.path().join("x.vhd");
-        qemu_img(&[
+        qemu.run([
             "create",
             "-q",
             "-f",

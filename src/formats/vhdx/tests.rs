@@ -4,11 +4,11 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::Command;
 
 use super::header::{seal, HEADER_SIZE};
 use super::*;
-use crate::formats::vhd::tests::fixture::{feed, qemu_img, raw_image, read_all, target};
+use crate::formats::vhd::tests::fixture::{feed, raw_image, read_all, target};
+use crate::test_tools::{oracles, Tool};
 
 /// The option sets exercised, as given to `qemu-img convert -O vhdx -o`.
 const OPTIONS: [&str; 7] = [
@@ -30,14 +30,14 @@ fn open_path(path: &Path) -> Result<Box<dyn DiskReader>, FormatError> {
 }
 
 /// qemu-img's own reading of an image: its conversion to raw.
-fn qemu_reading(image: &Path, dir: &Path) -> Vec<u8> {
+fn qemu_reading(qemu: &Tool, image: &Path, dir: &Path) -> Vec<u8> {
     let out = dir.join("qemu-reading.raw");
-    qemu_img(&["convert", "-f", "vhdx", "-O", "raw", s(image), s(&out)]);
+    qemu.run(["convert", "-f", "vhdx", "-O", "raw", s(image), s(&out)]);
     std::fs::read(&out).unwrap()
 }
 
-fn qemu_convert(raw: &Path, opts: &str, out: &Path) {
-    qemu_img(&[
+fn qemu_convert(qemu: &Tool, raw: &Path, opts: &str, out: &Path) {
+    qemu.run([
         "convert",
         "-f",
         "raw",
@@ -52,13 +52,16 @@ fn qemu_convert(raw: &Path, opts: &str, out: &Path) {
 
 #[test]
 fn qemu_images_read_as_qemu_reads_them() {
+    let Some([qemu, mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let raw = raw_image(dir.path());
+    let raw = raw_image(&mkfs, dir.path());
     for (i, opts) in OPTIONS.iter().enumerate() {
         let vhdx = dir.path().join(format!("q{i}.vhdx"));
-        qemu_convert(&raw, opts, &vhdx);
+        qemu_convert(&qemu, &raw, opts, &vhdx);
         let mut reader = open_path(&vhdx).unwrap();
-        let theirs = qemu_reading(&vhdx, dir.path());
+        let theirs = qemu_reading(&qemu, &vhdx, dir.path());
         assert_eq!(reader.virtual_size(), theirs.len() as u64, "{opts}");
         assert!(read_all(reader.as_mut()) == theirs, "{opts}");
         let info = reader.info();
@@ -106,12 +109,15 @@ fn masked(image: &Path, ranges: &[std::ops::Range<u64>]) -> Vec<u8> {
 
 #[test]
 fn converted_images_match_qemu_but_for_its_random_fields() {
+    let Some([qemu, mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let raw = raw_image(dir.path());
+    let raw = raw_image(&mkfs, dir.path());
     let raw_len = std::fs::metadata(&raw).unwrap().len();
     for (i, opts) in OPTIONS.iter().enumerate() {
         let theirs = dir.path().join(format!("q{i}.vhdx"));
-        qemu_convert(&raw, opts, &theirs);
+        qemu_convert(&qemu, &raw, opts, &theirs);
         let ours = dir.path().join(format!("o{i}.vhdx"));
         let options = Options::parse(opts).unwrap();
         feed(&raw, create(target(&ours), raw_len, &options).unwrap());
@@ -125,8 +131,8 @@ fn converted_images_match_qemu_but_for_its_random_fields() {
             a.len(),
             b.len()
         );
-        qemu_img(&["check", "-f", "vhdx", s(&ours)]);
-        qemu_img(&["compare", "-f", "raw", "-F", "vhdx", s(&raw), s(&ours)]);
+        qemu.run(["check", "-f", "vhdx", s(&ours)]);
+        qemu.run(["compare", "-f", "raw", "-F", "vhdx", s(&raw), s(&ours)]);
         // And the log of ours is empty: nothing to replay, nothing left behind.
         let log = &std::fs::read(&ours).unwrap()[ranges[2].start as usize..ranges[2].end as usize];
         assert!(log.iter().all(|b| *b == 0), "{opts}");
@@ -135,6 +141,9 @@ fn converted_images_match_qemu_but_for_its_random_fields() {
 
 #[test]
 fn created_blank_images_match_qemu_create() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     for (size, opts) in [
         ("64M", "subformat=dynamic"),
@@ -145,7 +154,7 @@ fn created_blank_images_match_qemu_create() {
         ("100M", "log_size=1500K,block_size=1536K"),
     ] {
         let theirs = dir.path().join("q.vhdx");
-        qemu_img(&["create", "-q", "-f", "vhdx", "-o", opts, s(&theirs), size]);
+        qemu.run(["create", "-q", "-f", "vhdx", "-o", opts, s(&theirs), size]);
         let ours = dir.path().join("o.vhdx");
         let bytes = crate::formats::options::parse_size(size).unwrap();
         let writer = create(target(&ours), bytes, &Options::parse(opts).unwrap()).unwrap();
@@ -155,15 +164,18 @@ fn created_blank_images_match_qemu_create() {
             masked(&ours, &ranges) == masked(&theirs, &ranges),
             "{size} {opts}"
         );
-        qemu_img(&["check", "-f", "vhdx", s(&ours)]);
+        qemu.run(["check", "-f", "vhdx", s(&ours)]);
     }
 }
 
 #[test]
 fn probe_knows_vhdx_by_its_signature() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("d.vhdx");
-    qemu_img(&["create", "-q", "-f", "vhdx", s(&path), "3M"]);
+    qemu.run(["create", "-q", "-f", "vhdx", s(&path), "3M"]);
     let probe = Probe::read(&mut File::open(&path).unwrap()).unwrap();
     assert!(super::probe(&probe));
     assert_eq!(
@@ -225,16 +237,16 @@ fn last_log_entry_guid(path: &Path) -> [u8; 16] {
 
 #[test]
 fn a_log_that_needs_replay_is_refused_as_qemu_refuses_it() {
+    let Some([qemu, mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let raw = raw_image(dir.path());
+    let raw = raw_image(&mkfs, dir.path());
     let path = dir.path().join("dirty.vhdx");
-    qemu_convert(&raw, "subformat=dynamic", &path);
+    qemu_convert(&qemu, &raw, "subformat=dynamic", &path);
     set_log_guid(&path, &last_log_entry_guid(&path));
     // The oracle: qemu-img will not read it without replaying (-r).
-    let out = Command::new("qemu-img")
-        .args(["info", "-f", "vhdx", s(&path)])
-        .output()
-        .unwrap();
+    let out = qemu.output(["info", "-f", "vhdx", s(&path)]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("replay"));
     let error = open_path(&path).err().expect("refused");
@@ -244,26 +256,32 @@ fn a_log_that_needs_replay_is_refused_as_qemu_refuses_it() {
         "{error:?}"
     );
     // The same file once qemu has replayed its log opens.
-    qemu_img(&["check", "-q", "-r", "all", "-f", "vhdx", s(&path)]);
+    qemu.run(["check", "-q", "-r", "all", "-f", "vhdx", s(&path)]);
     assert!(open_path(&path).is_ok());
 }
 
 #[test]
 fn a_log_guid_without_entries_needs_no_replay() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("clean.vhdx");
-    qemu_img(&["create", "-q", "-f", "vhdx", s(&path), "64M"]);
+    qemu.run(["create", "-q", "-f", "vhdx", s(&path), "64M"]);
     set_log_guid(&path, &[0x5a; 16]);
-    qemu_img(&["info", "-f", "vhdx", s(&path)]);
+    qemu.run(["info", "-f", "vhdx", s(&path)]);
     assert!(open_path(&path).is_ok());
 }
 
 #[test]
 fn check_is_clean_on_qemu_images_and_reports_a_damaged_header_copy() {
+    let Some([qemu, mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let raw = raw_image(dir.path());
+    let raw = raw_image(&mkfs, dir.path());
     let path = dir.path().join("q.vhdx");
-    qemu_convert(&raw, "subformat=dynamic,block_size=1M", &path);
+    qemu_convert(&qemu, &raw, "subformat=dynamic,block_size=1M", &path);
     let report = check(&path, File::open(&path).unwrap()).unwrap();
     assert_eq!(report.exit_code(), 0, "{report:?}");
     assert!(report.allocated_clusters.unwrap() > 0);
@@ -279,10 +297,13 @@ fn check_is_clean_on_qemu_images_and_reports_a_damaged_header_copy() {
 
 #[test]
 fn hostile_files_fail_cleanly() {
+    let Some([qemu, mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let raw = raw_image(dir.path());
+    let raw = raw_image(&mkfs, dir.path());
     let good = dir.path().join("good.vhdx");
-    qemu_convert(&raw, "subformat=dynamic", &good);
+    qemu_convert(&qemu, &raw, "subformat=dynamic", &good);
     let bytes = std::fs::read(&good).unwrap();
     let bat = 2usize << 20;
     let mut cases: Vec<(&str, Vec<u8>)> = vec![

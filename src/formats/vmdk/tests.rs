@@ -4,28 +4,15 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use super::header::{SparseHeader, SECTOR};
 use crate::formats::{DiskReader, Extent, FormatError, Options, Target};
+use crate::test_tools::{
+    oracles, python_module, qemu_img_check, qemu_img_compare, qemu_img_info, Tool,
+};
 
 /// Raw fixture size: 40 MiB of ext4 plus 100 KiB, not a whole number of 64 KiB grains.
 const RAW_SIZE: u64 = (40 << 20) + 100 * 1024;
-
-fn run(cmd: &mut Command) -> std::process::Output {
-    let out = cmd.output().expect("command runs");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn qemu_img(args: &[&str]) -> std::process::Output {
-    run(Command::new("qemu-img").args(args))
-}
 
 fn p(path: &Path) -> &str {
     path.to_str().expect("utf-8 temp path")
@@ -33,10 +20,10 @@ fn p(path: &Path) -> &str {
 
 /// A raw disk: ext4 filled from /usr/share/i18n, then a random tail past the filesystem, with
 /// zero gaps between.
-fn make_raw(dir: &Path) -> PathBuf {
+fn make_raw(mkfs: &Tool, dir: &Path) -> PathBuf {
     let raw = dir.join("disk.raw");
     File::create(&raw).unwrap().set_len(40 << 20).unwrap();
-    run(Command::new("mkfs.ext4").args(["-q", "-F", "-d", "/usr/share/i18n", p(&raw)]));
+    mkfs.run(["-q", "-F", "-d", "/usr/share/i18n", p(&raw)]);
     let f = std::fs::OpenOptions::new().write(true).open(&raw).unwrap();
     f.set_len(RAW_SIZE).unwrap();
     let noise: Vec<u8> = (0..12288u32)
@@ -115,9 +102,9 @@ fn open(path: &Path) -> Result<Box<dyn DiskReader>, FormatError> {
     super::open(path, File::open(path).unwrap())
 }
 
-fn check_and_compare(raw: &Path, image: &Path) {
-    qemu_img(&["check", "-f", "vmdk", p(image)]);
-    qemu_img(&["compare", "-f", "raw", "-F", "vmdk", p(raw), p(image)]);
+fn check_and_compare(qemu: &Tool, raw: &Path, image: &Path) {
+    qemu_img_check(qemu, image, "vmdk");
+    qemu_img_compare(qemu, raw, image, "vmdk");
 }
 
 /// The CID qemu put in an image's embedded descriptor.
@@ -130,8 +117,11 @@ fn qemu_cid(image: &Path) -> String {
 
 #[test]
 fn reads_every_qemu_subformat_as_the_raw_disk() {
+    let Some([qemu, mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let raw = make_raw(dir.path());
+    let raw = make_raw(&mkfs, dir.path());
     for (name, opts) in [
         ("sparse.vmdk", "subformat=monolithicSparse"),
         ("zeroed.vmdk", "subformat=monolithicSparse,zeroed_grain=on"),
@@ -139,7 +129,7 @@ fn reads_every_qemu_subformat_as_the_raw_disk() {
         ("flat.vmdk", "subformat=monolithicFlat"),
     ] {
         let image = dir.path().join(name);
-        qemu_img(&[
+        qemu.run([
             "convert",
             "-f",
             "raw",
@@ -159,8 +149,11 @@ fn reads_every_qemu_subformat_as_the_raw_disk() {
 
 #[test]
 fn monolithic_sparse_is_byte_identical_to_qemu() {
+    let Some([qemu, mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let raw = make_raw(dir.path());
+    let raw = make_raw(&mkfs, dir.path());
     for opts in ["", "adapter_type=lsilogic,hwversion=13,zeroed_grain=on"] {
         let qemu_dir = dir.path().join("qemu");
         let ours_dir = dir.path().join("ours");
@@ -172,7 +165,7 @@ fn monolithic_sparse_is_byte_identical_to_qemu() {
             args.extend(["-o", opts]);
         }
         args.extend([p(&raw), p(&theirs)]);
-        qemu_img(&args);
+        qemu.run(&args);
         let ours = ours_dir.join("disk.vmdk");
         let tmp = ours_dir.join("disk.vmdk.part");
         let cid = format!("cid={}", qemu_cid(&theirs));
@@ -192,10 +185,13 @@ fn monolithic_sparse_is_byte_identical_to_qemu() {
 
 #[test]
 fn stream_writers_pass_qemu_check_and_compare() {
+    let Some([qemu, mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let raw = make_raw(dir.path());
+    let raw = make_raw(&mkfs, dir.path());
     let theirs = dir.path().join("qemu-stream.vmdk");
-    qemu_img(&[
+    qemu.run([
         "convert",
         "-f",
         "raw",
@@ -215,7 +211,7 @@ fn stream_writers_pass_qemu_check_and_compare() {
             &ours,
             &format!("subformat=streamOptimized,stream_layout={layout},cid=1234abcd"),
         );
-        check_and_compare(&raw, &ours);
+        check_and_compare(&qemu, &raw, &ours);
         let len = std::fs::metadata(&ours).unwrap().len() as f64;
         assert!(
             (len / qemu_len - 1.0).abs() < 0.03,
@@ -252,10 +248,13 @@ fn stream_writers_pass_qemu_check_and_compare() {
 
 #[test]
 fn stream_reader_walks_both_layouts_forwards() {
+    let Some([qemu, mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let raw = make_raw(dir.path());
+    let raw = make_raw(&mkfs, dir.path());
     let theirs = dir.path().join("qemu.vmdk");
-    qemu_img(&[
+    qemu.run([
         "convert",
         "-f",
         "raw",
@@ -287,8 +286,11 @@ fn stream_reader_walks_both_layouts_forwards() {
 
 #[test]
 fn flat_writer_makes_descriptor_and_extent_qemu_reads() {
+    let Some([qemu, mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let raw = make_raw(dir.path());
+    let raw = make_raw(&mkfs, dir.path());
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
     let final_path = out.join("disk.vmdk");
@@ -302,13 +304,16 @@ fn flat_writer_makes_descriptor_and_extent_qemu_reads() {
         "{text}"
     );
     assert!(out.join("disk-flat.vmdk").exists());
-    check_and_compare(&raw, &final_path);
+    check_and_compare(&qemu, &raw, &final_path);
     let mut reader = open(&final_path).unwrap();
     assert_reads_as_raw(reader.as_mut(), &raw);
 }
 
 #[test]
 fn blank_images_of_every_subformat_are_valid() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     for opts in [
         "subformat=monolithicSparse",
@@ -329,9 +334,8 @@ fn blank_images_of_every_subformat_are_valid() {
         )
         .unwrap();
         w.finish().unwrap();
-        qemu_img(&["check", "-f", "vmdk", p(&path)]);
-        let info = qemu_img(&["info", "--output=json", "-f", "vmdk", p(&path)]);
-        let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+        qemu_img_check(&qemu, &path, "vmdk");
+        let info = qemu_img_info(&qemu, &path, Some("vmdk"));
         assert_eq!(info["virtual-size"], 3u64 << 30, "{opts}");
         let mut reader = open(&path).unwrap();
         let mut buf = vec![1u8; 4096];
@@ -371,13 +375,13 @@ fn bad_options_are_rejected() {
     }
 }
 
-fn small_sparse(dir: &Path) -> (PathBuf, PathBuf) {
+fn small_sparse(qemu: &Tool, dir: &Path) -> (PathBuf, PathBuf) {
     let raw = dir.join("small.raw");
     let f = File::create(&raw).unwrap();
     f.set_len(4 << 20).unwrap();
     f.write_all_at(&[7u8; 200_000], 100_000).unwrap();
     let image = dir.join("small.vmdk");
-    qemu_img(&["convert", "-f", "raw", "-O", "vmdk", p(&raw), p(&image)]);
+    qemu.run(["convert", "-f", "raw", "-O", "vmdk", p(&raw), p(&image)]);
     (raw, image)
 }
 
@@ -388,8 +392,11 @@ fn patch(path: &Path, offset: u64, bytes: &[u8]) {
 
 #[test]
 fn truncated_image_is_rejected() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let (_, image) = small_sparse(dir.path());
+    let (_, image) = small_sparse(&qemu, dir.path());
     File::options()
         .write(true)
         .open(&image)
@@ -401,24 +408,33 @@ fn truncated_image_is_rejected() {
 
 #[test]
 fn grain_directory_past_eof_is_rejected() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let (_, image) = small_sparse(dir.path());
+    let (_, image) = small_sparse(&qemu, dir.path());
     patch(&image, 56, &0x10_0000u64.to_le_bytes()); // gdOffset far past the end
     assert!(matches!(open(&image), Err(FormatError::Malformed { .. })));
 }
 
 #[test]
 fn huge_capacity_is_refused_without_allocating() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let (_, image) = small_sparse(dir.path());
+    let (_, image) = small_sparse(&qemu, dir.path());
     patch(&image, 12, &(1u64 << 37).to_le_bytes()); // 64 TiB: a 32 MiB GD, past the file
     assert!(open(&image).is_err());
 }
 
 #[test]
 fn grain_past_eof_fails_reads_and_check() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let (_, image) = small_sparse(dir.path());
+    let (_, image) = small_sparse(&qemu, dir.path());
     let h = SparseHeader::parse(&std::fs::read(&image).unwrap()[..512]).unwrap();
     // First entry of the first GT (primary copy) points far past the end.
     let gt = h.gd_offset + 1;
@@ -432,8 +448,11 @@ fn grain_past_eof_fails_reads_and_check() {
 
 #[test]
 fn grain_claimed_twice_is_reported() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let (_, image) = small_sparse(dir.path());
+    let (_, image) = small_sparse(&qemu, dir.path());
     let bytes = std::fs::read(&image).unwrap();
     let h = SparseHeader::parse(&bytes[..512]).unwrap();
     for table in [h.gd_offset + 1, h.rgd_offset + 1] {
@@ -450,8 +469,11 @@ fn grain_claimed_twice_is_reported() {
 
 #[test]
 fn redundant_table_mismatch_is_reported() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let (_, image) = small_sparse(dir.path());
+    let (_, image) = small_sparse(&qemu, dir.path());
     let h = SparseHeader::parse(&std::fs::read(&image).unwrap()[..512]).unwrap();
     patch(&image, (h.rgd_offset + 1) * SECTOR + 4, &0u32.to_le_bytes());
     let report = super::check(&image, File::open(&image).unwrap()).unwrap();
@@ -506,11 +528,14 @@ fn hostile_stream_markers_are_rejected() {
 
 #[test]
 fn parent_descriptor_is_refused() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("base.vmdk");
-    qemu_img(&["create", "-f", "vmdk", p(&base), "1M"]);
+    qemu.run(["create", "-f", "vmdk", p(&base), "1M"]);
     let child = dir.path().join("child.vmdk");
-    qemu_img(&[
+    qemu.run([
         "create",
         "-f",
         "vmdk",
@@ -565,8 +590,11 @@ fn flat_extent_claiming_more_than_its_file_is_refused_naming_the_descriptor() {
 
 #[test]
 fn resize_grows_sparse_and_refuses_streams() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let (raw, image) = small_sparse(dir.path());
+    let (raw, image) = small_sparse(&qemu, dir.path());
     let stream = dir.path().join("st.vmdk");
     write_raw(&raw, &stream, &stream, "subformat=streamOptimized");
     // 4 MiB uses one GT; its GD sector has room for 128 tables (4 GiB).
@@ -577,14 +605,14 @@ fn resize_grows_sparse_and_refuses_streams() {
         false,
     )
     .unwrap();
-    qemu_img(&["check", "-f", "vmdk", p(&image)]);
+    qemu.run(["check", "-f", "vmdk", p(&image)]);
     File::options()
         .write(true)
         .open(&raw)
         .unwrap()
         .set_len(300 << 20)
         .unwrap();
-    qemu_img(&["compare", "-f", "raw", "-F", "vmdk", p(&raw), p(&image)]);
+    qemu.run(["compare", "-f", "raw", "-F", "vmdk", p(&raw), p(&image)]);
     assert!(matches!(
         super::resize(
             &image,
@@ -622,18 +650,14 @@ fn resize_grows_sparse_and_refuses_streams() {
 /// disk. Skipped, loudly, where it is not installed.
 #[test]
 fn libvmdk_reads_our_images() {
-    let probe = Command::new("/usr/bin/python3")
-        .args(["-c", "import pyvmdk"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        crate::test_tools::missing(
-            "python3-libvmdk",
-            "pyvmdk does not import in /usr/bin/python3",
-        );
+    let Some(python) = python_module("pyvmdk", "python3-libvmdk") else {
         return;
-    }
+    };
+    let Some([mkfs]) = oracles(["mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let raw = make_raw(dir.path());
+    let raw = make_raw(&mkfs, dir.path());
     const SCRIPT: &str = "import pyvmdk, sys, hashlib
 h = pyvmdk.handle(); h.open(sys.argv[1]); h.open_extent_data_files()
 size = h.get_media_size(); d = hashlib.sha256(); off = 0
@@ -659,7 +683,7 @@ print(size, d.hexdigest())";
             .path()
             .join(format!("{}.vmdk", opts.replace([',', '='], "_")));
         write_raw(&raw, &path, &path, opts);
-        let out = run(Command::new("/usr/bin/python3").args(["-c", SCRIPT, p(&path)]));
+        let out = python.run(["-c", SCRIPT, p(&path)]);
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want, "{opts}");
     }
 }
@@ -717,6 +741,9 @@ fn stream_metadata_marker_past_the_end_is_rejected() {
 
 #[test]
 fn qemu_stream_layout_front_matches_qemu() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let raw = dir.path().join("q.raw");
     let f = File::create(&raw).unwrap();
@@ -727,7 +754,7 @@ fn qemu_stream_layout_front_matches_qemu() {
     std::fs::create_dir_all(&qemu_dir).unwrap();
     std::fs::create_dir_all(&ours_dir).unwrap();
     let theirs = qemu_dir.join("s.vmdk");
-    qemu_img(&[
+    qemu.run([
         "convert",
         "-f",
         "raw",
@@ -757,7 +784,7 @@ fn qemu_stream_layout_front_matches_qemu() {
             "sector {sector} differs"
         );
     }
-    check_and_compare(&raw, &ours);
+    check_and_compare(&qemu, &raw, &ours);
 }
 
 /// Reads up to the first 8 MiB through every entry point, ignoring errors: only panics, hangs
@@ -795,8 +822,11 @@ fn exercise(image: &Path) {
 
 #[test]
 fn single_byte_corruptions_never_panic() {
+    let Some([qemu]) = oracles(["qemu-img"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let (raw, sparse) = small_sparse(dir.path());
+    let (raw, sparse) = small_sparse(&qemu, dir.path());
     let vmware = dir.path().join("vmware.vmdk");
     write_raw(&raw, &vmware, &vmware, "subformat=streamOptimized");
     let qemu = dir.path().join("qemu.vmdk");
