@@ -25,6 +25,9 @@ const EXIT_QEMU_MISSING: i32 = 14;
 const SECTOR: u64 = 512;
 
 /// The bootable guest, or `None` (skipped loudly; a failure when tools are required).
+/// What the test guest's GRUB prints on the serial console as it boots its entry.
+const GRUB_BOOTING: &str = "Booting `Debian GNU/Linux'";
+
 fn guest() -> Option<PathBuf> {
     match std::env::var_os("CLOUDIMG_TEST_GUEST").map(PathBuf::from) {
         Some(path) if path.is_file() => Some(path),
@@ -235,6 +238,18 @@ fn bake_applies_the_recipe_generalises_and_passes_the_boot_test() {
         2,
         "two verdicts expected"
     );
+    // The bake boot loaded the image's kernel directly; the boot test went through the
+    // firmware and GRUB, as a cloud boots the image.
+    let direct = report["timings"]["direct_kernel"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(direct.contains("/boot/vmlinuz-"), "{report}");
+    let (bake_boot, boot_test) = log.split_once("===== cloudimg: boot test =====").unwrap();
+    assert!(
+        !bake_boot.contains(GRUB_BOOTING),
+        "GRUB ran in the bake boot"
+    );
+    assert!(boot_test.contains(GRUB_BOOTING), "no GRUB in the boot test");
 
     // qemu-img agrees the image is sound, and a plain qemu-img convert is no smaller.
     let check = Command::new("qemu-img")
@@ -315,6 +330,7 @@ fn a_failing_run_command_exits_with_its_status_and_publishes_nothing() {
             "touch /must-not-run",
             "--timeout",
             "15m",
+            "--no-direct-kernel",
         ],
     );
     let text = stderr(&output);
@@ -333,6 +349,9 @@ fn a_failing_run_command_exits_with_its_status_and_publishes_nothing() {
         "the command's output is in the tail: {text}"
     );
     assert_only(dir.path(), &["golden.qcow2.bake.log"]);
+    // --no-direct-kernel: the bake boot went through GRUB.
+    let log = std::fs::read_to_string(dir.path().join("golden.qcow2.bake.log")).unwrap();
+    assert!(log.contains(GRUB_BOOTING), "no GRUB in the log");
 }
 
 #[test]

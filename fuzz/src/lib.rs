@@ -205,3 +205,145 @@ pub fn fuzz_recipe(data: &[u8]) {
         let _ = loaded.digest();
     }
 }
+
+/// A disk held in memory (the fuzz input), so the guestfs targets need no file.
+pub struct MemoryDisk(pub Vec<u8>);
+
+impl DiskReader for MemoryDisk {
+    fn virtual_size(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn map(
+        &mut self,
+        offset: u64,
+    ) -> Result<cloudimg::formats::Mapping, cloudimg::formats::FormatError> {
+        Ok(cloudimg::formats::Mapping {
+            extent: Extent::Data,
+            len: self.virtual_size() - offset,
+        })
+    }
+    fn read_at(
+        &mut self,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), cloudimg::formats::FormatError> {
+        // guestfs::Volume checks its reads against the virtual size before they come here.
+        let start = offset as usize;
+        buf.copy_from_slice(&self.0[start..start + buf.len()]);
+        Ok(())
+    }
+    fn info(&self) -> cloudimg::formats::ImageInfo {
+        cloudimg::formats::ImageInfo::new(DiskFormat::Raw, self.virtual_size())
+    }
+}
+
+/// A partition table: whatever `gpt::read` returns lies within the disk.
+pub fn fuzz_gpt(data: &[u8]) {
+    use cloudimg::guestfs::{gpt, Volume};
+    let mut disk = MemoryDisk(data.to_vec());
+    let sectors = disk.virtual_size() / gpt::SECTOR;
+    if let Ok(table) = gpt::read(&mut Volume::whole(&mut disk)) {
+        for part in table.partitions() {
+            assert!(part.number >= 1 && part.first_lba >= 1);
+            assert!(
+                part.first_lba <= part.last_lba && part.last_lba < sectors,
+                "{part:?}"
+            );
+        }
+    }
+}
+
+/// Files read per ext4 input at most, and the largest file read.
+const MAX_EXT4_FILES: usize = 256;
+const MAX_EXT4_FILE: u64 = 4 << 20;
+
+/// An ext2/3/4 filesystem (the whole input): walk the tree from the root, read every link and
+/// small file, resolve the boot paths, then `boot::find` and `extract` on the same bytes.
+pub fn fuzz_ext4(data: &[u8]) {
+    use cloudimg::guestfs::ext4::{Ext4, Kind};
+    use cloudimg::guestfs::{boot, Volume};
+    let mut disk = MemoryDisk(data.to_vec());
+    if let Ok(mut fs) = Ext4::open(Volume::whole(&mut disk)) {
+        let mut pending = vec![2u32];
+        let mut seen = 0;
+        while let Some(number) = pending.pop() {
+            seen += 1;
+            if seen > MAX_EXT4_FILES {
+                break;
+            }
+            let Ok(inode) = fs.inode(number) else {
+                continue;
+            };
+            match inode.kind() {
+                Kind::Directory => {
+                    let mut children = Vec::new();
+                    let _ = fs.for_each_entry(&inode, &mut |name, child| {
+                        if name != b"." && name != b".." {
+                            children.push(child);
+                        }
+                        children.len() < MAX_EXT4_FILES
+                    });
+                    pending.extend(children);
+                }
+                Kind::Symlink => {
+                    if let Ok(target) = fs.read_link(&inode) {
+                        assert!(target.len() as u64 <= cloudimg::guestfs::ext4::MAX_SYMLINK_LEN);
+                    }
+                }
+                Kind::File if inode.size <= MAX_EXT4_FILE => {
+                    let mut counted = Counter(0);
+                    if let Ok(n) = fs.copy(&inode, &mut counted) {
+                        assert_eq!(n, counted.0, "copy wrote a different length than it says");
+                        assert_eq!(n, inode.size);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for path in [
+            "/boot/grub/grub.cfg",
+            "/grub/grub.cfg",
+            "/vmlinuz",
+            "/initrd.img",
+        ] {
+            let _ = fs.resolve(path);
+        }
+    }
+    if let Ok(found) = boot::find(&mut disk) {
+        if found.kernel.size + found.initrd_len() <= MAX_EXT4_FILE {
+            let (mut kernel, mut initrd) = (Counter(0), Counter(0));
+            if let Ok((k, i)) = boot::extract(&mut disk, &found, &mut kernel, &mut initrd) {
+                assert_eq!((k, i), (kernel.0, initrd.0));
+                assert_eq!((k, i), (found.kernel.size, found.initrd_len()));
+            }
+        }
+    }
+}
+
+/// A `Write` that counts.
+struct Counter(u64);
+
+impl Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A grub.cfg: the first menu entry, when there is one, names a kernel and no argument that
+/// expands a variable.
+pub fn fuzz_grub_cfg(data: &[u8]) {
+    use cloudimg::guestfs::grub;
+    let text = String::from_utf8_lossy(data);
+    if let Ok(entry) = grub::first_menuentry(&text) {
+        assert!(!entry.kernel.is_empty());
+        assert!(entry.initrds.iter().all(|p| !p.is_empty()));
+        let (device, _) = grub::split_device(&entry.kernel);
+        if let Some(device) = device {
+            let _ = grub::device_partition(device);
+        }
+    }
+}

@@ -36,13 +36,14 @@ use tracing::{debug, info, warn};
 use crate::container::{iso, ContainerError};
 use crate::formats::convert::{self, ConvertStats};
 use crate::formats::{self, DiskFormat, DiskReader, FormatError, ImageInfo, Mapping, Options};
+use crate::guestfs::{self, GuestFsError};
 use crate::io::lock::{lock_path, FileLock, LockError};
 use crate::io::progress::Reporter;
 use crate::io::publish::{Publication, PublishError};
 use crate::ErrorKind;
 
 use console::{Phase, Scanner, Verdict};
-use qemu::{Accel, Arch, Machine, Network, QemuError};
+use qemu::{Accel, Arch, DirectKernel, Machine, Network, QemuError};
 use recipe::{Recipe, RecipeError, Seed};
 
 /// The label cloud-init's NoCloud datasource looks for.
@@ -61,6 +62,12 @@ pub const DEFAULT_CPUS: u32 = 2;
 /// The guest's network when the recipe and the command line say nothing: user-mode
 /// networking, so that package installs reach their mirrors.
 pub const DEFAULT_NETWORK: Network = Network::User;
+
+/// The kernel argument that puts an x86 guest's console on the first serial port.
+const SERIAL_CONSOLE_ARG: &str = "console=ttyS0";
+
+/// Write buffer for the extracted kernel and initrd.
+const KERNEL_BUFFER: usize = 1 << 20;
 
 /// Suffix of the published console log, after the output's file name.
 pub const LOG_SUFFIX: &str = ".bake.log";
@@ -241,6 +248,9 @@ pub struct BakeRequest {
     /// For each boot.
     pub timeout: Duration,
     pub boot_test: bool,
+    /// Load the image's kernel directly for the bake boot ([`qemu::DirectKernel`]) when it can
+    /// be found in the image; the boot test always goes through the firmware.
+    pub direct_kernel: bool,
 }
 
 impl BakeRequest {
@@ -272,6 +282,7 @@ impl BakeRequest {
             },
             timeout: options.timeout.unwrap_or(DEFAULT_TIMEOUT),
             boot_test: options.boot_test.unwrap_or(true),
+            direct_kernel: options.direct_kernel.unwrap_or(true),
             recipe,
         }
     }
@@ -288,6 +299,11 @@ pub struct PhaseTime {
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Timings {
     pub working_copy: f64,
+    /// Reading the kernel and initrd out of the working copy for a direct boot.
+    pub kernel_extraction: f64,
+    /// The image's kernel the bake boot loaded directly and the GRUB entry that named it, or
+    /// none when the bake boot went through the firmware.
+    pub direct_kernel: Option<String>,
     pub bake_boot: f64,
     pub bake_phases: Vec<PhaseTime>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -435,9 +451,18 @@ fn run_steps(
     check_cancel(cancel)?;
 
     let step = Instant::now();
+    let (kernel, source) = match request.direct_kernel {
+        true => direct_kernel(request.machine.arch, &disk, &work.path).unzip(),
+        false => (None, None),
+    };
+    timings.kernel_extraction = step.elapsed().as_secs_f64();
+    timings.direct_kernel = source;
+    check_cancel(cancel)?;
+
+    let step = Instant::now();
     let seed_path = work.path.join("seed.iso");
     write_seed(&seed_path, seed)?;
-    let bake_machine = machine(request, &disk, &seed_path, false);
+    let bake_machine = machine(request, &disk, &seed_path, false, kernel);
     info!(
         accel = request.machine.accel.name(),
         "booting the guest to apply the recipe"
@@ -490,7 +515,7 @@ fn run_steps(
         let step = Instant::now();
         let test_seed_path = work.path.join("boot-test-seed.iso");
         write_seed(&test_seed_path, test_seed)?;
-        let test_machine = machine(request, &disk, &test_seed_path, true);
+        let test_machine = machine(request, &disk, &test_seed_path, true, None);
         info!("boot test: booting the result from a throwaway overlay");
         log.separator("boot test");
         let outcome = run_boot(
@@ -596,6 +621,107 @@ fn compact(
     Ok(convert::convert_file(source, output, None, reporter)?)
 }
 
+/// Why the bake boot goes through the firmware: the image's boot files could not be read
+/// natively. Logged, never fatal.
+#[derive(Debug, thiserror::Error)]
+enum NoDirectKernel {
+    #[error("direct kernel boot is done for x86_64 guests only")]
+    Arch,
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error(transparent)]
+    GuestFs(#[from] GuestFsError),
+    #[error("{path}: cannot write")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The working copy's kernel, initrd and command line, extracted into `dir` for the bake
+/// boot; `None`, and why in the log, when they cannot be read natively.
+/// Returns the kernel QEMU loads and where it came from in the image.
+fn direct_kernel(arch: Arch, disk: &Path, dir: &Path) -> Option<(DirectKernel, String)> {
+    match extract_kernel(arch, disk, dir) {
+        Ok((kernel, source)) => {
+            info!(%source, cmdline = %kernel.cmdline, "loading the image's kernel directly");
+            Some((kernel, source))
+        }
+        Err(why) => {
+            info!(
+                "booting through the firmware and the image's boot loader: {}",
+                crate::error::chain(&why)
+            );
+            None
+        }
+    }
+}
+
+fn extract_kernel(
+    arch: Arch,
+    disk: &Path,
+    dir: &Path,
+) -> Result<(DirectKernel, String), NoDirectKernel> {
+    if arch != Arch::X86_64 {
+        return Err(NoDirectKernel::Arch);
+    }
+    let mut reader = formats::open(disk, Some(DiskFormat::Qcow2))?;
+    let files = guestfs::boot::find(reader.as_mut())?;
+    for arg in &files.dropped_args {
+        debug!(%arg, "left out of the kernel command line: GRUB would expand a variable");
+    }
+    let kernel = dir.join("vmlinuz");
+    let initrd = dir.join("initrd.img");
+    let mut kernel_out = create(&kernel)?;
+    let mut initrd_out = create(&initrd)?;
+    guestfs::boot::extract(reader.as_mut(), &files, &mut kernel_out, &mut initrd_out)?;
+    finish(kernel_out, &kernel)?;
+    finish(initrd_out, &initrd)?;
+    let source = format!("{} ({})", files.kernel.path, files.source);
+    let direct = DirectKernel {
+        kernel,
+        initrd: (!files.initrds.is_empty()).then_some(initrd),
+        cmdline: serial_console(&files.cmdline),
+    };
+    Ok((direct, source))
+}
+
+fn create(path: &Path) -> Result<std::io::BufWriter<std::fs::File>, NoDirectKernel> {
+    std::fs::File::create(path)
+        .map(|file| std::io::BufWriter::with_capacity(KERNEL_BUFFER, file))
+        .map_err(|source| NoDirectKernel::Write {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+fn finish(out: std::io::BufWriter<std::fs::File>, path: &Path) -> Result<(), NoDirectKernel> {
+    out.into_inner()
+        .map_err(|e| e.into_error())
+        .map(drop)
+        .map_err(|source| NoDirectKernel::Write {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// The image's command line with the serial console cloudimg reads the guest's progress
+/// from, when the image does not name it already (GRUB's own serial settings do not reach a
+/// kernel QEMU loads).
+fn serial_console(cmdline: &str) -> String {
+    let has_serial = cmdline
+        .split_whitespace()
+        .any(|arg| arg == "console=ttyS0" || arg.starts_with("console=ttyS0,"));
+    if has_serial {
+        cmdline.to_owned()
+    } else {
+        format!("{cmdline} {SERIAL_CONSOLE_ARG}")
+            .trim_start()
+            .to_owned()
+    }
+}
+
 fn write_seed(path: &Path, seed: &Seed) -> Result<(), BakeError> {
     iso::write_seed(
         path,
@@ -608,7 +734,13 @@ fn write_seed(path: &Path, seed: &Seed) -> Result<(), BakeError> {
     Ok(())
 }
 
-fn machine(request: &BakeRequest, disk: &Path, seed: &Path, snapshot: bool) -> Machine {
+fn machine(
+    request: &BakeRequest,
+    disk: &Path,
+    seed: &Path,
+    snapshot: bool,
+    kernel: Option<DirectKernel>,
+) -> Machine {
     let settings = &request.machine;
     Machine {
         arch: settings.arch,
@@ -620,6 +752,7 @@ fn machine(request: &BakeRequest, disk: &Path, seed: &Path, snapshot: bool) -> M
         disk: disk.to_owned(),
         snapshot,
         seed: seed.to_owned(),
+        kernel,
     }
 }
 
@@ -868,6 +1001,22 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_direct_kernel_always_writes_to_the_serial_console() {
+        let image = "BOOT_IMAGE=/boot/vmlinuz root=LABEL=cloudimg-rootfs ro";
+        assert_eq!(serial_console(image), format!("{image} console=ttyS0"));
+        for named in [
+            "root=/dev/vda1 console=tty1 console=ttyS0",
+            "root=/dev/vda1 console=ttyS0,115200n8 console=tty0",
+        ] {
+            assert_eq!(serial_console(named), named);
+        }
+        // Another serial port, or a prefix of the name, is not ours.
+        assert!(serial_console("console=ttyS1").ends_with(" console=ttyS0"));
+        assert!(serial_console("console=ttyS01").ends_with(" console=ttyS0"));
+        assert_eq!(serial_console(""), "console=ttyS0");
+    }
 
     #[test]
     fn durations() {

@@ -166,6 +166,9 @@ pub struct RecipeSpec {
     pub timeout: Option<Scalar>,
     /// Boot the result once more as a new instance before publishing it (default true).
     pub boot_test: Option<bool>,
+    /// Load the image's kernel directly for the bake boot (default true); `false` boots it
+    /// through the firmware and the image's boot loader, as the boot test always does.
+    pub direct_kernel: Option<bool>,
     /// `user` (default), `restricted` (a NIC, no traffic out) or `none`.
     pub network: Option<String>,
     /// QEMU `guestfwd` rules (`tcp:10.0.2.100:80-tcp:127.0.0.1:8080`): what a restricted
@@ -201,6 +204,7 @@ pub struct MachineOptions {
     pub cpus: Option<u32>,
     pub timeout: Option<std::time::Duration>,
     pub boot_test: Option<bool>,
+    pub direct_kernel: Option<bool>,
     pub network: Option<Network>,
     pub guestfwd: Vec<String>,
 }
@@ -262,6 +266,7 @@ impl RecipeSpec {
         self.cpus = more.cpus.or(self.cpus);
         self.timeout = more.timeout.or(self.timeout);
         self.boot_test = more.boot_test.or(self.boot_test);
+        self.direct_kernel = more.direct_kernel.or(self.direct_kernel);
         self.network = more.network.or(self.network);
         self.guestfwd.extend(more.guestfwd);
         self
@@ -381,6 +386,7 @@ impl RecipeSpec {
             cpus: self.cpus,
             timeout,
             boot_test: self.boot_test,
+            direct_kernel: self.direct_kernel,
             network,
             guestfwd: self.guestfwd.clone(),
         })
@@ -936,6 +942,7 @@ memory = 1024
 cpus = 1
 timeout = \"20m\"
 boot_test = false
+direct_kernel = false
 network = \"restricted\"
 ";
 
@@ -973,6 +980,7 @@ network = \"restricted\"
                 cpus: Some(1),
                 timeout: Some(std::time::Duration::from_secs(1200)),
                 boot_test: Some(false),
+                direct_kernel: Some(false),
                 network: Some(Network::Restricted),
                 guestfwd: Vec::new(),
             }

@@ -741,8 +741,8 @@ guest's serial console is written to <OUTPUT>.bake.log, also on failure.
 
 A recipe file (--recipe) is TOML with the same names: user_data (a file) or cloud_config
 (inline), user, ssh_authorized_keys, password_hash, packages, run, write_files, hostname,
-disk_size, memory, cpus, timeout, boot_test (true/false), network (user, restricted, none),
-guestfwd (a list of rules);
+disk_size, memory, cpus, timeout, boot_test (true/false), direct_kernel (true/false), network
+(user, restricted, none), guestfwd (a list of rules);
 paths are relative to the recipe, unknown keys are refused. Options given on the command line
 are added to it (lists) or win over it (single values). `prepare --bake` and a user catalog's
 [image.bake] take the same recipe.
@@ -809,6 +809,10 @@ pub struct BakeArgs {
     /// Skip the boot test of the result.
     #[arg(long)]
     pub no_boot_test: bool,
+    /// Boot the bake through the firmware and the image's boot loader instead of loading the
+    /// image's kernel directly (the boot test always goes through the boot loader).
+    #[arg(long)]
+    pub no_direct_kernel: bool,
     /// The accelerator.
     #[arg(long, value_enum, env = "CLOUDIMG_ACCEL", default_value_t = AccelArg::Auto)]
     pub accel: AccelArg,

@@ -159,6 +159,7 @@ fn recipe_spec(args: &BakeArgs) -> Result<RecipeSpec, Error> {
         cpus: args.cpus,
         timeout: args.timeout.clone().map(Scalar::Text),
         boot_test: args.no_boot_test.then_some(false),
+        direct_kernel: args.no_direct_kernel.then_some(false),
         network: if args.no_network {
             Some("none".into())
         } else if args.restrict_network {

@@ -2,9 +2,8 @@
 //! logical order one run at a time, reading one tree node (or indirect block) at a time.
 //!
 //! The walk is bounded: an extent tree deeper than [`MAX_EXTENT_DEPTH`] or a child whose depth
-//! is not its parent's minus one is refused, and at most [`MAX_NODES`] nodes are read per file.
-//! A cycle in a tree therefore ends in an error; the caller also refuses runs that do not
-//! move forwards.
+//! is not its parent's minus one is refused, at most [`MAX_NODES`] nodes are read per file,
+//! and extents must move forwards (no overlap): a cycle or a shared subtree ends in an error.
 
 use super::super::{le, GuestFsError, Volume};
 use super::inode::{Inode, I_BLOCK_BYTES};
@@ -104,6 +103,8 @@ pub struct ExtentWalk {
     blocks_count: u64,
     inode: u32,
     nodes: u64,
+    /// The first logical block the next leaf extent may start at.
+    next_logical: u64,
 }
 
 impl ExtentWalk {
@@ -125,6 +126,7 @@ impl ExtentWalk {
             blocks_count: sb.blocks_count,
             inode: inode.number,
             nodes: 0,
+            next_logical: 0,
         })
     }
 
@@ -163,6 +165,16 @@ impl ExtentWalk {
                         ),
                     ));
                 }
+                if logical < self.next_logical {
+                    return Err(self.bad(
+                        "extent",
+                        format!(
+                            "logical block {logical} after an extent ending at {}",
+                            self.next_logical
+                        ),
+                    ));
+                }
+                self.next_logical = logical + len;
                 return Ok(Some(Run {
                     logical,
                     physical: written.then_some(start),

@@ -37,8 +37,8 @@ pub const MAX_SYMLINKS: u32 = 40;
 pub const MAX_SYMLINK_LEN: u64 = 4096;
 /// Path components looked up while resolving one path, links included.
 pub const MAX_PATH_STEPS: u32 = 4096;
-/// Directory blocks scanned per lookup (256 MiB of 4 KiB blocks; real directories are far
-/// smaller).
+/// Directory blocks scanned per path resolution or listing (256 MiB of 4 KiB blocks; real
+/// directories are far smaller).
 pub const MAX_DIR_BLOCKS: u64 = 65536;
 /// The copy buffer: 64 blocks of 4 KiB (a multiple of every block size).
 pub const COPY_BUFFER: usize = 256 * 1024;
@@ -137,6 +137,7 @@ impl<'a> Ext4<'a> {
         let mut current = self.inode(ROOT)?;
         let mut links = 0;
         let mut steps = 0;
+        let mut budget = MAX_DIR_BLOCKS;
         while let Some(name) = pending.pop() {
             steps += 1;
             if steps > MAX_PATH_STEPS {
@@ -149,7 +150,7 @@ impl<'a> Ext4<'a> {
                 return Err(GuestFsError::NotADirectory { path: path.into() });
             }
             let number = self
-                .find_entry(&current, &name)?
+                .find_entry(&current, &name, &mut budget)?
                 .ok_or_else(|| GuestFsError::NotFound { path: path.into() })?;
             let found = self.inode(number)?;
             if found.kind() == Kind::Symlink && (follow_last || !pending.is_empty()) {
@@ -194,9 +195,14 @@ impl<'a> Ext4<'a> {
     }
 
     /// The inode of `name` in directory `dir`, if present.
-    fn find_entry(&mut self, dir: &Inode, name: &[u8]) -> Result<Option<u32>, GuestFsError> {
+    fn find_entry(
+        &mut self,
+        dir: &Inode,
+        name: &[u8],
+        budget: &mut u64,
+    ) -> Result<Option<u32>, GuestFsError> {
         let mut found = None;
-        self.for_each_entry(dir, &mut |entry_name, inode| {
+        self.scan(dir, budget, &mut |entry_name, inode| {
             if entry_name == name {
                 found = Some(inode);
                 false
@@ -211,6 +217,17 @@ impl<'a> Ext4<'a> {
     pub fn for_each_entry(
         &mut self,
         dir: &Inode,
+        f: &mut dyn FnMut(&[u8], u32) -> bool,
+    ) -> Result<(), GuestFsError> {
+        self.scan(dir, &mut { MAX_DIR_BLOCKS }, f)
+    }
+
+    /// [`Ext4::for_each_entry`], reading at most `budget` blocks (decremented as they are
+    /// read), so that one path resolution scans at most [`MAX_DIR_BLOCKS`] in all.
+    fn scan(
+        &mut self,
+        dir: &Inode,
+        budget: &mut u64,
         f: &mut dyn FnMut(&[u8], u32) -> bool,
     ) -> Result<(), GuestFsError> {
         if dir.kind() != Kind::Directory {
@@ -230,20 +247,19 @@ impl<'a> Ext4<'a> {
         let limit = dir.size.div_ceil(bs);
         let mut mapper = Mapper::new(&self.sb, dir, limit)?;
         let mut block = vec![0u8; bs as usize];
-        let mut scanned = 0u64;
         while let Some(run) = mapper.next(&mut self.vol)? {
             let Some(physical) = run.physical else {
                 continue;
             };
             let len = run.len.min(limit.saturating_sub(run.logical));
             for i in 0..len {
-                scanned += 1;
-                if scanned > MAX_DIR_BLOCKS {
+                if *budget == 0 {
                     return Err(GuestFsError::TooMuchWork {
                         what: "directory scan",
                         limit: MAX_DIR_BLOCKS,
                     });
                 }
+                *budget -= 1;
                 let at = (physical + i) * bs;
                 self.vol.read_at(at, &mut block)?;
                 let entries = dir::entries(&block, self.sb.has_filetype()).map_err(|e| {
@@ -259,6 +275,23 @@ impl<'a> Ext4<'a> {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with each run of `inode`'s block map (up to its size), in logical order.
+    pub fn for_each_run(
+        &mut self,
+        inode: &Inode,
+        f: &mut dyn FnMut(Run),
+    ) -> Result<(), GuestFsError> {
+        let limit = inode.size.div_ceil(self.sb.block_size);
+        let mut mapper = Mapper::new(&self.sb, inode, limit)?;
+        while let Some(run) = mapper.next(&mut self.vol)? {
+            if run.logical >= limit {
+                break;
+            }
+            f(run);
         }
         Ok(())
     }
