@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::common::bin::cloudimg_in;
 use crate::common::mirror::{Knobs, Stream};
 use crate::common::pgp;
 use crate::common::server::{Fault, Times};
@@ -283,7 +284,7 @@ fn built_in_keys_reject_a_mirror_signed_by_another_key() {
     require_tools!("qemu-img", "mkfs.ext4");
     let site = shared_site();
     let out = TempDir::new().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_cloudimg"))
+    let output = cloudimg_in(out.path())
         .args(["--mirror", site.server.url().as_str(), "--retries", "0"])
         .args(["fetch", "noble", "-o", out.path().to_str().unwrap()])
         .env_remove("CLOUDIMG_KEYRING")
@@ -323,7 +324,8 @@ fn unreachable_mirror_exits_4_after_retries() {
         .local_addr()
         .unwrap()
         .port();
-    let output = Command::new(env!("CARGO_BIN_EXE_cloudimg"))
+    let dir = TempDir::new().unwrap();
+    let output = cloudimg_in(dir.path())
         .args([
             "--mirror",
             &format!("http://127.0.0.1:{port}"),

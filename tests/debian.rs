@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 use tempfile::TempDir;
 
+use crate::common::bin::cloudimg_in;
 use crate::common::debian_mirror::{
     sha512_file, Build, DebianMirror, DebianMirrorBuilder, Release, Stream,
 };
@@ -60,7 +61,7 @@ fn shared_site() -> &'static Site {
 /// The binary on the site's mirror, the source chosen by `CLOUDIMG_CATALOG` (see
 /// [`cloudimg`] for the option).
 fn cloudimg_from_env(site: &Site, catalog: &str, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cloudimg"));
+    let mut command = cloudimg_in(site._dir.path());
     command
         .arg("--mirror")
         .arg(site.server.url().as_str())
@@ -74,7 +75,7 @@ fn cloudimg_from_env(site: &Site, catalog: &str, args: &[&str]) -> Command {
 }
 
 fn cloudimg(site: &Site, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cloudimg"));
+    let mut command = cloudimg_in(site._dir.path());
     command
         .args(["--catalog", "debian", "--mirror"])
         .arg(site.server.url().as_str())
@@ -515,7 +516,7 @@ fn sync_keeps_a_debian_image_current_from_its_own_mirror() {
     )
     .unwrap();
     // No --mirror: the catalog's [mirrors] table points the debian source at the site.
-    let output = Command::new(env!("CARGO_BIN_EXE_cloudimg"))
+    let output = cloudimg_in(dir.path())
         .args(["--json", "--retries", "1", "sync"])
         .arg(&catalog)
         .env_remove("CLOUDIMG_MIRROR")

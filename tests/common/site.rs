@@ -9,6 +9,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
+use super::bin::cloudimg_in;
 use super::mirror::{Knobs, Mirror, MirrorBuilder, Release};
 use super::pgp;
 use super::server::Server;
@@ -53,8 +54,10 @@ pub fn shared_site() -> &'static Site {
     SITE.get_or_init(|| build_site(Knobs::default()))
 }
 
+/// The binary reading the site, trusting its key, with a cache of its own below the site's
+/// folder (see [`cloudimg_in`]).
 pub fn cloudimg(site: &Site, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cloudimg"));
+    let mut command = cloudimg_in(site._dir.path());
     command
         .arg("--mirror")
         .arg(site.server.url().as_str())
