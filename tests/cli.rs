@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::common::bin::cloudimg_in;
+use crate::common::bin::{cloudimg_in, CACHE_DIR};
 use crate::common::mirror::{Knobs, Stream};
 use crate::common::pgp;
 use crate::common::server::{Fault, Times};
@@ -424,9 +424,22 @@ fn concurrent_fetches_into_one_directory_both_succeed() {
     let site = shared_site();
     let out = TempDir::new().unwrap();
     let dir = out.path().to_str().unwrap();
+    // The lock on a destination lives in the cache (<cache>/locks): both runs share one, as
+    // one user's runs do.
+    let cache = TempDir::new().unwrap();
+    let cache = cache.path().to_str().unwrap();
     let children: Vec<_> = (0..2)
         .map(|_| {
-            cloudimg(site, &["fetch", "noble", "--serial", "20240821", "-o", dir])
+            let args = [
+                "--cache-dir",
+                cache,
+                "fetch",
+                "noble",
+                "--serial",
+                "20240821",
+            ];
+            cloudimg(site, &args)
+                .args(["-o", dir])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -581,9 +594,11 @@ fn list_prints_bytes_to_a_pipe_and_human_sizes_to_a_terminal() {
         site.server.url(),
         site.keyring.display()
     );
+    let cache = TempDir::new().unwrap();
     let tty = Command::new("script")
         .args(["-qec", &command, "/dev/null"])
         .env("NO_COLOR", "1")
+        .env(CACHE_DIR, cache.path())
         .output()
         .unwrap();
     assert!(tty.status.success(), "{}", stderr(&tty));

@@ -2,7 +2,7 @@
 //! cloud.debian.org: declared releases over table listings, dated builds ordered by counter,
 //! SHA-512 verification, the unpublished signature said plainly, `latest`, tar.xz → convert.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
@@ -14,6 +14,7 @@ use crate::common::debian_mirror::{
     sha512_file, Build, DebianMirror, DebianMirrorBuilder, Release, Stream,
 };
 use crate::common::server::Server;
+use crate::common::tools::names;
 use crate::require_tools;
 
 /// Same day twice: the counter, not the text, says which is newer (`1000` after `999`).
@@ -103,19 +104,6 @@ fn json(output: &Output) -> Value {
         stderr(output)
     );
     serde_json::from_slice(&output.stdout).expect("JSON on stdout")
-}
-
-/// Files left in `dir`, without lock files.
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
 }
 
 fn bookworm(serial: &'static str) -> Build {

@@ -92,18 +92,7 @@ pub fn sha256_file(path: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
 }
 
-/// Files left in `dir` (names), to prove nothing partial is published.
-pub fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
+pub use super::tools::names;
 
 /// URL path of the newest released noble file of a kind, as discovery resolves it.
 pub fn file_url_path(site: &Site, ftype: &str) -> String {
