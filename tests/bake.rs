@@ -13,7 +13,6 @@ use std::process::{Command, Output};
 use sha2::Digest as _;
 use tempfile::TempDir;
 
-use crate::common::bin::cloudimg_in;
 use crate::require_tools;
 
 /// Exit statuses documented in README and `--help`.
@@ -52,7 +51,7 @@ static ONE_GUEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// `cloudimg bake GUEST -o OUTPUT` with the test's machine settings and `args`.
 fn bake(dir: &Path, guest: &Path, output: &Path, args: &[&str]) -> Output {
     let _turn = ONE_GUEST.lock().unwrap_or_else(|e| e.into_inner());
-    cloudimg_in(dir)
+    Command::new(env!("CARGO_BIN_EXE_cloudimg"))
         .current_dir(dir)
         .arg("bake")
         .arg(guest)
@@ -384,7 +383,7 @@ fn invalid_cloud_config_is_refused_before_booting_and_by_seed() {
     std::fs::write(d.join("user-data"), "#cloud-config\nruncmd: [echo hi\n").unwrap();
     std::fs::write(d.join("disk.img"), vec![0u8; 1 << 20]).unwrap();
     // An empty PATH: had the bake gone as far as looking for QEMU, it would exit 14.
-    let output = cloudimg_in(d)
+    let output = Command::new(env!("CARGO_BIN_EXE_cloudimg"))
         .current_dir(d)
         .env("PATH", "")
         .args([
@@ -417,7 +416,7 @@ fn a_missing_qemu_is_named_with_its_package() {
     let dir = TempDir::new().unwrap();
     let d = dir.path();
     std::fs::write(d.join("disk.img"), vec![0u8; 1 << 20]).unwrap();
-    let output = cloudimg_in(d)
+    let output = Command::new(env!("CARGO_BIN_EXE_cloudimg"))
         .current_dir(d)
         .env("PATH", "")
         .args(["bake", "disk.img", "-o", "golden.qcow2", "--run", "true"])
