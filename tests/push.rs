@@ -368,28 +368,7 @@ fn sync_pushes_containerdisk_entries_to_catalog_registries() {
 
 /// A site whose mirror offers noble for amd64 and arm64.
 fn two_arch_site() -> Site {
-    use crate::common::mirror::{Knobs, MirrorBuilder, Release};
-    use crate::common::site::RELEASED;
-    let dir = TempDir::new().unwrap();
-    let mirror = MirrorBuilder::new(dir.path().join("mirror"))
-        .releases(&[Release::NOBLE])
-        .arches(&["amd64", "arm64"])
-        .released_serials(&RELEASED)
-        .daily_serials(&[])
-        .knobs(Knobs::default())
-        .build()
-        .expect("mirror");
-    let keyring = dir.path().join("trusted.asc");
-    crate::common::pgp::signing_key()
-        .write_public_key(&keyring)
-        .unwrap();
-    let server = crate::common::server::Server::start(mirror.root());
-    Site {
-        _dir: dir,
-        mirror,
-        server,
-        keyring,
-    }
+    crate::common::site::build_site_for(Default::default(), &["amd64", "arm64"], &[])
 }
 
 #[test]
