@@ -210,6 +210,9 @@ pub fn parse(sb: &[u8; SUPERBLOCK_SIZE], volume_offset: u64) -> Result<Superbloc
             "{blocks_count} blocks from {first_data_block}, {blocks_per_group} blocks and {inodes_per_group} inodes per group"
         )));
     }
+    if blocks_count.checked_mul(block_size).is_none() {
+        return Err(bad(format!("{blocks_count} blocks of {block_size} bytes")));
+    }
     let group_count = (blocks_count - first_data_block).div_ceil(blocks_per_group);
     let mut uuid = [0u8; 16];
     uuid.copy_from_slice(&sb[0x68..0x78]);
@@ -322,5 +325,11 @@ pub(crate) mod unit {
         let mut s = superblock();
         s[0xFE] = 48; // 64bit descriptors of 48 bytes
         assert!(parse(&s, 0).is_err());
+        let mut s = superblock();
+        s[0x153] = 0x10; // s_blocks_count_hi: 2^60 blocks of 4 KiB pass 2^64 bytes
+        assert!(parse(&s, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("blocks of 4096 bytes"));
     }
 }
