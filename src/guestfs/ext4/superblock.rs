@@ -325,11 +325,18 @@ pub(crate) mod unit {
         let mut s = superblock();
         s[0xFE] = 48; // 64bit descriptors of 48 bytes
         assert!(parse(&s, 0).is_err());
+    }
+
+    /// Fuzz crash ext4/crash-4c55f69e: a 64bit superblock with `s_blocks_count_hi`
+    /// 0x7d7d7d7d and 1 KiB blocks put an inode table past 2^64 bytes, and the inode's offset
+    /// overflowed. Such a size is refused when the superblock is read.
+    #[test]
+    fn a_filesystem_larger_than_2_64_bytes_is_refused() {
         let mut s = superblock();
-        s[0x153] = 0x10; // s_blocks_count_hi: 2^60 blocks of 4 KiB pass 2^64 bytes
-        assert!(parse(&s, 0)
-            .unwrap_err()
-            .to_string()
-            .contains("blocks of 4096 bytes"));
+        s[0x18..0x1C].copy_from_slice(&0u32.to_le_bytes()); // 1 KiB blocks
+        s[0x14..0x18].copy_from_slice(&1u32.to_le_bytes()); // s_first_data_block
+        s[0x150..0x154].copy_from_slice(&0x7d7d_7d7du32.to_le_bytes()); // s_blocks_count_hi
+        let err = parse(&s, 0).unwrap_err().to_string();
+        assert!(err.contains("blocks of 1024 bytes"), "{err}");
     }
 }
