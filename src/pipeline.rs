@@ -81,8 +81,13 @@ pub enum Error {
     #[error(transparent)]
     Refused(#[from] Refusal),
     /// A command-line mistake the CLI found (the library's own refusals are [`Refusal`]).
-    #[error("{0}")]
-    Usage(String),
+    #[error(transparent)]
+    Usage(#[from] Usage),
+    /// A `--ca-file` (or `clouds.yaml` `cacert`) that cannot be read as PEM certificates.
+    #[error(transparent)]
+    Tls(#[from] crate::fetch::TlsError),
+    #[error("cannot encode the result as JSON")]
+    Json(#[source] serde_json::Error),
     #[error("{path}: I/O error")]
     Io {
         path: PathBuf,
@@ -122,8 +127,9 @@ impl Error {
             | Error::SignatureMissing { .. }
             | Error::NotInSums { .. }
             | Error::SourcesDisagree { .. } => ErrorKind::Integrity,
+            Error::Tls(e) => e.kind(),
             Error::Usage(_) | Error::Refused(_) => ErrorKind::Usage,
-            Error::Io { .. } | Error::Task(_) => ErrorKind::Other,
+            Error::Io { .. } | Error::Task(_) | Error::Json(_) => ErrorKind::Other,
         }
     }
 }
@@ -182,6 +188,65 @@ pub enum Refusal {
     NothingToConvert {
         path: PathBuf,
         extension: &'static str,
+    },
+}
+
+/// A command-line mistake the CLI found (exit status 2), with what was given.
+#[derive(Debug, thiserror::Error)]
+pub enum Usage {
+    /// An option's value that does not parse.
+    #[error("{option} {value:?}: expected {expected}")]
+    BadValue {
+        option: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("unknown disk format {name:?}; expected {expected}")]
+    UnknownFormat {
+        name: String,
+        /// The formats the command takes.
+        expected: &'static str,
+    },
+    #[error("invalid {what} URL {value:?}")]
+    BadUrl {
+        what: &'static str,
+        value: String,
+        #[source]
+        source: url::ParseError,
+    },
+    /// Something a command or option needs and was not given.
+    #[error("{needed_by} needs {what}")]
+    Missing {
+        needed_by: &'static str,
+        what: &'static str,
+    },
+    /// Two options, or an option and a value, that do not go together, and why.
+    #[error("{option} does not go with {other}: {why}")]
+    Conflict {
+        option: String,
+        other: String,
+        why: String,
+    },
+    /// `--target NAME` that the user catalog does not define.
+    #[error(
+        "--target {name:?}: {} names {}",
+        catalog.display(),
+        if known.is_empty() { "no [[glance]] targets".to_owned() } else { known.join(", ") }
+    )]
+    UnknownTarget {
+        name: String,
+        catalog: PathBuf,
+        known: Vec<String>,
+    },
+    /// A source that is neither a file nor, without a default file kind, a build to fetch.
+    #[error("{image} is not a file, and catalog {catalog} names no default file kind to fetch")]
+    NotAFile { image: String, catalog: String },
+    /// A cloud-init file that cloud-init would reject at boot.
+    #[error("{}", path.display())]
+    InvalidSeed {
+        path: PathBuf,
+        #[source]
+        source: crate::bake::validate::ValidationError,
     },
 }
 
@@ -486,4 +551,65 @@ async fn convert_download(
     })
     .await?;
     Ok(destination)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_mistakes_say_what_was_given_and_exit_2() {
+        let cases: [(Usage, &str); 4] = [
+            (
+                Usage::BadValue {
+                    option: "--property",
+                    value: "=x".into(),
+                    expected: "KEY=VALUE",
+                },
+                "--property \"=x\": expected KEY=VALUE",
+            ),
+            (
+                Usage::Missing {
+                    needed_by: "convert",
+                    what: "SOURCE and DESTINATION",
+                },
+                "convert needs SOURCE and DESTINATION",
+            ),
+            (
+                Usage::UnknownTarget {
+                    name: "eu".into(),
+                    catalog: "sync.toml".into(),
+                    known: vec![],
+                },
+                "--target \"eu\": sync.toml names no [[glance]] targets",
+            ),
+            (
+                Usage::Conflict {
+                    option: "--azure".into(),
+                    other: "-O qcow2".into(),
+                    why: "--azure applies to -O vhd".into(),
+                },
+                "--azure does not go with -O qcow2: --azure applies to -O vhd",
+            ),
+        ];
+        for (usage, text) in cases {
+            let error = Error::from(usage);
+            assert_eq!(crate::error::chain(&error), text);
+            assert_eq!(error.kind(), ErrorKind::Usage);
+        }
+    }
+
+    #[test]
+    fn a_bad_url_keeps_the_parser_s_reason() {
+        let source = Url::parse("ht!tp://x").unwrap_err();
+        let error = Error::from(Usage::BadUrl {
+            what: "mirror",
+            value: "ht!tp://x".into(),
+            source,
+        });
+        assert_eq!(
+            crate::error::chain(&error),
+            format!("invalid mirror URL \"ht!tp://x\": {source}")
+        );
+    }
 }

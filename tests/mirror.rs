@@ -11,7 +11,7 @@ use crate::common::mirror::{Knobs, Stream};
 use crate::common::pgp;
 use crate::common::server::{Fault, Server, Times};
 use crate::common::site::{
-    build_site, outcome, run, sha256_file, stderr, summary, Site, DAILY, RELEASED,
+    build_site, build_site_for, outcome, run, sha256_file, stderr, summary, Site, DAILY, RELEASED,
 };
 use crate::require_tools;
 
@@ -713,4 +713,74 @@ fn dry_run_names_serials_fetches_and_prunes_and_writes_nothing() {
     assert_eq!(noble["would_prune"], serde_json::json!([RELEASED[1]]));
     assert_eq!(stamps(&dir), before, "a dry run changed the tree");
     assert_eq!(image_bytes_sent(&site.server), 0);
+}
+
+#[test]
+fn an_entry_naming_two_architectures_mirrors_both() {
+    require_tools!("qemu-img", "mkfs.ext4");
+    let site = build_site_for(Knobs::default(), &["amd64", "arm64"], &DAILY);
+    let work = TempDir::new().unwrap();
+    let entry = "name = \"noble-cd\"\nrelease = \"noble\"\narch = [\"amd64\", \"arm64\"]\n\
+                 container_format = \"containerdisk\"";
+    let catalog = write_catalog(work.path(), 1, &[entry]);
+    let dir = work.path().join("tree");
+    let images = |report: &Value, key: &str| -> Vec<String> {
+        let noble = outcome(report, "noble-cd");
+        let mut names: Vec<String> = noble[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{report}"))
+            .iter()
+            .map(|f| {
+                f["path"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .filter(|name| name.ends_with(".img"))
+            .collect();
+        names.sort();
+        names
+    };
+    let both = [
+        "ubuntu-24.04-server-cloudimg-amd64.img",
+        "ubuntu-24.04-server-cloudimg-arm64.img",
+    ];
+
+    let planned = mirror(&site, &catalog, &dir, &["--dry-run"]);
+    assert_eq!(planned.status.code(), Some(0), "{}", stderr(&planned));
+    assert_eq!(images(&summary(&planned), "would_fetch"), both);
+
+    let done = mirror(&site, &catalog, &dir, &[]);
+    assert_eq!(done.status.code(), Some(0), "{}", stderr(&done));
+    let report = summary(&done);
+    assert_eq!(
+        outcome(&report, "noble-cd")["outcome"],
+        "mirrored",
+        "{report}"
+    );
+    assert_eq!(images(&report, "files"), both);
+    for name in both {
+        let arch = if name.contains("amd64") {
+            "amd64"
+        } else {
+            "arm64"
+        };
+        let upstream = site
+            .mirror
+            .root()
+            .join(crate::common::mirror::Mirror::image_path(
+                Stream::Released,
+                &crate::common::mirror::Release::NOBLE,
+                arch,
+                RELEASED[1],
+            ));
+        let copy = dir
+            .join("releases/24.04")
+            .join(format!("release-{}", RELEASED[1]))
+            .join(name);
+        assert_eq!(sha256_file(&copy), sha256_file(&upstream), "{name}");
+    }
 }

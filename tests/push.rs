@@ -368,28 +368,7 @@ fn sync_pushes_containerdisk_entries_to_catalog_registries() {
 
 /// A site whose mirror offers noble for amd64 and arm64.
 fn two_arch_site() -> Site {
-    use crate::common::mirror::{Knobs, MirrorBuilder, Release};
-    use crate::common::site::RELEASED;
-    let dir = TempDir::new().unwrap();
-    let mirror = MirrorBuilder::new(dir.path().join("mirror"))
-        .releases(&[Release::NOBLE])
-        .arches(&["amd64", "arm64"])
-        .released_serials(&RELEASED)
-        .daily_serials(&[])
-        .knobs(Knobs::default())
-        .build()
-        .expect("mirror");
-    let keyring = dir.path().join("trusted.asc");
-    crate::common::pgp::signing_key()
-        .write_public_key(&keyring)
-        .unwrap();
-    let server = crate::common::server::Server::start(mirror.root());
-    Site {
-        _dir: dir,
-        mirror,
-        server,
-        keyring,
-    }
+    crate::common::site::build_site_for(Default::default(), &["amd64", "arm64"], &[])
 }
 
 #[test]
@@ -506,6 +485,58 @@ fn an_entry_naming_two_architectures_is_pushed_as_an_image_index() {
     assert_eq!(entry["outcome"], "up-to-date");
     assert_eq!(entry["targets"][0]["bytes_sent"], 0);
     assert_eq!(entry["targets"][0]["ids"][0], digest);
+}
+
+#[test]
+fn an_architecture_added_to_a_published_entry_builds_its_serial_again() {
+    use crate::common::site::{outcome, summary};
+    require_tools!("docker-registry", "skopeo", "tar");
+    let site = two_arch_site();
+    let dir = TempDir::new().unwrap();
+    let registry = Registry::start(false);
+    let catalog = dir.path().join("lab.toml");
+    let write = |arches: &str| {
+        std::fs::write(
+            &catalog,
+            format!(
+                "output = \"root\"\nkeep = 1\n\n[[image]]\nname = \"noble-cd\"\n\
+                 release = \"noble\"\narch = {arches}\ncontainer_format = \"containerdisk\"\n\n\
+                 [[registry]]\nname = \"lab\"\nurl = \"{}\"\ninsecure = true\n",
+                registry.reference("vm")
+            ),
+        )
+        .unwrap()
+    };
+    let sync = || {
+        let mut command = cloudimg(&site, &["--json", "sync", catalog.to_str().unwrap()]);
+        command
+            .env_remove("XDG_RUNTIME_DIR")
+            .env("HOME", dir.path())
+            .env("REGISTRY_AUTH_FILE", dir.path().join("no-auth.json"));
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        outcome(&summary(&output), "noble-cd").clone()
+    };
+    let manifests = || {
+        let raw = Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(registry.reference("vm/noble-cd:latest"))
+            .output()
+            .unwrap();
+        let top: Value = serde_json::from_slice(&raw.stdout).unwrap();
+        top["manifests"].as_array().map_or(1, Vec::len)
+    };
+
+    write("[\"amd64\"]");
+    assert_eq!(sync()["outcome"], "published");
+    assert_eq!(manifests(), 1, "one architecture: a plain manifest");
+    // The same serial, now wanted for arm64 too: built again, pushed as an index.
+    write("[\"amd64\", \"arm64\"]");
+    let entry = sync();
+    assert_eq!(entry["outcome"], "published", "{entry}");
+    assert_eq!(entry["serial"], NEWEST);
+    assert_eq!(manifests(), 2);
+    assert_eq!(sync()["outcome"], "up-to-date");
 }
 
 #[test]

@@ -9,7 +9,8 @@ use cloudimg::bake::qemu::{self, AccelChoice, Arch};
 use cloudimg::bake::recipe::{RecipeSpec, Scalar};
 use cloudimg::bake::{self, BakeError, BakeRequest};
 use cloudimg::formats::{DiskFormat, Options};
-use cloudimg::pipeline::{self, Error, FetchRequest, SignaturePolicy};
+use cloudimg::io::blocking;
+use cloudimg::pipeline::{self, Error, FetchRequest, SignaturePolicy, Usage};
 use tracing::info;
 
 use super::args::{AccelArg, BakeArgs, Global};
@@ -25,35 +26,33 @@ pub fn bake(global: &Global, args: BakeArgs) -> Result<i32, Error> {
     for warning in bake::check_recipe(&recipe)? {
         tracing::warn!("{warning}");
     }
-    let arch = Arch::from_name(&args.selection.arch).ok_or_else(|| {
-        Error::Usage(format!(
-            "bake boots amd64 (x86_64) and arm64 (aarch64) guests, not {:?}",
-            args.selection.arch
-        ))
+    let arch = Arch::from_name(&args.selection.arch).ok_or_else(|| Usage::BadValue {
+        option: "--arch",
+        value: args.selection.arch.clone(),
+        expected: "amd64 (x86_64) or arm64 (aarch64), the guests bake boots",
     })?;
-    let output_format = DiskFormat::from_name(&args.output_format).ok_or_else(|| {
-        Error::Usage(format!(
-            "unknown disk format {:?}; expected raw, qcow2, vmdk, vhd (vpc) or vdi",
-            args.output_format
-        ))
-    })?;
+    let output_format =
+        DiskFormat::from_name(&args.output_format).ok_or_else(|| Usage::UnknownFormat {
+            name: args.output_format.clone(),
+            expected: "raw, qcow2, vmdk, vhd (vpc) or vdi",
+        })?;
     let mut options = Options::parse(&args.options.join(","))?;
     if args.compress {
         if output_format != DiskFormat::Qcow2 {
-            return Err(Error::Usage(
-                "-c compresses qcow2 output; for vmdk use --options subformat=streamOptimized"
+            return Err(Usage::Conflict {
+                option: "-c".into(),
+                other: format!("-O {output_format}"),
+                why: "-c compresses qcow2 output; for vmdk use --options subformat=streamOptimized"
                     .into(),
-            ));
+            }
+            .into());
         }
         options.set("compress", "on");
     }
     let source_format = args
         .format
         .as_deref()
-        .map(|name| {
-            DiskFormat::from_name(name)
-                .ok_or_else(|| Error::Usage(format!("unknown disk format {name:?}")))
-        })
+        .map(super::image::disk_format)
         .transpose()?;
     // Held until the result is published (or the bake fails).
     let cache = global.cache_dir.clone().or_else(default_cache_dir);
@@ -82,10 +81,11 @@ pub fn bake(global: &Global, args: BakeArgs) -> Result<i32, Error> {
         request.options = options;
         let reporter = progress::phase_reporter(global.quiet);
         let cancel = Arc::clone(&cancel);
-        tokio::task::spawn_blocking(move || bake::bake(&request, reporter.as_ref(), &cancel))
-            .await
-            .map_err(|e| Error::Usage(format!("the bake thread failed: {e}")))?
-            .map_err(Error::from)
+        let output = request.output.clone();
+        blocking::run(&output, move || {
+            bake::bake(&request, reporter.as_ref(), &cancel).map_err(Error::from)
+        })
+        .await
     })?;
     if global.json {
         print_json(&baked);
@@ -192,12 +192,14 @@ async fn source(global: &Global, args: &BakeArgs) -> Result<PathBuf, Error> {
         keyring = context.keyring(global)?;
         SignaturePolicy::Require(&keyring)
     };
-    let kind = context.catalog.default_kind.clone().ok_or_else(|| {
-        Error::Usage(format!(
-            "{} is not a file, and catalog {} names no default file kind to fetch",
-            args.image, context.catalog.name
-        ))
-    })?;
+    let kind = context
+        .catalog
+        .default_kind
+        .clone()
+        .ok_or_else(|| Usage::NotAFile {
+            image: args.image.clone(),
+            catalog: context.catalog.name.clone(),
+        })?;
     let output_dir = match args.output.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
         _ => PathBuf::from("."),

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use cloudimg::catalog::Catalog;
 use cloudimg::fetch::{Client, ClientConfig, TlsConfig};
-use cloudimg::formats::{DiskFormat, Options};
+use cloudimg::formats::Options;
 use cloudimg::index::{Discovery, Query, SourceKind, Stream};
-use cloudimg::pipeline::{self, Error, FetchRequest, SignaturePolicy};
+use cloudimg::pipeline::{self, Error, FetchRequest, Refusal, SignaturePolicy, Usage};
 use cloudimg::verify::openpgp::Keyring;
 use url::Url;
 
@@ -41,8 +41,11 @@ impl Context {
             .mirror
             .as_deref()
             .unwrap_or(catalog.base_url.as_str());
-        let mut mirror = Url::parse(base)
-            .map_err(|e| Error::Usage(format!("invalid mirror URL {base:?}: {e}")))?;
+        let mut mirror = Url::parse(base).map_err(|source| Usage::BadUrl {
+            what: "mirror",
+            value: base.to_owned(),
+            source,
+        })?;
         // Relative paths resolve below the mirror, not beside its last segment.
         if !mirror.path().ends_with('/') {
             mirror.set_path(&format!("{}/", mirror.path()));
@@ -100,8 +103,7 @@ pub(super) fn tls(global: &Global) -> Result<TlsConfig, Error> {
 }
 
 pub(super) fn add_ca_file(tls: &mut TlsConfig, path: &std::path::Path) -> Result<(), Error> {
-    tls.add_ca_file(path)
-        .map_err(|error| Error::Usage(cloudimg::error::chain(&error)))
+    Ok(tls.add_ca_file(path)?)
 }
 
 /// `$XDG_CACHE_HOME/cloudimg`, else `~/.cache/cloudimg`: where index pages and checksum files
@@ -241,12 +243,15 @@ pub fn fetch(global: &Global, args: FetchArgs) -> Result<i32, Error> {
         SignaturePolicy::Require(&keyring)
     };
     if args.convert.is_none() && !args.deprecated.options.is_empty() {
-        return Err(Error::Usage("conversion options need --convert FMT".into()));
+        return Err(Usage::Missing {
+            needed_by: "-o (conversion options)",
+            what: "--convert FMT",
+        }
+        .into());
     }
     let convert = match &args.convert {
         Some(name) => {
-            let format = DiskFormat::from_name(name)
-                .ok_or_else(|| Error::Usage(format!("unknown disk format {name:?}")))?;
+            let format = super::image::disk_format(name)?;
             Some((
                 format,
                 Options::parse(&args.deprecated.merged(&args.convert_options).join(","))?,
@@ -257,10 +262,10 @@ pub fn fetch(global: &Global, args: FetchArgs) -> Result<i32, Error> {
     let kind = match args.kind.clone().or(context.catalog.default_kind.clone()) {
         Some(kind) => kind,
         None => {
-            return Err(Error::Usage(format!(
-                "catalog {} names no default file kind; pass --file",
-                context.catalog.name
-            )))
+            return Err(Refusal::NoDefaultKind {
+                catalog: context.catalog.name.clone(),
+            }
+            .into())
         }
     };
     let request = FetchRequest {

@@ -4,7 +4,7 @@
 use cloudimg::formats::options::parse_size;
 use cloudimg::formats::qcow2::RepairMode;
 use cloudimg::formats::{self, DiskFormat, Options};
-use cloudimg::pipeline::Error;
+use cloudimg::pipeline::{Error, Usage};
 
 use super::args::{
     CheckArgs, CompareArgs, ConvertArgs, CreateArgs, Global, InfoArgs, MeasureArgs, OutputArg,
@@ -12,12 +12,35 @@ use super::args::{
 };
 use super::{print_json, progress, qemu};
 
-fn disk_format(name: &str) -> Result<DiskFormat, Error> {
+/// The disk formats the image commands read and write, as named in messages.
+const DISK_FORMATS: &str = "raw, qcow2, vmdk, vhd (vpc), vhdx or vdi";
+
+/// What a size argument looks like, as said in messages.
+const SIZE: &str = "a size such as 64M or 1.5G";
+
+/// The disk format `name` (qemu-img's names and ours), or a usage error listing them.
+pub(super) fn disk_format(name: &str) -> Result<DiskFormat, Error> {
     DiskFormat::from_name(name).ok_or_else(|| {
-        Error::Usage(format!(
-            "unknown disk format {name:?}; expected raw, qcow2, vmdk, vhd (vpc), vhdx or vdi"
-        ))
+        Usage::UnknownFormat {
+            name: name.to_owned(),
+            expected: DISK_FORMATS,
+        }
+        .into()
     })
+}
+
+/// A size argument (`64M`, `1.5G`, bytes), or a usage error naming it.
+fn size(option: &'static str, text: &str) -> Result<u64, Error> {
+    parse_size(text).ok_or_else(|| bad_size(option, text))
+}
+
+fn bad_size(option: &'static str, text: &str) -> Error {
+    Usage::BadValue {
+        option,
+        value: text.to_owned(),
+        expected: SIZE,
+    }
+    .into()
 }
 
 fn optional_format(name: &Option<String>) -> Result<Option<DiskFormat>, Error> {
@@ -62,23 +85,37 @@ pub fn convert(global: &Global, args: ConvertArgs) -> Result<i32, Error> {
     let mut options = options(&args.options)?;
     if args.compress {
         if target_format != DiskFormat::Qcow2 {
-            return Err(Error::Usage(format!(
-                "-c compresses qcow2 output; for {target_format} pick a compressed subformat \
-                 (vmdk: -o subformat=streamOptimized)"
-            )));
+            return Err(Usage::Conflict {
+                option: "-c".into(),
+                other: format!("-O {target_format}"),
+                why: format!(
+                    "-c compresses qcow2 output; for {target_format} pick a compressed \
+                     subformat (vmdk: -o subformat=streamOptimized)"
+                ),
+            }
+            .into());
         }
         options.set("compress", "on");
     }
     if args.azure {
         if target_format != DiskFormat::Vhd {
-            return Err(Error::Usage("--azure applies to -O vhd".into()));
+            return Err(Usage::Conflict {
+                option: "--azure".into(),
+                other: format!("-O {target_format}"),
+                why: "--azure applies to -O vhd".into(),
+            }
+            .into());
         }
         options.set("azure", "on");
     }
     options.set_threads(args.threads);
     let reporter = progress::convert_reporter(global.quiet, args.progress);
     let (Some(source), Some(destination)) = (&args.source, &args.destination) else {
-        return Err(Error::Usage("convert needs SOURCE and DESTINATION".into()));
+        return Err(Usage::Missing {
+            needed_by: "convert",
+            what: "SOURCE and DESTINATION",
+        }
+        .into());
     };
     let source = formats::convert::Source::File {
         path: source,
@@ -208,18 +245,22 @@ pub fn measure(global: &Global, args: MeasureArgs) -> Result<i32, Error> {
     let options = options(&args.options)?;
     let mut reader;
     let source = match (&args.size, &args.file) {
-        (Some(size), _) => Source::Size(
-            parse_size(size).ok_or_else(|| Error::Usage(format!("invalid size {size:?}")))?,
-        ),
+        (Some(size), _) => Source::Size(self::size("--size", size)?),
         (None, Some(file)) => {
             reader = formats::open(file, optional_format(&args.format)?)?;
             Source::Image(reader.as_mut())
         }
-        (None, None) => return Err(Error::Usage("measure needs FILE or --size".into())),
+        (None, None) => {
+            return Err(Usage::Missing {
+                needed_by: "measure",
+                what: "FILE or --size",
+            }
+            .into())
+        }
     };
     let measure = formats::measure::measure(source, format, &options)?;
     if json_output(global, args.output) {
-        let value = serde_json::to_value(measure).map_err(|e| Error::Usage(e.to_string()))?;
+        let value = serde_json::to_value(measure).map_err(Error::Json)?;
         print_json(&qemu::Ordered(&value));
     } else {
         outln!("required size: {}", measure.required);
@@ -235,9 +276,13 @@ pub fn create(_global: &Global, args: CreateArgs) -> Result<i32, Error> {
         return Ok(0);
     }
     let (Some(file), Some(size)) = (&args.file, &args.size) else {
-        return Err(Error::Usage("create needs FILE and SIZE".into()));
+        return Err(Usage::Missing {
+            needed_by: "create",
+            what: "FILE and SIZE",
+        }
+        .into());
     };
-    let size = parse_size(size).ok_or_else(|| Error::Usage(format!("invalid size {size:?}")))?;
+    let size = self::size("SIZE", size)?;
     let options = options(&args.options)?;
     formats::convert::create_blank(file, format, size, &options)?;
     tracing::info!(file = %file.display(), format = %format, size, "created");
@@ -247,8 +292,8 @@ pub fn create(_global: &Global, args: CreateArgs) -> Result<i32, Error> {
 pub fn resize(_global: &Global, args: ResizeArgs) -> Result<i32, Error> {
     let format = optional_format(&args.format)?;
     let current = formats::open(&args.file, format)?.virtual_size();
-    let new_size = relative_size(current, &args.size)
-        .ok_or_else(|| Error::Usage(format!("invalid size {:?}", args.size)))?;
+    let new_size =
+        relative_size(current, &args.size).ok_or_else(|| bad_size("SIZE", &args.size))?;
     formats::resize(&args.file, format, new_size, args.shrink)?;
     tracing::info!(file = %args.file.display(), from = current, to = new_size, "resized");
     Ok(0)

@@ -6,7 +6,7 @@ use cloudimg::container::ContainerFormat;
 use cloudimg::formats::Options;
 use cloudimg::oci::layer::Compression;
 use cloudimg::pipeline::{
-    self, Error, ImageSettings, MachineSettings, PrepareRequest, SignaturePolicy,
+    self, Error, ImageSettings, MachineSettings, PrepareRequest, SignaturePolicy, Usage,
 };
 
 use std::path::{Path, PathBuf};
@@ -39,9 +39,12 @@ fn bake_step(path: &Path, accel: AccelArg) -> Result<pipeline::BakeStep, Error> 
 fn property(text: &str) -> Result<(String, String), Error> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
-        _ => Err(Error::Usage(format!(
-            "--property {text:?}: expected KEY=VALUE"
-        ))),
+        _ => Err(Usage::BadValue {
+            option: "--property",
+            value: text.to_owned(),
+            expected: "KEY=VALUE",
+        }
+        .into()),
     }
 }
 
@@ -180,11 +183,14 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
         Options::parse(&args.deprecated.merged(&args.convert_options).join(","))?;
     if args.compress {
         if args.disk_format != cloudimg::glance::DiskFormat::Qcow2 {
-            return Err(Error::Usage(
-                "-c compresses qcow2 output; vmdk in ovf/ova is streamOptimized (compressed) \
-                 already"
+            return Err(Usage::Conflict {
+                option: "-c".into(),
+                other: format!("--disk-format {}", args.disk_format),
+                why: "-c compresses qcow2 output; vmdk in ovf/ova is streamOptimized \
+                      (compressed) already"
                     .into(),
-            ));
+            }
+            .into());
         }
         convert_options.set("compress", "on");
     }
@@ -237,11 +243,14 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
         bake: bake.clone(),
     };
     if args.upload && request.container == ContainerFormat::ContainerDisk {
-        return Err(Error::Usage(
-            "a containerdisk goes to a registry, not Glance: `cloudimg push DIR \
-             docker://REGISTRY/REPO`"
+        return Err(Usage::Conflict {
+            option: "--upload".into(),
+            other: "--container-format containerdisk".into(),
+            why: "a containerdisk goes to a registry, not Glance: `cloudimg push DIR \
+                  docker://REGISTRY/REPO`"
                 .into(),
-        ));
+        }
+        .into());
     }
     // Credentials are checked before any download, not after an hour of it.
     let multi = args.upload && args.glance.names_targets();

@@ -8,7 +8,7 @@ use cloudimg::oci::auth::AuthFiles;
 use cloudimg::oci::layout::Layout;
 use cloudimg::oci::push::{self, PushOptions, Pushed};
 use cloudimg::oci::Reference;
-use cloudimg::pipeline::Error;
+use cloudimg::pipeline::{Error, Usage};
 
 use super::args::{Global, PushArgs};
 use super::fetch::runtime;
@@ -21,11 +21,17 @@ pub fn push(global: &Global, args: PushArgs) -> Result<i32, Error> {
         .map(|text| Reference::parse(text))
         .collect::<Result<Vec<_>, _>>()?;
     let chunk_size = match &args.chunk_size {
-        Some(text) => Some(parse_size(text).filter(|size| *size > 0).ok_or_else(|| {
-            Error::Usage(format!(
-                "--chunk-size {text:?}: expected a size such as 64M"
-            ))
-        })?),
+        Some(text) => {
+            Some(
+                parse_size(text)
+                    .filter(|size| *size > 0)
+                    .ok_or_else(|| Usage::BadValue {
+                        option: "--chunk-size",
+                        value: text.clone(),
+                        expected: "a size such as 64M",
+                    })?,
+            )
+        }
         None => None,
     };
     let layout = Layout::open(&args.layout, args.ref_name.as_deref())?;

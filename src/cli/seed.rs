@@ -5,7 +5,7 @@ use std::path::Path;
 use cloudimg::bake::validate;
 use cloudimg::container::glance::ImageMetadata;
 use cloudimg::container::iso;
-use cloudimg::pipeline::Error;
+use cloudimg::pipeline::{Error, Usage};
 use sha2::{Digest, Sha256};
 
 use super::args::{Global, SeedArgs};
@@ -37,12 +37,9 @@ fn read(path: &Path) -> Result<Vec<u8>, Error> {
 pub fn seed(global: &Global, args: SeedArgs) -> Result<i32, Error> {
     let user_data = read(&args.user_data)?;
     // A broken seed is an error here, not an ISO that cloud-init ignores at boot.
-    let refuse = |path: &Path, error: validate::ValidationError| {
-        Error::Usage(format!(
-            "{}: {}",
-            path.display(),
-            cloudimg::error::chain(&error)
-        ))
+    let refuse = |path: &Path, source: validate::ValidationError| Usage::InvalidSeed {
+        path: path.to_owned(),
+        source,
     };
     let checked = validate::user_data(&user_data).map_err(|e| refuse(&args.user_data, e))?;
     for warning in &checked.warnings {

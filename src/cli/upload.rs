@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use cloudimg::catalog::user::{GlanceConfig, UserCatalog};
 use cloudimg::fetch::ClientConfig;
-use cloudimg::pipeline::Error;
+use cloudimg::pipeline::{Error, Usage};
 use cloudimg::upload::{
     self, GlanceTarget, NamedTarget, Outcome, Planned, PlannedOutcome, Retire, TargetUpload,
     UploadMethod, UploadOptions, Uploaded,
@@ -71,10 +71,10 @@ pub(super) fn catalog_target(config: &GlanceConfig, lone: bool) -> Result<NamedT
 /// `--os-project-name`) describes.
 pub(super) fn targets(global: &Global, args: &GlanceArgs) -> Result<Vec<NamedTarget>, Error> {
     if !args.targets.is_empty() {
-        let path = args
-            .user_catalog
-            .as_ref()
-            .ok_or_else(|| Error::Usage("--target needs --user-catalog FILE".into()))?;
+        let path = args.user_catalog.as_ref().ok_or(Usage::Missing {
+            needed_by: "--target",
+            what: "--user-catalog FILE",
+        })?;
         let catalog = UserCatalog::from_path(path)?;
         let lone = catalog.glance.len() == 1;
         return args
@@ -85,21 +85,10 @@ pub(super) fn targets(global: &Global, args: &GlanceArgs) -> Result<Vec<NamedTar
                     .glance
                     .iter()
                     .find(|config| config.name() == name)
-                    .ok_or_else(|| {
-                        Error::Usage(format!(
-                            "--target {name:?}: {} names {}",
-                            path.display(),
-                            if catalog.glance.is_empty() {
-                                "no [[glance]] targets".to_owned()
-                            } else {
-                                catalog
-                                    .glance
-                                    .iter()
-                                    .map(|c| c.name().to_owned())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            }
-                        ))
+                    .ok_or_else(|| Usage::UnknownTarget {
+                        name: name.clone(),
+                        catalog: path.clone(),
+                        known: catalog.glance.iter().map(|c| c.name().to_owned()).collect(),
                     })?;
                 catalog_target(config, lone)
             })
@@ -169,9 +158,12 @@ fn cloud_region_pairs(clouds: &[String], regions: &[String]) -> Result<Vec<Cloud
             .map(|(c, r)| (some(c), some(r)))
             .collect(),
         (c, r) => {
-            return Err(Error::Usage(format!(
-                "{c} --os-cloud and {r} --os-region-name: give them in pairs, or one of them once"
-            )))
+            return Err(Usage::Conflict {
+                option: format!("--os-cloud ×{c}"),
+                other: format!("--os-region-name ×{r}"),
+                why: "give them in pairs, or one of them once".into(),
+            }
+            .into())
         }
     })
 }

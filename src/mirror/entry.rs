@@ -4,6 +4,30 @@
 use super::*;
 
 impl Run<'_> {
+    /// The entry for each architecture it names ([`runner::per_arch`]), as one entry: an
+    /// architecture that fails is the entry's failure, while what the others mirrored stays
+    /// claimed.
+    pub(super) async fn entry_every_arch(
+        &mut self,
+        image: &ImageSpec,
+    ) -> Result<EntryDone, MirrorError> {
+        let mut copies = runner::per_arch(image).into_iter();
+        let first = copies.next().unwrap_or_else(|| image.clone());
+        let mut joined = self.entry(&first).await;
+        for one in copies {
+            let next = self.entry(&one).await;
+            joined = match (joined, next) {
+                (Ok(done), Ok(next)) => Ok(done.join(next)),
+                (Ok(mut done), Err(error)) | (Err(error), Ok(mut done)) => {
+                    done.failure.get_or_insert(error);
+                    Ok(done)
+                }
+                (Err(error), Err(_)) => Err(error),
+            };
+        }
+        joined
+    }
+
     pub(super) async fn entry(&mut self, image: &ImageSpec) -> Result<EntryDone, MirrorError> {
         let resolved =
             EntrySource::resolve(image, self.catalog, self.catalog_dir, &self.options.source)?;

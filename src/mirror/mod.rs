@@ -237,7 +237,7 @@ pub async fn mirror(
     };
     let mut results = Vec::new();
     for image in selected {
-        results.push((image.name.clone(), run.entry(image).await));
+        results.push((image.name.clone(), run.entry_every_arch(image).await));
     }
     // Retention over all entries at once: a file goes only when no entry keeps it.
     let files: BTreeMap<String, EntryFiles> = results
@@ -333,6 +333,25 @@ struct EntryDone {
     alias: AliasPlace,
     /// A serial that failed; the others were done.
     failure: Option<MirrorError>,
+}
+
+impl EntryDone {
+    /// `self` and `other`, two architectures of one entry, as one: their serials, files and
+    /// reports together, the first failure.
+    fn join(mut self, other: EntryDone) -> EntryDone {
+        for serial in other.serials {
+            if !self.serials.contains(&serial) {
+                self.serials.push(serial);
+            }
+        }
+        sort_serials_newest_first(&mut self.serials, self.alias.separator);
+        self.reports.extend(other.reports);
+        self.files.claims.extend(other.files.claims);
+        self.files.candidates.extend(other.files.candidates);
+        self.candidate_serials.extend(other.candidate_serials);
+        self.failure = self.failure.or(other.failure);
+        self
+    }
 }
 
 /// Where a release folder's alias lives and what it may point at.

@@ -60,14 +60,15 @@ pub async fn preview(
     let selected = runner::select(catalog, &options.only)?;
     let mut entries = Vec::new();
     for image in selected {
-        let outcome = match preview_entry(client, catalog, catalog_dir, dir, options, image).await {
-            Ok(outcome) => outcome,
-            Err(error) => {
-                let text = crate::error::chain(&error);
-                tracing::error!(image = %image.name, "{text}");
-                PlannedOutcome::Failed { error: text }
-            }
-        };
+        let outcome =
+            match preview_every_arch(client, catalog, catalog_dir, dir, options, image).await {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    let text = crate::error::chain(&error);
+                    tracing::error!(image = %image.name, "{text}");
+                    PlannedOutcome::Failed { error: text }
+                }
+            };
         entries.push(runner::EntryReport {
             name: image.name.clone(),
             outcome,
@@ -78,6 +79,73 @@ pub async fn preview(
         dry_run: true,
         entries,
     })
+}
+
+/// The entry for each architecture it names ([`runner::per_arch`]), as one plan.
+async fn preview_every_arch(
+    client: &Client,
+    catalog: &UserCatalog,
+    catalog_dir: &Path,
+    dir: &Path,
+    options: &MirrorOptions,
+    image: &ImageSpec,
+) -> Result<PlannedOutcome, MirrorError> {
+    let mut joined: Option<PlannedOutcome> = None;
+    for one in runner::per_arch(image) {
+        let next = preview_entry(client, catalog, catalog_dir, dir, options, &one).await?;
+        joined = Some(match joined {
+            Some(done) => done.join(next),
+            None => next,
+        });
+    }
+    Ok(joined.unwrap_or(PlannedOutcome::WouldMirror {
+        serials: Vec::new(),
+        would_fetch: Vec::new(),
+        present: 0,
+        would_prune: Vec::new(),
+    }))
+}
+
+impl PlannedOutcome {
+    /// Two architectures' plans of one entry as one: serials in the order found, files and
+    /// counts together.
+    fn join(self, other: PlannedOutcome) -> PlannedOutcome {
+        match (self, other) {
+            (
+                PlannedOutcome::WouldMirror {
+                    mut serials,
+                    mut would_fetch,
+                    present,
+                    mut would_prune,
+                },
+                PlannedOutcome::WouldMirror {
+                    serials: more_serials,
+                    would_fetch: more_fetch,
+                    present: more_present,
+                    would_prune: more_prune,
+                },
+            ) => {
+                for serial in more_serials {
+                    if !serials.contains(&serial) {
+                        serials.push(serial);
+                    }
+                }
+                would_fetch.extend(more_fetch);
+                for serial in more_prune {
+                    if !would_prune.contains(&serial) {
+                        would_prune.push(serial);
+                    }
+                }
+                PlannedOutcome::WouldMirror {
+                    serials,
+                    would_fetch,
+                    present: present + more_present,
+                    would_prune,
+                }
+            }
+            (failed @ PlannedOutcome::Failed { .. }, _) | (_, failed) => failed,
+        }
+    }
 }
 
 async fn preview_entry(

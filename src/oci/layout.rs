@@ -590,6 +590,31 @@ impl Layout {
         Ok(true)
     }
 
+    /// The OCI architectures (`amd64`, `arm64`, …) the layout's image is for, one per
+    /// manifest, from each manifest's configuration.
+    pub fn architectures(&self) -> Result<Vec<String>, OciError> {
+        let mut arches = Vec::new();
+        for document in &self.manifests_with_top() {
+            let manifest: ImageManifest = serde_json::from_slice(&document.bytes).map_err(|e| {
+                OciError::bad_layout(&self.root, format!("{}: {e}", document.digest))
+            })?;
+            let config = self.document(manifest.config())?;
+            let config: ImageConfiguration = serde_json::from_slice(&config.bytes)
+                .map_err(|e| OciError::bad_layout(&self.root, format!("{}: {e}", config.digest)))?;
+            arches.push(config.architecture().to_string());
+        }
+        Ok(arches)
+    }
+
+    /// Every image manifest: the per-architecture ones, and `top` when it is the only one.
+    fn manifests_with_top(&self) -> Vec<&Document> {
+        if self.manifests.is_empty() {
+            vec![&self.top]
+        } else {
+            self.manifests.iter().collect()
+        }
+    }
+
     /// Whether `root` holds an OCI image layout (its `oci-layout` file).
     pub fn is_layout(root: &Path) -> bool {
         root.join(LAYOUT_FILE).is_file()
@@ -683,6 +708,7 @@ mod tests {
             serde_json::from_slice(&std::fs::read(&layout.blobs[0].path).unwrap()).unwrap();
         assert_eq!(config["architecture"], "amd64");
         assert_eq!(config["os"], "linux");
+        assert_eq!(layout.architectures().unwrap(), ["amd64"]);
         // Same inputs, same digests: a rewrite changes nothing.
         let again = write_layout(
             &out,
@@ -720,6 +746,7 @@ mod tests {
         let index: serde_json::Value = serde_json::from_slice(&layout.top.bytes).unwrap();
         assert_eq!(index["manifests"][1]["platform"]["architecture"], "arm64");
         assert_eq!(index["manifests"][1]["platform"]["variant"], "v8");
+        assert_eq!(layout.architectures().unwrap(), ["amd64", "arm64"]);
         assert!(Layout::open(&out, Some("other")).is_err());
     }
 

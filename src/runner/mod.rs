@@ -154,6 +154,22 @@ impl EntrySource {
     }
 }
 
+/// The entry once per architecture it names (a containerDisk entry may name several), each
+/// copy naming one: what `mirror` walks, so every architecture's files are mirrored.
+pub fn per_arch(image: &ImageSpec) -> Vec<ImageSpec> {
+    if image.arches.len() <= 1 {
+        return vec![image.clone()];
+    }
+    image
+        .arches
+        .iter()
+        .map(|arch| ImageSpec {
+            arches: vec![arch.clone()],
+            ..image.clone()
+        })
+        .collect()
+}
+
 /// The discovery query an entry names.
 pub fn query(image: &ImageSpec) -> Result<Query, RunnerError> {
     Ok(Query {

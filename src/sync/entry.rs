@@ -16,6 +16,7 @@ use super::{hook, now, EntryReport, Outcome, Run, SyncError, SPACE_HEADROOM};
 use crate::bake::BakeError;
 use crate::catalog::user::ImageSpec;
 use crate::catalog::Catalog;
+use crate::container::ContainerFormat;
 use crate::formats::Options;
 use crate::index::release::sort_serials_newest_first;
 use crate::index::{Discovery, Listing};
@@ -26,6 +27,21 @@ use crate::runner::{self, EntrySource};
 
 /// Hex digits of the download-cache folder name (from the SHA-256 of the build's URL).
 const CACHE_KEY_HEX: usize = 16;
+
+/// The OCI architectures an entry's containerDisk is for, sorted, as its layout names them.
+fn oci_arches(image: &ImageSpec) -> Vec<String> {
+    let mut arches: Vec<String> = image
+        .arches
+        .iter()
+        .map(|arch| {
+            crate::oci::oci_arch(arch)
+                .map_or(arch.as_str(), |(oci, _)| oci)
+                .to_owned()
+        })
+        .collect();
+    arches.sort();
+    arches
+}
 
 /// The download-cache folder of a build: entries built from the same upstream folder share it.
 fn download_cache_key(listing: &Listing) -> String {
@@ -103,6 +119,19 @@ impl Run {
             let digest = blocking::run(&dir.clone(), move || publish::recipe_digest(&dir)).await?;
             if digest != expected {
                 tracing::info!(image = %image.name, serial = found.serial(), "the recipe changed: baking again");
+                found.published = false;
+            }
+        }
+        if found.published && image.container_format == ContainerFormat::ContainerDisk {
+            // A containerDisk entry given another architecture: its serial is built again.
+            let wanted = oci_arches(image);
+            let dir = found.tree.serial_dir(found.serial());
+            let held = blocking::run(&dir.clone(), move || {
+                Ok::<_, SyncError>(publish::layout_arches(&dir))
+            })
+            .await?;
+            if held.as_ref().is_some_and(|held| *held != wanted) {
+                tracing::info!(image = %image.name, serial = found.serial(), ?held, ?wanted, "the architectures changed: building again");
                 found.published = false;
             }
         }

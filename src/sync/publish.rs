@@ -225,6 +225,18 @@ pub fn recipe_digest(dir: &Path) -> Result<Option<String>, SyncError> {
     Ok(None)
 }
 
+/// The OCI architectures a published containerDisk serial holds, sorted; `None` when `dir` is
+/// not an OCI layout or cannot be read (then [`verify_serial`] says so). Blocking.
+pub fn layout_arches(dir: &Path) -> Option<Vec<String>> {
+    if !crate::oci::layout::Layout::is_layout(dir) {
+        return None;
+    }
+    let layout = crate::oci::layout::Layout::open(dir, None).ok()?;
+    let mut arches = layout.architectures().ok()?;
+    arches.sort();
+    Some(arches)
+}
+
 fn sha256_file(path: &Path) -> Result<String, SyncError> {
     let mut file = std::fs::File::open(path).map_err(io(path))?;
     let mut hasher = ContentHasher::new(DigestAlgorithm::Sha256);

@@ -27,12 +27,17 @@ pub struct Site {
 }
 
 pub fn build_site(knobs: Knobs) -> Site {
+    build_site_for(knobs, &["amd64"], &DAILY)
+}
+
+/// A site whose noble is built for `arches`, with `daily` serials in the daily stream.
+pub fn build_site_for(knobs: Knobs, arches: &[&str], daily: &[&str]) -> Site {
     let dir = TempDir::new().unwrap();
     let mirror = MirrorBuilder::new(dir.path().join("mirror"))
         .releases(&[Release::NOBLE])
-        .arches(&["amd64"])
+        .arches(arches)
         .released_serials(&RELEASED)
-        .daily_serials(&DAILY)
+        .daily_serials(daily)
         .knobs(knobs)
         .build()
         .expect("mirror");
