@@ -769,15 +769,7 @@ fn an_entry_naming_two_architectures_mirrors_both() {
         } else {
             "arm64"
         };
-        let upstream = site
-            .mirror
-            .root()
-            .join(crate::common::mirror::Mirror::image_path(
-                Stream::Released,
-                &crate::common::mirror::Release::NOBLE,
-                arch,
-                RELEASED[1],
-            ));
+        let upstream = site.released_image(arch, RELEASED[1]);
         let copy = dir
             .join("releases/24.04")
             .join(format!("release-{}", RELEASED[1]))

@@ -505,15 +505,7 @@ fn entries_built_from_one_upstream_file_download_it_once_and_keep_it_while_curre
     let vmdk = "name = \"noble-vmdk\"\nrelease = \"noble\"\ndisk_format = \"vmdk\"";
     let catalog = write_catalog(dir.path(), 2, &[NOBLE, vmdk]);
     let root = dir.path().join("root");
-    let upstream = site
-        .mirror
-        .root()
-        .join(crate::common::mirror::Mirror::image_path(
-            Stream::Released,
-            &crate::common::mirror::Release::NOBLE,
-            "amd64",
-            NEWEST,
-        ));
+    let upstream = site.released_image("amd64", NEWEST);
     let size = std::fs::metadata(&upstream).unwrap().len();
     for jobs in ["1", "2"] {
         let _ = std::fs::remove_dir_all(&root);

@@ -38,6 +38,9 @@ pub const FALLBACKS: [(&str, &str); 2] = [
 pub const MAX_GRUB_CFG: u64 = 1 << 20;
 /// The largest kernel or initrd accepted (an initrd of every module is ~100 MiB).
 pub const MAX_BOOT_FILE: u64 = 1 << 30;
+/// Linux filesystems examined at most (a GPT may list thousands of entries; cloud images have
+/// one or two).
+pub const MAX_LINUX_VOLUMES: usize = 16;
 /// GRUB places each initrd after the previous one at this alignment.
 const INITRD_ALIGN: u64 = 4;
 
@@ -105,7 +108,7 @@ pub fn find(reader: &mut dyn DiskReader) -> Result<BootFiles, GuestFsError> {
     let mut linux = Vec::new();
     let candidates = volumes(&table, reader.virtual_size());
     for location in &candidates {
-        if ext4::probe(&mut volume(reader, location)?)? {
+        if linux.len() < MAX_LINUX_VOLUMES && ext4::probe(&mut volume(reader, location)?)? {
             linux.push(location.clone());
         }
     }

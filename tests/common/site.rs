@@ -27,6 +27,18 @@ pub struct Site {
     pub keyring: PathBuf,
 }
 
+impl Site {
+    /// The upstream file of noble's released `serial` for `arch`.
+    pub fn released_image(&self, arch: &str, serial: &str) -> PathBuf {
+        self.mirror.root().join(Mirror::image_path(
+            crate::common::mirror::Stream::Released,
+            &Release::NOBLE,
+            arch,
+            serial,
+        ))
+    }
+}
+
 pub fn build_site(knobs: Knobs) -> Site {
     build_site_for(knobs, &["amd64"], &DAILY)
 }

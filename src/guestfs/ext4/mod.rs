@@ -116,7 +116,10 @@ impl<'a> Ext4<'a> {
                 format!("group {group}: inode table at block {table}"),
             ));
         }
-        let at = table * sb.block_size + (index % sb.inodes_per_group) * sb.inode_size;
+        let at = (index % sb.inodes_per_group)
+            .checked_mul(sb.inode_size)
+            .and_then(|within| within.checked_add(table * sb.block_size))
+            .ok_or_else(|| self.bad("inode number", 0, format!("{number}")))?;
         let mut raw = [0u8; INODE_BYTES];
         self.vol.read_at(at, &mut raw)?;
         Ok(Inode::parse(number, &raw))
@@ -159,6 +162,9 @@ impl<'a> Ext4<'a> {
                     return Err(GuestFsError::SymlinkLoop { path: path.into() });
                 }
                 let target = self.read_link(&found)?;
+                if target.is_empty() {
+                    return Err(GuestFsError::NotFound { path: path.into() });
+                }
                 if target.first() == Some(&b'/') {
                     current = self.inode(ROOT)?;
                 }
@@ -308,6 +314,9 @@ impl<'a> Ext4<'a> {
         }
         let bs = self.sb.block_size;
         let size = inode.size;
+        if size == 0 {
+            return Ok(0);
+        }
         let limit = size.div_ceil(bs);
         let mut mapper = Mapper::new(&self.sb, inode, limit)?;
         let mut buf = vec![0u8; COPY_BUFFER];

@@ -210,6 +210,9 @@ pub fn parse(sb: &[u8; SUPERBLOCK_SIZE], volume_offset: u64) -> Result<Superbloc
             "{blocks_count} blocks from {first_data_block}, {blocks_per_group} blocks and {inodes_per_group} inodes per group"
         )));
     }
+    if blocks_count.checked_mul(block_size).is_none() {
+        return Err(bad(format!("{blocks_count} blocks of {block_size} bytes")));
+    }
     let group_count = (blocks_count - first_data_block).div_ceil(blocks_per_group);
     let mut uuid = [0u8; 16];
     uuid.copy_from_slice(&sb[0x68..0x78]);
@@ -322,5 +325,18 @@ pub(crate) mod unit {
         let mut s = superblock();
         s[0xFE] = 48; // 64bit descriptors of 48 bytes
         assert!(parse(&s, 0).is_err());
+    }
+
+    /// Fuzz crash ext4/crash-4c55f69e: a 64bit superblock with `s_blocks_count_hi`
+    /// 0x7d7d7d7d and 1 KiB blocks put an inode table past 2^64 bytes, and the inode's offset
+    /// overflowed. Such a size is refused when the superblock is read.
+    #[test]
+    fn a_filesystem_larger_than_2_64_bytes_is_refused() {
+        let mut s = superblock();
+        s[0x18..0x1C].copy_from_slice(&0u32.to_le_bytes()); // 1 KiB blocks
+        s[0x14..0x18].copy_from_slice(&1u32.to_le_bytes()); // s_first_data_block
+        s[0x150..0x154].copy_from_slice(&0x7d7d_7d7du32.to_le_bytes()); // s_blocks_count_hi
+        let err = parse(&s, 0).unwrap_err().to_string();
+        assert!(err.contains("blocks of 1024 bytes"), "{err}");
     }
 }
