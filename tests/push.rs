@@ -248,6 +248,7 @@ fn a_new_serial_retires_old_serial_tags_beyond_keep() {
 
 #[test]
 fn containerdisk_refuses_formats_kubevirt_cannot_boot() {
+    require_tools!("qemu-img", "mkfs.ext4");
     let dir = TempDir::new().unwrap();
     let output = run(
         shared_site(),
@@ -272,6 +273,7 @@ fn containerdisk_refuses_formats_kubevirt_cannot_boot() {
 
 #[test]
 fn push_of_a_folder_that_is_not_a_layout_is_a_usage_error() {
+    require_tools!("qemu-img", "mkfs.ext4");
     let dir = TempDir::new().unwrap();
     let output = push(
         shared_site(),
@@ -528,6 +530,7 @@ fn an_architecture_added_to_a_published_entry_builds_its_serial_again() {
 
 #[test]
 fn several_architectures_are_refused_for_a_glance_entry() {
+    require_tools!("qemu-img", "mkfs.ext4");
     let dir = TempDir::new().unwrap();
     let catalog = dir.path().join("lab.toml");
     std::fs::write(

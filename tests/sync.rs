@@ -377,6 +377,13 @@ fn a_full_disk_fails_cleanly_with_nothing_half_published() {
     command.args(["-rm", "sh", "-c", &script, "sh"]);
     let inner = cloudimg(&site, &["--json", "sync", catalog.to_str().unwrap()]);
     command.arg(inner.get_program()).args(inner.get_args());
+    // The inner run's environment too: its own cache, no colours.
+    for (key, value) in inner.get_envs() {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
     let output = command.output().unwrap();
     assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
     let report = summary(&output);
