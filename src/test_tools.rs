@@ -157,6 +157,20 @@ pub fn run(command: &mut Command) -> Output {
     out
 }
 
+/// The names in the folder `dir`, sorted (none for a folder that does not exist): to prove what
+/// a writer left behind, and that nothing partial is published.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 /// `qemu-img info --output=json` of `path`, read as `format` (probed when `None`).
 pub fn qemu_img_info(qemu: &Tool, path: &Path, format: Option<&str>) -> serde_json::Value {
     let mut args: Vec<&OsStr> = vec!["info".as_ref(), "--output=json".as_ref()];

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::common::bin::{cloudimg_in, CACHE_DIR};
 use crate::common::mirror::{Knobs, Stream};
 use crate::common::pgp;
 use crate::common::server::{Fault, Times};
@@ -283,7 +284,7 @@ fn built_in_keys_reject_a_mirror_signed_by_another_key() {
     require_tools!("qemu-img", "mkfs.ext4");
     let site = shared_site();
     let out = TempDir::new().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_cloudimg"))
+    let output = cloudimg_in(out.path())
         .args(["--mirror", site.server.url().as_str(), "--retries", "0"])
         .args(["fetch", "noble", "-o", out.path().to_str().unwrap()])
         .env_remove("CLOUDIMG_KEYRING")
@@ -323,7 +324,8 @@ fn unreachable_mirror_exits_4_after_retries() {
         .local_addr()
         .unwrap()
         .port();
-    let output = Command::new(env!("CARGO_BIN_EXE_cloudimg"))
+    let dir = TempDir::new().unwrap();
+    let output = cloudimg_in(dir.path())
         .args([
             "--mirror",
             &format!("http://127.0.0.1:{port}"),
@@ -422,9 +424,22 @@ fn concurrent_fetches_into_one_directory_both_succeed() {
     let site = shared_site();
     let out = TempDir::new().unwrap();
     let dir = out.path().to_str().unwrap();
+    // The lock on a destination lives in the cache (<cache>/locks): both runs share one, as
+    // one user's runs do.
+    let cache = TempDir::new().unwrap();
+    let cache = cache.path().to_str().unwrap();
     let children: Vec<_> = (0..2)
         .map(|_| {
-            cloudimg(site, &["fetch", "noble", "--serial", "20240821", "-o", dir])
+            let args = [
+                "--cache-dir",
+                cache,
+                "fetch",
+                "noble",
+                "--serial",
+                "20240821",
+            ];
+            cloudimg(site, &args)
+                .args(["-o", dir])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -579,9 +594,11 @@ fn list_prints_bytes_to_a_pipe_and_human_sizes_to_a_terminal() {
         site.server.url(),
         site.keyring.display()
     );
+    let cache = TempDir::new().unwrap();
     let tty = Command::new("script")
         .args(["-qec", &command, "/dev/null"])
         .env("NO_COLOR", "1")
+        .env(CACHE_DIR, cache.path())
         .output()
         .unwrap();
     assert!(tty.status.success(), "{}", stderr(&tty));

@@ -2,17 +2,19 @@
 //! cloud.debian.org: declared releases over table listings, dated builds ordered by counter,
 //! SHA-512 verification, the unpublished signature said plainly, `latest`, tar.xz → convert.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use serde_json::Value;
 use tempfile::TempDir;
 
+use crate::common::bin::cloudimg_in;
 use crate::common::debian_mirror::{
     sha512_file, Build, DebianMirror, DebianMirrorBuilder, Release, Stream,
 };
 use crate::common::server::Server;
+use crate::common::tools::names;
 use crate::require_tools;
 
 /// Same day twice: the counter, not the text, says which is newer (`1000` after `999`).
@@ -60,7 +62,7 @@ fn shared_site() -> &'static Site {
 /// The binary on the site's mirror, the source chosen by `CLOUDIMG_CATALOG` (see
 /// [`cloudimg`] for the option).
 fn cloudimg_from_env(site: &Site, catalog: &str, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cloudimg"));
+    let mut command = cloudimg_in(site._dir.path());
     command
         .arg("--mirror")
         .arg(site.server.url().as_str())
@@ -74,7 +76,7 @@ fn cloudimg_from_env(site: &Site, catalog: &str, args: &[&str]) -> Command {
 }
 
 fn cloudimg(site: &Site, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cloudimg"));
+    let mut command = cloudimg_in(site._dir.path());
     command
         .args(["--catalog", "debian", "--mirror"])
         .arg(site.server.url().as_str())
@@ -102,19 +104,6 @@ fn json(output: &Output) -> Value {
         stderr(output)
     );
     serde_json::from_slice(&output.stdout).expect("JSON on stdout")
-}
-
-/// Files left in `dir`, without lock files.
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
 }
 
 fn bookworm(serial: &'static str) -> Build {
@@ -515,7 +504,7 @@ fn sync_keeps_a_debian_image_current_from_its_own_mirror() {
     )
     .unwrap();
     // No --mirror: the catalog's [mirrors] table points the debian source at the site.
-    let output = Command::new(env!("CARGO_BIN_EXE_cloudimg"))
+    let output = cloudimg_in(dir.path())
         .args(["--json", "--retries", "1", "sync"])
         .arg(&catalog)
         .env_remove("CLOUDIMG_MIRROR")

@@ -42,6 +42,7 @@ fn assert_source_failure(output: &Output, url_path: &str) {
 
 #[test]
 fn slow_drip_listing_meets_the_document_deadline() {
+    crate::require_tools!("qemu-img", "mkfs.ext4");
     let site = build_site(Knobs::default());
     site.server.inject(
         RELEASES_PAGE,
@@ -67,6 +68,7 @@ fn slow_drip_listing_meets_the_document_deadline() {
 
 #[test]
 fn document_deadline_is_read_from_the_environment() {
+    crate::require_tools!("qemu-img", "mkfs.ext4");
     let site = build_site(Knobs::default());
     site.server.inject(
         PRODUCTS,
@@ -155,6 +157,7 @@ async fn document_fetch_gives_up_at_the_deadline_across_retries() {
 /// 50 MB announced, endless, and one small enough to receive but with 100 000 links.
 #[test]
 fn oversized_listings_exit_4_whatever_their_size() {
+    crate::require_tools!("qemu-img", "mkfs.ext4");
     let site = build_site(Knobs::default());
     let cache = TempDir::new().unwrap();
     let cases = [
@@ -180,6 +183,7 @@ fn oversized_listings_exit_4_whatever_their_size() {
 
 #[test]
 fn oversized_products_file_exits_4() {
+    crate::require_tools!("qemu-img", "mkfs.ext4");
     let site = build_site(Knobs::default());
     let cache = TempDir::new().unwrap();
     site.server.inject(
@@ -202,6 +206,7 @@ fn page(text: &str) -> Fault {
 
 #[test]
 fn maintenance_page_is_the_sources_fault_not_the_users() {
+    crate::require_tools!("qemu-img", "mkfs.ext4");
     let site = build_site(Knobs::default());
     let cache = TempDir::new().unwrap();
     let out = TempDir::new().unwrap();
@@ -230,6 +235,7 @@ fn maintenance_page_is_the_sources_fault_not_the_users() {
 
 #[test]
 fn empty_products_file_is_the_sources_fault() {
+    crate::require_tools!("qemu-img", "mkfs.ext4");
     let site = build_site(Knobs::default());
     let cache = TempDir::new().unwrap();
     let empty = r#"{"content_id": "com.ubuntu.cloud:released:download",
@@ -248,6 +254,7 @@ fn empty_products_file_is_the_sources_fault() {
 
 #[test]
 fn each_retry_is_said_and_the_final_error_names_the_url_once() {
+    crate::require_tools!("qemu-img", "mkfs.ext4");
     let site = build_site(Knobs::default());
     let status = Fault::Status {
         status: 503,
@@ -285,6 +292,7 @@ fn each_retry_is_said_and_the_final_error_names_the_url_once() {
 
 #[test]
 fn a_dead_proxy_is_named_as_the_proxy() {
+    crate::require_tools!("qemu-img", "mkfs.ext4");
     let site = build_site(Knobs::default());
     // A port nobody listens on.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

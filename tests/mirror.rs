@@ -2,11 +2,12 @@
 //! second server, and cloudimg (list, fetch, sync) pointed at it as `--mirror`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 use tempfile::TempDir;
 
+use crate::common::bin::cloudimg_in;
 use crate::common::mirror::{Knobs, Stream};
 use crate::common::pgp;
 use crate::common::server::{Fault, Server, Times};
@@ -46,7 +47,7 @@ fn mirror(site: &Site, catalog: &Path, dir: &Path, extra: &[&str]) -> Output {
 
 /// cloudimg reading `mirror` (the served tree), trusting the test key.
 fn against(site: &Site, mirror: &Server, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cloudimg"))
+    cloudimg_in(site._dir.path())
         .arg("--mirror")
         .arg(mirror.url().as_str())
         .arg("--keyring")
@@ -531,7 +532,7 @@ fn a_debian_mirror_round_trips_with_sha512_and_no_signature() {
     .unwrap();
     let dir = work.path().join("tree");
     let debian = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_cloudimg"))
+        cloudimg_in(work.path())
             .args(["--json", "--retries", "1", "--stall-timeout", "2"])
             .args(args)
             .env_remove("CLOUDIMG_MIRROR")
@@ -768,15 +769,7 @@ fn an_entry_naming_two_architectures_mirrors_both() {
         } else {
             "arm64"
         };
-        let upstream = site
-            .mirror
-            .root()
-            .join(crate::common::mirror::Mirror::image_path(
-                Stream::Released,
-                &crate::common::mirror::Release::NOBLE,
-                arch,
-                RELEASED[1],
-            ));
+        let upstream = site.released_image(arch, RELEASED[1]);
         let copy = dir
             .join("releases/24.04")
             .join(format!("release-{}", RELEASED[1]))

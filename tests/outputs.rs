@@ -121,6 +121,7 @@ fn a_temporary_left_by_kill_9_is_swept_by_the_next_run_in_the_folder() {
 
 #[test]
 fn a_running_conversion_keeps_its_temporary_while_another_publishes_beside_it() {
+    require_tools!("qemu-img");
     let dir = tempfile::tempdir().expect("temporary directory");
     let src = dir.path().join("src.raw");
     source_disk(&src, 32 << 20);

@@ -475,6 +475,7 @@ fn ami_set_links_kernel_and_ramdisk_to_the_machine_image() {
 
 #[test]
 fn kernel_with_a_wrong_published_digest_publishes_nothing() {
+    require_tools!("qemu-img", "mkfs.ext4");
     let dir = TempDir::new().unwrap();
     let bad = build_site(Knobs {
         tarballs: true,
@@ -497,6 +498,7 @@ fn kernel_with_a_wrong_published_digest_publishes_nothing() {
 
 #[test]
 fn glance_incompatible_pair_is_refused_before_any_download() {
+    require_tools!("qemu-img", "mkfs.ext4");
     let dir = TempDir::new().unwrap();
     let out = dir.path().join("out");
     for args in [
@@ -595,6 +597,7 @@ fn planned_or_made(
 
 #[test]
 fn dry_run_names_what_prepare_would_fetch_and_write_and_writes_nothing() {
+    require_tools!("qemu-img", "mkfs.ext4");
     let top = TempDir::new().unwrap();
     for (format, container) in [("qcow2", "bare"), ("vmdk", "ova"), ("ami", "ami")] {
         let out = top.path().join(format!("{format}-{container}"));

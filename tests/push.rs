@@ -248,6 +248,7 @@ fn a_new_serial_retires_old_serial_tags_beyond_keep() {
 
 #[test]
 fn containerdisk_refuses_formats_kubevirt_cannot_boot() {
+    require_tools!("qemu-img", "mkfs.ext4");
     let dir = TempDir::new().unwrap();
     let output = run(
         shared_site(),
@@ -272,6 +273,7 @@ fn containerdisk_refuses_formats_kubevirt_cannot_boot() {
 
 #[test]
 fn push_of_a_folder_that_is_not_a_layout_is_a_usage_error() {
+    require_tools!("qemu-img", "mkfs.ext4");
     let dir = TempDir::new().unwrap();
     let output = push(
         shared_site(),
@@ -371,33 +373,42 @@ fn two_arch_site() -> Site {
     crate::common::site::build_site_for(Default::default(), &["amd64", "arm64"], &[])
 }
 
-#[test]
-fn an_entry_naming_two_architectures_is_pushed_as_an_image_index() {
-    use crate::common::mirror::{Mirror, Release, Stream};
-    use crate::common::site::{outcome, summary};
-    require_tools!("docker-registry", "skopeo", "tar");
-    let site = two_arch_site();
-    let dir = TempDir::new().unwrap();
-    let registry = Registry::start(false);
-    let catalog = dir.path().join("lab.toml");
+/// `dir/lab.toml`: one containerDisk entry of noble for `arches` (a TOML list), pushed to
+/// `registry`'s `vm` repository.
+fn containerdisk_catalog(dir: &Path, registry: &Registry, arches: &str) -> PathBuf {
+    let catalog = dir.join("lab.toml");
     std::fs::write(
         &catalog,
         format!(
             "output = \"root\"\nkeep = 1\n\n[[image]]\nname = \"noble-cd\"\nrelease = \"noble\"\n\
-             arch = [\"amd64\", \"arm64\"]\ncontainer_format = \"containerdisk\"\n\n\
+             arch = {arches}\ncontainer_format = \"containerdisk\"\n\n\
              [[registry]]\nname = \"lab\"\nurl = \"{}\"\ninsecure = true\n",
             registry.reference("vm")
         ),
     )
     .unwrap();
-    let sync = || {
-        let mut command = cloudimg(&site, &["--json", "sync", catalog.to_str().unwrap()]);
-        command
-            .env_remove("XDG_RUNTIME_DIR")
-            .env("HOME", dir.path())
-            .env("REGISTRY_AUTH_FILE", dir.path().join("no-auth.json"));
-        command.output().unwrap()
-    };
+    catalog
+}
+
+/// `cloudimg --json sync CATALOG` with no registry credentials but the test's.
+fn registry_sync(site: &Site, home: &Path, catalog: &Path) -> Output {
+    let mut command = cloudimg(site, &["--json", "sync", catalog.to_str().unwrap()]);
+    command
+        .env_remove("XDG_RUNTIME_DIR")
+        .env("HOME", home)
+        .env("REGISTRY_AUTH_FILE", home.join("no-auth.json"));
+    command.output().unwrap()
+}
+
+#[test]
+fn an_entry_naming_two_architectures_is_pushed_as_an_image_index() {
+    use crate::common::site::{outcome, summary};
+    require_tools!("docker-registry", "skopeo", "tar");
+    let site = two_arch_site();
+    let dir = TempDir::new().unwrap();
+    let registry = Registry::start(false);
+    let catalog = containerdisk_catalog(dir.path(), &registry, "[\"amd64\", \"arm64\"]");
+    let sync = || registry_sync(&site, dir.path(), &catalog);
 
     let first = sync();
     assert!(first.status.success(), "{}", stderr(&first));
@@ -465,12 +476,7 @@ fn an_entry_naming_two_architectures_is_pushed_as_an_image_index() {
         let (listing, unpacked) = unpack_layer(&pulled);
         let disk = format!("disk/ubuntu-24.04-server-cloudimg-{arch}.qcow2");
         assert!(listing.contains(&disk), "{listing}");
-        let upstream = site.mirror.root().join(Mirror::image_path(
-            Stream::Released,
-            &Release::NOBLE,
-            arch,
-            NEWEST,
-        ));
+        let upstream = site.released_image(arch, NEWEST);
         assert_eq!(
             sha256_file(&unpacked.join(&disk)),
             sha256_file(&upstream),
@@ -495,25 +501,8 @@ fn an_architecture_added_to_a_published_entry_builds_its_serial_again() {
     let dir = TempDir::new().unwrap();
     let registry = Registry::start(false);
     let catalog = dir.path().join("lab.toml");
-    let write = |arches: &str| {
-        std::fs::write(
-            &catalog,
-            format!(
-                "output = \"root\"\nkeep = 1\n\n[[image]]\nname = \"noble-cd\"\n\
-                 release = \"noble\"\narch = {arches}\ncontainer_format = \"containerdisk\"\n\n\
-                 [[registry]]\nname = \"lab\"\nurl = \"{}\"\ninsecure = true\n",
-                registry.reference("vm")
-            ),
-        )
-        .unwrap()
-    };
     let sync = || {
-        let mut command = cloudimg(&site, &["--json", "sync", catalog.to_str().unwrap()]);
-        command
-            .env_remove("XDG_RUNTIME_DIR")
-            .env("HOME", dir.path())
-            .env("REGISTRY_AUTH_FILE", dir.path().join("no-auth.json"));
-        let output = command.output().unwrap();
+        let output = registry_sync(&site, dir.path(), &catalog);
         assert!(output.status.success(), "{}", stderr(&output));
         outcome(&summary(&output), "noble-cd").clone()
     };
@@ -527,11 +516,11 @@ fn an_architecture_added_to_a_published_entry_builds_its_serial_again() {
         top["manifests"].as_array().map_or(1, Vec::len)
     };
 
-    write("[\"amd64\"]");
+    containerdisk_catalog(dir.path(), &registry, "[\"amd64\"]");
     assert_eq!(sync()["outcome"], "published");
     assert_eq!(manifests(), 1, "one architecture: a plain manifest");
     // The same serial, now wanted for arm64 too: built again, pushed as an index.
-    write("[\"amd64\", \"arm64\"]");
+    containerdisk_catalog(dir.path(), &registry, "[\"amd64\", \"arm64\"]");
     let entry = sync();
     assert_eq!(entry["outcome"], "published", "{entry}");
     assert_eq!(entry["serial"], NEWEST);
@@ -541,6 +530,7 @@ fn an_architecture_added_to_a_published_entry_builds_its_serial_again() {
 
 #[test]
 fn several_architectures_are_refused_for_a_glance_entry() {
+    require_tools!("qemu-img", "mkfs.ext4");
     let dir = TempDir::new().unwrap();
     let catalog = dir.path().join("lab.toml");
     std::fs::write(

@@ -377,6 +377,13 @@ fn a_full_disk_fails_cleanly_with_nothing_half_published() {
     command.args(["-rm", "sh", "-c", &script, "sh"]);
     let inner = cloudimg(&site, &["--json", "sync", catalog.to_str().unwrap()]);
     command.arg(inner.get_program()).args(inner.get_args());
+    // The inner run's environment too: its own cache, no colours.
+    for (key, value) in inner.get_envs() {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
     let output = command.output().unwrap();
     assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
     let report = summary(&output);
@@ -498,15 +505,7 @@ fn entries_built_from_one_upstream_file_download_it_once_and_keep_it_while_curre
     let vmdk = "name = \"noble-vmdk\"\nrelease = \"noble\"\ndisk_format = \"vmdk\"";
     let catalog = write_catalog(dir.path(), 2, &[NOBLE, vmdk]);
     let root = dir.path().join("root");
-    let upstream = site
-        .mirror
-        .root()
-        .join(crate::common::mirror::Mirror::image_path(
-            Stream::Released,
-            &crate::common::mirror::Release::NOBLE,
-            "amd64",
-            NEWEST,
-        ));
+    let upstream = site.released_image("amd64", NEWEST);
     let size = std::fs::metadata(&upstream).unwrap().len();
     for jobs in ["1", "2"] {
         let _ = std::fs::remove_dir_all(&root);

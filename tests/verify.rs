@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::common::mirror::{Knobs, Mirror, MirrorBuilder, Release, Stream};
 use crate::common::pgp::{attacker_key, signing_key};
+use crate::common::tools::{oracles, qemu_img_check, qemu_img_info};
 
 /// One release, one arch, one serial per stream: the smallest mirror that has every kind of page.
 fn small_mirror(dir: &Path, knobs: Knobs) -> Mirror {
@@ -64,6 +65,7 @@ fn listed_hrefs(html: &str) -> BTreeSet<String> {
 
 #[test]
 fn mirror_sums_verify_with_the_test_signing_key() {
+    crate::require_tools!("qemu-img", "mkfs.ext4");
     let dir = tempfile::tempdir().unwrap();
     let mirror = small_mirror(dir.path(), Knobs::default());
     let ring = trusted_ring();
@@ -84,6 +86,7 @@ fn mirror_sums_verify_with_the_test_signing_key() {
 
 #[test]
 fn keyring_file_written_for_the_cli_verifies_the_mirror() {
+    crate::require_tools!("qemu-img", "mkfs.ext4");
     let dir = tempfile::tempdir().unwrap();
     let mirror = small_mirror(&dir.path().join("mirror"), Knobs::default());
     let keyring = dir.path().join("test-key.asc");
@@ -97,6 +100,7 @@ fn keyring_file_written_for_the_cli_verifies_the_mirror() {
 
 #[test]
 fn attacker_signed_mirror_is_unknown_key() {
+    crate::require_tools!("qemu-img", "mkfs.ext4");
     let dir = tempfile::tempdir().unwrap();
     let knobs = Knobs {
         attacker_signs: true,
@@ -122,6 +126,7 @@ fn attacker_signed_mirror_is_unknown_key() {
 
 #[test]
 fn edited_sums_fail_the_mirror_signature() {
+    crate::require_tools!("qemu-img", "mkfs.ext4");
     let dir = tempfile::tempdir().unwrap();
     let mirror = small_mirror(dir.path(), Knobs::default());
     let folder = released_dir(&mirror, "20240821");
@@ -139,6 +144,7 @@ fn edited_sums_fail_the_mirror_signature() {
 
 #[test]
 fn unsigned_mirror_has_no_signature_files() {
+    crate::require_tools!("qemu-img", "mkfs.ext4");
     let dir = tempfile::tempdir().unwrap();
     let knobs = Knobs {
         omit_signatures: true,
@@ -155,6 +161,7 @@ fn unsigned_mirror_has_no_signature_files() {
 
 #[test]
 fn published_digests_match_the_files() {
+    crate::require_tools!("qemu-img", "mkfs.ext4");
     let dir = tempfile::tempdir().unwrap();
     let mirror = small_mirror(dir.path(), Knobs::default());
     let folder = released_dir(&mirror, "20240821");
@@ -178,6 +185,7 @@ fn published_digests_match_the_files() {
 
 #[test]
 fn wrong_digest_knob_lies_in_sums_and_streams_under_a_good_signature() {
+    crate::require_tools!("qemu-img", "mkfs.ext4");
     let dir = tempfile::tempdir().unwrap();
     let knobs = Knobs {
         wrong_sha256_for: Some("amd64.img".to_owned()),
@@ -211,6 +219,9 @@ fn released_products(mirror: &Mirror) -> serde_json::Value {
 
 #[test]
 fn images_are_valid_qcow2_and_differ_between_serials() {
+    let Some([qemu, _mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let mirror = MirrorBuilder::new(dir.path())
         .releases(&[Release::NOBLE])
@@ -231,25 +242,16 @@ fn images_are_valid_qcow2_and_differ_between_serials() {
         "amd64",
         "20240912",
     ));
-    let info = Command::new("qemu-img")
-        .args(["info", "--output=json"])
-        .arg(&first)
-        .output()
-        .unwrap();
-    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    let info = qemu_img_info(&qemu, &first, None);
     assert_eq!(info["format"], "qcow2");
     assert_eq!(info["virtual-size"], 8 << 20);
-    let check = Command::new("qemu-img")
-        .arg("check")
-        .arg(&first)
-        .output()
-        .unwrap();
-    assert!(check.status.success(), "{check:?}");
+    qemu_img_check(&qemu, &first, "qcow2");
     assert_ne!(fs::read(&first).unwrap(), fs::read(&second).unwrap());
 }
 
 #[test]
 fn streams_describe_every_serial_and_resolve_under_the_stream_root() {
+    crate::require_tools!("qemu-img", "mkfs.ext4");
     let dir = tempfile::tempdir().unwrap();
     let mirror = small_mirror(dir.path(), Knobs::default());
     let index: serde_json::Value = serde_json::from_slice(
@@ -297,6 +299,7 @@ fn streams_describe_every_serial_and_resolve_under_the_stream_root() {
 
 #[test]
 fn user_facing_aliases_resolve_like_the_real_site() {
+    crate::require_tools!("qemu-img", "mkfs.ext4");
     let dir = tempfile::tempdir().unwrap();
     let mirror = small_mirror(dir.path(), Knobs::default());
     let root = mirror.root();
@@ -316,6 +319,7 @@ fn user_facing_aliases_resolve_like_the_real_site() {
 
 #[test]
 fn listings_have_the_real_apache_shape() {
+    crate::require_tools!("qemu-img", "mkfs.ext4");
     let dir = tempfile::tempdir().unwrap();
     let mirror = small_mirror(dir.path(), Knobs::default());
     let folder = released_dir(&mirror, "20240821");
@@ -364,6 +368,7 @@ fn listings_have_the_real_apache_shape() {
 
 #[test]
 fn top_and_releases_pages_describe_the_series() {
+    crate::require_tools!("qemu-img", "mkfs.ext4");
     let dir = tempfile::tempdir().unwrap();
     let mirror = MirrorBuilder::new(dir.path())
         .arches(&["amd64"])
@@ -397,6 +402,7 @@ fn top_and_releases_pages_describe_the_series() {
 
 #[test]
 fn adding_a_serial_moves_the_aliases_and_indices() {
+    crate::require_tools!("qemu-img", "mkfs.ext4");
     let dir = tempfile::tempdir().unwrap();
     let mut mirror = small_mirror(dir.path(), Knobs::default());
     mirror.add_serial(Stream::Released, "20241004.1").unwrap();
@@ -424,6 +430,7 @@ fn adding_a_serial_moves_the_aliases_and_indices() {
 
 #[test]
 fn tarball_knob_packs_a_raw_disk_named_by_codename() {
+    crate::require_tools!("qemu-img", "mkfs.ext4");
     let dir = tempfile::tempdir().unwrap();
     let knobs = Knobs {
         tarballs: true,

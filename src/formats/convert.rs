@@ -435,6 +435,7 @@ mod tests {
 
     use super::*;
     use crate::formats::{ImageInfo, Mapping};
+    use crate::test_tools::names;
 
     /// An in-memory source with an explicit map, to drive the loop through every case.
     struct MemReader {
@@ -831,15 +832,6 @@ mod tests {
         let error = convert_file(source, output, Some(&mut tee), &crate::io::progress::Silent);
         assert!(matches!(error, Err(FormatError::Unsupported { .. })));
         assert!(!dst.exists());
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
     }
 
     #[test]

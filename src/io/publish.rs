@@ -479,15 +479,7 @@ pub fn replace_dir_via(staging: &Path, target: &Path, aside: &Path) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
+    use crate::test_tools::names;
 
     #[test]
     fn write_replaces_the_file_and_leaves_no_temporary() {

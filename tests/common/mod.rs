@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+/// The binary under test with a cache of its own.
+pub mod bin;
 pub mod debian_mirror;
 /// Disk images built at test time.
 pub mod glance;

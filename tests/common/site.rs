@@ -9,6 +9,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
+use super::bin::cloudimg_in;
 use super::mirror::{Knobs, Mirror, MirrorBuilder, Release};
 use super::pgp;
 use super::server::Server;
@@ -24,6 +25,18 @@ pub struct Site {
     pub mirror: Mirror,
     pub server: Server,
     pub keyring: PathBuf,
+}
+
+impl Site {
+    /// The upstream file of noble's released `serial` for `arch`.
+    pub fn released_image(&self, arch: &str, serial: &str) -> PathBuf {
+        self.mirror.root().join(Mirror::image_path(
+            crate::common::mirror::Stream::Released,
+            &Release::NOBLE,
+            arch,
+            serial,
+        ))
+    }
 }
 
 pub fn build_site(knobs: Knobs) -> Site {
@@ -58,8 +71,10 @@ pub fn shared_site() -> &'static Site {
     SITE.get_or_init(|| build_site(Knobs::default()))
 }
 
+/// The binary reading the site, trusting its key, with a cache of its own below the site's
+/// folder (see [`cloudimg_in`]).
 pub fn cloudimg(site: &Site, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cloudimg"));
+    let mut command = cloudimg_in(site._dir.path());
     command
         .arg("--mirror")
         .arg(site.server.url().as_str())
@@ -94,18 +109,7 @@ pub fn sha256_file(path: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
 }
 
-/// Files left in `dir` (names), to prove nothing partial is published.
-pub fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
+pub use super::tools::names;
 
 /// URL path of the newest released noble file of a kind, as discovery resolves it.
 pub fn file_url_path(site: &Site, ftype: &str) -> String {
