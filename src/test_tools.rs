@@ -20,7 +20,18 @@ pub fn missing(tool: &str, why: impl std::fmt::Display) {
     if std::env::var_os(REQUIRE_TOOLS).is_some() {
         panic!("{tool} is required ({REQUIRE_TOOLS} is set) but unavailable: {why}");
     }
-    eprintln!("SKIPPED: {tool} is unavailable ({why}); .ci/run lists what to install");
+    skipped(&format!(
+        "{tool} is unavailable ({why}); .ci/run lists what to install"
+    ));
+}
+
+/// Says on the terminal that a test is skipped, past the test harness's capture of `eprintln!`
+/// (which shows a passing test's output only with `--nocapture`).
+pub fn skipped(why: &str) {
+    use std::io::Write;
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
 
 /// An outside program found on `PATH` (or at an absolute path).

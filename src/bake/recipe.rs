@@ -14,7 +14,9 @@
 //! wrapped so that the first failure stops the others and is reported with its index and
 //! status — cloud-init itself only sees the status of the last line of its `runcmd` script.
 //! SSH host keys are limited to Ed25519 (`ssh_genkeytypes`) unless the user says otherwise: the
-//! keys are deleted anyway, and RSA generation costs seconds under emulation.
+//! keys are deleted anyway, and RSA generation costs seconds under emulation. For the same
+//! reason GRUB's install device is given rather than probed, and the root partition is not
+//! grown when the bake does not grow the disk (see [`spare_first_boot_work`]).
 //!
 //! One model, two front ends: `bake`'s options and a TOML recipe file (`bake --recipe`,
 //! `prepare --bake`, a catalog's `[image.bake]`) both fill a [`RecipeSpec`]; [`RecipeSpec::load`]
@@ -47,6 +49,9 @@ const MAX_CPUS: u32 = 1024;
 
 /// Where a wrapped `--run` command records its failure inside the guest (tmpfs, gone at boot).
 const FAILED_FILE: &str = "/run/cloudimg-bake.failed";
+
+/// The guest's name for the bake's disk: the first virtio disk (the seed is the second).
+const BAKE_DISK: &str = "/dev/vda";
 
 /// The transient systemd unit that runs cloudimg's final stage.
 const FINAL_UNIT: &str = "cloudimg-bake";
@@ -517,6 +522,7 @@ pub fn compose(recipe: &Recipe, nonce: &str) -> Result<Seed, RecipeError> {
     config
         .entry(string("ssh_deletekeys"))
         .or_insert(Value::Bool(true));
+    spare_first_boot_work(&mut config, recipe.machine.disk_size.is_some());
     let mut runcmd = vec![final_stage(BAKE_STAGE, nonce)];
     runcmd.extend(take_list(&mut config, "runcmd"));
     runcmd.extend(
@@ -538,6 +544,7 @@ pub fn compose(recipe: &Recipe, nonce: &str) -> Result<Seed, RecipeError> {
 pub fn boot_test(nonce: &str) -> Result<Seed, RecipeError> {
     let mut config = Mapping::new();
     config.insert(string("ssh_genkeytypes"), fastest_host_key());
+    spare_first_boot_work(&mut config, false);
     config.insert(
         string("runcmd"),
         Value::Sequence(vec![final_stage(BOOT_TEST_STAGE, nonce)]),
@@ -547,6 +554,32 @@ pub fn boot_test(nonce: &str) -> Result<Seed, RecipeError> {
         meta_data: format!("instance-id: {}\n", boot_test_instance_id(nonce)).into_bytes(),
         warnings: Vec::new(),
     })
+}
+
+/// Settles, for cloud-init, what it would otherwise probe at every first boot, where the answer
+/// is known and the probe costs seconds under emulation; each instance made from the image
+/// probes again as a new instance (these modules run once per instance), and the user's own
+/// settings win.
+/// - GRUB's install device (`grub_dpkg`, ~2 s of `grub-probe`): the bake's disk is the first
+///   virtio disk, `/dev/vda`, which is what the probe finds there.
+/// - Growing the root partition (`growpart`, `resize_rootfs`), unless the bake grows the disk:
+///   the partition already fills it.
+fn spare_first_boot_work(config: &mut Mapping, disk_grown: bool) {
+    if !config.contains_key("grub_dpkg") && !config.contains_key("grub-dpkg") {
+        let mut grub = Mapping::new();
+        grub.insert(string("grub-pc/install_devices"), string(BAKE_DISK));
+        config.insert(string("grub_dpkg"), Value::Mapping(grub));
+    }
+    if !disk_grown {
+        let mut growpart = Mapping::new();
+        growpart.insert(string("mode"), string("off"));
+        config
+            .entry(string("growpart"))
+            .or_insert(Value::Mapping(growpart));
+        config
+            .entry(string("resize_rootfs"))
+            .or_insert(Value::Bool(false));
+    }
 }
 
 /// Only an Ed25519 host key (milliseconds, where RSA takes seconds under emulation): the keys
@@ -837,6 +870,39 @@ mod tests {
         assert_eq!(config["hostname"].as_str(), Some("golden"));
         assert_eq!(config["ssh_genkeytypes"][0].as_str(), Some("ed25519"));
         assert_eq!(seed.meta_data, b"instance-id: cloudimg-bake-abc\n");
+    }
+
+    #[test]
+    fn first_boot_probes_are_settled_unless_the_user_or_a_grown_disk_says_otherwise() {
+        let config = parsed(&compose(&Recipe::default(), "n").unwrap());
+        assert_eq!(
+            config["grub_dpkg"]["grub-pc/install_devices"].as_str(),
+            Some("/dev/vda")
+        );
+        assert_eq!(config["growpart"]["mode"].as_str(), Some("off"));
+        assert_eq!(config["resize_rootfs"].as_bool(), Some(false));
+        let test = parsed(&boot_test("n").unwrap());
+        assert_eq!(test["grub_dpkg"], config["grub_dpkg"]);
+        assert_eq!(test["growpart"], config["growpart"]);
+
+        // A grown disk is grown by cloud-init; the user's own settings win, under either of
+        // the module's two names.
+        let mut recipe = Recipe {
+            user_data: Some(b"#cloud-config\ngrub-dpkg: {enabled: false}\n".to_vec()),
+            ..Recipe::default()
+        };
+        recipe.machine.disk_size = Some(8 << 30);
+        let config = parsed(&compose(&recipe, "n").unwrap());
+        assert!(config.get("grub_dpkg").is_none(), "{config:?}");
+        assert_eq!(config["grub-dpkg"]["enabled"].as_bool(), Some(false));
+        assert!(config.get("growpart").is_none());
+        assert!(config.get("resize_rootfs").is_none());
+        let recipe = Recipe {
+            user_data: Some(b"#cloud-config\ngrowpart: {mode: auto}\n".to_vec()),
+            ..Recipe::default()
+        };
+        let config = parsed(&compose(&recipe, "n").unwrap());
+        assert_eq!(config["growpart"]["mode"].as_str(), Some("auto"));
     }
 
     #[test]

@@ -32,5 +32,5 @@ pub fn unusable(tool: &str, why: impl std::fmt::Display) {
     if std::env::var_os(REQUIRE_TOOLS).is_some() {
         panic!("{tool} is required ({REQUIRE_TOOLS} is set) but unusable: {why}");
     }
-    eprintln!("SKIPPED: {tool} is unusable here ({why})");
+    skipped(&format!("{tool} is unusable here ({why})"));
 }
