@@ -1,6 +1,7 @@
 //! The `cloudimg` binary end to end against a loopback mirror: discovery from both sources,
 //! verified fetches, every integrity failure, resume after SIGKILL, exit codes.
 
+use std::ffi::OsStr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use crate::common::bin::{cloudimg_in, CACHE_DIR};
 use crate::common::mirror::{Knobs, Stream};
 use crate::common::pgp;
 use crate::common::server::{Fault, Times};
+use crate::common::tools::{oracles, qemu_img_info};
 use crate::require_tools;
 
 use crate::common::site::{
@@ -110,7 +112,9 @@ fn html_and_streams_give_the_same_serials_and_files() {
 
 #[test]
 fn fetch_verifies_and_publishes_only_the_final_file() {
-    require_tools!("qemu-img", "mkfs.ext4");
+    let Some([qemu, _mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let site = shared_site();
     let out = TempDir::new().unwrap();
     let output = run(
@@ -131,12 +135,7 @@ fn fetch_verifies_and_publishes_only_the_final_file() {
     // Only the image: its lock is in the cache, not in the output folder.
     assert_eq!(names(out.path()), [IMAGE]);
     // The bytes are a real qcow2 image.
-    let info = Command::new("qemu-img")
-        .arg("info")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&info.stdout).contains("file format: qcow2"));
+    assert_eq!(qemu_img_info(&qemu, &path, None)["format"], "qcow2");
 }
 
 #[test]
@@ -487,7 +486,9 @@ fn new_upstream_serial_is_picked_up() {
 
 #[test]
 fn fetch_with_convert_leaves_a_verified_download_and_an_identical_conversion() {
-    require_tools!("qemu-img", "mkfs.ext4");
+    let Some([qemu, _mkfs]) = oracles(["qemu-img", "mkfs.ext4"]) else {
+        return;
+    };
     let site = shared_site();
     let out = TempDir::new().unwrap();
     let dir = out.path().to_str().unwrap();
@@ -514,23 +515,21 @@ fn fetch_with_convert_leaves_a_verified_download_and_an_identical_conversion() {
     let result = json(&output);
     let converted = out.path().join("ubuntu-24.04-server-cloudimg-amd64.vmdk");
     assert_eq!(result["converted"], converted.to_str().unwrap());
-    let compare = Command::new("qemu-img")
-        .args(["compare", "-f", "qcow2", "-F", "vmdk"])
-        .arg(out.path().join(IMAGE))
-        .arg(&converted)
-        .output()
-        .unwrap();
-    assert!(
-        compare.status.success(),
-        "{}",
-        String::from_utf8_lossy(&compare.stdout)
+    let download = out.path().join(IMAGE);
+    qemu.run([
+        OsStr::new("compare"),
+        OsStr::new("-f"),
+        OsStr::new("qcow2"),
+        OsStr::new("-F"),
+        OsStr::new("vmdk"),
+        download.as_os_str(),
+        converted.as_os_str(),
+    ]);
+    let info = qemu_img_info(&qemu, &converted, Some("vmdk"));
+    assert_eq!(
+        info["format-specific"]["data"]["create-type"],
+        "streamOptimized"
     );
-    let info = Command::new("qemu-img")
-        .arg("info")
-        .arg(&converted)
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&info.stdout).contains("streamOptimized"));
 }
 
 #[test]

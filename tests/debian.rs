@@ -2,6 +2,7 @@
 //! cloud.debian.org: declared releases over table listings, dated builds ordered by counter,
 //! SHA-512 verification, the unpublished signature said plainly, `latest`, tar.xz → convert.
 
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -14,7 +15,7 @@ use crate::common::debian_mirror::{
     sha512_file, Build, DebianMirror, DebianMirrorBuilder, Release, Stream,
 };
 use crate::common::server::Server;
-use crate::common::tools::names;
+use crate::common::tools::{names, oracles, qemu_img_compare, qemu_img_info};
 use crate::require_tools;
 
 /// Same day twice: the counter, not the text, says which is newer (`1000` after `999`).
@@ -203,7 +204,9 @@ fn list_of_a_release_orders_builds_by_counter_and_names_debian_kinds() {
 
 #[test]
 fn fetch_verifies_with_sha512_and_says_no_signature_is_published() {
-    require_tools!("qemu-img", "mkfs.ext4", "tar", "xz");
+    let Some([qemu, _mkfs, _tar, _xz]) = oracles(["qemu-img", "mkfs.ext4", "tar", "xz"]) else {
+        return;
+    };
     let site = shared_site();
     let out = TempDir::new().unwrap();
     // No --file: the catalog's default kind, genericcloud.qcow2.
@@ -232,12 +235,7 @@ fn fetch_verifies_with_sha512_and_says_no_signature_is_published() {
         "{log}"
     );
     assert_eq!(names(out.path()), [name]);
-    let info = Command::new("qemu-img")
-        .arg("info")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&info.stdout).contains("file format: qcow2"));
+    assert_eq!(qemu_img_info(&qemu, &path, None)["format"], "qcow2");
 
     // The human form prints the SHA-512 like sha512sum; --no-verify-signature changes nothing.
     let again = run(
@@ -357,7 +355,9 @@ fn latest_resolves_to_the_build_the_latest_folder_aliases() {
 
 #[test]
 fn tar_xz_fetch_converts_the_disk_raw_inside() {
-    require_tools!("qemu-img", "mkfs.ext4", "tar", "xz");
+    let Some([qemu, _mkfs, _tar, _xz]) = oracles(["qemu-img", "mkfs.ext4", "tar", "xz"]) else {
+        return;
+    };
     let site = shared_site();
     let out = TempDir::new().unwrap();
     let result = json(&run(
@@ -387,18 +387,7 @@ fn tar_xz_fetch_converts_the_disk_raw_inside() {
         "amd64",
         "raw",
     ));
-    let compare = Command::new("qemu-img")
-        .args(["compare", "-f", "raw", "-F", "qcow2"])
-        .arg(&raw)
-        .arg(&converted)
-        .output()
-        .unwrap();
-    assert!(
-        compare.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&compare.stdout),
-        String::from_utf8_lossy(&compare.stderr)
-    );
+    qemu_img_compare(&qemu, &raw, &converted, "qcow2");
 }
 
 #[test]
@@ -489,7 +478,9 @@ fn catalog_file_path_works_like_the_built_in_name() {
 
 #[test]
 fn sync_keeps_a_debian_image_current_from_its_own_mirror() {
-    require_tools!("qemu-img");
+    let Some([qemu, _mkfs, _tar, _xz]) = oracles(["qemu-img", "mkfs.ext4", "tar", "xz"]) else {
+        return;
+    };
     let site = shared_site();
     let dir = TempDir::new().unwrap();
     let catalog = dir.path().join("lab.toml");
@@ -523,13 +514,11 @@ fn sync_keeps_a_debian_image_current_from_its_own_mirror() {
         "amd64",
         "qcow2",
     ));
-    let compare = Command::new("qemu-img")
-        .arg("compare")
-        .arg(&upstream)
-        .arg(&artifact)
-        .output()
-        .unwrap();
-    assert!(compare.status.success(), "{compare:?}");
+    qemu.run([
+        OsStr::new("compare"),
+        upstream.as_os_str(),
+        artifact.as_os_str(),
+    ]);
     let meta: Value = serde_json::from_str(
         &std::fs::read_to_string(serial_dir.join(format!("{stem}.raw.glance.json"))).unwrap(),
     )
