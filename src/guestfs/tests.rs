@@ -337,12 +337,27 @@ fn ext2_ext3_and_ext4_read_back_as_mkfs_wrote_them() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     source_tree(&src);
-    let layouts: [(&str, &[&str]); 5] = [
+    let layouts: [(&str, &[&str]); 6] = [
         ("ext4", &[]),                             // extents, 64bit, flex_bg, metadata_csum
         ("ext4", &["-b", "1024", "-O", "^64bit"]), // 1 KiB blocks, 32-byte descriptors
         ("ext4", &["-O", "^extent,^64bit"]),       // ext4 with classic block maps
         ("ext2", &["-b", "1024"]),                 // double and triple indirect blocks
         ("ext3", &["-b", "2048", "-I", "128"]),    // a journal, 128-byte inodes
+        // meta_bg: 16 inodes in each group of 256 blocks, so the tree's inodes spread over
+        // ~25 groups whose descriptors lie in two meta groups.
+        (
+            "ext4",
+            &[
+                "-b",
+                "1024",
+                "-g",
+                "256",
+                "-i",
+                "16384",
+                "-O",
+                "meta_bg,^resize_inode,^flex_bg",
+            ],
+        ),
     ];
     for (kind, extra) in layouts {
         let image = dir.path().join("fs.img");
