@@ -323,6 +323,25 @@ submenu 'Advanced options for Debian GNU/Linux' $menuentry_id_option 'gnulinux-a
         );
     }
 
+    /// Ubuntu's GRUB_FORCE_PARTUUID entries hold two `linux` lines, one per branch of a
+    /// runtime `if`: the first `linux` and the first `initrd` are taken, a pair that boots with
+    /// an initrd whichever branch GRUB would take.
+    #[test]
+    fn of_two_branches_the_first_linux_and_initrd_lines_are_taken() {
+        let cfg = "menuentry 'Ubuntu' {\n\
+            \tif [ \"${initrdfail}\" = 1 ]; then\n\
+            \t  linux\t/vmlinuz-6.8.0-49-generic root=LABEL=cloudimg-rootfs ro console=ttyS0\n\
+            \t  initrd\t/initrd.img-6.8.0-49-generic\n\
+            \telse\n\
+            \t  linux\t/vmlinuz-6.8.0-49-generic root=PARTUUID=1c5b ro console=ttyS0 panic=-1\n\
+            \tfi\n\
+            \tinitrdfail\n\
+            }\n";
+        let entry = first_menuentry(cfg).unwrap();
+        assert_eq!(entry.args[0], "root=LABEL=cloudimg-rootfs");
+        assert_eq!(entry.initrds, ["/initrd.img-6.8.0-49-generic"]);
+    }
+
     #[test]
     fn what_cannot_be_known_is_an_error_on_its_line() {
         let no_entry = "set default=0\nlinux /vmlinuz\n";

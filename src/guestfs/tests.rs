@@ -130,6 +130,8 @@ const SPARSE_RUNS: [(u64, usize); 10] = [
     (15 << 20, 4096),
     (70 << 20, 777),
 ];
+/// Size of `prealloc`, a hole in which debugfs allocates unwritten extents (blocks 0–15).
+const PREALLOC_LEN: u64 = 64 * 1024;
 /// How deep `deep/` nests.
 const DEPTH: usize = 24;
 /// Files in `big/`, enough for a directory of several blocks.
@@ -145,6 +147,10 @@ fn source_tree(root: &Path) {
     std::fs::create_dir(root.join("etc")).unwrap();
     std::fs::write(root.join("etc/fstab"), "LABEL=testroot / ext4 ro 0 1\n").unwrap();
     std::fs::write(root.join("empty"), "").unwrap();
+    std::fs::File::create(root.join("prealloc"))
+        .unwrap()
+        .set_len(PREALLOC_LEN)
+        .unwrap();
     let sparse = std::fs::File::create(root.join("sparse.bin")).unwrap();
     for (i, (at, len)) in SPARSE_RUNS.into_iter().enumerate() {
         sparse.write_all_at(&noise(len, 10 + i as u64), at).unwrap();
@@ -331,16 +337,48 @@ fn ext2_ext3_and_ext4_read_back_as_mkfs_wrote_them() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     source_tree(&src);
-    let layouts: [(&str, &[&str]); 5] = [
+    let layouts: [(&str, &[&str]); 6] = [
         ("ext4", &[]),                             // extents, 64bit, flex_bg, metadata_csum
         ("ext4", &["-b", "1024", "-O", "^64bit"]), // 1 KiB blocks, 32-byte descriptors
         ("ext4", &["-O", "^extent,^64bit"]),       // ext4 with classic block maps
         ("ext2", &["-b", "1024"]),                 // double and triple indirect blocks
         ("ext3", &["-b", "2048", "-I", "128"]),    // a journal, 128-byte inodes
+        // meta_bg: 16 inodes in each group of 256 blocks, so the tree's inodes spread over
+        // ~25 groups whose descriptors lie in two meta groups.
+        (
+            "ext4",
+            &[
+                "-b",
+                "1024",
+                "-g",
+                "256",
+                "-i",
+                "16384",
+                "-O",
+                "meta_bg,^resize_inode,^flex_bg",
+            ],
+        ),
     ];
     for (kind, extra) in layouts {
         let image = dir.path().join("fs.img");
         mkfs(&tools, kind, extra, &src, &image, "96M");
+        let extents = kind == "ext4" && !extra.iter().any(|arg| arg.contains("^extent"));
+        if extents {
+            // Unwritten (preallocated) extents read as zeroes, like the hole they replace.
+            tools
+                .debugfs
+                .run(["-w", "-R", "fallocate /prealloc 0 15", s(&image)]);
+            let mut reader = open_raw(&image);
+            let mut fs = Ext4::open(Volume::whole(&mut *reader)).unwrap();
+            let inode = fs.resolve("/prealloc").unwrap();
+            let mut runs = Vec::new();
+            fs.for_each_run(&inode, &mut |run| runs.push(run)).unwrap();
+            assert!(
+                runs.first()
+                    .is_some_and(|run| run.logical == 0 && run.physical.is_none()),
+                "{runs:?}"
+            );
+        }
         check_filesystem(&tools, &image, &src);
         std::fs::remove_file(&image).unwrap();
     }

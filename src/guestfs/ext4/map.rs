@@ -72,12 +72,23 @@ pub enum Mapper {
 }
 
 impl Mapper {
-    /// The walk over `inode`'s blocks, up to logical block `limit` (exclusive).
-    pub fn new(sb: &Superblock, inode: &Inode, limit: u64) -> Result<Mapper, GuestFsError> {
+    /// The walk over `inode`'s blocks, up to logical block `limit` (exclusive), on a volume
+    /// starting at `volume_start` on the disk (which errors name).
+    pub fn new(
+        sb: &Superblock,
+        inode: &Inode,
+        limit: u64,
+        volume_start: u64,
+    ) -> Result<Mapper, GuestFsError> {
         if inode.uses_extents() {
-            ExtentWalk::new(sb, inode).map(Mapper::Extents)
+            ExtentWalk::new(sb, inode, volume_start).map(Mapper::Extents)
         } else {
-            Ok(Mapper::BlockMap(BlockMapWalk::new(sb, inode, limit)))
+            Ok(Mapper::BlockMap(BlockMapWalk::new(
+                sb,
+                inode,
+                limit,
+                volume_start,
+            )))
         }
     }
 
@@ -91,6 +102,8 @@ impl Mapper {
 }
 
 struct Frame {
+    /// Where the node is on the disk (the volume's start for the root in the inode).
+    at: u64,
     node: Vec<u8>,
     next: usize,
     entries: usize,
@@ -105,18 +118,20 @@ pub struct ExtentWalk {
     nodes: u64,
     /// The first logical block the next leaf extent may start at.
     next_logical: u64,
+    volume_start: u64,
 }
 
 impl ExtentWalk {
-    fn new(sb: &Superblock, inode: &Inode) -> Result<ExtentWalk, GuestFsError> {
+    fn new(sb: &Superblock, inode: &Inode, volume_start: u64) -> Result<ExtentWalk, GuestFsError> {
         let root = inode.block.to_vec();
         let header = extent_header(&root).map_err(|reason| GuestFsError::Malformed {
             structure: "extent tree root",
-            offset: 0,
+            offset: volume_start,
             reason: format!("inode {}: {reason}", inode.number),
         })?;
         Ok(ExtentWalk {
             stack: vec![Frame {
+                at: volume_start,
                 node: root,
                 next: 0,
                 entries: usize::from(header.entries),
@@ -127,6 +142,7 @@ impl ExtentWalk {
             inode: inode.number,
             nodes: 0,
             next_logical: 0,
+            volume_start,
         })
     }
 
@@ -207,6 +223,7 @@ impl ExtentWalk {
                 ));
             }
             self.stack.push(Frame {
+                at: self.volume_start + child * self.block_size,
                 node,
                 next: 0,
                 entries: usize::from(header.entries),
@@ -218,7 +235,10 @@ impl ExtentWalk {
     fn bad(&self, structure: &'static str, reason: String) -> GuestFsError {
         GuestFsError::Malformed {
             structure,
-            offset: 0,
+            offset: self
+                .stack
+                .last()
+                .map_or(self.volume_start, |frame| frame.at),
             reason: format!("inode {}: {reason}", self.inode),
         }
     }
@@ -241,10 +261,11 @@ pub struct BlockMapWalk {
     limit: u64,
     inode: u32,
     nodes: u64,
+    volume_start: u64,
 }
 
 impl BlockMapWalk {
-    fn new(sb: &Superblock, inode: &Inode, limit: u64) -> BlockMapWalk {
+    fn new(sb: &Superblock, inode: &Inode, limit: u64, volume_start: u64) -> BlockMapWalk {
         let per_block = sb.block_size / 4;
         let pointer = |i: usize| le::u32(&inode.block, 4 * i);
         let direct = DIRECT_BLOCKS as u64;
@@ -278,6 +299,7 @@ impl BlockMapWalk {
             limit,
             inode: inode.number,
             nodes: 0,
+            volume_start,
         }
     }
 
@@ -295,7 +317,7 @@ impl BlockMapWalk {
             if block >= self.blocks_count {
                 return Err(GuestFsError::Malformed {
                     structure: "block map",
-                    offset: 0,
+                    offset: self.volume_start,
                     reason: format!(
                         "inode {}: block {block} (the filesystem has {})",
                         self.inode, self.blocks_count

@@ -251,7 +251,7 @@ impl<'a> Ext4<'a> {
         }
         let bs = self.sb.block_size;
         let limit = dir.size.div_ceil(bs);
-        let mut mapper = Mapper::new(&self.sb, dir, limit)?;
+        let mut mapper = Mapper::new(&self.sb, dir, limit, self.vol.range().0)?;
         let mut block = vec![0u8; bs as usize];
         while let Some(run) = mapper.next(&mut self.vol)? {
             let Some(physical) = run.physical else {
@@ -292,7 +292,7 @@ impl<'a> Ext4<'a> {
         f: &mut dyn FnMut(Run),
     ) -> Result<(), GuestFsError> {
         let limit = inode.size.div_ceil(self.sb.block_size);
-        let mut mapper = Mapper::new(&self.sb, inode, limit)?;
+        let mut mapper = Mapper::new(&self.sb, inode, limit, self.vol.range().0)?;
         while let Some(run) = mapper.next(&mut self.vol)? {
             if run.logical >= limit {
                 break;
@@ -318,7 +318,7 @@ impl<'a> Ext4<'a> {
             return Ok(0);
         }
         let limit = size.div_ceil(bs);
-        let mut mapper = Mapper::new(&self.sb, inode, limit)?;
+        let mut mapper = Mapper::new(&self.sb, inode, limit, self.vol.range().0)?;
         let mut buf = vec![0u8; COPY_BUFFER];
         let mut pos = 0u64;
         while let Some(run) = mapper.next(&mut self.vol)? {
