@@ -29,7 +29,7 @@ struct Site {
 }
 
 fn build_site(builder: impl FnOnce(DebianMirrorBuilder) -> DebianMirrorBuilder) -> Site {
-    let dir = TempDir::new().unwrap();
+    let dir = crate::common::scratch::tempdir();
     let mirror = builder(DebianMirrorBuilder::new(dir.path().join("mirror")))
         .build()
         .expect("debian mirror");

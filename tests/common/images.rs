@@ -77,7 +77,7 @@ pub fn qemu_img(args: &[&str]) -> std::process::Output {
 }
 
 fn build() -> Images {
-    let dir = tempfile::tempdir().expect("a temporary directory");
+    let dir = super::scratch::tempdir();
     let raw = dir.path().join("base.raw");
     stage_and_make_raw(dir.path(), &raw);
     let mut inputs = vec![Input {

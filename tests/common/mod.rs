@@ -10,6 +10,8 @@ pub mod images;
 pub mod mirror;
 pub mod pgp;
 pub mod registry;
+/// Temporary folders that a later test process removes if this one leaks them.
+pub mod scratch;
 pub mod server;
 pub mod site;
 /// A private CA made with openssl, and an HTTPS proxy presenting a certificate it signed.

@@ -45,7 +45,7 @@ pub fn build_site(knobs: Knobs) -> Site {
 
 /// A site whose noble is built for `arches`, with `daily` serials in the daily stream.
 pub fn build_site_for(knobs: Knobs, arches: &[&str], daily: &[&str]) -> Site {
-    let dir = TempDir::new().unwrap();
+    let dir = super::scratch::tempdir();
     let mirror = MirrorBuilder::new(dir.path().join("mirror"))
         .releases(&[Release::NOBLE])
         .arches(arches)
