@@ -26,7 +26,7 @@ use std::io::Write;
 
 pub use inode::{Inode, Kind, ROOT};
 pub use map::{Mapper, Run, MAX_NODES};
-pub use superblock::{Superblock, MAGIC, SUPERBLOCK_AT, SUPERBLOCK_SIZE};
+pub use superblock::{Superblock, MAGIC, MAGIC_AT, SUPERBLOCK_AT, SUPERBLOCK_SIZE};
 
 use super::{GuestFsError, Volume};
 use inode::INODE_BYTES;
@@ -56,7 +56,7 @@ pub fn probe(vol: &mut Volume<'_>) -> Result<bool, GuestFsError> {
     if vol.len() < SUPERBLOCK_AT + SUPERBLOCK_SIZE as u64 {
         return Ok(false);
     }
-    vol.read_at(SUPERBLOCK_AT + 0x38, &mut magic)?;
+    vol.read_at(SUPERBLOCK_AT + MAGIC_AT as u64, &mut magic)?;
     Ok(u16::from_le_bytes(magic) == MAGIC)
 }
 

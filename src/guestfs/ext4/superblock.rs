@@ -6,8 +6,9 @@ use super::super::GuestFsError;
 /// Byte offset of the superblock in the volume, and its size.
 pub const SUPERBLOCK_AT: u64 = 1024;
 pub const SUPERBLOCK_SIZE: usize = 1024;
-/// `s_magic`.
+/// `s_magic`, and its offset in the superblock.
 pub const MAGIC: u16 = 0xEF53;
+pub const MAGIC_AT: usize = 0x38;
 /// Block size is `1024 << s_log_block_size`; Linux reads up to 64 KiB blocks.
 const MIN_BLOCK_SIZE: u64 = 1024;
 const MAX_LOG_BLOCK_SIZE: u32 = 6;
@@ -127,7 +128,7 @@ impl Superblock {
         })
     }
 
-    /// The volume label, or the UUID in text form when there is no label.
+    /// The filesystem UUID in text form (`root=UUID=` names it so).
     pub fn uuid_text(&self) -> String {
         let h = hex::encode(self.uuid);
         format!(
@@ -150,7 +151,7 @@ pub fn parse(sb: &[u8; SUPERBLOCK_SIZE], volume_offset: u64) -> Result<Superbloc
         offset: at,
         reason,
     };
-    let magic = le::u16(sb, 0x38);
+    let magic = le::u16(sb, MAGIC_AT);
     if magic != MAGIC {
         return Err(bad(format!("magic {magic:#06x}, not {MAGIC:#06x}")));
     }
