@@ -49,9 +49,12 @@ fn guest() -> Option<PathBuf> {
 static ONE_GUEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// `cloudimg bake GUEST -o OUTPUT` with the test's machine settings and `args`.
+/// Its cache (locks, documents) is a folder of its own, outside `dir`, which the tests expect
+/// to hold only the bake's files.
 fn bake(dir: &Path, guest: &Path, output: &Path, args: &[&str]) -> Output {
     let _turn = ONE_GUEST.lock().unwrap_or_else(|e| e.into_inner());
-    Command::new(env!("CARGO_BIN_EXE_cloudimg"))
+    let cache = TempDir::new().unwrap();
+    crate::common::bin::cloudimg_in(cache.path())
         .current_dir(dir)
         .arg("bake")
         .arg(guest)

@@ -116,8 +116,15 @@ impl fmt::Display for ConsoleTail {
 pub enum BakeError {
     #[error(transparent)]
     Recipe(#[from] RecipeError),
-    #[error("{0}")]
-    Usage(String),
+    #[error(
+        "--disk-size {wanted} is smaller than the image's {size} bytes; a bake only grows disks"
+    )]
+    ShrinkingDisk { wanted: u64, size: u64 },
+    #[error("{0}: the output needs a file name")]
+    NoFileName(PathBuf),
+    /// Where the working folder goes, something that is not one: never removed.
+    #[error("{0}: exists and is not cloudimg's working folder; remove it")]
+    NotOurWorkDir(PathBuf),
     #[error(transparent)]
     Format(#[from] FormatError),
     #[error(transparent)]
@@ -169,7 +176,10 @@ impl BakeError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             BakeError::Recipe(RecipeError::Serialise(_)) => ErrorKind::Other,
-            BakeError::Recipe(_) | BakeError::Usage(_) => ErrorKind::Usage,
+            BakeError::Recipe(_)
+            | BakeError::ShrinkingDisk { .. }
+            | BakeError::NoFileName(_)
+            | BakeError::NotOurWorkDir(_) => ErrorKind::Usage,
             BakeError::Format(e) => e.kind(),
             BakeError::Container(e) => e.kind(),
             BakeError::Publish(e) => e.kind(),
@@ -572,9 +582,7 @@ fn working_copy(
     let size = reader.virtual_size();
     if let Some(wanted) = request.disk_size {
         if wanted < size {
-            return Err(BakeError::Usage(format!(
-                "--disk-size {wanted} is smaller than the image's {size} bytes; a bake only grows disks"
-            )));
+            return Err(BakeError::ShrinkingDisk { wanted, size });
         }
     }
     let mut reader = Cancellable {
@@ -871,12 +879,9 @@ struct WorkDir {
 
 impl WorkDir {
     fn create(output: &Path) -> Result<WorkDir, BakeError> {
-        let name = output.file_name().ok_or_else(|| {
-            BakeError::Usage(format!(
-                "{}: the output needs a file name",
-                output.display()
-            ))
-        })?;
+        let name = output
+            .file_name()
+            .ok_or_else(|| BakeError::NoFileName(output.to_owned()))?;
         let mut work_name = std::ffi::OsString::from(".");
         work_name.push(name);
         work_name.push(".bake-work");
@@ -885,10 +890,7 @@ impl WorkDir {
         // symlink points to.
         if let Ok(metadata) = std::fs::symlink_metadata(&path) {
             if !metadata.is_dir() {
-                return Err(BakeError::Usage(format!(
-                    "{}: exists and is not cloudimg's working folder; remove it",
-                    path.display()
-                )));
+                return Err(BakeError::NotOurWorkDir(path));
             }
             std::fs::remove_dir_all(&path)
                 .map_err(|e| BakeError::io(&path, "remove a stale working folder", e))?;
