@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::UploadError;
+use super::{Settings, UploadError};
 
 #[derive(Debug, Default, serde::Deserialize)]
 struct CloudsFile {
@@ -92,21 +92,19 @@ pub fn load(name: &str, paths: &[PathBuf]) -> Result<Cloud, UploadError> {
                 source,
             })?;
         return file.clouds.get(name).cloned().ok_or_else(|| {
-            UploadError::Usage(format!(
-                "{}: no cloud named {name:?} (OS_CLOUD); it defines: {}",
-                path.display(),
-                file.clouds.keys().cloned().collect::<Vec<_>>().join(", ")
-            ))
+            Settings::UnknownCloud {
+                path: path.clone(),
+                name: name.to_owned(),
+                defined: file.clouds.keys().cloned().collect(),
+            }
+            .into()
         });
     }
-    Err(UploadError::Usage(format!(
-        "OS_CLOUD={name} but no clouds.yaml was found (looked at {})",
-        paths
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    )))
+    Err(Settings::NoCloudsYaml {
+        name: name.to_owned(),
+        searched: paths.to_vec(),
+    }
+    .into())
 }
 
 /// A YAML file as a value; `None` when it does not exist.

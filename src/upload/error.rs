@@ -11,8 +11,11 @@ use crate::ErrorKind;
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
     /// Missing or contradictory settings (no endpoint, no credentials, unknown cloud…).
-    #[error("{0}")]
-    Usage(String),
+    #[error(transparent)]
+    Settings(#[from] Settings),
+    /// A CA file (`--cacert`, `OS_CACERT`, clouds.yaml `cacert`) that cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::fetch::TlsError),
     #[error("{path}: cannot {action}")]
     Io {
         path: PathBuf,
@@ -157,10 +160,71 @@ pub enum UploadError {
     },
 }
 
+/// What the user must give or change before anything is sent (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum Settings {
+    #[error("{path}: no cloud named {name:?} (OS_CLOUD); it defines: {}", defined.join(", "))]
+    UnknownCloud {
+        path: PathBuf,
+        name: String,
+        defined: Vec<String>,
+    },
+    #[error(
+        "OS_CLOUD={name} but no clouds.yaml was found (looked at {})",
+        list(searched)
+    )]
+    NoCloudsYaml {
+        name: String,
+        searched: Vec<PathBuf>,
+    },
+    #[error(
+        "no Glance endpoint: pass --glance URL (or OS_IMAGE_URL), or configure Keystone with \
+         OS_AUTH_URL or OS_CLOUD"
+    )]
+    NoGlance,
+    #[error(
+        "{auth_url} is set as the auth URL but no user is: set OS_USERNAME and OS_PASSWORD, \
+         OS_APPLICATION_CREDENTIAL_ID and _SECRET, or OS_TOKEN"
+    )]
+    NoUser { auth_url: String },
+    #[error("no password for the Keystone user at {auth_url}: set OS_PASSWORD")]
+    NoPassword { auth_url: String },
+    #[error("invalid {what} {value:?}")]
+    BadUrl {
+        what: String,
+        value: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("{0}: no *{METADATA_SUFFIX} file in this directory", METADATA_SUFFIX = crate::container::glance::METADATA_SUFFIX)]
+    NoMetadata(PathBuf),
+    /// An `ami`'s kernel or ramdisk link naming a file with no metadata beside it.
+    #[error("{metadata}: links to {linked}, but {expected} does not exist")]
+    MissingLink {
+        metadata: PathBuf,
+        linked: String,
+        expected: PathBuf,
+    },
+    #[error("{metadata}: artifact {file:?} is not a plain file name")]
+    NotPlainName { metadata: PathBuf, file: String },
+    /// An `ami` whose kernel or ramdisk was not uploaded first.
+    #[error("{metadata}: {file} must be uploaded before it")]
+    OutOfOrder { metadata: PathBuf, file: String },
+}
+
+fn list(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl UploadError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            UploadError::Usage(_)
+            UploadError::Tls(e) => e.kind(),
+            UploadError::Settings(_)
             | UploadError::CloudsYaml { .. }
             | UploadError::AuthFailed { .. }
             | UploadError::NoEndpoint { .. }
@@ -254,7 +318,7 @@ mod tests {
         assert_eq!(gave_up.kind(), ErrorKind::Network);
         assert_eq!(gave_up.status(), Some(503));
         assert_eq!(
-            UploadError::Usage("no endpoint".into()).kind(),
+            UploadError::Settings(Settings::NoGlance).kind(),
             ErrorKind::Usage
         );
     }

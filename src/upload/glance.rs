@@ -117,11 +117,7 @@ impl Glance {
                 &target.interface,
                 target.region.as_deref(),
             )?,
-            (None, None) => {
-                return Err(UploadError::Usage(
-                    "no Glance endpoint: pass --glance URL".to_owned(),
-                ))
-            }
+            (None, None) => return Err(super::Settings::NoGlance.into()),
         };
         let root = root_url(&endpoint);
         tracing::debug!(glance = %root, authenticated = token.is_some(), "Glance session");

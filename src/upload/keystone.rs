@@ -159,11 +159,13 @@ pub(crate) fn endpoint(
                 .is_none_or(|r| e.region_id.as_deref() == Some(r) || e.region.as_deref() == Some(r))
     });
     match found {
-        Some(e) => Url::parse(&e.url).map_err(|error| {
-            UploadError::Usage(format!(
-                "the service catalog's {service} endpoint {:?} is not a URL: {error}",
-                e.url
-            ))
+        Some(e) => Url::parse(&e.url).map_err(|source| {
+            super::Settings::BadUrl {
+                what: format!("{service} endpoint in the service catalog"),
+                value: e.url.clone(),
+                source,
+            }
+            .into()
         }),
         None => {
             let offered = candidates

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-pub use error::UploadError;
+pub use error::{Settings, UploadError};
 pub use glance::{Glance, Image, ImageFilter, Retire};
 pub use http::Secret;
 pub use keystone::{Credentials, DomainRef, ProjectRef, UserRef};
@@ -150,10 +150,7 @@ pub fn metadata_files(path: &Path) -> Result<Vec<PathBuf>, UploadError> {
     }
     files.sort();
     if files.is_empty() {
-        return Err(UploadError::Usage(format!(
-            "{}: no *{METADATA_SUFFIX} file in this directory",
-            path.display()
-        )));
+        return Err(Settings::NoMetadata(path.to_owned()).into());
     }
     Ok(files)
 }
@@ -293,11 +290,12 @@ fn plan(metadata_files: &[PathBuf]) -> Result<Vec<Item>, UploadError> {
                     .unwrap_or(Path::new("."))
                     .join(format!("{linked}{METADATA_SUFFIX}"));
                 if !beside.is_file() {
-                    return Err(UploadError::Usage(format!(
-                        "{}: links to {linked}, but {} does not exist",
-                        item.metadata_path.display(),
-                        beside.display()
-                    )));
+                    return Err(Settings::MissingLink {
+                        metadata: item.metadata_path.clone(),
+                        linked: linked.to_string(),
+                        expected: beside,
+                    }
+                    .into());
                 }
                 items.push(read_item(&beside)?);
             }
@@ -322,11 +320,11 @@ fn read_item(path: &Path) -> Result<Item, UploadError> {
         .file_name()
         .is_some_and(|name| name == metadata.file.as_str());
     if !plain {
-        return Err(UploadError::Usage(format!(
-            "{}: artifact {:?} is not a plain file name",
-            path.display(),
-            metadata.file
-        )));
+        return Err(Settings::NotPlainName {
+            metadata: path.to_owned(),
+            file: metadata.file.clone(),
+        }
+        .into());
     }
     Ok(Item {
         metadata_path: path.to_owned(),
@@ -448,11 +446,9 @@ impl Glance {
             ] {
                 if let Some(file) = file {
                     // `plan` put every linked file before the ami.
-                    let id = ids.get(file).ok_or_else(|| {
-                        UploadError::Usage(format!(
-                            "{}: {file} must be uploaded before it",
-                            item.metadata_path.display()
-                        ))
+                    let id = ids.get(file).ok_or_else(|| Settings::OutOfOrder {
+                        metadata: item.metadata_path.clone(),
+                        file: file.to_string(),
                     })?;
                     links.push((key, id.as_str()));
                 }

@@ -10,7 +10,7 @@ use crate::fetch::ClientConfig;
 use super::clouds::{self, CloudAuth};
 use super::http::Secret;
 use super::keystone::{Credentials, DomainRef, ProjectRef, UserRef};
-use super::UploadError;
+use super::{Settings, UploadError};
 
 /// Where images go and how requests are authorised. Resolved into a session by
 /// [`super::Glance::connect`], which is where Keystone is asked for a token.
@@ -66,10 +66,7 @@ impl GlanceTarget {
     pub fn client_config(&self, config: &ClientConfig) -> Result<ClientConfig, UploadError> {
         let mut config = config.clone();
         if let Some(path) = &self.cacert {
-            config
-                .tls
-                .add_ca_file(path)
-                .map_err(|error| UploadError::Usage(crate::error::chain(&error)))?;
+            config.tls.add_ca_file(path).map_err(UploadError::Tls)?;
         }
         if !self.verify {
             config
@@ -160,11 +157,7 @@ impl GlanceTarget {
             Auth::Keystone { .. } => true,
         };
         if endpoint.is_none() && !has_catalog {
-            return Err(UploadError::Usage(
-                "no Glance endpoint: pass --glance URL (or OS_IMAGE_URL), or configure Keystone \
-                 with OS_AUTH_URL or OS_CLOUD"
-                    .to_owned(),
-            ));
+            return Err(Settings::NoGlance.into());
         }
         Ok(GlanceTarget {
             endpoint,
@@ -227,7 +220,14 @@ fn env_auth(env: &dyn Fn(&str) -> Option<String>) -> CloudAuth {
 }
 
 fn parse_url(what: &str, text: &str) -> Result<Url, UploadError> {
-    Url::parse(text).map_err(|e| UploadError::Usage(format!("invalid {what} {text:?}: {e}")))
+    Url::parse(text).map_err(|source| {
+        Settings::BadUrl {
+            what: what.to_owned(),
+            value: text.to_owned(),
+            source,
+        }
+        .into()
+    })
 }
 
 /// A domain from its id or name fields, else the shared `domain_*`, else `Default`.
@@ -281,16 +281,17 @@ fn auth_from(
             domain: domain(&fields.user_domain_id, &fields.user_domain_name, fields),
         },
         (None, None) => {
-            return Err(UploadError::Usage(format!(
-                "{auth_url} is set as the auth URL but no user is: set OS_USERNAME and \
-                 OS_PASSWORD, OS_APPLICATION_CREDENTIAL_ID and _SECRET, or OS_TOKEN"
-            )))
+            return Err(Settings::NoUser {
+                auth_url: auth_url.to_string(),
+            }
+            .into())
         }
     };
     let Some(password) = &fields.password else {
-        return Err(UploadError::Usage(format!(
-            "no password for the Keystone user at {auth_url}: set OS_PASSWORD"
-        )));
+        return Err(Settings::NoPassword {
+            auth_url: auth_url.to_string(),
+        }
+        .into());
     };
     let project = match (&fields.project_id, &fields.project_name) {
         (Some(id), _) => Some(ProjectRef::Id(id.clone())),
