@@ -6,8 +6,9 @@ use cloudimg::container::ContainerFormat;
 use cloudimg::formats::Options;
 use cloudimg::oci::layer::Compression;
 use cloudimg::pipeline::{
-    self, Error, ImageSettings, MachineSettings, PrepareRequest, SignaturePolicy, Usage,
+    self, Error, ImageSettings, MachineSettings, PrepareRequest, Prepared, SignaturePolicy, Usage,
 };
+use cloudimg::upload::{TargetUpload, Uploaded};
 
 use std::path::{Path, PathBuf};
 
@@ -179,21 +180,6 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
         keyring = context.keyring(global)?;
         SignaturePolicy::Require(&keyring)
     };
-    let mut convert_options =
-        Options::parse(&args.deprecated.merged(&args.convert_options).join(","))?;
-    if args.compress {
-        if args.disk_format != cloudimg::glance::DiskFormat::Qcow2 {
-            return Err(Usage::Conflict {
-                option: "-c".into(),
-                other: format!("--disk-format {}", args.disk_format),
-                why: "-c compresses qcow2 output; vmdk in ovf/ova is streamOptimized \
-                      (compressed) already"
-                    .into(),
-            }
-            .into());
-        }
-        convert_options.set("compress", "on");
-    }
     // A bad recipe is refused before anything is downloaded.
     let bake = args
         .bake
@@ -201,47 +187,7 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
         .map(|path| bake_step(path, args.accel))
         .transpose()?;
     let downloads = download_dir(global, &args.output);
-    let request = PrepareRequest {
-        query: query(&args.release, &args.selection),
-        serial: serial(&args.selection).map(str::to_owned),
-        kind: args.kind.clone(),
-        disk_format: args.disk_format,
-        container: args.container_format,
-        output_dir: args.output.clone(),
-        download_dir: downloads.clone(),
-        signature,
-        convert_options,
-        image: ImageSettings {
-            name: args.name.clone(),
-            min_ram: args.min_ram,
-            visibility: Some(args.visibility.to_ascii_lowercase()),
-            tags: args.tags.clone(),
-            preset: args.preset.clone(),
-            properties: args
-                .properties
-                .iter()
-                .map(|p| property(p))
-                .collect::<Result<_, _>>()?,
-        },
-        machine: MachineSettings {
-            cpus: args.cpus,
-            memory_mib: args.memory,
-            firmware: match args.firmware {
-                FirmwareArg::Bios => Firmware::Bios,
-                FirmwareArg::Uefi => Firmware::Efi,
-            },
-            manifest_hash: match args.manifest_hash {
-                ManifestHashArg::Sha256 => ManifestHash::Sha256,
-                ManifestHashArg::Sha1 => ManifestHash::Sha1,
-            },
-            layer: if args.gzip_layer {
-                Compression::Gzip
-            } else {
-                Compression::None
-            },
-        },
-        bake: bake.clone(),
-    };
+    let request = request(&args, signature, bake.clone(), downloads.clone())?;
     if args.upload && request.container == ContainerFormat::ContainerDisk {
         return Err(Usage::Conflict {
             option: "--upload".into(),
@@ -313,69 +259,156 @@ pub fn prepare(global: &Global, args: PrepareArgs) -> Result<i32, Error> {
         None
     };
     if global.json {
-        let mut report = serde_json::to_value(&prepared).unwrap_or_default();
-        if let (Some(rows), Some(fields)) = (&rows, report.as_object_mut()) {
-            fields.insert(
-                "targets".into(),
-                serde_json::to_value(rows).unwrap_or_default(),
-            );
-        }
-        if let (Some(images), Some(fields)) = (&uploaded, report.as_object_mut()) {
-            fields.insert(
-                "uploaded".into(),
-                serde_json::to_value(images).unwrap_or_default(),
-            );
-        }
-        print_json(&report);
+        print_json_report(&prepared, uploaded.as_deref(), rows.as_deref());
     } else if !global.quiet {
-        for artifact in &prepared.artifacts {
-            let meta = &artifact.metadata;
-            outln!(
-                "{} ({}/{}, {} bytes)",
-                artifact.path.display(),
-                meta.disk_format,
-                meta.container_format,
-                meta.digests.size
-            );
-            for file in &artifact.package_files {
-                outln!("  {}", file.display());
-            }
-            outln!("  {}", artifact.metadata_path.display());
-        }
-        if let Some(bake) = &prepared.bake {
-            outln!(
-                "  baked (recipe sha256 {}, boot test {}): {}",
-                bake.recipe_digest,
-                if bake.boot_tested {
-                    "passed"
-                } else {
-                    "skipped"
-                },
-                bake.log.display()
-            );
-        }
-        if let Some(layout) = &prepared.containerdisk {
-            outln!(
-                "{} ({} {})",
-                layout.path.display(),
-                layout.ref_name,
-                layout.digest
-            );
-            for manifest in &layout.manifests {
-                outln!(
-                    "  {} {} ({} bytes layer)",
-                    manifest.architecture,
-                    manifest.disk,
-                    manifest.layer_size
-                );
-            }
-        }
-        if let Some(images) = &uploaded {
-            upload::print_uploaded(images);
-        }
-        if let Some(rows) = &rows {
-            upload::print_target_uploads(rows);
-        }
+        print_prepared(&prepared, uploaded.as_deref(), rows.as_deref());
     }
     Ok(rows.as_deref().map_or(0, upload::targets_status))
+}
+
+/// The pipeline's request from the command line.
+fn request<'k>(
+    args: &PrepareArgs,
+    signature: SignaturePolicy<'k>,
+    bake: Option<pipeline::BakeStep>,
+    downloads: Option<PathBuf>,
+) -> Result<PrepareRequest<'k>, Error> {
+    Ok(PrepareRequest {
+        query: query(&args.release, &args.selection),
+        serial: serial(&args.selection).map(str::to_owned),
+        kind: args.kind.clone(),
+        disk_format: args.disk_format,
+        container: args.container_format,
+        output_dir: args.output.clone(),
+        download_dir: downloads,
+        signature,
+        convert_options: convert_options(args)?,
+        image: ImageSettings {
+            name: args.name.clone(),
+            min_ram: args.min_ram,
+            visibility: Some(args.visibility.to_ascii_lowercase()),
+            tags: args.tags.clone(),
+            preset: args.preset.clone(),
+            properties: args
+                .properties
+                .iter()
+                .map(|p| property(p))
+                .collect::<Result<_, _>>()?,
+        },
+        machine: MachineSettings {
+            cpus: args.cpus,
+            memory_mib: args.memory,
+            firmware: match args.firmware {
+                FirmwareArg::Bios => Firmware::Bios,
+                FirmwareArg::Uefi => Firmware::Efi,
+            },
+            manifest_hash: match args.manifest_hash {
+                ManifestHashArg::Sha256 => ManifestHash::Sha256,
+                ManifestHashArg::Sha1 => ManifestHash::Sha1,
+            },
+            layer: if args.gzip_layer {
+                Compression::Gzip
+            } else {
+                Compression::None
+            },
+        },
+        bake,
+    })
+}
+
+/// `-o` options of the conversion, and `-c` (qcow2 only).
+fn convert_options(args: &PrepareArgs) -> Result<Options, Error> {
+    let mut options = Options::parse(&args.deprecated.merged(&args.convert_options).join(","))?;
+    if args.compress {
+        if args.disk_format != cloudimg::glance::DiskFormat::Qcow2 {
+            return Err(Usage::Conflict {
+                option: "-c".into(),
+                other: format!("--disk-format {}", args.disk_format),
+                why: "-c compresses qcow2 output; vmdk in ovf/ova is streamOptimized \
+                      (compressed) already"
+                    .into(),
+            }
+            .into());
+        }
+        options.set("compress", "on");
+    }
+    Ok(options)
+}
+
+/// `--json`: what was prepared, with the uploads when there were any.
+fn print_json_report(
+    prepared: &Prepared,
+    uploaded: Option<&[Uploaded]>,
+    rows: Option<&[TargetUpload]>,
+) {
+    let mut report = serde_json::to_value(prepared).unwrap_or_default();
+    if let (Some(rows), Some(fields)) = (rows, report.as_object_mut()) {
+        fields.insert(
+            "targets".into(),
+            serde_json::to_value(rows).unwrap_or_default(),
+        );
+    }
+    if let (Some(images), Some(fields)) = (uploaded, report.as_object_mut()) {
+        fields.insert(
+            "uploaded".into(),
+            serde_json::to_value(images).unwrap_or_default(),
+        );
+    }
+    print_json(&report);
+}
+
+/// The artifacts, their files, the bake, the layout and the uploads, one per line.
+fn print_prepared(
+    prepared: &Prepared,
+    uploaded: Option<&[Uploaded]>,
+    rows: Option<&[TargetUpload]>,
+) {
+    for artifact in &prepared.artifacts {
+        let meta = &artifact.metadata;
+        outln!(
+            "{} ({}/{}, {} bytes)",
+            artifact.path.display(),
+            meta.disk_format,
+            meta.container_format,
+            meta.digests.size
+        );
+        for file in &artifact.package_files {
+            outln!("  {}", file.display());
+        }
+        outln!("  {}", artifact.metadata_path.display());
+    }
+    if let Some(bake) = &prepared.bake {
+        outln!(
+            "  baked (recipe sha256 {}, boot test {}): {}",
+            bake.recipe_digest,
+            if bake.boot_tested {
+                "passed"
+            } else {
+                "skipped"
+            },
+            bake.log.display()
+        );
+    }
+    if let Some(layout) = &prepared.containerdisk {
+        outln!(
+            "{} ({} {})",
+            layout.path.display(),
+            layout.ref_name,
+            layout.digest
+        );
+        for manifest in &layout.manifests {
+            outln!(
+                "  {} {} ({} bytes layer)",
+                manifest.architecture,
+                manifest.disk,
+                manifest.layer_size
+            );
+        }
+    }
+    if let Some(images) = uploaded {
+        upload::print_uploaded(images);
+    }
+    if let Some(rows) = rows {
+        upload::print_target_uploads(rows);
+    }
 }
