@@ -263,10 +263,6 @@ pub async fn prepare_listing(
     reporter: Arc<dyn Reporter>,
 ) -> Result<Prepared, Error> {
     let plan = plan(&request, catalog)?;
-    let mut sources = Vec::new();
-    let mut artifacts = Vec::new();
-    let mut containerdisk = None;
-    let mut bake_report = None;
     // Building moves to a blocking thread: it owns what it reads.
     let describe = Describe {
         catalog: catalog.clone(),
@@ -279,127 +275,192 @@ pub async fn prepare_listing(
         },
         reporter: reporter.clone(),
     };
-    let reporter = reporter.as_ref();
-    let downloads = Downloads {
-        dir: request
-            .download_dir
-            .as_deref()
-            .unwrap_or(&request.output_dir),
-        signature: &request.signature,
-        output_dir: &request.output_dir,
+    let inputs = Inputs {
+        client,
+        catalog,
+        discovery,
+        listing,
+        downloads: Downloads {
+            dir: request
+                .download_dir
+                .as_deref()
+                .unwrap_or(&request.output_dir),
+            signature: &request.signature,
+            output_dir: &request.output_dir,
+        },
+        reporter: reporter.as_ref(),
     };
-    match plan {
+    let built = match plan {
         Plan::Disk {
             kind,
             format,
             container,
         } => {
-            let file = listing.file(&kind)?;
-            let fetched = fetch(client, catalog, listing, file, &downloads, reporter).await?;
-            // `--bake`: the build starts from the baked disk, its metadata says so.
-            let baked = match &request.bake {
-                Some(step) => Some(
-                    super::bake::bake_source(
-                        step,
-                        &fetched,
-                        &request.output_dir,
-                        &listing.arch,
-                        describe.reporter.clone(),
-                    )
-                    .await?,
-                ),
-                None => None,
-            };
-            let mut describe = describe.clone();
-            let mut source = fetched.clone();
-            if let Some(baked) = &baked {
-                source = baked.fetched.clone();
-                describe
-                    .request
-                    .image
-                    .properties
-                    .extend(baked.properties.iter().cloned());
-            }
-            let log_beside = if container == ContainerFormat::ContainerDisk {
-                let built = on_blocking(&describe, &source, move |describe, fetched| {
-                    build_containerdisk(fetched, &kind, format, describe)
-                });
-                containerdisk = Some(built.await?);
-                request.output_dir.join(&file.name)
-            } else {
-                let artifact = on_blocking(&describe, &source, move |describe, fetched| {
-                    build_disk(fetched, &kind, format, container, describe)
-                })
-                .await?;
-                let path = artifact.path.clone();
-                artifacts.push(artifact);
-                path
-            };
-            if let Some(baked) = baked {
-                bake_report = Some(baked.finish(&log_beside).await?);
-            }
-            sources.push(fetched);
+            let bake = request.bake.as_ref();
+            disk_plan(&inputs, describe, bake, &kind, format, container).await?
         }
         Plan::Amazon {
             kernel,
             ramdisk,
             machine,
-        } => {
-            // Fetch everything before building anything: a missing kernel should not cost a
-            // machine-image conversion.
-            let mut parts = Vec::new();
-            for (wanted, kind, role) in [
-                (kernel, KERNEL_KIND, Amazon::Kernel),
-                (ramdisk, RAMDISK_KIND, Amazon::Ramdisk),
-            ] {
-                if wanted {
-                    let (sub_listing, file) = unpacked_file(discovery, listing, kind)?;
-                    let fetched =
-                        fetch(client, catalog, &sub_listing, &file, &downloads, reporter).await?;
-                    parts.push((role, fetched));
-                }
-            }
-            let machine_source = match &machine {
-                Some(kind) => {
-                    let file = listing.file(kind)?;
-                    Some(fetch(client, catalog, listing, file, &downloads, reporter).await?)
-                }
-                None => None,
-            };
-            let mut links = (None, None);
-            for (role, fetched) in parts {
-                let artifact = on_blocking(&describe, &fetched, move |describe, fetched| {
-                    build_amazon_part(fetched, role, describe)
-                })
-                .await?;
-                let file_name = artifact.metadata.file.clone();
-                match role {
-                    Amazon::Kernel => links.0 = Some(file_name),
-                    _ => links.1 = Some(file_name),
-                }
-                sources.push(fetched);
-                artifacts.push(artifact);
-            }
-            if let Some(fetched) = machine_source {
-                let artifact = on_blocking(&describe, &fetched, move |describe, fetched| {
-                    build_machine_image(fetched, links, describe)
-                })
-                .await?;
-                sources.push(fetched);
-                artifacts.push(artifact);
-            }
-        }
-    }
+        } => amazon_plan(&inputs, describe, kernel, ramdisk, machine.as_deref()).await?,
+    };
     Ok(Prepared {
         release: listing.release.codename.clone(),
         version: listing.release.version.clone(),
         serial: listing.serial.clone(),
         arch: listing.arch.clone(),
-        sources,
-        artifacts,
-        containerdisk,
-        bake: bake_report,
+        sources: built.sources,
+        artifacts: built.artifacts,
+        containerdisk: built.containerdisk,
+        bake: built.bake,
     })
+}
+
+/// What a plan reads from and writes with.
+struct Inputs<'a, 'd> {
+    client: &'a Client,
+    catalog: &'a Catalog,
+    discovery: &'a Discovery<'d>,
+    listing: &'a Listing,
+    downloads: Downloads<'a>,
+    reporter: &'a dyn Reporter,
+}
+
+impl Inputs<'_, '_> {
+    async fn fetch(&self, listing: &Listing, file: &FileEntry) -> Result<Fetched, Error> {
+        fetch(
+            self.client,
+            self.catalog,
+            listing,
+            file,
+            &self.downloads,
+            self.reporter,
+        )
+        .await
+    }
+}
+
+/// What a plan built.
+#[derive(Default)]
+struct Built {
+    sources: Vec<Fetched>,
+    artifacts: Vec<Artifact>,
+    containerdisk: Option<crate::oci::LayoutSummary>,
+    bake: Option<super::BakeReport>,
+}
+
+/// One disk, baked first when asked: an artifact (bare, ovf, ova) or a containerDisk layout.
+async fn disk_plan(
+    inputs: &Inputs<'_, '_>,
+    mut describe: Describe,
+    bake: Option<&super::BakeStep>,
+    kind: &str,
+    format: DiskFormat,
+    container: ContainerFormat,
+) -> Result<Built, Error> {
+    let mut built = Built::default();
+    let output_dir = inputs.downloads.output_dir;
+    let file = inputs.listing.file(kind)?;
+    let fetched = inputs.fetch(inputs.listing, file).await?;
+    // `--bake`: the build starts from the baked disk, its metadata says so.
+    let baked = match bake {
+        Some(step) => Some(
+            super::bake::bake_source(
+                step,
+                &fetched,
+                output_dir,
+                &inputs.listing.arch,
+                describe.reporter.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let mut source = fetched.clone();
+    if let Some(baked) = &baked {
+        source = baked.fetched.clone();
+        describe
+            .request
+            .image
+            .properties
+            .extend(baked.properties.iter().cloned());
+    }
+    let kind = kind.to_owned();
+    let log_beside = if container == ContainerFormat::ContainerDisk {
+        let built_layout = on_blocking(&describe, &source, move |describe, fetched| {
+            build_containerdisk(fetched, &kind, format, describe)
+        });
+        built.containerdisk = Some(built_layout.await?);
+        output_dir.join(&file.name)
+    } else {
+        let artifact = on_blocking(&describe, &source, move |describe, fetched| {
+            build_disk(fetched, &kind, format, container, describe)
+        })
+        .await?;
+        let path = artifact.path.clone();
+        built.artifacts.push(artifact);
+        path
+    };
+    if let Some(baked) = baked {
+        built.bake = Some(baked.finish(&log_beside).await?);
+    }
+    built.sources.push(fetched);
+    Ok(built)
+}
+
+/// Amazon-style images: the kernel and ramdisk first (their names go into the machine
+/// image's metadata), then the machine image.
+async fn amazon_plan(
+    inputs: &Inputs<'_, '_>,
+    describe: Describe,
+    kernel: bool,
+    ramdisk: bool,
+    machine: Option<&str>,
+) -> Result<Built, Error> {
+    let mut built = Built::default();
+    // Fetch everything before building anything: a missing kernel should not cost a
+    // machine-image conversion.
+    let mut parts = Vec::new();
+    for (wanted, kind, role) in [
+        (kernel, KERNEL_KIND, Amazon::Kernel),
+        (ramdisk, RAMDISK_KIND, Amazon::Ramdisk),
+    ] {
+        if wanted {
+            let (sub_listing, file) = unpacked_file(inputs.discovery, inputs.listing, kind)?;
+            parts.push((role, inputs.fetch(&sub_listing, &file).await?));
+        }
+    }
+    let machine_source = match machine {
+        Some(kind) => {
+            let file = inputs.listing.file(kind)?;
+            Some(inputs.fetch(inputs.listing, file).await?)
+        }
+        None => None,
+    };
+    let mut links = (None, None);
+    for (role, fetched) in parts {
+        let artifact = on_blocking(&describe, &fetched, move |describe, fetched| {
+            build_amazon_part(fetched, role, describe)
+        })
+        .await?;
+        let file_name = artifact.metadata.file.clone();
+        match role {
+            Amazon::Kernel => links.0 = Some(file_name),
+            _ => links.1 = Some(file_name),
+        }
+        built.sources.push(fetched);
+        built.artifacts.push(artifact);
+    }
+    if let Some(fetched) = machine_source {
+        let artifact = on_blocking(&describe, &fetched, move |describe, fetched| {
+            build_machine_image(fetched, links, describe)
+        })
+        .await?;
+        built.sources.push(fetched);
+        built.artifacts.push(artifact);
+    }
+    Ok(built)
 }
 
 /// Where a request's upstream files go, and how their checksum file is trusted: what fetching
