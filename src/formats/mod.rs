@@ -11,6 +11,7 @@ pub mod archive;
 pub mod compare;
 pub mod convert;
 mod error;
+pub mod fields;
 pub mod foreign;
 pub(crate) mod holes;
 pub mod measure;

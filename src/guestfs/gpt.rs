@@ -11,8 +11,8 @@
 //! protective (0xEE) entry is read as an MBR of four primary partitions (extended partitions
 //! are not followed).
 
-use super::le;
 use super::{GuestFsError, Volume};
+use crate::formats::fields::{le16, le32, le64};
 
 /// Logical sector size (bytes).
 pub const SECTOR: u64 = 512;
@@ -65,9 +65,9 @@ impl std::fmt::Display for Guid {
         write!(
             f,
             "{:08X}-{:04X}-{:04X}-{:02X}{:02X}-",
-            le::u32(b, 0),
-            le::u16(b, 4),
-            le::u16(b, 6),
+            le32(b, 0),
+            le16(b, 4),
+            le16(b, 6),
             b[8],
             b[9]
         )?;
@@ -197,8 +197,8 @@ pub fn parse_mbr(sector: &[u8; 512], disk_sectors: u64) -> Result<MbrKind, Guest
     let mut parts = Vec::new();
     for (i, entry) in entries.enumerate() {
         let kind = entry[4];
-        let first = u64::from(le::u32(entry, 8));
-        let count = u64::from(le::u32(entry, 12));
+        let first = u64::from(le32(entry, 8));
+        let count = u64::from(le32(entry, 12));
         if kind == 0 || count == 0 || MBR_TYPES_EXTENDED.contains(&kind) {
             continue;
         }
@@ -272,11 +272,11 @@ pub fn parse_header(
     if &sector[0..8] != GPT_SIGNATURE {
         return Err(bad(format!("no GPT signature at LBA {lba}")));
     }
-    let header_size = le::u32(sector, 12);
+    let header_size = le32(sector, 12);
     if !(GPT_MIN_HEADER_SIZE..=SECTOR as u32).contains(&header_size) {
         return Err(bad(format!("GPT header size {header_size} at LBA {lba}")));
     }
-    let stored_crc = le::u32(sector, 16);
+    let stored_crc = le32(sector, 16);
     let mut copy = *sector;
     copy[16..20].fill(0);
     let crc = crc32(&copy[..header_size as usize]);
@@ -285,20 +285,20 @@ pub fn parse_header(
             "GPT header CRC32 at LBA {lba} is {stored_crc:#010x}, computed {crc:#010x}"
         )));
     }
-    let my_lba = le::u64(sector, 24);
+    let my_lba = le64(sector, 24);
     if my_lba != lba {
         return Err(bad(format!(
             "the GPT header at LBA {lba} says it is at LBA {my_lba}"
         )));
     }
-    let entries_lba = le::u64(sector, 72);
-    let entry_count = le::u32(sector, 80);
-    let entry_size = le::u32(sector, 84);
+    let entries_lba = le64(sector, 72);
+    let entry_count = le32(sector, 80);
+    let entry_size = le32(sector, 84);
     let header = Header {
         entries_lba,
         entry_count,
         entry_size,
-        array_crc: le::u32(sector, 88),
+        array_crc: le32(sector, 88),
     };
     if !(GPT_MIN_ENTRY_SIZE..=GPT_MAX_ENTRY_SIZE).contains(&entry_size)
         || !entry_size.is_power_of_two()
@@ -347,8 +347,8 @@ pub fn parse_entries(
             continue;
         }
         let number = i as u32 + 1;
-        let first_lba = le::u64(entry, 32);
-        let last_lba = le::u64(entry, 40);
+        let first_lba = le64(entry, 32);
+        let last_lba = le64(entry, 40);
         if first_lba == 0 || first_lba > last_lba || last_lba >= disk_sectors {
             return Err(bad(format!(
                 "GPT partition {number} spans LBA {first_lba}..={last_lba}, not within the disk's {disk_sectors} sectors"

@@ -104,16 +104,3 @@ impl<'a> Volume<'a> {
             })
     }
 }
-
-/// Little-endian field readers over a slice whose length the caller has checked.
-pub(crate) mod le {
-    pub fn u16(bytes: &[u8], at: usize) -> u16 {
-        u16::from_le_bytes([bytes[at], bytes[at + 1]])
-    }
-    pub fn u32(bytes: &[u8], at: usize) -> u32 {
-        u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-    }
-    pub fn u64(bytes: &[u8], at: usize) -> u64 {
-        u64::from(u32(bytes, at)) | (u64::from(u32(bytes, at + 4)) << 32)
-    }
-}

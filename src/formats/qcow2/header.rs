@@ -1,6 +1,7 @@
 //! The qcow2 header (cluster 0): parsing, validation and the bytes qemu-img 10 writes.
 
 use super::Defect;
+use crate::formats::fields::{be32, be64};
 
 /// Every qcow2 file starts with these four bytes.
 pub const MAGIC: [u8; 4] = *b"QFI\xfb";
@@ -97,18 +98,6 @@ pub struct Header {
     pub refcount_order: u32,
     pub header_length: u32,
     pub compression: Compression,
-}
-
-fn be32(buf: &[u8], at: usize) -> u32 {
-    let mut b = [0; 4];
-    b.copy_from_slice(&buf[at..at + 4]);
-    u32::from_be_bytes(b)
-}
-
-fn be64(buf: &[u8], at: usize) -> u64 {
-    let mut b = [0; 8];
-    b.copy_from_slice(&buf[at..at + 8]);
-    u64::from_be_bytes(b)
 }
 
 fn malformed(offset: u64, reason: impl Into<String>) -> Defect {

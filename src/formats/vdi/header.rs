@@ -1,6 +1,7 @@
 //! The VDI pre-header and header (version 1.1), little-endian, in the first 512 bytes.
 
 use super::error::VdiError;
+use crate::formats::fields::{le32, le64};
 
 /// Bytes qemu writes for the header area: text, pre-header, header and padding.
 pub const HEADER_AREA: usize = 512;
@@ -43,18 +44,6 @@ pub struct VdiHeader {
     /// UUIDs as stored: the first three fields little-endian (Microsoft GUID order).
     pub uuid_image: [u8; 16],
     pub uuid_last_snap: [u8; 16],
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }
 
 fn field(

@@ -2,7 +2,8 @@
 //! table (BAT) it points to.
 
 use super::error::VhdError;
-use super::footer::{be32, be64, checksum};
+use super::footer::checksum;
+use crate::formats::fields::{be32, be64};
 
 /// Size of the dynamic disk header.
 pub const HEADER_SIZE: usize = 1024;

@@ -3,6 +3,7 @@
 
 use super::error::VhdError;
 use super::geometry::{Geometry, MAX_CHS_SECTORS};
+use crate::formats::fields::{be16, be32, be64};
 
 /// Size of the footer and of a VHD sector.
 pub const FOOTER_SIZE: usize = 512;
@@ -91,24 +92,6 @@ pub fn checksum(bytes: &[u8], checksum_at: usize) -> u32 {
         }
     });
     !sum
-}
-
-pub(super) fn be16(b: &[u8], at: usize) -> u16 {
-    let mut a = [0; 2];
-    a.copy_from_slice(&b[at..at + 2]);
-    u16::from_be_bytes(a)
-}
-
-pub(super) fn be32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_be_bytes(a)
-}
-
-pub(super) fn be64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_be_bytes(a)
 }
 
 /// Whether `bytes` start like a footer (used by the probe and to choose between the copies).

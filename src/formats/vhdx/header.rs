@@ -7,6 +7,7 @@
 
 use super::error::VhdxError;
 use super::guid;
+use crate::formats::fields::{le16, le32, le64};
 
 /// `vhdxfile`, the first eight bytes of every VHDX.
 pub const FILE_SIGNATURE: &[u8; 8] = b"vhdxfile";
@@ -33,22 +34,6 @@ pub const HEADER_SECTION_SIZE: u64 = 1 << 20;
 pub const MIB: u64 = 1 << 20;
 /// Every checksummed structure stores its CRC-32C at offset 4.
 pub const CHECKSUM_AT: usize = 4;
-
-pub fn le16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-pub fn le32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-pub fn le64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
 
 pub fn guid_at(b: &[u8], at: usize) -> [u8; 16] {
     let mut g = [0; 16];

@@ -12,8 +12,9 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::error::VhdxError;
-use super::header::{guid_at, le32, le64, Header, CHECKSUM_AT, HEADER_SECTION_SIZE, MIB};
+use super::header::{guid_at, Header, CHECKSUM_AT, HEADER_SECTION_SIZE, MIB};
 use super::region::Region;
+use crate::formats::fields::{le32, le64};
 use crate::formats::FormatError;
 
 /// Log entries start on 4 KiB boundaries and are whole 4 KiB sectors long.

@@ -8,8 +8,9 @@
 
 use super::error::VhdxError;
 use super::guid;
-use super::header::{guid_at, le16, le32, le64};
+use super::header::guid_at;
 use super::region::Region;
+use crate::formats::fields::{le16, le32, le64};
 
 /// Bytes of the table at the start of the region; items lie after it.
 pub const TABLE_SIZE: usize = 64 << 10;

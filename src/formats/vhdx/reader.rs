@@ -229,7 +229,7 @@ impl BatWindow {
                 .map_err(io(path))?;
             self.entries = raw
                 .chunks_exact(ENTRY_SIZE as usize)
-                .map(|e| header::le64(e, 0))
+                .map(|e| crate::formats::fields::le64(e, 0))
                 .collect();
             self.first = first;
         }

@@ -7,7 +7,8 @@
 
 use super::error::VhdxError;
 use super::guid;
-use super::header::{guid_at, le32, le64, seal, verify, HEADER_SECTION_SIZE, MIB};
+use super::header::{guid_at, seal, verify, HEADER_SECTION_SIZE, MIB};
+use crate::formats::fields::{le32, le64};
 
 /// Where the two copies lie.
 pub const TABLE1_OFFSET: u64 = 192 << 10;

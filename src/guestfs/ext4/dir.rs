@@ -4,7 +4,7 @@
 //! entries whose inode is 0 or whose record spans the index (the `..` entry of the root block),
 //! and metadata_csum's tail is an entry with inode 0.
 
-use super::super::le;
+use crate::formats::fields::{le16, le32};
 
 /// The fixed part of an entry: inode (4), rec_len (2), name_len (1 or 2), file_type (1).
 const HEADER: usize = 8;
@@ -37,12 +37,12 @@ pub fn entries(block: &[u8], filetype: bool) -> Result<Vec<Entry<'_>>, BadEntry>
                 block.len() - at
             )));
         }
-        let inode = le::u32(block, at);
-        let rec_len = usize::from(le::u16(block, at + 4));
+        let inode = le32(block, at);
+        let rec_len = usize::from(le16(block, at + 4));
         let name_len = if filetype {
             usize::from(block[at + 6])
         } else {
-            usize::from(le::u16(block, at + 6))
+            usize::from(le16(block, at + 6))
         };
         if rec_len < HEADER || rec_len % ALIGN != 0 || rec_len > block.len() - at {
             return Err(bad(format!("record length {rec_len}")));

@@ -1,6 +1,6 @@
 //! Inodes: the 128 bytes every revision has (mode, size, flags, the 60-byte `i_block`).
 
-use super::super::le;
+use crate::formats::fields::{le16, le32};
 
 /// Bytes of an inode this reader uses (the revision 0 inode; larger inodes only add fields).
 pub const INODE_BYTES: usize = 128;
@@ -49,11 +49,11 @@ impl Inode {
         block.copy_from_slice(&raw[0x28..0x28 + I_BLOCK_BYTES]);
         Inode {
             number,
-            mode: le::u16(raw, 0x00),
-            size: u64::from(le::u32(raw, 0x04)) | (u64::from(le::u32(raw, 0x6C)) << 32),
-            flags: le::u32(raw, 0x20),
-            sectors: le::u32(raw, 0x1C),
-            file_acl: u64::from(le::u32(raw, 0x68)) | (u64::from(le::u16(raw, 0x76)) << 32),
+            mode: le16(raw, 0x00),
+            size: u64::from(le32(raw, 0x04)) | (u64::from(le32(raw, 0x6C)) << 32),
+            flags: le32(raw, 0x20),
+            sectors: le32(raw, 0x1C),
+            file_acl: u64::from(le32(raw, 0x68)) | (u64::from(le16(raw, 0x76)) << 32),
             block,
         }
     }

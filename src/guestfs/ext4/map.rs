@@ -5,9 +5,10 @@
 //! is not its parent's minus one is refused, at most [`MAX_NODES`] nodes are read per file,
 //! and extents must move forwards (no overlap): a cycle or a shared subtree ends in an error.
 
-use super::super::{le, GuestFsError, Volume};
+use super::super::{GuestFsError, Volume};
 use super::inode::{Inode, I_BLOCK_BYTES};
 use super::superblock::Superblock;
+use crate::formats::fields::{le16, le32};
 
 /// `eh_magic`.
 pub const EXTENT_MAGIC: u16 = 0xF30A;
@@ -44,15 +45,15 @@ pub fn extent_header(node: &[u8]) -> Result<ExtentHeader, String> {
     if node.len() < EXTENT_ENTRY {
         return Err("node shorter than its header".into());
     }
-    let magic = le::u16(node, 0);
+    let magic = le16(node, 0);
     if magic != EXTENT_MAGIC {
         return Err(format!(
             "extent magic {magic:#06x}, not {EXTENT_MAGIC:#06x}"
         ));
     }
-    let entries = le::u16(node, 2);
-    let max = le::u16(node, 4);
-    let depth = le::u16(node, 6);
+    let entries = le16(node, 2);
+    let max = le16(node, 4);
+    let depth = le16(node, 6);
     let room = (node.len() - EXTENT_ENTRY) / EXTENT_ENTRY;
     if entries > max || usize::from(max) > room {
         return Err(format!(
@@ -158,10 +159,10 @@ impl ExtentWalk {
             let at = EXTENT_ENTRY * (frame.next + 1);
             let entry = &frame.node[at..at + EXTENT_ENTRY];
             frame.next += 1;
-            let logical = u64::from(le::u32(entry, 0));
+            let logical = u64::from(le32(entry, 0));
             if frame.depth == 0 {
-                let raw_len = le::u16(entry, 4);
-                let start = u64::from(le::u32(entry, 8)) | (u64::from(le::u16(entry, 6)) << 32);
+                let raw_len = le16(entry, 4);
+                let start = u64::from(le32(entry, 8)) | (u64::from(le16(entry, 6)) << 32);
                 let (len, written) = if raw_len > EXTENT_INIT_MAX {
                     (raw_len - EXTENT_INIT_MAX, false)
                 } else {
@@ -197,7 +198,7 @@ impl ExtentWalk {
                     len,
                 }));
             }
-            let child = u64::from(le::u32(entry, 4)) | (u64::from(le::u16(entry, 8)) << 32);
+            let child = u64::from(le32(entry, 4)) | (u64::from(le16(entry, 8)) << 32);
             let parent_depth = frame.depth;
             self.nodes += 1;
             if self.nodes > MAX_NODES {
@@ -267,7 +268,7 @@ pub struct BlockMapWalk {
 impl BlockMapWalk {
     fn new(sb: &Superblock, inode: &Inode, limit: u64, volume_start: u64) -> BlockMapWalk {
         let per_block = sb.block_size / 4;
-        let pointer = |i: usize| le::u32(&inode.block, 4 * i);
+        let pointer = |i: usize| le32(&inode.block, 4 * i);
         let direct = DIRECT_BLOCKS as u64;
         let mut pending = vec![
             Pointer {
@@ -368,7 +369,7 @@ impl BlockMapWalk {
         let span = per_block.pow(u32::from(pointer.level) - 1);
         for (i, bytes) in node.chunks_exact(4).enumerate().rev() {
             self.pending.push(Pointer {
-                block: le::u32(bytes, 0),
+                block: le32(bytes, 0),
                 level: pointer.level - 1,
                 logical: pointer.logical + i as u64 * span,
             });

@@ -1,7 +1,7 @@
 //! The superblock (1024 bytes at byte 1024 of the volume) and group descriptors.
 
-use super::super::le;
 use super::super::GuestFsError;
+use crate::formats::fields::{le16, le32};
 
 /// Byte offset of the superblock in the volume, and its size.
 pub const SUPERBLOCK_AT: u64 = 1024;
@@ -151,18 +151,18 @@ pub fn parse(sb: &[u8; SUPERBLOCK_SIZE], volume_offset: u64) -> Result<Superbloc
         offset: at,
         reason,
     };
-    let magic = le::u16(sb, MAGIC_AT);
+    let magic = le16(sb, MAGIC_AT);
     if magic != MAGIC {
         return Err(bad(format!("magic {magic:#06x}, not {MAGIC:#06x}")));
     }
-    let log_block = le::u32(sb, 0x18);
+    let log_block = le32(sb, 0x18);
     if log_block > MAX_LOG_BLOCK_SIZE {
         return Err(bad(format!("block size 1024 << {log_block}")));
     }
     let block_size = MIN_BLOCK_SIZE << log_block;
-    let rev_level = le::u32(sb, 0x4C);
-    let incompat = if rev_level == 0 { 0 } else { le::u32(sb, 0x60) };
-    let ro_compat = if rev_level == 0 { 0 } else { le::u32(sb, 0x64) };
+    let rev_level = le32(sb, 0x4C);
+    let incompat = if rev_level == 0 { 0 } else { le32(sb, 0x60) };
+    let ro_compat = if rev_level == 0 { 0 } else { le32(sb, 0x64) };
     if let Some((_, what)) = INCOMPAT_REFUSED.iter().find(|(bit, _)| incompat & bit != 0) {
         return Err(GuestFsError::Unsupported {
             offset: volume_offset,
@@ -179,7 +179,7 @@ pub fn parse(sb: &[u8; SUPERBLOCK_SIZE], volume_offset: u64) -> Result<Superbloc
     let inode_size = if rev_level == 0 {
         GOOD_OLD_INODE_SIZE
     } else {
-        le::u16(sb, 0x58)
+        le16(sb, 0x58)
     };
     if inode_size < GOOD_OLD_INODE_SIZE
         || !inode_size.is_power_of_two()
@@ -188,7 +188,7 @@ pub fn parse(sb: &[u8; SUPERBLOCK_SIZE], volume_offset: u64) -> Result<Superbloc
         return Err(bad(format!("inode size {inode_size}")));
     }
     let desc_size = if incompat & INCOMPAT_64BIT != 0 {
-        let size = le::u16(sb, 0xFE);
+        let size = le16(sb, 0xFE);
         if !(DESC_SIZE_64_MIN..=DESC_SIZE_MAX).contains(&size) || !size.is_power_of_two() {
             return Err(bad(format!("group descriptor size {size}")));
         }
@@ -197,15 +197,15 @@ pub fn parse(sb: &[u8; SUPERBLOCK_SIZE], volume_offset: u64) -> Result<Superbloc
         DESC_SIZE_32
     };
     let blocks_hi = if incompat & INCOMPAT_64BIT != 0 {
-        le::u32(sb, 0x150)
+        le32(sb, 0x150)
     } else {
         0
     };
-    let blocks_count = u64::from(le::u32(sb, 0x04)) | (u64::from(blocks_hi) << 32);
-    let first_data_block = u64::from(le::u32(sb, 0x14));
-    let blocks_per_group = u64::from(le::u32(sb, 0x20));
-    let inodes_per_group = u64::from(le::u32(sb, 0x28));
-    let inodes_count = u64::from(le::u32(sb, 0x00));
+    let blocks_count = u64::from(le32(sb, 0x04)) | (u64::from(blocks_hi) << 32);
+    let first_data_block = u64::from(le32(sb, 0x14));
+    let blocks_per_group = u64::from(le32(sb, 0x20));
+    let inodes_per_group = u64::from(le32(sb, 0x28));
+    let inodes_count = u64::from(le32(sb, 0x00));
     if blocks_per_group == 0 || inodes_per_group == 0 || first_data_block >= blocks_count {
         return Err(bad(format!(
             "{blocks_count} blocks from {first_data_block}, {blocks_per_group} blocks and {inodes_per_group} inodes per group"
@@ -231,7 +231,7 @@ pub fn parse(sb: &[u8; SUPERBLOCK_SIZE], volume_offset: u64) -> Result<Superbloc
         group_count,
         incompat,
         ro_compat,
-        first_meta_bg: u64::from(le::u32(sb, 0x104)),
+        first_meta_bg: u64::from(le32(sb, 0x104)),
         uuid,
         label: String::from_utf8_lossy(&label_bytes[..label_len]).into_owned(),
     })
@@ -239,9 +239,9 @@ pub fn parse(sb: &[u8; SUPERBLOCK_SIZE], volume_offset: u64) -> Result<Superbloc
 
 /// The inode table's first block from a group descriptor (`desc` is `desc_size` bytes).
 pub fn inode_table(desc: &[u8], desc_size: u64) -> u64 {
-    let lo = u64::from(le::u32(desc, 0x08));
+    let lo = u64::from(le32(desc, 0x08));
     let hi = if desc_size >= u64::from(DESC_SIZE_64_MIN) {
-        u64::from(le::u32(desc, 0x28))
+        u64::from(le32(desc, 0x28))
     } else {
         0
     };
