@@ -11,9 +11,12 @@
 //! 3. a NoCloud seed ISO, by the native seed writer;
 //! 4. the bake boot ([`qemu`]): cloud-init applies the recipe, cloudimg's final stage checks
 //!    cloud-init's result, generalises, trims and powers off, reporting on the serial console
-//!    ([`console`]);
-//! 5. the boot test: the result boots once more from a throwaway overlay with a fresh
-//!    instance id and must come up as that new instance;
+//!    ([`console`]). QEMU loads the image's kernel and initrd itself when [`crate::guestfs`]
+//!    can read them out of the working copy (the firmware and GRUB cost seconds under
+//!    emulation); otherwise, or with `--no-direct-kernel`, the guest boots through its firmware;
+//! 5. the boot test: the result boots once more, through its firmware and boot loader as a
+//!    cloud boots it, from a throwaway overlay with a fresh instance id, and must come up as
+//!    that new instance;
 //! 6. compaction and conversion of the working copy into the output by the native engine
 //!    (trimmed blocks are holes, zero clusters are dropped), published atomically.
 //!
@@ -648,8 +651,8 @@ enum NoDirectKernel {
 }
 
 /// The working copy's kernel, initrd and command line, extracted into `dir` for the bake
-/// boot; `None`, and why in the log, when they cannot be read natively.
-/// Returns the kernel QEMU loads and where it came from in the image.
+/// boot, with where they came from in the image; `None`, and why in the log, when they cannot
+/// be read natively.
 fn direct_kernel(arch: Arch, disk: &Path, dir: &Path) -> Option<(DirectKernel, String)> {
     match extract_kernel(arch, disk, dir) {
         Ok((kernel, source)) => {
@@ -681,11 +684,11 @@ fn extract_kernel(
     }
     let kernel = dir.join("vmlinuz");
     let initrd = dir.join("initrd.img");
-    let mut kernel_out = create(&kernel)?;
-    let mut initrd_out = create(&initrd)?;
+    let mut kernel_out = create_boot_file(&kernel)?;
+    let mut initrd_out = create_boot_file(&initrd)?;
     guestfs::boot::extract(reader.as_mut(), &files, &mut kernel_out, &mut initrd_out)?;
-    finish(kernel_out, &kernel)?;
-    finish(initrd_out, &initrd)?;
+    finish_boot_file(kernel_out, &kernel)?;
+    finish_boot_file(initrd_out, &initrd)?;
     let source = format!("{} ({})", files.kernel.path, files.source);
     let direct = DirectKernel {
         kernel,
@@ -695,7 +698,7 @@ fn extract_kernel(
     Ok((direct, source))
 }
 
-fn create(path: &Path) -> Result<std::io::BufWriter<std::fs::File>, NoDirectKernel> {
+fn create_boot_file(path: &Path) -> Result<std::io::BufWriter<std::fs::File>, NoDirectKernel> {
     std::fs::File::create(path)
         .map(|file| std::io::BufWriter::with_capacity(KERNEL_BUFFER, file))
         .map_err(|source| NoDirectKernel::Write {
@@ -704,7 +707,10 @@ fn create(path: &Path) -> Result<std::io::BufWriter<std::fs::File>, NoDirectKern
         })
 }
 
-fn finish(out: std::io::BufWriter<std::fs::File>, path: &Path) -> Result<(), NoDirectKernel> {
+fn finish_boot_file(
+    out: std::io::BufWriter<std::fs::File>,
+    path: &Path,
+) -> Result<(), NoDirectKernel> {
     out.into_inner()
         .map_err(|e| e.into_error())
         .map(drop)

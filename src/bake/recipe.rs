@@ -16,7 +16,7 @@
 //! SSH host keys are limited to Ed25519 (`ssh_genkeytypes`) unless the user says otherwise: the
 //! keys are deleted anyway, and RSA generation costs seconds under emulation. For the same
 //! reason GRUB's install device is given rather than probed, and the root partition is not
-//! grown when the bake does not grow the disk (see [`spare_first_boot_work`]).
+//! grown when the bake does not grow the disk (`spare_first_boot_work`).
 //!
 //! One model, two front ends: `bake`'s options and a TOML recipe file (`bake --recipe`,
 //! `prepare --bake`, a catalog's `[image.bake]`) both fill a [`RecipeSpec`]; [`RecipeSpec::load`]
