@@ -31,19 +31,12 @@ impl Run<'_> {
     pub(super) async fn entry(&mut self, image: &ImageSpec) -> Result<EntryDone, MirrorError> {
         let resolved =
             EntrySource::resolve(image, self.catalog, self.catalog_dir, &self.options.source)?;
-        let source = &resolved.catalog;
+        let (entry, query) = Entry::new(image, &resolved, self.client)?;
+        let (source, spec) = (entry.source, entry.spec);
         self.bookkeeping.insert(source.checksums.file.clone());
         if let Signature::Published { file, .. } = &source.signature {
             self.bookkeeping.insert(file.clone());
         }
-        let query = runner::query(image)?;
-        let stream = query.stream;
-        let spec = source
-            .stream(stream.name())
-            .ok_or_else(|| IndexError::StreamNotInCatalog {
-                catalog: source.name.clone(),
-                stream,
-            })?;
         if let Some(simplestreams) = &spec.simplestreams {
             self.roots
                 .entry(simplestreams.root.clone())
@@ -51,12 +44,6 @@ impl Run<'_> {
                 .index
                 .clone_from(&simplestreams.index);
         }
-        let entry = Entry {
-            source,
-            spec,
-            discovery: resolved.discovery(self.client),
-            kinds: Kinds::of(image, source)?,
-        };
         let keep = self.catalog.keep_for(image).max(1);
         // The release is resolved once for all the serials kept.
         let listings = entry.discovery.newest_listings(&query, keep).await?;

@@ -445,6 +445,33 @@ struct Entry<'e> {
     kinds: Kinds,
 }
 
+impl<'e> Entry<'e> {
+    /// `image` of the source `resolved`, and the query naming its builds: what a run and a dry
+    /// run both start from.
+    fn new(
+        image: &ImageSpec,
+        resolved: &'e EntrySource,
+        client: &'e Client,
+    ) -> Result<(Entry<'e>, crate::index::Query), MirrorError> {
+        let source = &resolved.catalog;
+        let query = runner::query(image)?;
+        let stream = query.stream;
+        let spec = source
+            .stream(stream.name())
+            .ok_or_else(|| IndexError::StreamNotInCatalog {
+                catalog: source.name.clone(),
+                stream,
+            })?;
+        let entry = Entry {
+            source,
+            spec,
+            discovery: resolved.discovery(client),
+            kinds: Kinds::of(image, source)?,
+        };
+        Ok((entry, query))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

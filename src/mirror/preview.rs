@@ -157,21 +157,8 @@ async fn preview_entry(
     image: &ImageSpec,
 ) -> Result<PlannedOutcome, MirrorError> {
     let resolved = EntrySource::resolve(image, catalog, catalog_dir, &options.source)?;
-    let source = &resolved.catalog;
-    let query = runner::query(image)?;
-    let stream = query.stream;
-    let spec = source
-        .stream(stream.name())
-        .ok_or_else(|| IndexError::StreamNotInCatalog {
-            catalog: source.name.clone(),
-            stream,
-        })?;
-    let entry = Entry {
-        source,
-        spec,
-        discovery: resolved.discovery(client),
-        kinds: Kinds::of(image, source)?,
-    };
+    let (entry, query) = Entry::new(image, &resolved, client)?;
+    let (source, spec) = (entry.source, entry.spec);
     let keep = catalog.keep_for(image).max(1);
     let listings = entry.discovery.newest_listings(&query, keep).await?;
     let mut serials = Vec::new();
