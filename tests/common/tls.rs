@@ -25,16 +25,7 @@ pub struct TestCa {
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
-    let output = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl");
-    assert!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    super::tools::run(Command::new("openssl").args(args).current_dir(dir));
 }
 
 impl TestCa {

@@ -135,16 +135,7 @@ impl Drop for TokenServer {
 
 /// Runs `openssl` with `args`; its stdout.
 fn openssl(args: &[&str]) -> Vec<u8> {
-    let output = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("run openssl");
-    assert!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
+    super::tools::run(Command::new("openssl").args(args)).stdout
 }
 
 /// Answers one connection: a token for the right credentials, 401 otherwise.
