@@ -555,6 +555,19 @@ mod tests {
         fn finish(&self) {}
     }
 
+    /// [`convert`] of `reader` into `w`, reporting nowhere.
+    fn convert_quietly(
+        reader: &mut dyn DiskReader,
+        w: Box<dyn DiskWriter>,
+    ) -> Result<ConvertStats, FormatError> {
+        convert(
+            Path::new("mem"),
+            reader,
+            w,
+            None,
+            &crate::io::progress::Silent,
+        )
+    }
     fn writer(unit: u64, size: u64, fail_at: Option<u64>) -> (Box<MemWriter>, Recording) {
         let out: Recording = Arc::new(Mutex::new(Recorded {
             bytes: vec![0; size as usize],
@@ -615,14 +628,7 @@ mod tests {
         let reads = reader.reads.clone();
         let size = reader.virtual_size();
         let (w, out) = writer(unit, size, None);
-        convert(
-            Path::new("mem"),
-            &mut reader,
-            w,
-            None,
-            &crate::io::progress::Silent,
-        )
-        .unwrap();
+        convert_quietly(&mut reader, w).unwrap();
         let out = out.lock().unwrap();
         for &(offset, len) in &out.writes {
             let written = offset..offset + len as u64;
@@ -642,14 +648,7 @@ mod tests {
     fn all_zero_source_writes_nothing() {
         let mut reader = MemReader::new(vec![0; 3 << 20], vec![(0, 3 << 20, Extent::Data)]);
         let (w, out) = writer(64 << 10, 3 << 20, None);
-        let stats = convert(
-            Path::new("mem"),
-            &mut reader,
-            w,
-            None,
-            &crate::io::progress::Silent,
-        )
-        .unwrap();
+        let stats = convert_quietly(&mut reader, w).unwrap();
         assert_eq!(stats.bytes_written, 0);
         assert!(out.lock().unwrap().writes.is_empty());
         assert!(out.lock().unwrap().finished);
@@ -660,14 +659,7 @@ mod tests {
         let mut reader = sample();
         let size = reader.virtual_size();
         let (w, out) = writer(64 << 10, size, Some(8 << 20));
-        let error = convert(
-            Path::new("mem"),
-            &mut reader,
-            w,
-            None,
-            &crate::io::progress::Silent,
-        )
-        .unwrap_err();
+        let error = convert_quietly(&mut reader, w).unwrap_err();
         assert!(matches!(error, FormatError::Malformed { offset, .. } if offset >= 8 << 20));
         assert!(
             !out.lock().unwrap().finished,
@@ -681,14 +673,7 @@ mod tests {
         reader.fail_read_at = Some(7 << 20);
         let size = reader.virtual_size();
         let (w, out) = writer(64 << 10, size, None);
-        let error = convert(
-            Path::new("mem"),
-            &mut reader,
-            w,
-            None,
-            &crate::io::progress::Silent,
-        )
-        .unwrap_err();
+        let error = convert_quietly(&mut reader, w).unwrap_err();
         assert!(matches!(error, FormatError::Malformed { reason, .. } if reason == "boom"));
         assert!(!out.lock().unwrap().finished);
     }
