@@ -113,25 +113,18 @@ impl Run {
         let bake = self.bake_step(image)?;
         let mut found = self.discover(image).await?;
         if found.published {
-            let expected = bake.as_ref().map(|step| step.recipe.digest()).transpose();
-            let expected = expected.map_err(|e| pipeline::Error::from(BakeError::from(e)))?;
+            // Published, but as the entry asked before: another recipe, other architectures.
+            let recipe_digest = bake.as_ref().map(|step| step.recipe.digest()).transpose();
+            let wanted = publish::Wanted {
+                recipe_digest: recipe_digest
+                    .map_err(|e| pipeline::Error::from(BakeError::from(e)))?,
+                oci_arches: (image.container_format == ContainerFormat::ContainerDisk)
+                    .then(|| oci_arches(image)),
+            };
             let dir = found.tree.serial_dir(found.serial());
-            let digest = blocking::run(&dir.clone(), move || publish::recipe_digest(&dir)).await?;
-            if digest != expected {
-                tracing::info!(image = %image.name, serial = found.serial(), "the recipe changed: baking again");
-                found.published = false;
-            }
-        }
-        if found.published && image.container_format == ContainerFormat::ContainerDisk {
-            // A containerDisk entry given another architecture: its serial is built again.
-            let wanted = oci_arches(image);
-            let dir = found.tree.serial_dir(found.serial());
-            let held = blocking::run(&dir.clone(), move || {
-                Ok::<_, SyncError>(publish::layout_arches(&dir))
-            })
-            .await?;
-            if held.as_ref().is_some_and(|held| *held != wanted) {
-                tracing::info!(image = %image.name, serial = found.serial(), ?held, ?wanted, "the architectures changed: building again");
+            let changed = blocking::run(&dir.clone(), move || wanted.changed(&dir)).await?;
+            if let Some(what) = changed {
+                tracing::info!(image = %image.name, serial = found.serial(), "{what} changed: building the serial again");
                 found.published = false;
             }
         }

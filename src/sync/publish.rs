@@ -208,9 +208,32 @@ pub fn verify_serial(dir: &Path) -> Result<bool, SyncError> {
     Ok(true)
 }
 
+/// What an entry asks of its published serial beyond its bytes.
+pub struct Wanted {
+    /// The `[image.bake]` recipe's digest; `None` for an entry that is not baked.
+    pub recipe_digest: Option<String>,
+    /// A containerDisk's OCI architectures, sorted; `None` for other entries.
+    pub oci_arches: Option<Vec<String>>,
+}
+
+impl Wanted {
+    /// What of it the serial in `dir` was built otherwise ("the recipe", "the architectures"),
+    /// `None` when it was built as wanted. Blocking.
+    pub fn changed(&self, dir: &Path) -> Result<Option<&'static str>, SyncError> {
+        if recipe_digest(dir)? != self.recipe_digest {
+            return Ok(Some("the recipe"));
+        }
+        let arches = self.oci_arches.as_ref();
+        if arches.is_some_and(|wanted| layout_arches(dir).is_some_and(|held| held != *wanted)) {
+            return Ok(Some("the architectures"));
+        }
+        Ok(None)
+    }
+}
+
 /// The recipe digest a published serial was baked with (its artifacts' metadata property
 /// `cloudimg_recipe_sha256`); `None` when it was not baked. Blocking.
-pub fn recipe_digest(dir: &Path) -> Result<Option<String>, SyncError> {
+fn recipe_digest(dir: &Path) -> Result<Option<String>, SyncError> {
     for metadata_path in metadata_files(dir)? {
         if let Ok(metadata) = ImageMetadata::read(&metadata_path) {
             let digest = metadata
@@ -227,7 +250,7 @@ pub fn recipe_digest(dir: &Path) -> Result<Option<String>, SyncError> {
 
 /// The OCI architectures a published containerDisk serial holds, sorted; `None` when `dir` is
 /// not an OCI layout or cannot be read (then [`verify_serial`] says so). Blocking.
-pub fn layout_arches(dir: &Path) -> Option<Vec<String>> {
+fn layout_arches(dir: &Path) -> Option<Vec<String>> {
     if !crate::oci::layout::Layout::is_layout(dir) {
         return None;
     }
